@@ -1,0 +1,261 @@
+"""Aligned datasets: real crops and their LDM-autoencoder reconstructions, pair by pair.
+
+Both members of a pair are written as lossless PNG with matching names, so that nothing but
+the autoencoder's trace (no file format, no content, no size) can separate the two classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ldmdetect.engine.loader import load_each
+from ldmdetect.features.reconstruction import reconstruct
+from ldmdetect.generative.autoencoder import autoencoder_scale_factor, load_autoencoder
+from ldmdetect.generative.loading import ComponentSource
+from ldmdetect.io.crops import Box, crop_boxes, ensure_min_size
+from ldmdetect.io.datasets import find_images, read_manifest
+from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image, save_png
+from ldmdetect.methods.ae import pil_to_uint8, uint8_to_pil
+
+MANIFEST_NAME = "manifest.csv"
+DATASET_INFO_NAME = "dataset.json"
+MANIFEST_FIELDS = ("path", "label", "pair_id", "source", "left", "top", "right", "bottom")
+
+
+@dataclass
+class ReconstructConfig:
+    """How crops are taken and reconstructed. ``crop_size=0`` reconstructs whole images."""
+
+    crop_size: int = 256
+    crops_per_image: int = 1
+    crop_policy: str = "random"
+    sample: bool = True  # sample the AE posterior, as generation does; False = its mean
+    seed: int = 0
+    batch_size: int = 8
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class ReconstructSummary:
+    output: Path
+    pairs: int = 0
+    written: int = 0
+    resumed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlignedPair:
+    pair_id: str
+    source: str
+    real: Path
+    reconstructed: Path
+
+
+@dataclass(frozen=True)
+class _Crop:
+    pair_id: str
+    source: str
+    box: Box
+    pixels: torch.Tensor  # uint8 (3, H, W)
+
+
+def _source_list(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """(file, name unique within the dataset) for folders (recursive) and CSV manifests."""
+    items: list[tuple[Path, str]] = []
+    for source in sources:
+        source = Path(source)
+        if source.suffix.lower() == ".csv":
+            rows = read_manifest(source)
+            items += [(Path(r["path"]), _relative_name(Path(r["path"]), source.parent)) for r in rows]
+        elif source.is_dir():
+            items += [(p, _relative_name(p, source)) for p in find_images([source])]
+        else:
+            items += [(p, p.name) for p in find_images([source])]
+    return items
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        rel = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        rel = Path(path.name)
+    return "__".join(rel.parts)
+
+
+@dataclass(frozen=True)
+class _CropSource:
+    """Picklable loader work: decode one source image and cut its crops."""
+
+    config: ReconstructConfig
+    scale_factor: int
+    names: dict[str, str]
+
+    def __call__(self, path: str) -> list[_Crop]:
+        cfg = self.config
+        image = load_image(path, max_pixels=cfg.max_pixels)
+        name = self.names[path]
+        if cfg.crop_size > 0:
+            image = ensure_min_size(image, cfg.crop_size)
+            # Seeded by the image's name, so a rerun (resume) cuts exactly the same crops.
+            rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
+            boxes = crop_boxes(
+                image.width, image.height, cfg.crop_size,
+                policy=cfg.crop_policy, n=cfg.crops_per_image, rng=rng,
+            )
+        else:
+            f = self.scale_factor
+            boxes = [(0, 0, image.width - image.width % f, image.height - image.height % f)]
+        pixels = pil_to_uint8(image)
+        return [
+            _Crop(f"{name}_c{k:03d}", path, box, pixels[:, box[1] : box[3], box[0] : box[2]])
+            for k, box in enumerate(boxes)
+        ]
+
+
+def _pair_paths(output: Path, pair_id: str) -> tuple[Path, Path]:
+    return output / "real" / f"{pair_id}.png", output / "reconstructed" / f"{pair_id}.png"
+
+
+def build_aligned_dataset(
+    sources: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    autoencoder: str | os.PathLike | ComponentSource | torch.nn.Module,
+    subfolder: str | None = None,
+    config: ReconstructConfig | None = None,
+    device: str | torch.device | None = "auto",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> ReconstructSummary:
+    """Write ``real/``, ``reconstructed/``, ``manifest.csv`` and ``dataset.json`` to ``output``.
+
+    Resumable: pairs whose two PNGs exist are kept. Files that fail to decode are reported in
+    the summary's ``errors`` and skipped; the rest of the run completes.
+    """
+    config = config or ReconstructConfig()
+    output = Path(output)
+    if isinstance(autoencoder, torch.nn.Module):
+        vae, component = autoencoder, None
+    else:
+        component = (
+            autoencoder
+            if isinstance(autoencoder, ComponentSource)
+            else ComponentSource(str(autoencoder), subfolder)
+        )
+        vae = load_autoencoder(component, device=device)
+    factor = autoencoder_scale_factor(vae)
+    if config.crop_size % factor:
+        raise ValueError(
+            f"crop size {config.crop_size} is not a multiple of the autoencoder's "
+            f"downsampling factor {factor}"
+        )
+    items = _source_list(sources)
+    names = {str(path): name for path, name in items}
+    summary = ReconstructSummary(output)
+    rows: list[dict] = []
+    pending: dict[tuple[int, int], list[_Crop]] = {}
+
+    def flush(key: tuple[int, int]) -> None:
+        crops = pending.pop(key, [])
+        if not crops:
+            return
+        batch = torch.stack([c.pixels for c in crops]).float() / 255.0
+        generator = torch.Generator(device=vae.device).manual_seed(
+            config.seed + zlib.crc32(crops[0].pair_id.encode())
+        )
+        recon = reconstruct(vae, batch, sample=config.sample, generator=generator)
+        recon_u8 = (recon * 255.0).round().clamp(0, 255).to(torch.uint8)
+        for crop, fake in zip(crops, recon_u8, strict=True):
+            real_path, fake_path = _pair_paths(output, crop.pair_id)
+            save_png(uint8_to_pil(crop.pixels), real_path)
+            save_png(uint8_to_pil(fake), fake_path)  # written last: marks the pair done
+            summary.written += 1
+
+    results = load_each([str(p) for p, _ in items], _CropSource(config, factor, names),
+                        num_workers=num_workers)
+    for result in tqdm(results, total=len(items), desc="reconstruct", disable=not progress,
+                       unit="img"):
+        if result.error is not None:
+            summary.errors[result.path] = result.error
+            continue
+        for crop in result.value:
+            rows += _manifest_rows(output, crop)
+            summary.pairs += 1
+            real_path, fake_path = _pair_paths(output, crop.pair_id)
+            if real_path.is_file() and fake_path.is_file():
+                summary.resumed += 1
+                continue
+            key = tuple(crop.pixels.shape[1:])
+            pending.setdefault(key, []).append(crop)
+            if len(pending[key]) >= config.batch_size:
+                flush(key)
+    for key in list(pending):
+        flush(key)
+
+    _write_manifest(output / MANIFEST_NAME, rows)
+    info = {
+        "autoencoder": component.to_dict() if component else None,
+        "reconstruct": asdict(config),
+        "pairs": summary.pairs,
+        "sources": len(items) - len(summary.errors),
+        "errors": summary.errors,
+    }
+    (output / DATASET_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    return summary
+
+
+def _manifest_rows(output: Path, crop: _Crop) -> list[dict]:
+    left, top, right, bottom = crop.box
+    rows = []
+    for label, path in zip(("real", "reconstructed"), _pair_paths(output, crop.pair_id),
+                           strict=True):
+        rows.append({
+            "path": path.relative_to(output).as_posix(), "label": label,
+            "pair_id": crop.pair_id, "source": crop.source,
+            "left": left, "top": top, "right": right, "bottom": bottom,
+        })
+    return rows
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_aligned_dataset(directory: str | os.PathLike) -> list[AlignedPair]:
+    """The pairs of a dataset written by ``build_aligned_dataset``."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST_NAME
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no manifest; build the dataset with "
+                                "`ldmdetect reconstruct` first")
+    pairs: dict[str, dict[str, Path]] = {}
+    sources: dict[str, str] = {}
+    with manifest.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            pairs.setdefault(row["pair_id"], {})[row["label"]] = directory / row["path"]
+            sources[row["pair_id"]] = row["source"]
+    result = []
+    for pair_id, members in pairs.items():
+        if set(members) != {"real", "reconstructed"}:
+            raise ValueError(f"{manifest}: pair {pair_id!r} lacks a member")
+        result.append(
+            AlignedPair(pair_id, sources[pair_id], members["real"], members["reconstructed"])
+        )
+    return result

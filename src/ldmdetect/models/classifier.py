@@ -1,0 +1,92 @@
+"""A timm image backbone with one output logit: sigmoid(logit) = P(image was generated)."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
+from torch import nn
+
+# Names the papers use; any other timm model name works too.
+PAPER_BACKBONES = (
+    "convnext_large",
+    "eva02_large_patch14_224",
+    "tf_efficientnetv2_b0",
+    "resnet50",
+)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """timm could not fetch a backbone's pretrained weights (typically: offline)."""
+
+
+def _accepts_img_size(backbone: str) -> bool:
+    # ViT-style models build position embeddings for a fixed grid and take `img_size`; CNNs
+    # reject the keyword. Building on the meta device asks the model itself, at no cost.
+    try:
+        with torch.device("meta"):
+            timm.create_model(backbone, pretrained=False, num_classes=1, img_size=224)
+    except TypeError:
+        return False
+    return True
+
+
+def check_backbone_name(backbone: str) -> None:
+    """Raise a ValueError with close matches when timm does not know ``backbone``."""
+    if timm.is_model(backbone):
+        return
+    close = difflib.get_close_matches(backbone, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown timm backbone {backbone!r}.{hint}")
+
+
+class BackboneClassifier(nn.Module):
+    """Binary real/generated classifier on top of any timm backbone.
+
+    One logit rather than two classes so that a score is a single calibrated probability
+    and thresholds at a target false-positive rate are one number.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnetv2_b0",
+        *,
+        input_size: int = 256,
+        pretrained: bool | str | Path = False,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_backbone_name(backbone)
+        self.backbone = backbone
+        kwargs: dict = {"num_classes": 1, "drop_rate": drop_rate}
+        if _accepts_img_size(backbone):
+            kwargs["img_size"] = input_size
+        if isinstance(pretrained, str | Path) and str(pretrained):
+            # A local weights file: offline users point timm at it instead of the hub.
+            kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained)}
+            pretrained = True
+        try:
+            self.net = timm.create_model(backbone, pretrained=bool(pretrained), **kwargs)
+        except (LocalEntryNotFoundError, OSError) as err:
+            if not pretrained:
+                raise
+            raise PretrainedWeightsUnavailable(
+                f"cannot fetch pretrained weights for backbone {backbone!r} (offline, or not "
+                f"published): {err}. Train without --pretrained, or pass --pretrained-file "
+                "with a local timm checkpoint."
+            ) from err
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) -> logits (B,)."""
+        return self.net(images).squeeze(-1)
+
+
+def backbone_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the backbone's pretrained weights expect; stored with the detector."""
+    cfg = timm.get_pretrained_cfg(backbone)
+    mean = getattr(cfg, "mean", None) or (0.485, 0.456, 0.406)
+    std = getattr(cfg, "std", None) or (0.229, 0.224, 0.225)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
