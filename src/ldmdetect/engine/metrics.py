@@ -137,11 +137,16 @@ def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
     return float(np.sum(recall_gain * precision))
 
 
+def _allowed_reals(fpr: float, n_real: int) -> int:
+    """k = floor(fpr * n_real), the number of reals a target FPR may flag; the 1e-9 keeps float
+    error (0.29 * 100 = 28.999...96) from dropping one, matching the rule fp / n_real <= fpr."""
+    return math.floor(fpr * n_real + 1e-9)
+
+
 def threshold_at_fpr(real_scores: ArrayLike, fpr: float) -> float:
     """Threshold set on reals only so that at most ``floor(fpr * n_real)`` reals score above it.
 
-    With k = floor(fpr * n_real) (plus 1e-9 so that float error such as 0.29 * 100 = 28.999...96
-    does not drop one allowed real), t is the (k+1)-th largest real score and an image is fake iff
+    With k = floor(fpr * n_real), t is the (k+1)-th largest real score and an image is fake iff
     ``score > t``. If k >= n_real every real may pass, so t = -inf. Ties at t are all called
     real, so the achieved FPR may be below the target but never above it.
     """
@@ -151,7 +156,7 @@ def threshold_at_fpr(real_scores: ArrayLike, fpr: float) -> float:
     fpr = float(fpr)
     if not 0.0 <= fpr <= 1.0:
         raise ValueError(f"fpr must be in [0, 1], got {fpr}")
-    k = math.floor(fpr * r.size + 1e-9)
+    k = _allowed_reals(fpr, r.size)
     if k >= r.size:
         return -math.inf
     # Partition instead of a full sort: only the (k+1)-th largest value is needed.
