@@ -1,0 +1,304 @@
+"""Evaluation outputs: metrics.json for machines, report.md for people, ROC and histogram PNGs.
+
+The result mapping (what metrics.json holds)::
+
+    {"settings": {...},                      # free-form: detector, tries, perturbations, paths
+     "generators": {name: compute_metrics(...)},
+     "mean": mean_metrics(generators),
+     "robustness": {spec: {"generators": {...}, "mean": {...}}},   # may be empty
+     "format_control": {"generators": {...}, "mean": {...}} or None}
+
+Plots take clean-condition scores: ``{"real": array, "generators": {name: array}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ldmdetect.engine.metrics import _allowed_reals, _as_scores, roc_auc, roc_curve
+
+__all__ = [
+    "DEFAULT_COLUMNS",
+    "markdown_table",
+    "plot_histograms",
+    "plot_roc",
+    "render_markdown",
+    "write_report",
+]
+
+DEFAULT_COLUMNS: tuple[str, ...] = (
+    "acc",
+    "oracle_acc",
+    "ap",
+    "auc",
+    "tpr@fpr=0.001",
+    "tpr@fpr=0.01",
+    "tpr@fpr=0.05",
+)
+
+_HIST_BINS = 50
+_TPR_PREFIX = "tpr@fpr="
+
+THRESHOLD_NOTE = (
+    "TPR@FPR=x: the threshold t is set on the real images only, at the (k+1)-th largest real "
+    "score with k = floor(x * n_real); an image is called fake iff its score > t, so at most k "
+    "reals are flagged (fewer when reals tie at t). acc/real_acc/fake_acc use the fixed decision "
+    "threshold (fake iff score > threshold, 0.5 by default); oracle_acc uses the best threshold "
+    "for each generator. The mean row averages over generators with equal weight; its n_fake is "
+    "the total and its n_real the shared real set."
+)
+
+
+def _cell(value: Any) -> str:
+    """Counts print as integers, metrics with 4 decimals, so tables line up across runs."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(
+    rows: Mapping[str, Mapping[str, float]],
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    *,
+    label: str = "name",
+) -> str:
+    """A GitHub-flavoured Markdown table, one row per name; ``label`` heads the name column.
+
+    A metric missing from a row raises rather than printing a blank that could be misread.
+    """
+    lines = [
+        "| " + " | ".join([label, *columns]) + " |",
+        "|" + "---|" + "---:|" * len(columns),
+    ]
+    for name, row in rows.items():
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise KeyError(f"row {name!r} has no value for column(s) {missing}")
+        cells = [_cell(str(name)), *(_cell(row[c]) for c in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, (os.PathLike, np.generic)):
+        value = _json_default(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=_json_default)
+
+
+def _group_table(group: Mapping[str, Any], label: str) -> str:
+    """Per-generator rows followed by their mean, for the clean and format-control conditions."""
+    if "mean" in group["generators"]:
+        raise ValueError("a generator may not be named 'mean': it would collide with the mean row")
+    rows = {**group["generators"], "mean": group["mean"]}
+    return markdown_table(rows, list(group["mean"]), label=label)
+
+
+def _small_sample_notes(mean: Mapping[str, Any]) -> list[str]:
+    """Flag TPR@FPR targets too small for the real set: with k = 0 the number is TPR at zero
+    false positives, not at the stated rate, and would be misread next to larger studies."""
+    n_real = mean.get("n_real")
+    if not isinstance(n_real, (int, np.integer)):
+        return []
+    notes = []
+    for key in mean:
+        if not key.startswith(_TPR_PREFIX):
+            continue
+        fpr = float(key[len(_TPR_PREFIX) :])
+        if fpr > 0 and _allowed_reals(fpr, int(n_real)) == 0:
+            notes.append(
+                f"{key}: with {n_real} reals no false positive is allowed (k = 0), so this is "
+                f"the TPR at zero false positives; resolving FPR {fpr:g} needs at least "
+                f"{math.ceil(1 / fpr - 1e-9)} reals.\n"
+            )
+    return notes
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    """The human-readable report: settings, clean, robustness and format-control tables."""
+    if not result.get("generators"):
+        raise ValueError("result has no generators to report")
+    columns = list(result["mean"])
+    parts = ["# ldmdetect evaluation report\n"]
+
+    settings = result.get("settings") or {}
+    parts.append("## Settings\n")
+    if settings:
+        parts.append("".join(f"- {k}: `{_setting_text(v)}`\n" for k, v in settings.items()))
+    else:
+        parts.append("(none recorded)\n")
+
+    parts.append("## Clean images\n")
+    parts.append(_group_table(result, "generator"))
+
+    robustness = result.get("robustness") or {}
+    parts.append("## Robustness (mean over generators)\n")
+    if robustness:
+        rows = {"clean": result["mean"]}
+        rows.update({spec: cond["mean"] for spec, cond in robustness.items()})
+        parts.append(markdown_table(rows, columns, label="perturbation"))
+    else:
+        parts.append("No perturbations were evaluated.\n")
+
+    control = result.get("format_control")
+    if control is not None:
+        parts.append("## Format control (reals and fakes through the same JPEG quality)\n")
+        parts.append(
+            "A detector that separates file formats rather than generators collapses here.\n"
+        )
+        parts.append(_group_table(control, "generator"))
+
+    parts.append("## Notes\n")
+    parts.append(THRESHOLD_NOTE + "\n")
+    parts.extend(_small_sample_notes(result["mean"]))
+    return "\n".join(parts)
+
+
+def _split_scores(scores: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    real = _as_scores(scores["real"], "real scores")
+    gens = {str(n): _as_scores(s, f"scores of {n!r}") for n, s in scores["generators"].items()}
+    if real.size == 0:
+        raise ValueError("no real scores to plot")
+    if not gens:
+        raise ValueError("no generator scores to plot")
+    empty = [n for n, s in gens.items() if s.size == 0]
+    if empty:
+        raise ValueError(f"generator(s) {empty} have no scores to plot")
+    return real, gens
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Write through a temp file in the same folder, then rename, so a crash or a reader
+    running at the same time never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _new_figure(figsize: tuple[float, float]) -> Any:
+    # Figure + Agg canvas directly, not pyplot: no global figure registry to leak, and no
+    # interactive backend picked up in a headless run.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
+    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+def plot_roc(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """One ROC curve per generator against the shared reals, AUC in the legend; saves a PNG."""
+    real, gens = _split_scores(scores)
+    fig = _new_figure((6.0, 5.5))
+    ax = fig.add_subplot()
+    for name, fake in gens.items():
+        y = np.r_[np.zeros(real.size, np.int8), np.ones(fake.size, np.int8)]
+        s = np.r_[real, fake]
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {roc_auc(y, s):.4f})")
+    ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="chance")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="False positive rate (reals called fake)",
+        ylabel="True positive rate (fakes detected)",
+        title="ROC per generator vs reals",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    return _save_png(fig, path)
+
+
+def _shared_bins(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Bins in [0, 1] for probabilities, else over the observed range, shared by all panels
+    so heights compare across generators."""
+    lo = min(float(a.min()) for a in arrays)
+    hi = max(float(a.max()) for a in arrays)
+    if lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    elif lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, _HIST_BINS + 1)
+
+
+def plot_histograms(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Score histograms, one panel per generator overlaid on the reals; saves a PNG.
+
+    Densities, not counts, so a generator with few images is still comparable to the reals.
+    """
+    real, gens = _split_scores(scores)
+    bins = _shared_bins([real, *gens.values()])
+    ncols = min(3, len(gens))
+    nrows = math.ceil(len(gens) / ncols)
+    fig = _new_figure((4.0 * ncols, 3.2 * nrows))
+    # No sharex: it drops tick labels above a hidden spare panel; equal bins give equal x-ranges.
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    # The grid may have more panels than generators; the spare ones are hidden below.
+    for ax, (name, fake) in zip(axes.flat, gens.items(), strict=False):
+        ax.hist(real, bins=bins, density=True, alpha=0.55, label=f"real (n={real.size})")
+        ax.hist(fake, bins=bins, density=True, alpha=0.55, label=f"{name} (n={fake.size})")
+        ax.set(title=name, xlabel="score (higher = more fake)", ylabel="density")
+        ax.set_xlim(bins[0], bins[-1])
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(gens) :]:
+        ax.set_visible(False)
+    return _save_png(fig, path)
+
+
+def _json_default(obj: Any) -> Any:
+    """Make numpy values and paths JSON-native; anything else is a bug and should fail."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to metrics.json: {obj!r}")
+
+
+def write_report(
+    result: Mapping[str, Any], scores: Mapping[str, Any], output_dir: str | os.PathLike[str]
+) -> dict[str, Path]:
+    """Write metrics.json, report.md, roc.png and histograms.png into ``output_dir``.
+
+    Text is rendered before anything is written, so a malformed result leaves no partial
+    report. metrics.json is strict JSON (no NaN), readable by any tool, in insertion order.
+    """
+    out = Path(output_dir)
+    markdown = render_markdown(result)
+    metrics_json = json.dumps(result, indent=2, allow_nan=False, default=_json_default) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "metrics": _write_text(out / "metrics.json", metrics_json),
+        "report": _write_text(out / "report.md", markdown),
+        "roc": plot_roc(scores, out / "roc.png"),
+        "histograms": plot_histograms(scores, out / "histograms.png"),
+    }

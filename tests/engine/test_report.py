@@ -1,0 +1,186 @@
+"""The report writes every promised file, readable, and the numbers in it are the metrics'."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldmdetect.engine import report as R
+from ldmdetect.engine.metrics import compute_metrics, mean_metrics
+
+
+def _condition(real: np.ndarray, gens: dict[str, np.ndarray]) -> dict:
+    per_gen = {
+        name: compute_metrics(np.r_[np.zeros(real.size), np.ones(f.size)], np.r_[real, f])
+        for name, f in gens.items()
+    }
+    return {"generators": per_gen, "mean": mean_metrics(per_gen)}
+
+
+@pytest.fixture
+def evaluation() -> tuple[dict, dict]:
+    rng = np.random.default_rng(0)
+    real = rng.beta(2, 5, 300)
+    gens = {
+        "sd-1.4": rng.beta(5, 2, 120),
+        "sdxl": rng.beta(3, 3, 80),
+        "kandinsky|2": rng.random(50),
+    }
+    clean = _condition(real, gens)
+    result = {
+        "settings": {"detector": Path("runs/det"), "tries": np.int64(10), "perturbations": ["a"]},
+        **clean,
+        "robustness": {
+            "jpeg:75": _condition(np.clip(real + 0.1, 0, 1), gens),
+            "blur:2": _condition(real, {k: v * 0.7 for k, v in gens.items()}),
+        },
+        "format_control": _condition(real, {k: v * 0.9 for k, v in gens.items()}),
+    }
+    return result, {"real": real, "generators": gens}
+
+
+def test_markdown_table_formats_numbers() -> None:
+    rows = {
+        "a": {"n_fake": 12, "auc": 0.98765, "ap": 1.0},
+        "b|c": {"n_fake": 3, "auc": 0.5, "ap": 0},
+    }
+    text = R.markdown_table(rows, ["n_fake", "auc", "ap"], label="generator")
+    lines = text.strip().splitlines()
+    assert lines[0] == "| generator | n_fake | auc | ap |"
+    assert lines[1] == "|---|---:|---:|---:|"
+    assert lines[2] == "| a | 12 | 0.9877 | 1.0000 |"
+    assert lines[3] == "| b\\|c | 3 | 0.5000 | 0 |"  # pipes escaped so the row keeps its cells
+
+
+def test_markdown_table_default_columns_and_missing_key() -> None:
+    row = {c: 0.25 for c in R.DEFAULT_COLUMNS}
+    header = R.markdown_table({"x": row}).splitlines()[0]
+    assert header == "| name | " + " | ".join(R.DEFAULT_COLUMNS) + " |"
+    del row["auc"]
+    with pytest.raises(KeyError, match="auc"):
+        R.markdown_table({"x": row})
+
+
+def test_render_markdown_has_every_section(evaluation: tuple[dict, dict]) -> None:
+    result, _ = evaluation
+    md = R.render_markdown(result)
+    for heading in ("# ldmdetect evaluation report", "## Settings", "## Clean", "## Robustness"):
+        assert heading in md
+    assert "## Format control" in md
+    assert "- detector: `runs/det`" in md and "- tries: `10`" in md
+    for name in ("sd-1.4", "sdxl", "kandinsky\\|2"):
+        assert f"| {name} |" in md
+    mean = result["mean"]
+    mean_row = f"| mean | {mean['n_real']} | {mean['n_fake']} | {mean['acc']:.4f} |"
+    assert mean_row in md
+    robust = md.split("## Robustness")[1].split("##")[0]
+    rows = [line.split(" | ")[0] for line in robust.splitlines() if line.startswith("| ")]
+    assert rows == ["| perturbation", "| clean", "| jpeg:75", "| blur:2"]
+    blur_auc = result["robustness"]["blur:2"]["mean"]["auc"]
+    assert f"{blur_auc:.4f}" in robust
+    assert "score > t" in md and "floor(x * n_real)" in md
+
+
+def test_render_markdown_without_optional_parts(evaluation: tuple[dict, dict]) -> None:
+    result, _ = evaluation
+    result = {**result, "robustness": {}, "format_control": None, "settings": {}}
+    md = R.render_markdown(result)
+    assert "No perturbations were evaluated." in md
+    assert "## Format control" not in md
+    assert "| mean |" in md
+
+
+def test_render_markdown_rejects_generator_named_mean(evaluation: tuple[dict, dict]) -> None:
+    result, _ = evaluation
+    result = {**result, "generators": {"mean": result["generators"]["sdxl"]}}
+    with pytest.raises(ValueError, match="mean"):
+        R.render_markdown(result)
+
+
+def _assert_png(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        im.load()  # decodes every pixel: a truncated file fails here
+        size = im.size
+        extrema = im.convert("L").getextrema()
+    assert extrema[0] < extrema[1], "plot is a blank image"
+    return size
+
+
+def test_write_report(tmp_path: Path, evaluation: tuple[dict, dict]) -> None:
+    result, scores = evaluation
+    out = tmp_path / "nested" / "run"
+    paths = R.write_report(result, scores, out)
+    assert set(paths) == {"metrics", "report", "roc", "histograms"}
+    assert paths["metrics"] == out / "metrics.json" and paths["report"] == out / "report.md"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["metrics.json", "report.md", "roc.png", "histograms.png"]
+    )  # no temp files left behind
+    loaded = json.loads(paths["metrics"].read_text())
+    assert list(loaded) == list(result)  # insertion order kept, not sorted
+    assert loaded["generators"] == result["generators"]
+    assert loaded["mean"] == result["mean"]
+    assert loaded["robustness"] == result["robustness"]
+    assert loaded["settings"] == {"detector": "runs/det", "tries": 10, "perturbations": ["a"]}
+    assert list(loaded["generators"]["sdxl"]) == list(result["generators"]["sdxl"])
+    assert paths["report"].read_text() == R.render_markdown(result)
+    _assert_png(paths["roc"])
+    _assert_png(paths["histograms"])
+
+
+def test_write_report_overwrites(tmp_path: Path, evaluation: tuple[dict, dict]) -> None:
+    result, scores = evaluation
+    R.write_report(result, scores, tmp_path)
+    result = {**result, "settings": {"run": 2}}
+    R.write_report(result, scores, tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["settings"] == {"run": 2}
+
+
+def test_write_report_rejects_nan_before_writing(tmp_path: Path, evaluation) -> None:
+    result, scores = evaluation
+    result = {**result, "settings": {"bad": float("nan")}}
+    with pytest.raises(ValueError):
+        R.write_report(result, scores, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_plots_accept_logits_and_single_generator(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    scores = {"real": rng.normal(-2, 1, 40), "generators": {"dit": rng.normal(3, 2, 30)}}
+    assert R.plot_roc(scores, tmp_path / "roc.png") == tmp_path / "roc.png"
+    assert R.plot_histograms(scores, tmp_path / "h.png") == tmp_path / "h.png"
+    _assert_png(tmp_path / "roc.png")
+    _assert_png(tmp_path / "h.png")
+
+
+def test_shared_bins() -> None:
+    probs = R._shared_bins([np.array([0.2, 0.4]), np.array([0.9])])
+    assert probs[0] == 0.0 and probs[-1] == 1.0
+    logits = R._shared_bins([np.array([-3.0, 1.0]), np.array([5.0])])
+    assert logits[0] == -3.0 and logits[-1] == 5.0
+    const = R._shared_bins([np.array([7.0]), np.array([7.0])])
+    assert const[0] < 7.0 < const[-1]
+
+
+def test_plots_reject_bad_scores(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no generator"):
+        R.plot_roc({"real": [0.1], "generators": {}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="NaN"):
+        R.plot_histograms({"real": [0.1, np.nan], "generators": {"a": [0.5]}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="no scores"):
+        R.plot_histograms({"real": [0.1], "generators": {"a": []}}, tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_small_real_set_is_flagged(evaluation: tuple[dict, dict]) -> None:
+    result, _ = evaluation  # 300 reals: 0.1% FPR allows k = 0, 1% allows k = 3
+    notes = R.render_markdown(result).split("## Notes")[1]
+    assert "tpr@fpr=0.001: with 300 reals no false positive is allowed" in notes
+    assert "at least 1000 reals" in notes
+    assert "tpr@fpr=0.01:" not in notes
+    big = {**result, "mean": {**result["mean"], "n_real": 1000}}
+    assert "no false positive is allowed" not in R.render_markdown(big)
