@@ -15,8 +15,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-zoo_app = typer.Typer(help="Write generator components (tiny test models, ...).",
-                      no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="Write generator components (tiny test models, ...).", no_args_is_help=True
+)
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -37,8 +38,14 @@ def _user_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (ComponentLoadError, DetectorLoadError, PretrainedWeightsUnavailable,
-                ImageDecodeError, FileNotFoundError, ValueError) as err:
+        except (
+            ComponentLoadError,
+            DetectorLoadError,
+            PretrainedWeightsUnavailable,
+            ImageDecodeError,
+            FileNotFoundError,
+            ValueError,
+        ) as err:
             raise _fail(str(err)) from None
 
     return wrapper
@@ -66,14 +73,16 @@ def zoo_tiny(
 def reconstruct(
     sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
     output: Annotated[Path, typer.Option(help="Dataset directory to write (resumable).")],
-    autoencoder: Annotated[str, typer.Option(
-        help="Hub id or local directory, e.g. stabilityai/stable-diffusion-2-1.")],
+    autoencoder: Annotated[
+        str, typer.Option(help="Hub id or local directory, e.g. stabilityai/stable-diffusion-2-1.")
+    ],
     subfolder: Annotated[str | None, typer.Option(help="e.g. vae")] = None,
     crop_size: Annotated[int, typer.Option(help="Crop side; 0 = whole images.")] = 256,
     crops_per_image: int = 1,
     crop_policy: Annotated[str, typer.Option(help="random, center or grid.")] = "random",
-    sample: Annotated[bool, typer.Option(
-        "--sample/--mean", help="Sample the AE posterior, or use its mean.")] = True,
+    sample: Annotated[
+        bool, typer.Option("--sample/--mean", help="Sample the AE posterior, or use its mean.")
+    ] = True,
     seed: int = 0,
     batch_size: int = 8,
     device: Device = "auto",
@@ -83,16 +92,28 @@ def reconstruct(
     from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 
     summary = build_aligned_dataset(
-        sources, output, autoencoder=autoencoder, subfolder=subfolder,
-        config=ReconstructConfig(crop_size=crop_size, crops_per_image=crops_per_image,
-                                 crop_policy=crop_policy, sample=sample, seed=seed,
-                                 batch_size=batch_size),
-        device=device, num_workers=workers, progress=True,
+        sources,
+        output,
+        autoencoder=autoencoder,
+        subfolder=subfolder,
+        config=ReconstructConfig(
+            crop_size=crop_size,
+            crops_per_image=crops_per_image,
+            crop_policy=crop_policy,
+            sample=sample,
+            seed=seed,
+            batch_size=batch_size,
+        ),
+        device=device,
+        num_workers=workers,
+        progress=True,
     )
     for path, reason in summary.errors.items():
         typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"{summary.pairs} pairs in {output} ({summary.written} written, "
-               f"{summary.resumed} already done, {len(summary.errors)} files failed)")
+    typer.echo(
+        f"{summary.pairs} pairs in {output} ({summary.written} written, "
+        f"{summary.resumed} already done, {len(summary.errors)} files failed)"
+    )
     if summary.errors:
         raise typer.Exit(1)
 
@@ -103,12 +124,17 @@ def train(
     data: Annotated[list[Path], typer.Option(help="Aligned dataset directory (repeatable).")],
     output: Annotated[Path, typer.Option(help="Detector directory to write.")],
     method: str = "ae",
-    backbone: Annotated[str, typer.Option(
-        help="Any timm name: convnext_large, eva02_large_patch14_224, tf_efficientnetv2_b0, "
-             "resnet50, ...")] = "tf_efficientnetv2_b0",
+    backbone: Annotated[
+        str,
+        typer.Option(
+            help="Any timm name: convnext_large, eva02_large_patch14_224, tf_efficientnetv2_b0, "
+            "resnet50, ..."
+        ),
+    ] = "tf_efficientnetv2_b0",
     pretrained: Annotated[bool, typer.Option(help="Start from timm's weights.")] = False,
-    pretrained_file: Annotated[Path | None, typer.Option(
-        help="Local timm checkpoint to start from (offline).")] = None,
+    pretrained_file: Annotated[
+        Path | None, typer.Option(help="Local timm checkpoint to start from (offline).")
+    ] = None,
     input_size: Annotated[int | None, typer.Option(help="Default: the dataset's crop.")] = None,
     epochs: int = 5,
     batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 16,
@@ -122,10 +148,17 @@ def train(
     from ldmdetect.engine.train import TrainConfig, train_detector
 
     cfg = TrainConfig(
-        method=method, backbone=backbone,
+        method=method,
+        backbone=backbone,
         pretrained=str(pretrained_file) if pretrained_file else pretrained,
-        input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr,
-        val_fraction=val_fraction, seed=seed, num_workers=workers, device=device,
+        input_size=input_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction,
+        seed=seed,
+        num_workers=workers,
+        device=device,
     )
     detector = train_detector(data, output, cfg, progress=True)
     last = detector.config.training["history"][-1]
@@ -140,13 +173,21 @@ def evaluate(
     real: Annotated[list[Path], typer.Option(help="Real images (folder; repeatable).")],
     fake: Annotated[list[Path], typer.Option(help="One folder per generator (repeatable).")],
     output: Annotated[Path, typer.Option(help="Report directory.")],
-    perturb: Annotated[list[str] | None, typer.Option(
-        help="Robustness condition, e.g. jpeg:75, resize:0.5, blur:1, webp:80, crop:224; "
-             "chain with '+'. Repeatable.")] = None,
-    format_control: Annotated[int | None, typer.Option(
-        help="JPEG quality applied to reals and fakes alike (format control).")] = None,
-    tries: Annotated[list[int] | None, typer.Option(
-        help="Crops per image; repeat to compare, e.g. --tries 1 --tries 10.")] = None,
+    perturb: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Robustness condition, e.g. jpeg:75, resize:0.5, blur:1, webp:80, crop:224; "
+            "chain with '+'. Repeatable."
+        ),
+    ] = None,
+    format_control: Annotated[
+        int | None,
+        typer.Option(help="JPEG quality applied to reals and fakes alike (format control)."),
+    ] = None,
+    tries: Annotated[
+        list[int] | None,
+        typer.Option(help="Crops per image; repeat to compare, e.g. --tries 1 --tries 10."),
+    ] = None,
     batch_size: int = 64,
     device: Device = "auto",
     workers: Workers = 0,
@@ -158,9 +199,17 @@ def evaluate(
 
     model = Detector.from_pretrained(detector, device=device)
     evaluation = run_evaluate(
-        model, real, fake, perturbations=perturb or [], format_control=format_control,
-        tries=tries or [1], batch_size=batch_size, num_workers=workers, output=output,
-        settings={"detector": detector}, progress=True,
+        model,
+        real,
+        fake,
+        perturbations=perturb or [],
+        format_control=format_control,
+        tries=tries or [1],
+        batch_size=batch_size,
+        num_workers=workers,
+        output=output,
+        settings={"detector": detector},
+        progress=True,
     )
     rows = dict(evaluation.result["generators"]) | {"mean": evaluation.result["mean"]}
     typer.echo(markdown_table(rows))
@@ -175,10 +224,12 @@ def scan(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
     detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
     tries: Annotated[int | None, typer.Option(help="1 = center crop; N = mean of N crops.")] = None,
-    output: Annotated[Path | None, typer.Option(
-        help="out.csv or out.json; default: CSV on stdout.")] = None,
-    fpr: Annotated[float, typer.Option(
-        help="Label with the threshold calibrated at this false-positive rate.")] = 0.01,
+    output: Annotated[
+        Path | None, typer.Option(help="out.csv or out.json; default: CSV on stdout.")
+    ] = None,
+    fpr: Annotated[
+        float, typer.Option(help="Label with the threshold calibrated at this false-positive rate.")
+    ] = 0.01,
     batch_size: int = 64,
     device: Device = "auto",
     workers: Workers = 0,
@@ -191,21 +242,31 @@ def scan(
 
     model = Detector.from_pretrained(detector, device=device)
     files = find_images(paths)
-    rows = run_scan(model, files, tries=tries, fpr=fpr, batch_size=batch_size,
-                    num_workers=workers, progress=output is not None)
+    rows = run_scan(
+        model,
+        files,
+        tries=tries,
+        fpr=fpr,
+        batch_size=batch_size,
+        num_workers=workers,
+        progress=output is not None,
+    )
     if output is None:
         import csv
         from dataclasses import asdict
 
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0].__dataclass_fields__)
-                                if rows else ["path"])
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=list(rows[0].__dataclass_fields__) if rows else ["path"]
+        )
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
     else:
         write_rows(rows, output)
         flagged = sum(r.label == "generated" for r in rows)
-        typer.echo(f"{len(rows)} files, {flagged} flagged as generated, "
-                   f"{sum(bool(r.error) for r in rows)} failed -> {output}")
+        typer.echo(
+            f"{len(rows)} files, {flagged} flagged as generated, "
+            f"{sum(bool(r.error) for r in rows)} failed -> {output}"
+        )
     failed = [r for r in rows if r.error]
     for row in failed:
         typer.secho(f"failed {row.path}: {row.error}", fg=typer.colors.YELLOW, err=True)
@@ -217,7 +278,8 @@ def scan(
 @_user_errors
 def demo(
     output: Annotated[Path, typer.Option(help="Where the run writes everything.")] = Path(
-        "runs/demo"),
+        "runs/demo"
+    ),
     seed: int = 0,
 ) -> None:
     """The main job on bundled photos: zoo -> reconstruct -> train -> evaluate -> scan."""
@@ -232,8 +294,9 @@ def demo(
     rows = {f"{t}-try": r["mean"] for t, r in res["tries"].items()}
     rows |= {p: r["mean"] for p, r in res["robustness"].items()}
     if res["format_control"]:
-        rows[f"format control jpeg:{res['format_control']['quality']}"] = res[
-            "format_control"]["mean"]
+        rows[f"format control jpeg:{res['format_control']['quality']}"] = res["format_control"][
+            "mean"
+        ]
     typer.echo(markdown_table(rows))
     typer.echo(f"\nreport: {result.evaluation.files['report']}\nscan: {result.scan_path}")
     typer.echo(f"seconds per stage: {json.dumps(result.seconds)}")

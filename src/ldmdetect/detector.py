@@ -131,7 +131,10 @@ class Detector:
         return probs.view(len(prepared), -1).mean(dim=1).double().numpy()
 
     def predict(
-        self, images: ImageInput | Sequence[ImageInput], *, tries: int | None = None,
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        tries: int | None = None,
         batch_size: int = 64,
     ) -> np.ndarray:
         """Probability that each image was generated, as a float array (one per image).

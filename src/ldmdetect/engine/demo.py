@@ -46,7 +46,10 @@ class DemoResult:
 
 
 def run_demo(
-    output: str | os.PathLike, config: DemoConfig | None = None, *, progress: bool = False,
+    output: str | os.PathLike,
+    config: DemoConfig | None = None,
+    *,
+    progress: bool = False,
     log=print,
 ) -> DemoResult:
     cfg = config or DemoConfig()
@@ -78,20 +81,33 @@ def run_demo(
     log(f"[2/6] reconstruct {len(splits['train'])} training photos through the autoencoder")
     train_data = out / "data" / "train"
     build_aligned_dataset(
-        [out / "photos" / "train"], train_data, autoencoder=pipeline, subfolder="vae",
-        config=ReconstructConfig(crop_size=cfg.input_size,
-                                 crops_per_image=cfg.train_crops_per_image, seed=cfg.seed),
-        device="cpu", num_workers=cfg.num_workers, progress=progress,
+        [out / "photos" / "train"],
+        train_data,
+        autoencoder=pipeline,
+        subfolder="vae",
+        config=ReconstructConfig(
+            crop_size=cfg.input_size, crops_per_image=cfg.train_crops_per_image, seed=cfg.seed
+        ),
+        device="cpu",
+        num_workers=cfg.num_workers,
+        progress=progress,
     )
     step("reconstruct")
 
     log(f"[3/6] train the 'ae' detector ({cfg.backbone}, {cfg.input_size}px)")
     detector_dir = out / "detector"
     train_detector(
-        [train_data], detector_dir,
-        TrainConfig(backbone=cfg.backbone, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                    val_fraction=0.25, seed=cfg.seed, num_workers=cfg.num_workers,
-                    device="cpu"),
+        [train_data],
+        detector_dir,
+        TrainConfig(
+            backbone=cfg.backbone,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            val_fraction=0.25,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            device="cpu",
+        ),
         progress=progress,
     )
     step("train")
@@ -99,10 +115,18 @@ def run_demo(
     log(f"[4/6] reconstruct {len(splits['heldout'])} held-out photos (never seen in training)")
     heldout = out / "data" / "heldout"
     build_aligned_dataset(
-        [out / "photos" / "heldout"], heldout, autoencoder=pipeline, subfolder="vae",
-        config=ReconstructConfig(crop_size=cfg.eval_crop_size,
-                                 crops_per_image=cfg.eval_crops_per_image, seed=cfg.seed + 1),
-        device="cpu", num_workers=cfg.num_workers, progress=progress,
+        [out / "photos" / "heldout"],
+        heldout,
+        autoencoder=pipeline,
+        subfolder="vae",
+        config=ReconstructConfig(
+            crop_size=cfg.eval_crop_size,
+            crops_per_image=cfg.eval_crops_per_image,
+            seed=cfg.seed + 1,
+        ),
+        device="cpu",
+        num_workers=cfg.num_workers,
+        progress=progress,
     )
     step("reconstruct_heldout")
 
@@ -112,9 +136,15 @@ def run_demo(
     if not fake_dir.exists():
         (heldout / "reconstructed").rename(fake_dir)
     evaluation = evaluate(
-        detector, [heldout / "real"], [fake_dir],
-        perturbations=["jpeg:75", "resize:0.5"], format_control=90, tries=(1, 10),
-        output=out / "report", num_workers=cfg.num_workers, progress=progress,
+        detector,
+        [heldout / "real"],
+        [fake_dir],
+        perturbations=["jpeg:75", "resize:0.5"],
+        format_control=90,
+        tries=(1, 10),
+        output=out / "report",
+        num_workers=cfg.num_workers,
+        progress=progress,
         settings={"detector": str(detector_dir)},
     )
     step("evaluate")

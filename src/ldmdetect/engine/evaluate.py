@@ -94,8 +94,14 @@ def evaluate(
 
     def _score(paths, perturbation, n_tries, desc):
         scores, errs = score_files(
-            detector, paths, tries=n_tries, perturbation=perturbation, batch_size=batch_size,
-            num_workers=num_workers, progress=progress, desc=desc,
+            detector,
+            paths,
+            tries=n_tries,
+            perturbation=perturbation,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            desc=desc,
         )
         errors.update(errs)
         return scores[~np.isnan(scores)]

@@ -77,7 +77,9 @@ def _source_list(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]
         source = Path(source)
         if source.suffix.lower() == ".csv":
             rows = read_manifest(source)
-            items += [(Path(r["path"]), _relative_name(Path(r["path"]), source.parent)) for r in rows]
+            items += [
+                (Path(r["path"]), _relative_name(Path(r["path"]), source.parent)) for r in rows
+            ]
         elif source.is_dir():
             items += [(p, _relative_name(p, source)) for p in find_images([source])]
         else:
@@ -110,8 +112,12 @@ class _CropSource:
             # Seeded by the image's name, so a rerun (resume) cuts exactly the same crops.
             rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
             boxes = crop_boxes(
-                image.width, image.height, cfg.crop_size,
-                policy=cfg.crop_policy, n=cfg.crops_per_image, rng=rng,
+                image.width,
+                image.height,
+                cfg.crop_size,
+                policy=cfg.crop_policy,
+                n=cfg.crops_per_image,
+                rng=rng,
             )
         else:
             f = self.scale_factor
@@ -182,10 +188,12 @@ def build_aligned_dataset(
             save_png(uint8_to_pil(fake), fake_path)  # written last: marks the pair done
             summary.written += 1
 
-    results = load_each([str(p) for p, _ in items], _CropSource(config, factor, names),
-                        num_workers=num_workers)
-    for result in tqdm(results, total=len(items), desc="reconstruct", disable=not progress,
-                       unit="img"):
+    results = load_each(
+        [str(p) for p, _ in items], _CropSource(config, factor, names), num_workers=num_workers
+    )
+    for result in tqdm(
+        results, total=len(items), desc="reconstruct", disable=not progress, unit="img"
+    ):
         if result.error is not None:
             summary.errors[result.path] = result.error
             continue
@@ -218,13 +226,21 @@ def build_aligned_dataset(
 def _manifest_rows(output: Path, crop: _Crop) -> list[dict]:
     left, top, right, bottom = crop.box
     rows = []
-    for label, path in zip(("real", "reconstructed"), _pair_paths(output, crop.pair_id),
-                           strict=True):
-        rows.append({
-            "path": path.relative_to(output).as_posix(), "label": label,
-            "pair_id": crop.pair_id, "source": crop.source,
-            "left": left, "top": top, "right": right, "bottom": bottom,
-        })
+    for label, path in zip(
+        ("real", "reconstructed"), _pair_paths(output, crop.pair_id), strict=True
+    ):
+        rows.append(
+            {
+                "path": path.relative_to(output).as_posix(),
+                "label": label,
+                "pair_id": crop.pair_id,
+                "source": crop.source,
+                "left": left,
+                "top": top,
+                "right": right,
+                "bottom": bottom,
+            }
+        )
     return rows
 
 
@@ -243,8 +259,9 @@ def read_aligned_dataset(directory: str | os.PathLike) -> list[AlignedPair]:
     directory = Path(directory)
     manifest = directory / MANIFEST_NAME
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: no manifest; build the dataset with "
-                                "`ldmdetect reconstruct` first")
+        raise FileNotFoundError(
+            f"{manifest}: no manifest; build the dataset with `ldmdetect reconstruct` first"
+        )
     pairs: dict[str, dict[str, Path]] = {}
     sources: dict[str, str] = {}
     with manifest.open(newline="") as handle:

@@ -144,6 +144,13 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     parts.append("## Clean images\n")
     parts.append(_group_table(result, "generator"))
 
+    by_tries = result.get("tries") or {}
+    if len(by_tries) > 1:
+        parts.append("## Crops per image (mean over generators)\n")
+        parts.append("1 try = the center crop; N tries = mean probability over N random crops.\n")
+        rows = {f"{n}-try": cond["mean"] for n, cond in by_tries.items()}
+        parts.append(markdown_table(rows, columns, label="inference"))
+
     robustness = result.get("robustness") or {}
     parts.append("## Robustness (mean over generators)\n")
     if robustness:
@@ -163,6 +170,16 @@ def render_markdown(result: Mapping[str, Any]) -> str:
 
     parts.append("## Notes\n")
     parts.append(THRESHOLD_NOTE + "\n")
+    if settings.get("mixed_formats"):
+        parts.append(
+            "**Warning:** the classes come in different file formats "
+            f"(`{_setting_text(settings.get('file_formats'))}`); a detector can score well "
+            "by telling formats apart. Compare with the format-control table.\n"
+        )
+    errors = result.get("errors") or {}
+    if errors:
+        parts.append(f"{len(errors)} file(s) could not be decoded and were skipped:\n")
+        parts.append("".join(f"- `{path}`: {reason}\n" for path, reason in errors.items()))
     parts.extend(_small_sample_notes(result["mean"]))
     return "\n".join(parts)
 

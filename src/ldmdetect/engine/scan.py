@@ -100,8 +100,13 @@ def scan(
     """One row per file: probability, decision at the FPR-calibrated threshold, or the error."""
     threshold_name, threshold = detector.config.threshold(fpr)
     scores, errors = score_files(
-        detector, paths, tries=tries, batch_size=batch_size, num_workers=num_workers,
-        progress=progress, desc="scan",
+        detector,
+        paths,
+        tries=tries,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        desc="scan",
     )
     rows = []
     for path, score in zip(paths, scores, strict=True):

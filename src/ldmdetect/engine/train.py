@@ -83,7 +83,10 @@ def split_by_source(
 
 
 def augment_pair(
-    real: Image.Image, fake: Image.Image, size: int, aug: AugmentConfig | None,
+    real: Image.Image,
+    fake: Image.Image,
+    size: int,
+    aug: AugmentConfig | None,
     rng: np.random.Generator,
 ) -> torch.Tensor:
     """(real, fake) -> uint8 (2, 3, size, size), both transformed identically.
@@ -210,7 +213,11 @@ def train_detector(
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
     mean, std = backbone_normalization(cfg.backbone)
     det_config = DetectorConfig(
-        method=cfg.method, backbone=cfg.backbone, input_size=size, mean=mean, std=std,
+        method=cfg.method,
+        backbone=cfg.backbone,
+        input_size=size,
+        mean=mean,
+        std=std,
         generator=next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None),
     )
     model = method.build_model(det_config, pretrained=cfg.pretrained)
@@ -232,8 +239,12 @@ def train_detector(
         model.train()
         train_set.epoch = epoch
         losses = []
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (progress and accelerator.is_main_process), unit="batch")
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (progress and accelerator.is_main_process),
+            unit="batch",
+        )
         for images, labels in bar:
             with accelerator.autocast():
                 logits = method.logits(model, images, det_config)

@@ -1,0 +1,77 @@
+import json
+import shutil
+
+import pytest
+
+from ldmdetect.detector import Detector
+from ldmdetect.engine.evaluate import evaluate, generator_sets
+
+
+@pytest.fixture(scope="module")
+def detector(detector_dir):
+    return Detector.from_pretrained(detector_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def eval_dirs(tmp_path_factory, aligned_dir):
+    """Reals and one 'generator' (the tiny AE's reconstructions), plus a broken fake file."""
+    root = tmp_path_factory.mktemp("eval")
+    shutil.copytree(aligned_dir / "real", root / "real")
+    shutil.copytree(aligned_dir / "reconstructed", root / "tiny-vae")
+    (root / "tiny-vae" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    return root
+
+
+def test_report_structure_and_files(detector, eval_dirs, tmp_path):
+    evaluation = evaluate(
+        detector,
+        [eval_dirs / "real"],
+        [eval_dirs / "tiny-vae"],
+        perturbations=["jpeg:75", "resize:0.5+jpeg:90"],
+        format_control=90,
+        tries=(1, 10),
+        output=tmp_path,
+    )
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(result["generators"]) == {"tiny-vae"}
+    metrics = result["generators"]["tiny-vae"]
+    assert metrics["n_real"] == 24 and metrics["n_fake"] == 24
+    assert metrics["auc"] > 0.9
+    assert set(result["robustness"]) == {"jpeg:75", "resize:0.5+jpeg:90"}
+    assert set(result["tries"]) == {"1", "10"}
+    assert result["format_control"]["quality"] == 90
+    assert list(result["errors"]) == [str(eval_dirs / "tiny-vae" / "broken.png")]
+    assert result["settings"]["mixed_formats"] is False
+    for name in ("report.md", "roc.png", "histograms.png"):
+        assert (tmp_path / name).is_file()
+    report = (tmp_path / "report.md").read_text()
+    assert "10-try" in report and "broken.png" in report
+    assert evaluation.scores["real"].shape == (24,)
+
+
+def test_mixed_file_formats_are_flagged(detector, eval_dirs, tmp_path):
+    fakes = tmp_path / "jpeg-fakes"
+    fakes.mkdir()
+    from PIL import Image
+
+    for path in sorted((eval_dirs / "tiny-vae").glob("*_c000.png"))[:3]:
+        Image.open(path).save(fakes / (path.stem + ".jpg"), quality=95)
+    result = evaluate(detector, [eval_dirs / "real"], [fakes], output=tmp_path / "r").result
+    assert result["settings"]["mixed_formats"] is True
+    assert "Warning" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_generator_names_come_from_folders(tmp_path):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "sd").mkdir(parents=True)
+    (tmp_path / "a" / "mj").mkdir()
+    sets = generator_sets([tmp_path / "a" / "sd", tmp_path / "b" / "sd", tmp_path / "a" / "mj"])
+    assert list(sets) == ["a/sd", "b/sd", "mj"]
+
+
+def test_empty_inputs_are_errors(detector, eval_dirs, tmp_path):
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ValueError, match="no real images"):
+        evaluate(detector, [tmp_path / "none"], [eval_dirs / "tiny-vae"])
+    with pytest.raises(ValueError, match="generator 'none'"):
+        evaluate(detector, [eval_dirs / "real"], [tmp_path / "none"])

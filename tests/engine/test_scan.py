@@ -1,0 +1,51 @@
+import csv
+import json
+import math
+
+import numpy as np
+
+from ldmdetect.detector import Detector
+from ldmdetect.engine.scan import scan, score_files, write_rows
+
+
+def _inputs(tmp_path, aligned_dir):
+    real = sorted((aligned_dir / "real").glob("*.png"))[:3]
+    fake = sorted((aligned_dir / "reconstructed").glob("*.png"))[:3]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    return [*real, bad, *fake]
+
+
+def test_one_bad_file_does_not_stop_the_scan(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    paths = _inputs(tmp_path, aligned_dir)
+    rows = scan(detector, paths, fpr=0.05)
+    assert [r.path for r in rows] == [str(p) for p in paths]
+    bad = rows[3]
+    assert bad.score is None and bad.label == "" and "not a recognised image" in bad.error
+    good = [r for r in rows if not r.error]
+    assert len(good) == 6 and all(0.0 <= r.score <= 1.0 for r in good)
+    assert all(r.threshold == "fpr_0.05" for r in rows)
+    assert [r.label for r in good[3:]] == ["generated"] * 3
+
+
+def test_scores_match_predict_and_batching_does_not_matter(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    paths = _inputs(tmp_path, aligned_dir)
+    scores, errors = score_files(detector, paths, tries=10, batch_size=20)
+    assert math.isnan(scores[3]) and list(errors) == [str(paths[3])]
+    good = [p for i, p in enumerate(paths) if i != 3]
+    expected = detector.predict(good, tries=10)
+    np.testing.assert_allclose(np.delete(scores, 3), expected, rtol=1e-5, atol=1e-6)
+    small, _ = score_files(detector, paths, tries=10, batch_size=1, num_workers=2)
+    np.testing.assert_allclose(small, scores, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_written_as_csv_or_json(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    rows = scan(detector, _inputs(tmp_path, aligned_dir))
+    as_csv = list(csv.DictReader(write_rows(rows, tmp_path / "out.csv").open()))
+    as_json = json.loads(write_rows(rows, tmp_path / "out.json").read_text())
+    assert len(as_csv) == len(as_json) == 7
+    assert set(as_csv[0]) == {"path", "score", "label", "threshold", "error"}
+    assert as_json[3]["score"] is None and as_json[3]["error"]

@@ -1,0 +1,57 @@
+import pytest
+import torch
+from PIL import Image
+
+from ldmdetect import methods
+from ldmdetect.config import DetectorConfig
+from ldmdetect.methods.ae import AEReconstruction, pil_to_uint8, uint8_to_pil
+from ldmdetect.methods.registry import register_method
+
+
+def test_get_returns_the_registered_method():
+    assert isinstance(methods.get("ae"), AEReconstruction)
+    assert "ae" in methods.list_methods()
+
+
+def test_unknown_method_lists_known_ones_and_suggests():
+    with pytest.raises(ValueError, match=r"unknown method 'aee'.*Did you mean 'ae'.*Known"):
+        methods.get("aee")
+
+
+def test_a_name_cannot_be_registered_twice():
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(AEReconstruction)
+
+
+def _gradient(width: int, height: int) -> Image.Image:
+    image = Image.new("RGB", (width, height))
+    image.putdata([(x % 256, y % 256, (x + y) % 256) for y in range(height) for x in range(width)])
+    return image
+
+
+def test_ae_prepare_one_try_is_the_center_crop():
+    config = DetectorConfig(input_size=32)
+    crops = methods.get("ae").prepare(_gradient(100, 60), config, tries=1)
+    assert crops.shape == (1, 3, 32, 32) and crops.dtype == torch.uint8
+    # center box of a 100x60 image: left 34, top 14
+    assert crops[0, 0, 0, 0].item() == 34 and crops[0, 1, 0, 0].item() == 14
+
+
+def test_ae_prepare_ten_tries_are_seeded_random_crops():
+    config = DetectorConfig(input_size=32)
+    method = methods.get("ae")
+    first = method.prepare(_gradient(100, 60), config, tries=10)
+    again = method.prepare(_gradient(100, 60), config, tries=10)
+    assert first.shape == (10, 3, 32, 32)
+    assert torch.equal(first, again)
+    assert len({(c[0, 0, 0].item(), c[1, 0, 0].item()) for c in first}) > 1
+
+
+def test_ae_prepare_upscales_images_smaller_than_the_input():
+    crops = methods.get("ae").prepare(_gradient(20, 10), DetectorConfig(input_size=32), tries=1)
+    assert crops.shape == (1, 3, 32, 32)
+
+
+def test_uint8_conversions_are_exact_inverses():
+    image = _gradient(17, 9)
+    assert list(uint8_to_pil(pil_to_uint8(image)).getdata()) == list(image.getdata())

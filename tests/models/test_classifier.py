@@ -1,0 +1,45 @@
+import pytest
+import timm
+import torch
+
+from ldmdetect.models.classifier import (
+    BackboneClassifier,
+    PretrainedWeightsUnavailable,
+    backbone_normalization,
+)
+
+
+def test_cnn_backbone_gives_one_logit_per_image():
+    model = BackboneClassifier("mobilenetv3_small_050", input_size=64).eval()
+    assert model(torch.rand(3, 3, 64, 64)).shape == (3,)
+
+
+def test_vit_backbone_is_built_for_the_input_size():
+    model = BackboneClassifier("vit_tiny_patch16_224", input_size=64).eval()
+    assert model.net.patch_embed.img_size == (64, 64)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2,)
+
+
+def test_unknown_backbone_suggests_close_names():
+    with pytest.raises(ValueError, match=r"Did you mean.*convnext_large"):
+        BackboneClassifier("convnxt_large")
+
+
+def test_pretrained_offline_fails_clearly():
+    # HF_HUB_OFFLINE is set for the whole test session (tests/conftest.py).
+    with pytest.raises(PretrainedWeightsUnavailable, match=r"resnet18.*--pretrained-file"):
+        BackboneClassifier("resnet18", pretrained=True)
+
+
+def test_pretrained_file_loads_local_weights(tmp_path):
+    reference = timm.create_model("mobilenetv3_small_050", num_classes=1)
+    torch.save(reference.state_dict(), tmp_path / "weights.pth")
+    model = BackboneClassifier("mobilenetv3_small_050", pretrained=tmp_path / "weights.pth")
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(model.net.state_dict()[name], tensor)
+
+
+def test_normalization_follows_the_backbone():
+    assert backbone_normalization("resnet50")[0] == pytest.approx((0.485, 0.456, 0.406))
+    clip_mean = backbone_normalization("eva02_large_patch14_224")[0]
+    assert clip_mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))

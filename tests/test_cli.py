@@ -1,0 +1,170 @@
+"""The command-line contract: verbs, outputs, exit statuses and error messages."""
+
+import csv
+import json
+
+from typer.testing import CliRunner
+
+from ldmdetect.cli import app
+
+runner = CliRunner()
+
+
+def test_zoo_tiny_writes_a_pipeline(tmp_path):
+    result = runner.invoke(app, ["zoo", "tiny", "--output", str(tmp_path / "sd")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sd" / "model_index.json").is_file()
+    assert (tmp_path / "sd" / "vae" / "config.json").is_file()
+
+
+def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir):
+    data = tmp_path / "data"
+    result = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(photo_dir),
+            "--output",
+            str(data),
+            "--autoencoder",
+            str(tiny_pipeline_dir),
+            "--crop-size",
+            "32",
+            "--crops-per-image",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 pairs" in result.output
+
+    det = tmp_path / "det"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--output",
+            str(det),
+            "--backbone",
+            "mobilenetv3_small_050",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--val-fraction",
+            "0.34",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (det / "model.safetensors").is_file()
+
+    report = tmp_path / "report"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--detector",
+            str(det),
+            "--real",
+            str(data / "real"),
+            "--fake",
+            str(data / "reconstructed"),
+            "--perturb",
+            "jpeg:75",
+            "--format-control",
+            "90",
+            "--tries",
+            "1",
+            "--tries",
+            "10",
+            "--output",
+            str(report),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| mean" in result.output
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert "jpeg:75" in metrics["robustness"] and set(metrics["tries"]) == {"1", "10"}
+
+    bad = data / "real" / "zz-broken.png"
+    bad.write_bytes(b"")
+    out = tmp_path / "scan.csv"
+    result = runner.invoke(
+        app,
+        [
+            "scan",
+            str(data / "real"),
+            "--detector",
+            str(det),
+            "--output",
+            str(out),
+            "--fpr",
+            "0.05",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 1  # one file failed
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 13
+    assert rows[-1]["path"].endswith("zz-broken.png") and "empty" in rows[-1]["error"]
+    assert all(r["label"] in {"real", "generated"} for r in rows[:-1])
+    bad.unlink()
+    result = runner.invoke(
+        app,
+        ["scan", str(data / "real"), "--detector", str(det), "--tries", "10", "--device", "cpu"],
+    )
+    assert result.exit_code == 0
+    assert result.output.splitlines()[0] == "path,score,label,threshold,error"
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, aligned_dir):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(aligned_dir),
+            "--output",
+            str(tmp_path / "d"),
+            "--backbone",
+            "convnxt_large",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "Did you mean" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["scan", str(aligned_dir), "--detector", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such detector directory" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(aligned_dir),
+            "--output",
+            str(tmp_path / "r"),
+            "--autoencoder",
+            "stabilityai/stable-diffusion-2-1",
+            "--subfolder",
+            "vae",
+        ],
+    )
+    assert result.exit_code == 2 and "stable-diffusion-2-1" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(aligned_dir),
+            "--output",
+            str(tmp_path / "d"),
+            "--backbone",
+            "resnet18",
+            "--pretrained",
+        ],
+    )
+    assert result.exit_code == 2 and "--pretrained-file" in result.output
