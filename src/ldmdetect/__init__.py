@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-__all__ = [  # noqa: RUF022  (grouped like _EXPORTS)
+__all__ = [
     "Detector",
     "DetectorConfig",
     "ReconstructConfig",
