@@ -33,6 +33,7 @@ DEFAULT_MAX_PIXELS: int = 178_956_970
 # JPEG covers MPO (multi-picture JPEGs straight from phones and cameras).
 DECODE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
+# "I" is how older Pillow versions (and some TIFFs) present 16-bit samples; 0..65535 is assumed.
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 # Pillow checks the pixel count against a process-wide limit inside Image.open, before the caller
