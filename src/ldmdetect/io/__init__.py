@@ -1,1 +1,72 @@
+"""Image input/output: safe decoding, crops, perturbations, dataset layouts, bundled photos."""
 
+from ldmdetect.io.crops import (
+    CROP_POLICIES,
+    Box,
+    center_box,
+    crop,
+    crop_boxes,
+    ensure_min_size,
+    grid_boxes,
+    group_by_size,
+    n_try_boxes,
+    random_boxes,
+)
+from ldmdetect.io.datasets import find_images, read_manifest, resolve_sources
+from ldmdetect.io.images import (
+    DECODE_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    load_image,
+    pil_to_tensor,
+    save_png,
+    tensor_to_pil,
+)
+from ldmdetect.io.perturb import (
+    PERTURBATIONS,
+    Perturbation,
+    blur,
+    center_crop,
+    jpeg,
+    parse_perturbation,
+    parse_perturbations,
+    resize,
+    webp,
+)
+from ldmdetect.io.samples import sample_photos, write_sample_photos
+
+__all__ = [
+    "CROP_POLICIES",
+    "DECODE_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "PERTURBATIONS",
+    "Box",
+    "ImageDecodeError",
+    "Perturbation",
+    "blur",
+    "center_box",
+    "center_crop",
+    "crop",
+    "crop_boxes",
+    "ensure_min_size",
+    "find_images",
+    "grid_boxes",
+    "group_by_size",
+    "jpeg",
+    "load_image",
+    "n_try_boxes",
+    "parse_perturbation",
+    "parse_perturbations",
+    "pil_to_tensor",
+    "random_boxes",
+    "read_manifest",
+    "resize",
+    "resolve_sources",
+    "sample_photos",
+    "save_png",
+    "tensor_to_pil",
+    "webp",
+    "write_sample_photos",
+]
