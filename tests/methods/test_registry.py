@@ -4,7 +4,8 @@ from PIL import Image
 
 from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
-from ldmdetect.methods.ae import AEReconstruction, pil_to_uint8, uint8_to_pil
+from ldmdetect.io.images import pil_to_uint8, uint8_to_pil
+from ldmdetect.methods.ae import AEReconstruction
 from ldmdetect.methods.registry import register_method
 
 

@@ -24,8 +24,7 @@ from ldmdetect.generative.autoencoder import autoencoder_scale_factor, load_auto
 from ldmdetect.generative.loading import ComponentSource
 from ldmdetect.io.crops import Box, crop_boxes, ensure_min_size
 from ldmdetect.io.datasets import find_images, read_manifest
-from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image, save_png
-from ldmdetect.methods.ae import pil_to_uint8, uint8_to_pil
+from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8, save_png, uint8_to_pil
 
 MANIFEST_NAME = "manifest.csv"
 DATASET_INFO_NAME = "dataset.json"

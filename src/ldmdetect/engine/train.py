@@ -27,9 +27,8 @@ from ldmdetect.detector import Detector
 from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc, threshold_at_fpr
 from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_aligned_dataset
 from ldmdetect.io.crops import center_box, crop, ensure_min_size, random_boxes
-from ldmdetect.io.images import load_image
+from ldmdetect.io.images import load_image, pil_to_uint8
 from ldmdetect.io.perturb import blur, jpeg, resize
-from ldmdetect.methods.ae import pil_to_uint8
 from ldmdetect.models.classifier import backbone_normalization
 
 

@@ -199,8 +199,18 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
         raise ValueError("tensor contains NaN; cannot turn it into pixels")
     if values.shape[0] == 1:
         values = values.expand(3, -1, -1)
-    pixels = values.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
+    return uint8_to_pil(values.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8))
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 CHW tensor (kept uint8 until the device: 4x less to move)."""
+    array = np.array(image.convert("RGB"), dtype=np.uint8, copy=True)
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def uint8_to_pil(tensor: torch.Tensor) -> Image.Image:
+    """uint8 CHW RGB tensor -> PIL image (exact inverse of ``pil_to_uint8``)."""
+    return Image.fromarray(tensor.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
 
 
 def save_png(image: Image.Image | torch.Tensor, path: str | os.PathLike) -> Path:

@@ -6,26 +6,15 @@ only the classifier runs, on raw crops: no autoencoder, no generator.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.io.crops import crop, ensure_min_size, n_try_boxes
+from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.registry import Method, normalize, register_method
 from ldmdetect.models.classifier import BackboneClassifier
-
-
-def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 CHW tensor (kept uint8 until the device: 4x less to move)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-def uint8_to_pil(tensor: torch.Tensor) -> Image.Image:
-    """uint8 CHW tensor -> RGB PIL image (exact inverse of ``pil_to_uint8``)."""
-    return Image.fromarray(tensor.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
 
 
 @register_method
