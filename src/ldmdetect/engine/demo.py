@@ -30,7 +30,7 @@ class DemoConfig:
     train_crops_per_image: int = 24
     eval_crop_size: int = 128  # larger than the input, so 10-try inference has room to move
     eval_crops_per_image: int = 8
-    heldout_photos: int = 3
+    heldout_photos: int = 3  # subjects held out of training
     epochs: int = 3
     batch_size: int = 16
     seed: int = 0
@@ -66,11 +66,13 @@ def run_demo(
     log(f"[1/6] zoo tiny -> {out / 'tiny-sd'}")
     pipeline = write_tiny_pipeline(out / "tiny-sd", seed=cfg.seed)
     photos = write_sample_photos(out / "photos" / "all")
+    # Split by subject, not by file: motorcycle_left/right are a stereo pair of one scene.
+    subjects = sorted({p.stem.split("_")[0] for p in photos})
     rng = np.random.default_rng(cfg.seed)
-    held = set(rng.permutation(len(photos))[: cfg.heldout_photos].tolist())
-    splits = {"train": [], "heldout": []}
-    for i, photo in enumerate(photos):
-        splits["heldout" if i in held else "train"].append(photo)
+    held = set(rng.permutation(subjects)[: cfg.heldout_photos].tolist())
+    splits: dict[str, list[Path]] = {"train": [], "heldout": []}
+    for photo in photos:
+        splits["heldout" if photo.stem.split("_")[0] in held else "train"].append(photo)
     for split, files in splits.items():
         folder = out / "photos" / split
         folder.mkdir(parents=True, exist_ok=True)
