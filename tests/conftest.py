@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
+from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.io.images import load_image, save_png
+from ldmdetect.io.samples import sample_photos
+
 torch.set_num_threads(1)
 
 
@@ -29,3 +34,49 @@ def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ldmdetect.generative.tiny import write_tiny_pipeline
 
     return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"), seed=0)
+
+
+TEST_BACKBONE = "mobilenetv3_small_050"  # small timm CNN: fast on 2 CPU cores
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six real photos from the packages' sample data, downsized for speed."""
+    out = tmp_path_factory.mktemp("photos")
+    for name, path in sample_photos()[:6]:
+        image = load_image(path)
+        image.thumbnail((160, 160))
+        save_png(image, out / f"{name}.png")
+    return out
+
+
+@pytest.fixture(scope="session")
+def aligned_dir(tmp_path_factory, tiny_pipeline_dir: Path, photo_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("aligned")
+    build_aligned_dataset(
+        [photo_dir],
+        out,
+        autoencoder=tiny_pipeline_dir,
+        config=ReconstructConfig(crop_size=64, crops_per_image=4, seed=0),
+        device="cpu",
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def detector_dir(tmp_path_factory, aligned_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("detector")
+    train_detector(
+        [aligned_dir],
+        out,
+        TrainConfig(
+            backbone=TEST_BACKBONE,
+            epochs=6,
+            batch_size=4,
+            lr=1e-3,
+            val_fraction=0.34,
+            device="cpu",
+            seed=0,
+        ),
+    )
+    return out

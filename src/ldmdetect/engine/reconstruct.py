@@ -20,7 +20,11 @@ from tqdm.auto import tqdm
 
 from ldmdetect.engine.loader import load_each
 from ldmdetect.features.reconstruction import reconstruct
-from ldmdetect.generative.autoencoder import autoencoder_scale_factor, load_autoencoder
+from ldmdetect.generative.autoencoder import (
+    autoencoder_scale_factor,
+    load_autoencoder,
+    resolve_autoencoder_source,
+)
 from ldmdetect.generative.loading import ComponentSource
 from ldmdetect.io.crops import Box, crop_boxes, ensure_min_size
 from ldmdetect.io.datasets import find_images, read_manifest
@@ -153,11 +157,7 @@ def build_aligned_dataset(
     if isinstance(autoencoder, torch.nn.Module):
         vae, component = autoencoder, None
     else:
-        component = (
-            autoencoder
-            if isinstance(autoencoder, ComponentSource)
-            else ComponentSource(str(autoencoder), subfolder)
-        )
+        component = resolve_autoencoder_source(autoencoder, subfolder=subfolder)
         vae = load_autoencoder(component, device=device)
     factor = autoencoder_scale_factor(vae)
     if config.crop_size % factor:
