@@ -71,9 +71,9 @@ def detector_dir(tmp_path_factory, aligned_dir: Path) -> Path:
         out,
         TrainConfig(
             backbone=TEST_BACKBONE,
-            epochs=6,
+            epochs=10,
             batch_size=4,
-            lr=1e-3,
+            lr=3e-4,
             val_fraction=0.34,
             device="cpu",
             seed=0,

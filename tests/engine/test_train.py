@@ -52,7 +52,7 @@ def test_trained_detector_directory(detector_dir):
     assert config.generator["subfolder"] == "vae"
     assert config.training["pairs"]["val"] > 0
     history = config.training["history"]
-    assert len(history) == 6 and all(np.isfinite(h["train_loss"]) for h in history)
+    assert len(history) == 10 and all(np.isfinite(h["train_loss"]) for h in history)
     json.dumps(config.to_dict())
 
 

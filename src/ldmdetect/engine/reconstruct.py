@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,7 +88,9 @@ def _source_list(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]
             items += [(p, _relative_name(p, source)) for p in find_images([source])]
         else:
             items += [(p, p.name) for p in find_images([source])]
-    return items
+    # Drop the extension from names ("cat.jpg" -> "cat") unless that makes two names collide.
+    stems = Counter(name.rsplit(".", 1)[0] for _, name in items)
+    return [(p, n.rsplit(".", 1)[0] if stems[n.rsplit(".", 1)[0]] == 1 else n) for p, n in items]
 
 
 def _relative_name(path: Path, root: Path) -> str:

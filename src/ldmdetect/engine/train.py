@@ -53,7 +53,7 @@ class TrainConfig:
     input_size: int | None = None  # default: the dataset's crop size
     epochs: int = 5
     batch_size: int = 16  # pairs per batch, so 2x images
-    lr: float = 1e-4
+    lr: float | None = None  # default: 1e-4 to fine-tune pretrained weights, 1e-3 from scratch
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     val_fraction: float = 0.1
@@ -220,7 +220,8 @@ def train_detector(
         generator=next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None),
     )
     model = method.build_model(det_config, pretrained=cfg.pretrained)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr = cfg.lr or (1e-4 if cfg.pretrained else 1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     train_set = PairDataset(train_pairs, size, cfg.augment, cfg.seed)
     train_loader = _loader(train_set, cfg, shuffle=True)
     val_loader = _loader(PairDataset(val_pairs, size, None, cfg.seed), cfg, shuffle=False)
