@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from ldmdetect.io.images import load_image
-from ldmdetect.io.samples import sample_photos
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector
 from ldmdetect.engine.scan import score_files
+from ldmdetect.io.images import load_image
+from ldmdetect.io.samples import sample_photos
 from ldmdetect.methods import get
 from ldmdetect.models.classifier import backbone_normalization
 

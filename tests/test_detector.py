@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from ldmdetect.io.images import ImageDecodeError, pil_to_tensor
 from PIL import Image
 
 from ldmdetect.detector import Detector, DetectorLoadError
+from ldmdetect.io.images import ImageDecodeError, pil_to_tensor
 
 
 def test_save_and_load_give_identical_predictions(detector_dir, aligned_dir, tmp_path):

@@ -1,6 +1,5 @@
-from ldmdetect.io.images import load_image
-
 from ldmdetect.engine.loader import load_each
+from ldmdetect.io.images import load_image
 
 
 def _size(path: str) -> tuple[int, int]:

@@ -2,7 +2,6 @@ import csv
 
 import numpy as np
 import pytest
-from ldmdetect.generative.autoencoder import load_autoencoder
 from PIL import Image
 
 from ldmdetect.engine.reconstruct import (
@@ -10,6 +9,7 @@ from ldmdetect.engine.reconstruct import (
     build_aligned_dataset,
     read_aligned_dataset,
 )
+from ldmdetect.generative.autoencoder import load_autoencoder
 
 
 @pytest.fixture(scope="module")
