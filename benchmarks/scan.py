@@ -4,7 +4,7 @@ The classifier-only rate runs the model on crops already in memory; the scan rat
 decoding, cropping and batching from files. Their ratio is the data-loading overhead
 (target: scan >= 80% of the classifier-only rate).
 
-    python benchmarks/scan.py --images 64 --workers 2
+    python benchmarks/scan.py --threads 1    # more images than one batch, as in any real scan
 """
 
 from __future__ import annotations
@@ -62,13 +62,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="tf_efficientnetv2_b0")
     parser.add_argument("--input-size", type=int, default=256)
-    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--image-side", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     mean, std = backbone_normalization(args.backbone)
     config = DetectorConfig(backbone=args.backbone, input_size=args.input_size, mean=mean, std=std)

@@ -53,9 +53,12 @@ def load_each(
     fn: Callable[[str], Any],
     *,
     num_workers: int = 0,
+    prefetch: int = 8,
 ) -> Iterator[LoadResult]:
     """Apply ``fn`` to every path (in order), in ``num_workers`` processes when > 0.
 
+    ``prefetch`` is how many files may be ready ahead of the consumer, in all: set it to a
+    device batch (or two) so that workers keep decoding while the model runs on the last one.
     ``fn`` must be picklable (a module-level function or a dataclass instance) for workers.
     """
     loader = DataLoader(
@@ -64,6 +67,6 @@ def load_each(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_single,
-        prefetch_factor=4 if num_workers > 0 else None,
+        prefetch_factor=max(2, -(-prefetch // num_workers)) if num_workers > 0 else None,
     )
     yield from loader

@@ -66,7 +66,7 @@ def score_files(
             scores[list(indices)] = detector.score_prepared(list(prepared), batch_size)
             pending.clear()
 
-    results = load_each(paths, prepare, num_workers=num_workers)
+    results = load_each(paths, prepare, num_workers=num_workers, prefetch=2 * images_per_batch)
     for result in tqdm(results, total=len(paths), desc=desc, disable=not progress, unit="img"):
         if result.error is not None:
             errors[result.path] = result.error
