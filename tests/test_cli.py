@@ -168,3 +168,34 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, aligned_dir):
         ],
     )
     assert result.exit_code == 2 and "--pretrained-file" in result.output
+
+
+def test_generate_writes_a_fake_set(tmp_path, tiny_pipeline_dir):
+    out = tmp_path / "fakes"
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--pipeline",
+            str(tiny_pipeline_dir),
+            "--output",
+            str(out),
+            "--prompt",
+            "a photo of a dog",
+            "--prompt",
+            "a photo of a bird",
+            "--count",
+            "3",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "00000_seed0.png",
+        "00001_seed1.png",
+        "00002_seed2.png",
+    ]
+    assert "a photo of a bird" in (out / "prompts.csv").read_text()

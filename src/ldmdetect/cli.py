@@ -87,6 +87,39 @@ def zoo_tiny(
 
 @app.command()
 @_user_errors
+def generate(
+    pipeline: Annotated[str, typer.Option(help="SD-format pipeline: hub id or local directory.")],
+    output: Annotated[Path, typer.Option(help="Folder for the PNGs and prompts.csv.")],
+    prompt: Annotated[list[str], typer.Option(help="Repeatable; prompts are used in turn.")],
+    count: Annotated[int, typer.Option(help="Number of images.")] = 16,
+    seed: Annotated[int, typer.Option(help="Image i uses seed + i.")] = 0,
+    size: int = 64,
+    steps: int = 25,
+    guidance: float = 1.0,
+    batch_size: int = 8,
+    device: Device = "auto",
+) -> None:
+    """Generate a set of fake images (e.g. a test set) with an SD-format pipeline."""
+    from ldmdetect.generative.sampling import load_pipeline, write_generated
+
+    pipe = load_pipeline(pipeline, device=device)
+    prompts = [prompt[i % len(prompt)] for i in range(count)]
+    seeds = [seed + i for i in range(count)]
+    paths = write_generated(
+        pipe,
+        prompts,
+        seeds,
+        output,
+        size=size,
+        steps=steps,
+        guidance_scale=guidance,
+        batch_size=batch_size,
+    )
+    typer.echo(f"{len(paths)} images in {output}")
+
+
+@app.command()
+@_user_errors
 def reconstruct(
     sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
     output: Annotated[Path, typer.Option(help="Dataset directory to write (resumable).")],

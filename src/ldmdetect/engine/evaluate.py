@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,13 +85,18 @@ def evaluate(
 
     def run(perturbation: Perturbation | None, n_tries: int):
         label = f"{perturbation or 'clean'}, {n_tries}-try"
+        start = time.perf_counter()
         real_scores = _score(real_paths, perturbation, n_tries, f"real ({label})")
         per_gen, gen_scores = {}, {}
         for name, paths in fake_sets.items():
             fake_scores = _score(paths, perturbation, n_tries, f"{name} ({label})")
             per_gen[name] = _metrics(real_scores, fake_scores)
             gen_scores[name] = fake_scores
-        return {"generators": per_gen, "mean": mean_metrics(per_gen)}, real_scores, gen_scores
+        n_images = len(real_paths) + sum(len(p) for p in fake_sets.values())
+        condition = {"generators": per_gen, "mean": mean_metrics(per_gen)}
+        # Wall time per image for decode + perturb + crops + model: the cost of one verdict.
+        condition["seconds_per_image"] = (time.perf_counter() - start) / n_images
+        return condition, real_scores, gen_scores
 
     def _score(paths, perturbation, n_tries, desc):
         scores, errs = score_files(

@@ -148,8 +148,11 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     if len(by_tries) > 1:
         parts.append("## Crops per image (mean over generators)\n")
         parts.append("1 try = the center crop; N tries = mean probability over N random crops.\n")
-        rows = {f"{n}-try": cond["mean"] for n, cond in by_tries.items()}
-        parts.append(markdown_table(rows, columns, label="inference"))
+        rows = {
+            f"{n}-try": {**cond["mean"], "seconds_per_image": cond.get("seconds_per_image")}
+            for n, cond in by_tries.items()
+        }
+        parts.append(markdown_table(rows, [*columns, "seconds_per_image"], label="inference"))
 
     robustness = result.get("robustness") or {}
     parts.append("## Robustness (mean over generators)\n")

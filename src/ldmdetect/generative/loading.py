@@ -178,6 +178,8 @@ def load_component(
 ) -> Any:
     """``cls.from_pretrained(source)``; models come back on ``device``, in eval mode, frozen.
 
+    Diffusers pipelines come back on ``device`` in ``dtype`` with their progress bar off.
+
     ``device`` None or "auto" means CUDA when available (see :func:`resolve_device`).
     Works for diffusers models and schedulers and transformers models and tokenizers. Models
     get ``dtype`` or :func:`default_dtype` of the device; nothing here trains generator
@@ -189,7 +191,8 @@ def load_component(
     if source.revision:
         kwargs["revision"] = source.revision
     is_model = isinstance(cls, type) and issubclass(cls, torch.nn.Module)
-    if is_model:
+    is_pipeline = isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)
+    if is_model or is_pipeline:
         device = resolve_device(device)
         kwargs.update(_dtype_kwargs(cls, dtype or default_dtype(device)))
     if source.is_local:
@@ -208,4 +211,7 @@ def load_component(
         raise _load_error(cls, source, "no tokenizer files were found (got an empty vocabulary)")
     if is_model:
         obj = obj.to(device).eval().requires_grad_(False)
+    if is_pipeline:
+        obj = obj.to(device)
+        obj.set_progress_bar_config(disable=True)
     return obj
