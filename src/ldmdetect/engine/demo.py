@@ -1,7 +1,10 @@
-"""The main job on the embedded default: the whole chain on bundled photos, no download.
+"""The main job: the papers' claim in miniature, on bundled photos, with no download.
 
-zoo tiny -> reconstruct (train photos) -> train -> reconstruct (held-out photos) -> evaluate
--> scan. Held-out photos never reach training: the split is by source photo.
+A detector is trained only on real photos vs. their reconstructions through an LDM's
+autoencoder, then tested on (a) reconstructions of held-out photos and (b) images *generated*
+by that LDM from prompts and seeds it never saw. Held-out photos never reach training: the
+split is by subject. The generator is the shipped mini LDM by default; any SD-format pipeline
+(a local directory or a hub id, e.g. real Stable Diffusion weights) runs the same chain.
 """
 
 from __future__ import annotations
@@ -9,44 +12,97 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ldmdetect import methods
 from ldmdetect.detector import Detector
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.scan import scan, write_rows
 from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import write_tiny_pipeline
 from ldmdetect.io.samples import write_sample_photos
+
+# Prompts the mini LDM never saw in training (its captions name the bundled photos' subjects).
+UNSEEN_PROMPTS = (
+    "a photo of a dog",
+    "a photo of a red car",
+    "a photo of a bird on a branch",
+    "a photo of a mountain lake",
+    "a photo of a bowl of fruit",
+    "a photo of a city street",
+)
+SEED_OFFSET = 10_000  # generation seeds far from any seed used in training
 
 
 @dataclass
 class DemoConfig:
+    generator: str = "mini"  # "mini" (shipped), "tiny" (random, smoke test) or a pipeline path/id
     backbone: str = "tf_efficientnetv2_b0"
     input_size: int = 64
-    train_crops_per_image: int = 24
-    eval_crop_size: int = 128  # larger than the input, so 10-try inference has room to move
+    train_crops_per_image: int = 32
+    eval_size: int = 128  # larger than the input, so that 10-try inference has room to move
     eval_crops_per_image: int = 8
-    heldout_photos: int = 3  # subjects held out of training
-    epochs: int = 4
+    generated_images: int = 48
+    generation_steps: int = 25
+    heldout_subjects: tuple[str, ...] | None = None  # default: the generator's own held-out
+    heldout_count: int = 3  # subjects held out when the generator names none
+    epochs: int = 6
     batch_size: int = 16
+    perturbations: tuple[str, ...] = ("jpeg:75",)
+    format_control: int = 90
     seed: int = 0
     num_workers: int = 0
-    # The demo's models are tiny: intra-op thread sync costs more than it saves. Measured on a
+    # The demo's models are small: intra-op thread sync costs more than it saves. Measured on a
     # 2-vCPU VM: reconstruct 18.4 s -> 1.3 s, train 42 s -> 14 s with 1 thread instead of 2.
     threads: int | None = 1
 
 
 @dataclass
 class DemoResult:
-    evaluation: Evaluation
-    detector_dir: Path
+    evaluations: dict[str, Evaluation]  # per method
+    table: dict[str, dict[str, float]]
+    detector_dirs: dict[str, Path]
     scan_path: Path
-    seconds: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_generator(name: str, output: Path, seed: int) -> tuple[str, tuple[str, ...]]:
+    """(pipeline source, subjects it held out of its own training) for a --generator value."""
+    if name == "mini":
+        from ldmdetect.generative.mini import mini_ldm_dir, mini_ldm_heldout_subjects
+
+        return str(mini_ldm_dir()), mini_ldm_heldout_subjects()
+    if name == "tiny":
+        return str(write_tiny_pipeline(output / "tiny-sd", seed=seed)), ()
+    return name, ()
+
+
+def split_photos(
+    photos: list[Path], heldout: tuple[str, ...] | None, count: int, seed: int
+) -> dict[str, list[Path]]:
+    """Split by subject (``motorcycle_left``/``_right`` are one scene), never by file."""
+    subjects = sorted({_subject(p) for p in photos})
+    if not heldout:
+        rng = np.random.default_rng(seed)
+        heldout = tuple(rng.permutation(subjects)[:count].tolist())
+    unknown = set(heldout) - set(subjects)
+    if unknown:
+        raise ValueError(f"held-out subjects not among the photos: {', '.join(sorted(unknown))}")
+    split: dict[str, list[Path]] = {"train": [], "heldout": []}
+    for photo in photos:
+        split["heldout" if _subject(photo) in heldout else "train"].append(photo)
+    return split
+
+
+def _subject(photo: Path) -> str:
+    return photo.stem.split("_")[0]
 
 
 def run_demo(
@@ -54,7 +110,7 @@ def run_demo(
     config: DemoConfig | None = None,
     *,
     progress: bool = False,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> DemoResult:
     cfg = config or DemoConfig()
     previous_threads = torch.get_num_threads()
@@ -66,111 +122,128 @@ def run_demo(
         torch.set_num_threads(previous_threads)
 
 
-def _run(out: Path, cfg: DemoConfig, progress: bool, log) -> DemoResult:
+def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None]) -> DemoResult:
     seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    clock = [time.perf_counter()]
 
     def step(name: str) -> None:
-        nonlocal clock
         now = time.perf_counter()
-        seconds[name] = round(now - clock, 2)
-        clock = now
+        seconds[name] = round(now - clock[0], 2)
+        clock[0] = now
 
-    log(f"[1/6] zoo tiny -> {out / 'tiny-sd'}")
-    pipeline = write_tiny_pipeline(out / "tiny-sd", seed=cfg.seed)
+    pipeline, generator_heldout = resolve_generator(cfg.generator, out, cfg.seed)
+    log(f"[1/6] generator: {pipeline}; bundled photos split by subject")
     photos = write_sample_photos(out / "photos" / "all")
-    # Split by subject, not by file: motorcycle_left/right are a stereo pair of one scene.
-    subjects = sorted({p.stem.split("_")[0] for p in photos})
-    rng = np.random.default_rng(cfg.seed)
-    held = set(rng.permutation(subjects)[: cfg.heldout_photos].tolist())
-    splits: dict[str, list[Path]] = {"train": [], "heldout": []}
-    for photo in photos:
-        splits["heldout" if photo.stem.split("_")[0] in held else "train"].append(photo)
+    splits = split_photos(
+        photos, cfg.heldout_subjects or generator_heldout, cfg.heldout_count, cfg.seed
+    )
     for split, files in splits.items():
         folder = out / "photos" / split
         folder.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copyfile(f, folder / f.name)
-    step("zoo")
+    log("      held out: " + ", ".join(sorted(p.stem for p in splits["heldout"])))
+    step("setup")
+
+    def reconstruct(split: str, size: int, crops: int, seed: int) -> Path:
+        target = out / "data" / split
+        build_aligned_dataset(
+            [out / "photos" / split],
+            target,
+            autoencoder=pipeline,
+            subfolder="vae",
+            config=ReconstructConfig(crop_size=size, crops_per_image=crops, seed=seed),
+            device="cpu",
+            num_workers=cfg.num_workers,
+            progress=progress,
+        )
+        return target
 
     log(f"[2/6] reconstruct {len(splits['train'])} training photos through the autoencoder")
-    train_data = out / "data" / "train"
-    build_aligned_dataset(
-        [out / "photos" / "train"],
-        train_data,
-        autoencoder=pipeline,
-        subfolder="vae",
-        config=ReconstructConfig(
-            crop_size=cfg.input_size, crops_per_image=cfg.train_crops_per_image, seed=cfg.seed
-        ),
-        device="cpu",
-        num_workers=cfg.num_workers,
-        progress=progress,
-    )
+    train_data = reconstruct("train", cfg.input_size, cfg.train_crops_per_image, cfg.seed)
+    log(f"      and {len(splits['heldout'])} held-out photos (never seen by the detector)")
+    heldout = reconstruct("heldout", cfg.eval_size, cfg.eval_crops_per_image, cfg.seed + 1)
     step("reconstruct")
 
-    log(f"[3/6] train the 'ae' detector ({cfg.backbone}, {cfg.input_size}px)")
-    detector_dir = out / "detector"
-    train_detector(
-        [train_data],
-        detector_dir,
-        TrainConfig(
-            backbone=cfg.backbone,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            val_fraction=0.25,
-            seed=cfg.seed,
+    log(f"[3/6] generate {cfg.generated_images} images from unseen prompts and seeds")
+    generated = out / "data" / "generated"
+    pipe = load_pipeline(pipeline, device="cpu")
+    prompts = [UNSEEN_PROMPTS[i % len(UNSEEN_PROMPTS)] for i in range(cfg.generated_images)]
+    seeds = [SEED_OFFSET + cfg.seed * 1000 + i for i in range(cfg.generated_images)]
+    write_generated(pipe, prompts, seeds, generated, size=cfg.eval_size, steps=cfg.generation_steps)
+    del pipe
+    step("generate")
+
+    detector_dirs: dict[str, Path] = {}
+    evaluations: dict[str, Evaluation] = {}
+    fakes = {"reconstructed (held-out)": [heldout / "reconstructed"], "generated": [generated]}
+    for name in methods.list_methods():
+        log(f"[4/6] train '{name}' ({cfg.backbone}, {cfg.input_size}px) on reconstructions only")
+        detector_dirs[name] = out / "detectors" / name
+        train_detector(
+            [train_data],
+            detector_dirs[name],
+            TrainConfig(
+                method=name,
+                backbone=cfg.backbone,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                val_fraction=0.2,
+                seed=cfg.seed,
+                num_workers=cfg.num_workers,
+                device="cpu",
+            ),
+            progress=progress,
+        )
+        step(f"train_{name}")
+        log(
+            f"[5/6] evaluate '{name}': held-out reals vs. held-out reconstructions and "
+            "generated images, 1-try and 10-try"
+        )
+        detector = Detector.from_pretrained(detector_dirs[name], device="cpu")
+        evaluations[name] = evaluate(
+            detector,
+            [heldout / "real"],
+            fakes,
+            perturbations=cfg.perturbations,
+            format_control=cfg.format_control,
+            tries=(1, 10),
+            output=out / "reports" / name,
             num_workers=cfg.num_workers,
-            device="cpu",
-        ),
-        progress=progress,
-    )
-    step("train")
+            progress=progress,
+            settings={"detector": str(detector_dirs[name]), "generator": pipeline},
+        )
+        step(f"evaluate_{name}")
 
-    log(f"[4/6] reconstruct {len(splits['heldout'])} held-out photos (never seen in training)")
-    heldout = out / "data" / "heldout"
-    build_aligned_dataset(
-        [out / "photos" / "heldout"],
-        heldout,
-        autoencoder=pipeline,
-        subfolder="vae",
-        config=ReconstructConfig(
-            crop_size=cfg.eval_crop_size,
-            crops_per_image=cfg.eval_crops_per_image,
-            seed=cfg.seed + 1,
-        ),
-        device="cpu",
-        num_workers=cfg.num_workers,
-        progress=progress,
-    )
-    step("reconstruct_heldout")
-
-    log("[5/6] evaluate: held-out reals vs. their reconstructions, 1-try and 10-try")
-    detector = Detector.from_pretrained(detector_dir, device="cpu")
-    fake_dir = heldout / "tiny-sd-vae"
-    if not fake_dir.exists():
-        (heldout / "reconstructed").rename(fake_dir)
-    evaluation = evaluate(
-        detector,
-        [heldout / "real"],
-        [fake_dir],
-        perturbations=["jpeg:75", "resize:0.5"],
-        format_control=90,
-        tries=(1, 10),
-        output=out / "report",
-        num_workers=cfg.num_workers,
-        progress=progress,
-        settings={"detector": str(detector_dir)},
-    )
-    step("evaluate")
-
-    log("[6/6] scan the held-out folder (one deliberately corrupt file included)")
+    log("[6/6] scan a folder with a deliberately corrupt file in it")
     scan_dir = out / "scan-input"
     scan_dir.mkdir(exist_ok=True)
-    for f in sorted((heldout / "real").glob("*.png"))[:4] + sorted(fake_dir.glob("*.png"))[:4]:
+    samples = sorted((heldout / "real").glob("*.png"))[:3] + sorted(generated.glob("*.png"))[:3]
+    for f in samples:
         shutil.copyfile(f, scan_dir / f"{f.parent.name}-{f.name}")
     (scan_dir / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    rows = scan(detector, sorted(scan_dir.iterdir()), tries=1, fpr=0.05)
-    scan_path = write_rows(rows, out / "scan.csv")
+    first = Detector.from_pretrained(next(iter(detector_dirs.values())), device="cpu")
+    scan_path = write_rows(scan(first, sorted(scan_dir.iterdir()), fpr=0.05), out / "scan.csv")
     step("scan")
-    return DemoResult(evaluation, detector_dir, scan_path, seconds)
+    return DemoResult(evaluations, summary_table(evaluations), detector_dirs, scan_path, seconds)
+
+
+SUMMARY_COLUMNS = ("auc", "ap", "tpr@fpr=0.01", "seconds_per_image")
+
+
+def summary_table(evaluations: dict[str, Evaluation]) -> dict[str, dict[str, float]]:
+    """One row per (method, test set, condition): AUC, AP, TPR at 1% FPR, seconds per image."""
+    rows: dict[str, dict[str, float]] = {}
+    for method, evaluation in evaluations.items():
+        res = evaluation.result
+        conditions = [(f"{t}-try", cond) for t, cond in res["tries"].items()]
+        conditions += [(f"{p}, 1-try", cond) for p, cond in res["robustness"].items()]
+        if res["format_control"]:
+            q = res["format_control"]["quality"]
+            conditions.append((f"format control jpeg:{q}", res["format_control"]))
+        for label, cond in conditions:
+            for test_set, metrics in cond["generators"].items():
+                row = {k: metrics[k] for k in SUMMARY_COLUMNS[:3]}
+                row["seconds_per_image"] = cond["seconds_per_image"]
+                rows[f"{method} / {test_set} / {label}"] = row
+    return rows

@@ -109,12 +109,16 @@ def _dtype_kwargs(cls: type, dtype: torch.dtype | None) -> dict[str, torch.dtype
     if dtype is None:
         return {}
     # transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (warning on the old name, while
-    # older versions silently ignore the new one); every supported diffusers takes both.
+    # older versions silently ignore the new one).
     if any(base.__module__.startswith("transformers.") for base in cls.__mro__):
         import transformers
 
         if Version(transformers.__version__) >= Version("4.56"):
             return {"dtype": dtype}
+        return {"torch_dtype": dtype}
+    # diffusers 0.42 likewise moved to ``dtype`` and deprecates ``torch_dtype``.
+    if Version(diffusers.__version__) >= Version("0.42"):
+        return {"dtype": dtype}
     return {"torch_dtype": dtype}
 
 

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from ldmdetect.engine.demo import DemoConfig, run_demo, split_photos
+
+
+def test_split_is_by_subject():
+    photos = [Path(f"{n}.png") for n in ("motorcycle_left", "motorcycle_right", "cat", "rocket")]
+    split = split_photos(photos, ("motorcycle",), 0, seed=0)
+    assert [p.stem for p in split["heldout"]] == ["motorcycle_left", "motorcycle_right"]
+    drawn = split_photos(photos, None, 2, seed=1)
+    held = {p.stem.split("_")[0] for p in drawn["heldout"]}
+    assert len(held) == 2
+    assert not held & {p.stem.split("_")[0] for p in drawn["train"]}
+    with pytest.raises(ValueError, match="giraffe"):
+        split_photos(photos, ("giraffe",), 0, seed=0)
+
+
+def test_the_whole_chain_on_the_tiny_generator(tmp_path):
+    config = DemoConfig(
+        generator="tiny",
+        backbone="mobilenetv3_small_050",
+        input_size=32,
+        train_crops_per_image=4,
+        eval_size=64,
+        eval_crops_per_image=2,
+        generated_images=6,
+        generation_steps=2,
+        epochs=3,
+        batch_size=8,
+        threads=None,
+    )
+    result = run_demo(tmp_path, config, log=lambda _: None)
+    assert set(result.evaluations) == {"ae"}
+    assert "ae / generated / 10-try" in result.table
+    assert "ae / reconstructed (held-out) / format control jpeg:90" in result.table
+    row = result.table["ae / generated / 1-try"]
+    assert 0.0 <= row["auc"] <= 1.0 and row["seconds_per_image"] > 0
+    train = {p.stem.split("_")[0] for p in (tmp_path / "photos" / "train").glob("*.png")}
+    held = {p.stem.split("_")[0] for p in (tmp_path / "photos" / "heldout").glob("*.png")}
+    assert held and not train & held
+    rows = (tmp_path / "scan.csv").read_text().splitlines()
+    assert len(rows) == 1 + 7 and any("corrupt.jpg" in r for r in rows)
+    assert (tmp_path / "reports" / "ae" / "metrics.json").is_file()
