@@ -69,7 +69,16 @@ def _user_errors(fn):
 
 
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Workers = Annotated[int, typer.Option("--workers", help="Decoding worker processes.")]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", help="Decoding worker processes (default: cores - 1, at most 4)."),
+]
+
+
+def _workers(value: int | None) -> int:
+    from ldmdetect.engine.loader import default_workers
+
+    return default_workers() if value is None else value
 
 
 @zoo_app.command("tiny")
@@ -136,7 +145,7 @@ def reconstruct(
     seed: int = 0,
     batch_size: int = 8,
     device: Device = "auto",
-    workers: Workers = 0,
+    workers: Workers = None,
 ) -> None:
     """Build an aligned dataset: real crops and their autoencoder reconstructions."""
     from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
@@ -155,7 +164,7 @@ def reconstruct(
             batch_size=batch_size,
         ),
         device=device,
-        num_workers=workers,
+        num_workers=_workers(workers),
         progress=True,
     )
     for path, reason in summary.errors.items():
@@ -194,7 +203,7 @@ def train(
     val_fraction: float = 0.1,
     seed: int = 0,
     device: Device = "auto",
-    workers: Workers = 0,
+    workers: Workers = None,
 ) -> None:
     """Train a detector; saves config.json + model.safetensors with calibrated thresholds."""
     from ldmdetect.engine.train import TrainConfig, train_detector
@@ -209,7 +218,7 @@ def train(
         lr=lr,
         val_fraction=val_fraction,
         seed=seed,
-        num_workers=workers,
+        num_workers=_workers(workers),
         device=device,
     )
     detector = train_detector(data, output, cfg, progress=True)
@@ -242,7 +251,7 @@ def evaluate(
     ] = None,
     batch_size: int = 64,
     device: Device = "auto",
-    workers: Workers = 0,
+    workers: Workers = None,
 ) -> None:
     """Metrics per generator and averaged; robustness rows; writes metrics.json + report."""
     from ldmdetect.detector import Detector
@@ -258,7 +267,7 @@ def evaluate(
         format_control=format_control,
         tries=tries or [1],
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=_workers(workers),
         output=output,
         settings={"detector": detector},
         progress=True,
@@ -284,7 +293,7 @@ def scan(
     ] = 0.01,
     batch_size: int = 64,
     device: Device = "auto",
-    workers: Workers = 0,
+    workers: Workers = None,
 ) -> None:
     """Score images; one row per file. Exit status 1 if any file failed, 0 otherwise."""
     from ldmdetect.detector import Detector
@@ -300,7 +309,7 @@ def scan(
         tries=tries,
         fpr=fpr,
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=_workers(workers),
         progress=output is not None,
     )
     if output is None:

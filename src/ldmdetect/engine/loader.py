@@ -6,6 +6,7 @@ part, so every per-file loop in ldmdetect goes through ``load_each``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,11 @@ class _EachFile(Dataset):
             return LoadResult(index, path, error=err.reason)
         except Exception as err:  # one file's failure of any kind must not end the run
             return LoadResult(index, path, error=f"{type(err).__name__}: {err}")
+
+
+def default_workers() -> int:
+    """Decoding processes to run beside the model: one core is left to the main process."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def _single(item: LoadResult) -> LoadResult:
