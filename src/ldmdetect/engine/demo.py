@@ -89,7 +89,9 @@ def split_photos(
 ) -> dict[str, list[Path]]:
     """Split by subject (``motorcycle_left``/``_right`` are one scene), never by file."""
     subjects = sorted({_subject(p) for p in photos})
-    if not heldout:
+    if heldout:
+        heldout = tuple(_subject(Path(name)) for name in heldout)  # "grace_hopper" -> "grace"
+    else:
         rng = np.random.default_rng(seed)
         heldout = tuple(rng.permutation(subjects)[:count].tolist())
     unknown = set(heldout) - set(subjects)
