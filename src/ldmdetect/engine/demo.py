@@ -44,16 +44,19 @@ SEED_OFFSET = 10_000  # generation seeds far from any seed used in training
 @dataclass
 class DemoConfig:
     generator: str = "mini"  # "mini" (shipped), "tiny" (random, smoke test) or a pipeline path/id
-    backbone: str = "tf_efficientnetv2_b0"
+    # From random init on 2 CPU cores, resnet18 learns a faithful (25 dB) autoencoder's trace
+    # in ~1 min (held-out AUC ~0.9); tf_efficientnetv2_b0 did not train from scratch in this
+    # budget at lr 1e-3 or 3e-4 (AUC 0.51-0.64). The paper fine-tunes pretrained backbones.
+    backbone: str = "resnet18"
     input_size: int = 64
     train_crops_per_image: int = 32
     eval_size: int = 128  # larger than the input, so that 10-try inference has room to move
-    eval_crops_per_image: int = 8
+    eval_crops_per_image: int = 16
     generated_images: int = 48
     generation_steps: int = 25
     heldout_subjects: tuple[str, ...] | None = None  # default: the generator's own held-out
     heldout_count: int = 3  # subjects held out when the generator names none
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 16
     perturbations: tuple[str, ...] = ("jpeg:75",)
     format_control: int = 90
