@@ -121,15 +121,22 @@ def build_tiny_unet(seed: int = 0, cross_attention_dim: int = 32) -> UNet2DCondi
         ).eval()
 
 
-def build_tiny_text_encoder(seed: int = 0, hidden_size: int = 32) -> CLIPTextModel:
+def build_tiny_text_encoder(
+    seed: int = 0,
+    hidden_size: int = 32,
+    *,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+) -> CLIPTextModel:
     """A CLIP text tower that reads the byte-level tokenizer's ids (vocab 514, 77 positions)."""
     bos_id, eos_id = byte_level_special_ids()
     config = CLIPTextConfig(
         vocab_size=eos_id + 1,
         hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
         max_position_embeddings=77,
         bos_token_id=bos_id,
         eos_token_id=eos_id,
