@@ -33,16 +33,21 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_demo(args.output or tmp, config, log=lambda _: None)
-    print(json.dumps({
-        "benchmark": "mini_ldm_detection",
-        "rows": result.table,
-        "seconds_per_stage": result.seconds,
-        "seconds_total": round(time.perf_counter() - start, 1),
-        "config": asdict(config),
-        "torch_threads": config.threads or torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "mini_ldm_detection",
+                "rows": result.table,
+                "seconds_per_stage": result.seconds,
+                "seconds_total": round(time.perf_counter() - start, 1),
+                "config": asdict(config),
+                "torch_threads": config.threads or torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -199,3 +199,10 @@ def test_generate_writes_a_fake_set(tmp_path, tiny_pipeline_dir):
         "00002_seed2.png",
     ]
     assert "a photo of a bird" in (out / "prompts.csv").read_text()
+
+
+def test_zoo_mini_copies_the_shipped_pipeline(tmp_path):
+    result = runner.invoke(app, ["zoo", "mini", "--output", str(tmp_path / "mini")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mini" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "mini" / "README.md").is_file()

@@ -94,6 +94,39 @@ def zoo_tiny(
     typer.echo(f"wrote tiny SD pipeline to {path}")
 
 
+@zoo_app.command("mini")
+@_user_errors
+def zoo_mini(
+    output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
+    train: Annotated[
+        bool,
+        typer.Option(
+            help="Retrain the recipe (about an hour on 2 CPU cores) instead of copying the "
+            "shipped weights."
+        ),
+    ] = False,
+    seed: int = 0,
+) -> None:
+    """Write the mini LDM: a small trained SD-format pipeline (the embedded default)."""
+    import shutil
+
+    from ldmdetect.generative.mini import (
+        MiniLDMConfig,
+        mini_ldm_dir,
+        train_mini_ldm,
+        write_model_card,
+        write_sample_grid,
+    )
+
+    if train:
+        path = train_mini_ldm(MiniLDMConfig(seed=seed), output)
+        write_sample_grid(path, path / "samples.png")
+        write_model_card(path)
+    else:
+        path = Path(shutil.copytree(mini_ldm_dir(), output, dirs_exist_ok=True))
+    typer.echo(f"wrote mini LDM pipeline to {path}")
+
+
 @app.command()
 @_user_errors
 def generate(

@@ -54,6 +54,7 @@ class DemoConfig:
     eval_crops_per_image: int = 16
     generated_images: int = 48
     generation_steps: int = 25
+    guidance_scale: float = 3.0  # the mini LDM trains with caption dropout for this
     heldout_subjects: tuple[str, ...] | None = None  # default: the generator's own held-out
     heldout_count: int = 3  # subjects held out when the generator names none
     epochs: int = 10
@@ -175,7 +176,15 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
     pipe = load_pipeline(pipeline, device="cpu")
     prompts = [UNSEEN_PROMPTS[i % len(UNSEEN_PROMPTS)] for i in range(cfg.generated_images)]
     seeds = [SEED_OFFSET + cfg.seed * 1000 + i for i in range(cfg.generated_images)]
-    write_generated(pipe, prompts, seeds, generated, size=cfg.eval_size, steps=cfg.generation_steps)
+    write_generated(
+        pipe,
+        prompts,
+        seeds,
+        generated,
+        size=cfg.eval_size,
+        steps=cfg.generation_steps,
+        guidance_scale=cfg.guidance_scale,
+    )
     del pipe
     step("generate")
 
