@@ -27,7 +27,7 @@ def main(
         int | None,
         typer.Option(
             envvar="LDMDETECT_NUM_THREADS",
-            help="Torch CPU threads. On small or shared VMs, 1 can be several times faster.",
+            help="Torch CPU threads. On small or busy machines, 1 can be several times faster.",
         ),
     ] = None,
 ) -> None:
