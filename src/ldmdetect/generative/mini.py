@@ -42,6 +42,7 @@ from diffusers.models.attention_processor import AttnProcessor
 from PIL import Image, ImageDraw
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ldmdetect.features.reconstruction import reconstruct as features_reconstruct
 from ldmdetect.generative.tiny import build_tiny_text_encoder, write_byte_level_tokenizer
 from ldmdetect.io.images import load_image, pil_to_uint8
 from ldmdetect.io.samples import sample_photos
@@ -285,15 +286,9 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
-@torch.no_grad()
-def reconstruct(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Encode (posterior mean) and decode, as reconstruction-based detectors do."""
-    outputs = []
-    dtype = next(vae.parameters()).dtype
-    for batch in images.split(batch_size):
-        latent = vae.encode(batch.to(dtype)).latent_dist.mode()
-        outputs.append(vae.decode(latent).sample.float())
-    return torch.cat(outputs)
+def reconstruct(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """Posterior-mean AE round trip of images in [-1, 1] (the recipe's scale), as detectors do."""
+    return features_reconstruct(vae, (images + 1) / 2, sample=False) * 2 - 1
 
 
 # ----------------------------------------------------------------------------------------------
