@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,16 @@ class DetectorConfig:
     # 1 try = the center crop; N tries = mean probability over N seeded random crops.
     default_tries: int = 1
     try_seed: int = 0
+    # Feature settings the method reads (e.g. LaRE's timestep and ensemble, the prompt template).
     feature: dict[str, Any] = field(default_factory=dict)
+    # Generator components the feature step is built from, named like model_index.json:
+    # {"vae": {"id": "stabilityai/stable-diffusion-2-1", "subfolder": "vae", "revision": null}}.
+    # Loaded when the detector runs; never saved with its weights.
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The autoencoder the training data was reconstructed with (aligned datasets), if any.
     generator: dict[str, Any] | None = None
+    # Where the model's starting weights came from ("random", a timm tag, a file...).
+    weights_source: str = "random"
     training: dict[str, Any] = field(default_factory=dict)
     # Fake iff score > threshold. "0.5" is the raw decision rule; "fpr_X" are calibrated on
     # held-out real images so that at most a fraction X of them is flagged.
@@ -66,8 +75,11 @@ class DetectorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown detector config keys: {', '.join(unknown)}")
-        data = dict(data)
+            # A newer ldmdetect may add keys; an older one still runs the detector, and says so.
+            warnings.warn(
+                f"ignoring unknown detector config keys: {', '.join(unknown)}", stacklevel=2
+            )
+        data = {k: v for k, v in data.items() if k in known}
         for key in ("mean", "std"):
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])

@@ -5,15 +5,17 @@ import pytest
 import torch
 from PIL import Image
 
+from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
 from ldmdetect.engine.reconstruct import read_aligned_dataset
 from ldmdetect.engine.train import (
     AugmentConfig,
+    PairDataset,
     TrainConfig,
-    augment_pair,
     split_by_source,
     train_detector,
 )
+from ldmdetect.io.images import save_png
 
 
 def test_split_keeps_every_source_on_one_side(aligned_dir):
@@ -24,23 +26,34 @@ def test_split_keeps_every_source_on_one_side(aligned_dir):
     assert split_by_source(pairs, 0.34, seed=0) == (train, val)
 
 
-def test_pair_augmentation_is_identical_for_both_members():
+def _pair_dataset(tmp_path, image, size, aug, seed=0):
+    save_png(image, tmp_path / "real.png")
+    save_png(image, tmp_path / "fake.png")
+    pair = type(
+        "P", (), {"real": str(tmp_path / "real.png"), "reconstructed": str(tmp_path / "fake.png")}
+    )
+    prepare = methods.get("ae").prepare(DetectorConfig(input_size=size), augment=aug)
+    return PairDataset([pair], prepare, seed)
+
+
+def test_pair_augmentation_is_identical_for_both_members(tmp_path):
     rng_image = np.random.default_rng(0).integers(0, 256, (80, 90, 3), dtype=np.uint8)
     image = Image.fromarray(rng_image)
     always = AugmentConfig(flip=1, jpeg_prob=1, resize_prob=1, blur_prob=1)
     for seed in range(5):
-        out = augment_pair(image, image.copy(), 48, always, np.random.default_rng(seed))
-        assert out.shape == (2, 3, 48, 48) and out.dtype == torch.uint8
-        assert torch.equal(out[0], out[1])
+        (real, y0), (fake, y1) = _pair_dataset(tmp_path, image, 48, always, seed)[0]
+        assert (y0, y1) == (0, 1)
+        assert real["crops"].shape == (1, 3, 48, 48) and real["crops"].dtype == torch.uint8
+        assert torch.equal(real["crops"], fake["crops"])
 
 
-def test_pair_augmentation_changes_pixels_and_is_seeded():
+def test_pair_augmentation_changes_pixels_and_is_seeded(tmp_path):
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8))
     always = AugmentConfig(flip=1, jpeg_prob=1, resize_prob=0, blur_prob=0)
-    a = augment_pair(image, image, 64, always, np.random.default_rng(3))
-    b = augment_pair(image, image, 64, always, np.random.default_rng(3))
+    a = _pair_dataset(tmp_path, image, 64, always, 3)[0][0][0]["crops"]
+    b = _pair_dataset(tmp_path, image, 64, always, 3)[0][0][0]["crops"]
     assert torch.equal(a, b)
-    plain = augment_pair(image, image, 64, None, np.random.default_rng(3))
+    plain = _pair_dataset(tmp_path, image, 64, None, 3)[0][0][0]["crops"]
     assert not torch.equal(a, plain)
 
 
@@ -82,3 +95,10 @@ def test_training_is_deterministic_with_a_seed(tmp_path, aligned_dir):
 def test_empty_dataset_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest"):
         train_detector([tmp_path], tmp_path / "out")
+
+
+def test_zero_epochs_still_calibrates_and_saves(tmp_path, aligned_dir):
+    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=0, val_fraction=0.34, device="cpu")
+    detector = train_detector([aligned_dir], tmp_path / "d", cfg)
+    assert detector.config.training["history"] == []
+    assert "fpr_0.01" in detector.config.thresholds

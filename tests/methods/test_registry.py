@@ -32,7 +32,7 @@ def _gradient(width: int, height: int) -> Image.Image:
 
 def test_ae_prepare_one_try_is_the_center_crop():
     config = DetectorConfig(input_size=32)
-    crops = methods.get("ae").prepare(_gradient(100, 60), config, tries=1)
+    crops = methods.get("ae").prepare(config, tries=1)(_gradient(100, 60))["crops"]
     assert crops.shape == (1, 3, 32, 32) and crops.dtype == torch.uint8
     # center box of a 100x60 image: left 34, top 14
     assert crops[0, 0, 0, 0].item() == 34 and crops[0, 1, 0, 0].item() == 14
@@ -41,18 +41,32 @@ def test_ae_prepare_one_try_is_the_center_crop():
 def test_ae_prepare_ten_tries_are_seeded_random_crops():
     config = DetectorConfig(input_size=32)
     method = methods.get("ae")
-    first = method.prepare(_gradient(100, 60), config, tries=10)
-    again = method.prepare(_gradient(100, 60), config, tries=10)
+    first = method.prepare(config, tries=10)(_gradient(100, 60))["crops"]
+    again = method.prepare(config, tries=10)(_gradient(100, 60))["crops"]
     assert first.shape == (10, 3, 32, 32)
     assert torch.equal(first, again)
     assert len({(c[0, 0, 0].item(), c[1, 0, 0].item()) for c in first}) > 1
 
 
 def test_ae_prepare_upscales_images_smaller_than_the_input():
-    crops = methods.get("ae").prepare(_gradient(20, 10), DetectorConfig(input_size=32), tries=1)
+    sample = methods.get("ae").prepare(DetectorConfig(input_size=32))(_gradient(20, 10))
+    crops = sample["crops"]
     assert crops.shape == (1, 3, 32, 32)
 
 
 def test_uint8_conversions_are_exact_inverses():
     image = _gradient(17, 9)
     assert list(uint8_to_pil(pil_to_uint8(image)).getdata()) == list(image.getdata())
+
+
+def test_samples_carry_a_content_id_and_the_prompt(tmp_path):
+    config = DetectorConfig(input_size=16, feature={"prompt_template": "a photo of a {class}"})
+    prepare = methods.get("ae").prepare(config)
+    image = _gradient(40, 30)
+    # The id hashes pixels: the same picture under two names shares it; other pixels do not.
+    assert prepare(image)["id"] == prepare(image.copy())["id"]
+    assert prepare(image)["id"] != prepare(_gradient(41, 30))["id"]
+    assert prepare(image, class_name="tench")["prompt"] == "a photo of a tench"
+    assert prepare(image)["prompt"] == ""
+    (tmp_path / "x.txt").write_text("  a caption \n")
+    assert prepare(image, path=tmp_path / "x.png", class_name="tench")["prompt"] == "a caption"

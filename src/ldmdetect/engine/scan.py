@@ -11,32 +11,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector
 from ldmdetect.engine.loader import load_each
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image
 from ldmdetect.io.perturb import Perturbation
-from ldmdetect.methods.registry import Method
+from ldmdetect.methods.registry import PrepareImage, Sample
 
 
 @dataclass(frozen=True)
 class PrepareFile:
-    """Picklable per-file work for loader workers: decode, perturb, crop."""
+    """Picklable per-file work for loader workers: decode, perturb, make the method's sample."""
 
-    method: Method
-    config: DetectorConfig
-    tries: int
+    prepare: PrepareImage
     perturbation: Perturbation | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
 
-    def __call__(self, path: str) -> torch.Tensor:
+    def __call__(self, path: str) -> Sample:
         image = load_image(path, max_pixels=self.max_pixels)
         if self.perturbation is not None:
             image = self.perturbation(image)
-        return self.method.prepare(image, self.config, self.tries)
+        return self.prepare(image, path=path)
 
 
 def score_files(
@@ -53,10 +49,10 @@ def score_files(
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Scores for ``paths`` (NaN where a file failed) and {path: reason} for the failures."""
     tries = tries or detector.config.default_tries
-    prepare = PrepareFile(detector.method, detector.config, tries, perturbation, max_pixels)
+    prepare = PrepareFile(detector.preparer(tries), perturbation, max_pixels)
     scores = np.full(len(paths), math.nan)
     errors: dict[str, str] = {}
-    pending: list[tuple[int, torch.Tensor]] = []
+    pending: list[tuple[int, Sample]] = []
     # Batches are counted in crops so that 10-try scans keep the same device batch size.
     images_per_batch = max(1, batch_size // tries)
 

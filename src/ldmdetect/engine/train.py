@@ -1,7 +1,16 @@
-"""Train a detector on aligned pairs and save it as a detector directory.
+"""Train (or calibrate) any registered method and save it as a detector directory.
 
-Both members of a pair go into the same batch with the very same augmentation (crop box,
-flip, resize, blur, JPEG quality): the only thing left to tell them apart is the autoencoder.
+Three verbs, as in scikit-learn: :func:`build` makes the config and a fresh model, :func:`fit`
+runs the training loop, :func:`calibrate` sets the thresholds on held-out real images.
+:func:`train_detector` chains them for both kinds of training data:
+
+- aligned pairs (``ldmdetect reconstruct``): both members of a pair go into the same batch with
+  the very same augmentation, replayed from one seed, so only the autoencoder tells them apart;
+- labelled images (``--real``/``--fake`` folders or the GenImage layout).
+
+Methods with a device-side feature step (LaRE's UNet pass) read their features from a
+:class:`FeatureCache` by image id when one is given (``ldmdetect extract``), and otherwise
+compute them on the fly in the first epoch into a temporary cache reused by later epochs.
 """
 
 from __future__ import annotations
@@ -9,14 +18,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -26,133 +36,199 @@ from ldmdetect.config import DetectorConfig, fpr_key
 from ldmdetect.detector import Detector
 from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc, threshold_at_fpr
 from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_aligned_dataset
-from ldmdetect.io.crops import center_box, crop, ensure_min_size, random_boxes
-from ldmdetect.io.images import load_image, pil_to_uint8
-from ldmdetect.io.perturb import blur, jpeg, resize
+from ldmdetect.features.cache import FeatureCache
+from ldmdetect.generative.loading import ComponentSource
+from ldmdetect.io.augment import AugmentConfig
+from ldmdetect.io.images import load_image
+from ldmdetect.io.labeled import Example
+from ldmdetect.methods.registry import Batch, FeatureStep, Method, PrepareImage, batch_to
 from ldmdetect.models.classifier import backbone_normalization
 
-
-@dataclass
-class AugmentConfig:
-    """Per-pair augmentation: each is drawn once per pair and applied to both members."""
-
-    flip: float = 0.5
-    jpeg_prob: float = 0.3
-    jpeg_quality: tuple[int, int] = (65, 100)
-    resize_prob: float = 0.2
-    resize_scale: tuple[float, float] = (0.5, 1.5)
-    blur_prob: float = 0.1
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
+__all__ = ["AugmentConfig", "TrainConfig", "build", "calibrate", "fit", "train_detector"]
 
 
 @dataclass
 class TrainConfig:
+    """How to train. ``None`` means the method's default (``Method.defaults()``)."""
+
     method: str = "ae"
-    backbone: str = "tf_efficientnetv2_b0"
+    backbone: str | None = None
     pretrained: bool | str = False
-    input_size: int | None = None  # default: the dataset's crop size
+    input_size: int | None = None  # pairs: default the dataset's crop size
     epochs: int = 5
-    batch_size: int = 16  # pairs per batch, so 2x images
-    lr: float | None = None  # default: 1e-4 to fine-tune pretrained weights, 1e-3 from scratch
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
+    batch_size: int = 16  # examples per batch (pairs count once: 2 images each)
+    lr: float | None = None  # default: the method's, else 1e-4 pretrained / 1e-3 from scratch
+    weight_decay: float | None = None
+    grad_clip: float | None = None
     val_fraction: float = 0.1
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fprs: tuple[float, ...] = FPR_TARGETS
+    feature: dict[str, Any] = field(default_factory=dict)  # overrides of the method's settings
+
+
+# ---------------------------------------------------------------------------------- splitting
 
 
 def split_by_source(
     pairs: Sequence[AlignedPair], val_fraction: float, seed: int
 ) -> tuple[list[AlignedPair], list[AlignedPair]]:
     """Train/val split by source image, never by crop: crops of one photo share content."""
-    sources = sorted({p.source for p in pairs})
-    if val_fraction <= 0:
-        return list(pairs), []
-    if len(sources) < 2:
-        raise ValueError("a validation split needs pairs from at least 2 source images")
-    rng = np.random.default_rng(seed)
-    n_val = min(len(sources) - 1, max(1, round(val_fraction * len(sources))))
-    val_sources = set(rng.permutation(sources)[:n_val].tolist())
-    train = [p for p in pairs if p.source not in val_sources]
-    val = [p for p in pairs if p.source in val_sources]
+    if not pairs:
+        return [], []
+    train, val = _split_groups(list(pairs), [p.source for p in pairs], val_fraction, seed)
     return train, val
 
 
-def augment_pair(
-    real: Image.Image,
-    fake: Image.Image,
-    size: int,
-    aug: AugmentConfig | None,
-    rng: np.random.Generator,
-) -> torch.Tensor:
-    """(real, fake) -> uint8 (2, 3, size, size), both transformed identically.
+def split_examples(
+    examples: Sequence[Example], val_fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Split by group, separately within each class, so validation holds reals and fakes."""
+    if not examples:
+        return [], []
+    train: list[Example] = []
+    val: list[Example] = []
+    for label in sorted({e.label for e in examples}):
+        members = [e for e in examples if e.label == label]
+        t, v = _split_groups(members, [e.group for e in members], val_fraction, seed + label)
+        train += t
+        val += v
+    return train, val
 
-    ``aug=None`` is evaluation: center crop, nothing else.
-    """
-    if aug is None:
-        pair = [ensure_min_size(im, size) for im in (real, fake)]
-        box = center_box(pair[0].width, pair[0].height, size)
-        return torch.stack([pil_to_uint8(crop(im, box)) for im in pair])
-    pair = [real, fake]
-    if rng.random() < aug.resize_prob:
-        factor = rng.uniform(*aug.resize_scale)
-        pair = [resize(im, factor) for im in pair]
-    pair = [ensure_min_size(im, size) for im in pair]
-    box = random_boxes(pair[0].width, pair[0].height, size, 1, rng)[0]
-    pair = [crop(im, box) for im in pair]
-    if rng.random() < aug.flip:
-        pair = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in pair]
-    if rng.random() < aug.blur_prob:
-        sigma = rng.uniform(*aug.blur_sigma)
-        pair = [blur(im, sigma) for im in pair]
-    if rng.random() < aug.jpeg_prob:
-        quality = int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1))
-        pair = [jpeg(im, quality) for im in pair]
-    return torch.stack([pil_to_uint8(im) for im in pair])
+
+def _split_groups(items: list, groups: list[str], val_fraction: float, seed: int):
+    if val_fraction <= 0:
+        return items, []
+    names = sorted(set(groups))
+    if len(names) < 2:
+        raise ValueError("a validation split needs examples from at least 2 source images")
+    rng = np.random.default_rng(seed)
+    n_val = min(len(names) - 1, max(1, round(val_fraction * len(names))))
+    val_names = set(rng.permutation(names)[:n_val].tolist())
+    train = [x for x, g in zip(items, groups, strict=True) if g not in val_names]
+    val = [x for x, g in zip(items, groups, strict=True) if g in val_names]
+    return train, val
+
+
+# ----------------------------------------------------------------------------------- datasets
 
 
 class PairDataset(Dataset):
-    """Aligned pairs -> uint8 (2, 3, S, S); the random stream depends on (seed, epoch, index)."""
+    """Aligned pairs -> [(real sample, 0), (reconstruction sample, 1)], augmented alike.
 
-    def __init__(
-        self, pairs: Sequence[AlignedPair], size: int, aug: AugmentConfig | None, seed: int
-    ) -> None:
-        self.pairs = list(pairs)
-        self.size = size
-        self.aug = aug
-        self.seed = seed
-        self.epoch = 0
+    The random stream depends on (seed, epoch, index) only; both members replay it.
+    """
+
+    def __init__(self, pairs: Sequence[AlignedPair], prepare: PrepareImage, seed: int) -> None:
+        self.pairs, self.prepare, self.seed, self.epoch = list(pairs), prepare, seed, 0
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> list[tuple[dict, int]]:
         pair = self.pairs[index]
+        out = []
+        for path, label in ((pair.real, 0), (pair.reconstructed, 1)):
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            out.append((self.prepare(load_image(path), path=path, rng=rng), label))
+        return out
+
+
+class ExampleDataset(Dataset):
+    """Labelled images -> [(sample, label)]; random stream from (seed, epoch, index)."""
+
+    def __init__(self, examples: Sequence[Example], prepare: PrepareImage, seed: int) -> None:
+        self.examples, self.prepare, self.seed, self.epoch = list(examples), prepare, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> list[tuple[dict, int]]:
+        ex = self.examples[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        return augment_pair(
-            load_image(pair.real), load_image(pair.reconstructed), self.size, self.aug, rng
-        )
+        sample = self.prepare(load_image(ex.path), path=ex.path, class_name=ex.class_name, rng=rng)
+        return [(sample, ex.label)]
 
 
-def _pair_batch(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.stack(items).flatten(0, 1)  # real, fake, real, fake, ...
-    labels = torch.tensor([0.0, 1.0]).repeat(len(items))
-    return images, labels
+class _Collate:
+    """Flatten [(sample, label), ...] lists into one method batch and a label tensor."""
+
+    def __init__(self, method: Method) -> None:
+        self.method = method
+
+    def __call__(self, items: list[list[tuple[dict, int]]]) -> tuple[Batch, torch.Tensor]:
+        flat = [pair for item in items for pair in item]
+        batch = self.method.collate([s for s, _ in flat])
+        return batch, torch.tensor([float(y) for _, y in flat])
 
 
-def _loader(dataset: PairDataset, cfg: TrainConfig, shuffle: bool) -> DataLoader:
+def _loader(dataset: Dataset, method: Method, cfg: TrainConfig, shuffle: bool) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
         shuffle=shuffle,
         num_workers=cfg.num_workers,
-        collate_fn=_pair_batch,
+        collate_fn=_Collate(method),
         generator=torch.Generator().manual_seed(cfg.seed),
-        drop_last=False,
     )
+
+
+# -------------------------------------------------------------------------------------- build
+
+
+def build(
+    cfg: TrainConfig,
+    *,
+    input_size: int | None = None,
+    pipeline: str | os.PathLike | None = None,
+    revision: str | None = None,
+) -> tuple[Method, DetectorConfig, nn.Module]:
+    """The method, a fresh detector config (method defaults, then ``cfg``) and its model."""
+    method = methods.get(cfg.method)
+    defaults = method.defaults()
+    backbone = cfg.backbone or defaults.get("backbone", "tf_efficientnetv2_b0")
+    size = cfg.input_size or input_size or defaults.get("input_size", 256)
+    mean, std = defaults.get("mean"), defaults.get("std")
+    if mean is None or std is None:
+        mean, std = backbone_normalization(backbone)
+    feature = {**defaults.get("feature", {}), **cfg.feature}
+    components: dict[str, dict] = {}
+    if method.components:
+        if pipeline is None:
+            raise ValueError(
+                f"method {cfg.method!r} computes features with a generator's "
+                f"{', '.join(method.components)}: pass --pipeline (hub id or directory)"
+            )
+        components = {
+            name: ComponentSource(os.fspath(pipeline), subfolder=name, revision=revision).to_dict()
+            for name in method.components
+        }
+    config = DetectorConfig(
+        method=cfg.method,
+        backbone=backbone,
+        input_size=size,
+        mean=tuple(mean),
+        std=tuple(std),
+        feature=feature,
+        components=components,
+    )
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)  # the model's initial weights depend on the seed alone
+    model = method.build_model(config, pretrained=cfg.pretrained)
+    config.weights_source = str(getattr(model, "weights_source", _weights_source(cfg.pretrained)))
+    return method, config, model
+
+
+def _weights_source(pretrained: bool | str) -> str:
+    if isinstance(pretrained, str) and pretrained:
+        return f"file:{Path(pretrained).name}"
+    return "timm pretrained" if pretrained else "random"
+
+
+# ---------------------------------------------------------------------------------------- fit
 
 
 def _lr_lambda(total_steps: int, warmup: int):
@@ -165,76 +241,85 @@ def _lr_lambda(total_steps: int, warmup: int):
     return factor
 
 
+def _with_features(
+    batch: Batch, features: FeatureStep | None, cache: FeatureCache | None, device
+) -> Batch:
+    batch = batch_to(batch, device)
+    if features is None:
+        return batch
+    with torch.no_grad():
+        return features.add_to(batch, cache, device=device)
+
+
 @torch.no_grad()
-def _evaluate(model: nn.Module, loader: DataLoader, method, config, accelerator) -> dict:
+def score_loader(
+    method: Method,
+    model: nn.Module,
+    config: DetectorConfig,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    features: FeatureStep | None = None,
+    cache: FeatureCache | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(scores, labels, mean loss) over a loader of eval-mode samples."""
     model.eval()
     scores, labels, losses = [], [], []
-    for images, y in loader:
-        images, y = images.to(accelerator.device), y.to(accelerator.device)
-        with accelerator.autocast():
-            logits = method.logits(model, images, config)
-        losses.append(nn.functional.binary_cross_entropy_with_logits(logits, y).item())
-        scores.append(torch.sigmoid(logits).float().cpu())
+    for batch, y in loader:
+        batch = _with_features(batch, features, cache, device)
+        logits = method.logits(model, batch, config)
+        y = y.to(device)
+        losses.append(method.loss(logits[:, 0], y).item())
+        scores.append(method.probabilities(logits).mean(dim=1).float().cpu())
         labels.append(y.cpu())
-    s, y = torch.cat(scores).numpy(), torch.cat(labels).numpy()
-    return {
-        "loss": float(np.mean(losses)),
-        "auc": roc_auc(y, s),
-        "acc": float(((s > 0.5) == (y > 0.5)).mean()),
-        "real_scores": s[y == 0],
-    }
+    return torch.cat(scores).numpy(), torch.cat(labels).numpy(), float(np.mean(losses))
 
 
-def train_detector(
-    data: Sequence[str | os.PathLike],
-    output: str | os.PathLike,
-    config: TrainConfig | None = None,
+def fit(
+    method: Method,
+    config: DetectorConfig,
+    model: nn.Module,
+    train_set: PairDataset | ExampleDataset,
+    val_loader: DataLoader | None,
+    cfg: TrainConfig,
     *,
+    features: FeatureStep | None = None,
+    cache: FeatureCache | None = None,
     progress: bool = False,
-) -> Detector:
-    """Train ``config.method`` on the aligned datasets in ``data``; save to ``output``."""
+) -> tuple[nn.Module, list[dict]]:
+    """The training loop (accelerate); returns the final-epoch model on the CPU and history.
+
+    The final epoch is kept, with no selection on the validation set, so the same held-out
+    reals can calibrate the thresholds without selection bias.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    cfg = config or TrainConfig()
-    method = methods.get(cfg.method)
-    pairs = [p for directory in data for p in read_aligned_dataset(directory)]
-    if not pairs:
-        raise ValueError("no training pairs found in " + ", ".join(map(str, data)))
-    infos = [_dataset_info(d) for d in data]
-    crop_size = load_image(pairs[0].real).width
-    size = cfg.input_size or crop_size
-    train_pairs, val_pairs = split_by_source(pairs, cfg.val_fraction, cfg.seed)
 
     set_seed(cfg.seed)
     cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
-    mean, std = backbone_normalization(cfg.backbone)
-    det_config = DetectorConfig(
-        method=cfg.method,
-        backbone=cfg.backbone,
-        input_size=size,
-        mean=mean,
-        std=std,
-        generator=next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None),
-    )
-    model = method.build_model(det_config, pretrained=cfg.pretrained)
-    lr = cfg.lr or (1e-4 if cfg.pretrained else 1e-3)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-    train_set = PairDataset(train_pairs, size, cfg.augment, cfg.seed)
-    train_loader = _loader(train_set, cfg, shuffle=True)
-    val_loader = _loader(PairDataset(val_pairs, size, None, cfg.seed), cfg, shuffle=False)
-    total = cfg.epochs * len(train_loader)
+    defaults = method.defaults().get("training", {})
+    lr = cfg.lr or defaults.get("lr") or (1e-4 if cfg.pretrained else 1e-3)
+    weight_decay = cfg.weight_decay if cfg.weight_decay is not None else defaults.get("wd", 0.05)
+    grad_clip = cfg.grad_clip if cfg.grad_clip is not None else defaults.get("grad_clip", 1.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if defaults.get("optimizer") == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(
+            params, lr=lr, weight_decay=weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    train_loader = _loader(train_set, method, cfg, shuffle=True)
+    total = max(1, cfg.epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(total, warmup=max(1, total // 20))
     )
     model, optimizer, train_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, scheduler
     )
-
+    device = accelerator.device
     history = []
-    start = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
         train_set.epoch = epoch
@@ -245,51 +330,184 @@ def train_detector(
             disable=not (progress and accelerator.is_main_process),
             unit="batch",
         )
-        for images, labels in bar:
+        for batch, labels in bar:
+            batch = _with_features(batch, features, cache, device)
             with accelerator.autocast():
-                logits = method.logits(model, images, det_config)
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+                logits = method.logits(model, batch, config)
+                loss = method.loss(logits[:, 0], labels.to(device))
             accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
-        if val_pairs:
-            val = _evaluate(model, val_loader, method, det_config, accelerator)
-            entry.update({f"val_{k}": v for k, v in val.items() if k != "real_scores"})
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
+        if val_loader is not None:
+            s, y, val_loss = score_loader(
+                method, model, config, val_loader, device, features=features, cache=cache
+            )
+            entry.update(
+                val_loss=val_loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean())
+            )
         history.append(entry)
+    return accelerator.unwrap_model(model).float().cpu().eval(), history
 
-    model = accelerator.unwrap_model(model).float().cpu().eval()
-    det_config.thresholds = {"0.5": 0.5}
-    calibration = "none: no validation split; only the 0.5 threshold is available"
-    if val_pairs:
-        # The final epoch is kept (no selection on the validation set), so the same held-out
-        # real crops can calibrate the thresholds without selection bias.
-        real_scores = val["real_scores"]
-        for fpr in cfg.fprs:
-            det_config.thresholds[fpr_key(fpr)] = float(threshold_at_fpr(real_scores, fpr))
-        calibration = f"{len(real_scores)} held-out real crops"
+
+# ---------------------------------------------------------------------------------- calibrate
+
+
+def calibrate(
+    config: DetectorConfig, real_scores: np.ndarray, fprs: Sequence[float], probabilistic: bool
+) -> str:
+    """Set ``config.thresholds`` from held-out real scores; returns what they were set on."""
+    config.thresholds = {"0.5": 0.5} if probabilistic else {}
+    if len(real_scores) == 0:
+        return "none: no held-out real images; only the 0.5 threshold is available"
+    for fpr in fprs:
+        config.thresholds[fpr_key(fpr)] = float(threshold_at_fpr(real_scores, fpr))
+    return f"{len(real_scores)} held-out real images"
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+def train_detector(
+    data: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    examples: Sequence[Example] = (),
+    pipeline: str | os.PathLike | None = None,
+    revision: str | None = None,
+    feature_cache: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> Detector:
+    """Train ``config.method`` on aligned datasets ``data`` and/or labelled ``examples``.
+
+    Training-free methods (``Method.trains`` false) only calibrate their thresholds on the
+    real images. The detector directory is written to ``output``.
+    """
+    cfg = config or TrainConfig()
+    pairs = [p for directory in data for p in read_aligned_dataset(directory)]
+    examples = list(examples)
+    if not pairs and not examples:
+        raise ValueError("no training data: give aligned datasets or real/fake images")
+    infos = [_dataset_info(d) for d in data]
+    crop = load_image(pairs[0].real).width if pairs else None
+    method, det_config, model = build(cfg, input_size=crop, pipeline=pipeline, revision=revision)
+    det_config.generator = next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None)
+
+    if not method.trains:  # nothing is fitted, so every real image can calibrate
+        train_pairs, val_pairs, train_ex, val_ex = [], pairs, [], examples
+    else:
+        if pairs and examples:
+            raise ValueError("train on aligned pairs or on labelled images, not both at once")
+        train_pairs, val_pairs = split_by_source(pairs, cfg.val_fraction, cfg.seed)
+        train_ex, val_ex = split_examples(examples, cfg.val_fraction, cfg.seed)
+
+    start = time.perf_counter()
+    device = torch.device("cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    features = method.build_features(det_config, device=device)
+    with _feature_cache(feature_cache, features) as cache:
+        evaluate_prepare = method.prepare(det_config)
+        val_sets: list[Dataset] = []
+        if val_pairs:
+            val_sets.append(PairDataset(val_pairs, evaluate_prepare, cfg.seed))
+        if val_ex:
+            val_sets.append(ExampleDataset(val_ex, evaluate_prepare, cfg.seed))
+        val_loader = (
+            _loader(torch.utils.data.ConcatDataset(val_sets), method, cfg, shuffle=False)
+            if val_sets
+            else None
+        )
+        history: list[dict] = []
+        if method.trains:
+            train_prepare = method.prepare(det_config, augment=cfg.augment)
+            train_set = (
+                PairDataset(train_pairs, train_prepare, cfg.seed)
+                if train_pairs
+                else ExampleDataset(train_ex, train_prepare, cfg.seed)
+            )
+            model, history = fit(
+                method,
+                det_config,
+                model,
+                train_set,
+                val_loader,
+                cfg,
+                features=features,
+                cache=cache,
+                progress=progress,
+            )
+        real_scores = np.zeros(0)
+        if val_loader is not None:
+            s, y, _ = score_loader(
+                method,
+                model.to(device),
+                det_config,
+                val_loader,
+                device,
+                features=features,
+                cache=cache,
+            )
+            real_scores = s[y == 0]
+            model = model.cpu()
+    calibration = calibrate(det_config, real_scores, cfg.fprs, method.probabilistic)
     det_config.training = {
         "data": [str(d) for d in data],
         "datasets": infos,
         "pairs": {"train": len(train_pairs), "val": len(val_pairs)},
+        "examples": {
+            "train": _counts(train_ex),
+            "val": _counts(val_ex),
+        },
         "sources": {
             "train": len({p.source for p in train_pairs}),
             "val": len({p.source for p in val_pairs}),
         },
+        "feature_cache": str(feature_cache) if feature_cache else None,
         "config": _jsonable(asdict(cfg)),
         "history": history,
         "threshold_calibration": calibration,
         "seconds": round(time.perf_counter() - start, 2),
-        "device": str(accelerator.device),
+        "device": str(device),
     }
     detector = Detector(det_config, model, device="cpu")
     detector.save_pretrained(output)
     return detector
+
+
+class _feature_cache:
+    """The user's cache, or a temporary one that lives for one training run."""
+
+    def __init__(self, root: str | os.PathLike | None, features: FeatureStep | None) -> None:
+        self.root, self.features, self._tmp = root, features, None
+
+    def __enter__(self) -> FeatureCache | None:
+        if self.features is None:
+            return None
+        if self.root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ldmdetect-features-")
+            root: str | os.PathLike = self._tmp.name
+        else:
+            root = self.root
+        self.cache = FeatureCache(root, settings=self.features.settings(), shard_size=256)
+        return self.cache
+
+    def __exit__(self, *exc: object) -> None:
+        if self.features is not None:
+            self.cache.flush()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _counts(examples: Sequence[Example]) -> dict[str, int]:
+    return {
+        "real": sum(e.label == 0 for e in examples),
+        "fake": sum(e.label == 1 for e in examples),
+    }
 
 
 def _dataset_info(directory: str | os.PathLike) -> dict:

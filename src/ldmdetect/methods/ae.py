@@ -6,15 +6,50 @@ only the classifier runs, on raw crops: no autoencoder, no generator.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
+from ldmdetect.io.augment import AugmentConfig, augmented_crop
 from ldmdetect.io.crops import crop, ensure_min_size, n_try_boxes
 from ldmdetect.io.images import pil_to_uint8
-from ldmdetect.methods.registry import Method, normalize, register_method
+from ldmdetect.methods.registry import Batch, Method, Sample, normalize, register_method
 from ldmdetect.models.classifier import BackboneClassifier
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """Image -> uint8 crops (T, 3, S, S) at native resolution.
+
+    Inference: 1 try = the center crop, N tries = N seeded random crops. Training: one crop
+    with the augmentations drawn from the rng (replayed alike for both members of a pair).
+    """
+
+    size: int
+    tries: int = 1
+    try_seed: int = 0
+    augment: AugmentConfig | None = None
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
+        if rng is not None and self.augment is not None:
+            view = augmented_crop(image, self.size, self.augment, rng)
+            return {"crops": pil_to_uint8(view)[None]}
+        image = ensure_min_size(image, self.size)
+        boxes = n_try_boxes(image.width, image.height, self.size, self.tries, seed=self.try_seed)
+        return {"crops": torch.stack([pil_to_uint8(crop(image, box)) for box in boxes])}
+
+
+def classify_crops(model: nn.Module, crops: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
+    """uint8 crops (B, T, 3, S, S) -> model outputs (B, T, ...): every view in one pass."""
+    dtype = next(model.parameters()).dtype
+    b, t = crops.shape[:2]
+    out = model(normalize(crops.flatten(0, 1), config, dtype))
+    return out.view(b, t, *out.shape[1:])
 
 
 @register_method
@@ -22,17 +57,18 @@ class AEReconstruction(Method):
     name = "ae"
     summary = "classifier trained on real images vs. their LDM-autoencoder reconstructions"
 
+    def defaults(self) -> dict[str, Any]:
+        return {"backbone": "tf_efficientnetv2_b0", "input_size": 256}
+
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return BackboneClassifier(
             config.backbone, input_size=config.input_size, pretrained=pretrained
         )
 
-    def prepare(self, image: Image.Image, config: DetectorConfig, tries: int) -> torch.Tensor:
-        size = config.input_size
-        image = ensure_min_size(image, size)
-        boxes = n_try_boxes(image.width, image.height, size, tries, seed=config.try_seed)
-        return torch.stack([pil_to_uint8(crop(image, box)) for box in boxes])
+    def transform(
+        self, config: DetectorConfig, *, tries: int = 1, augment: AugmentConfig | None = None
+    ) -> CropTransform:
+        return CropTransform(config.input_size, tries, config.try_seed, augment)
 
-    def logits(self, model: nn.Module, batch: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
-        dtype = next(model.parameters()).dtype
-        return model(normalize(batch, config, dtype)).float()
+    def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        return classify_crops(model, batch["crops"], config).float()

@@ -1,40 +1,204 @@
 """The method registry: the one place that binds a feature extractor to a model.
 
-Each method says how an image becomes model input (``prepare``, run in loader workers on CPU)
-and how a batch becomes logits (``logits``, run on the device, where any generator machinery
-such as a UNet pass would go). Everything else (training loop, scanning, evaluation) is shared.
+Every method goes through the same few steps, so training, calibration, scanning, evaluation
+and feature extraction are written once for all of them:
+
+1. ``transform(config, ...)``: a picklable CPU callable run in loader workers, one decoded image
+   -> a *sample* (a dict of tensors: crops, a resized whole image, crop boxes...). ``tries``
+   views per image at inference; one augmented view in training.
+2. ``build_features(config, ...)``: the device-side step that needs the generator's own
+   machinery (a UNet pass, a DDIM inversion). It is built from the generator components the
+   config names (like ``model_index.json``), never saved with the detector's weights, and it
+   reads from or writes to a :class:`~ldmdetect.features.cache.FeatureCache` by image id.
+   Methods that only look at pixels have none.
+3. ``logits(model, batch, config)`` -> ``probabilities`` / ``loss``: the model's scoring. Whether
+   one logit and a sigmoid or two classes and a softmax is the method's to say.
+
+Plus whether the method ``trains`` (or only calibrates thresholds on real images), its default
+config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``. Training
+data is either aligned pairs (a real image and its reconstruction, augmented identically by
+replaying one random stream) or labelled images; both reach the method through ``transform``.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from abc import ABC, abstractmethod
-from typing import ClassVar, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
+from ldmdetect.features.cache import FeatureCache
+from ldmdetect.io.identity import image_id
+from ldmdetect.io.prompts import resolve_prompt
+
+# One image's model input: tensors with a leading views dimension (T, ...) for per-view data
+# (crops), or per-image tensors (a resized whole image); plus "id" and "prompt" strings.
+Sample = dict[str, Any]
+Batch = dict[str, Any]
+# picklable: (decoded RGB image, rng or None) -> sample. rng None = inference (deterministic).
+Transform = Callable[[Image.Image, "np.random.Generator | None"], Sample]
+
+
+class FeatureStep(ABC):
+    """Device-side features computed from generator components, cacheable by image id."""
+
+    #: keys this step adds to a batch; each value is a per-image tensor (B, ...).
+    keys: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes the output: pinned in a feature cache's ``cache.json``."""
+
+    @abstractmethod
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """A collated batch (on any device) -> {key: float32 CPU tensor (B, ...)}."""
+
+    def add_to(
+        self, batch: Batch, cache: FeatureCache | None = None, *, device: torch.device | None = None
+    ) -> Batch:
+        """``batch`` with this step's features added: read from ``cache`` by image id where
+        present, computed (in one call) for the rest and written back to ``cache``."""
+        ids: list[str] = batch["id"]
+        missing = [i for i, key in enumerate(ids) if cache is None or key not in cache]
+        rows: dict[int, dict[str, torch.Tensor]] = {}
+        if missing:
+            computed = self(subset(batch, missing))
+            for j, i in enumerate(missing):
+                rows[i] = {k: computed[k][j] for k in self.keys}
+                if cache is not None and ids[i] not in cache:
+                    cache[ids[i]] = rows[i]
+        for i, key in enumerate(ids):
+            if i not in rows:
+                rows[i] = cache[key]  # type: ignore[index]
+        out = dict(batch)
+        for k in self.keys:
+            out[k] = torch.stack([rows[i][k] for i in range(len(ids))]).to(device or "cpu")
+        return out
+
+
+@dataclass(frozen=True)
+class PrepareImage:
+    """A method's transform plus what every sample carries: its content id and its prompt.
+
+    Picklable, so loader workers run it; the id is taken from the pixels as decoded (after any
+    robustness perturbation, before training augmentation), so it matches what ``extract``
+    cached for the same file.
+    """
+
+    transform: Transform
+    prompt_template: str | None = None
+
+    def __call__(
+        self,
+        image: Image.Image,
+        *,
+        path: str | os.PathLike | None = None,
+        class_name: str | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Sample:
+        sample = self.transform(image, rng)
+        sample["id"] = image_id(image)
+        sample["prompt"] = resolve_prompt(path, self.prompt_template, class_name)
+        return sample
 
 
 class Method(ABC):
-    """A detection method: preprocessing + features + model, behind one name."""
+    """A detection method: preprocessing + features + model + scoring, behind one name."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    #: False for training-free methods: ``train`` only calibrates thresholds on real images.
+    trains: ClassVar[bool] = True
+    #: True when the score is a probability, so the raw 0.5 rule means something.
+    probabilistic: ClassVar[bool] = True
+    #: Generator components (``model_index.json`` names) its feature step is built from.
+    components: ClassVar[tuple[str, ...]] = ()
+
+    def defaults(self) -> dict[str, Any]:
+        """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...)."""
+        return {}
 
     @abstractmethod
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         """A fresh model for ``config`` (weights are loaded by the caller)."""
 
     @abstractmethod
-    def prepare(self, image: Image.Image, config: DetectorConfig, tries: int) -> torch.Tensor:
-        """One RGB image -> uint8 tensor (tries, 3, S, S) of model-ready crops."""
+    def transform(
+        self, config: DetectorConfig, *, tries: int = 1, augment: Any = None
+    ) -> Transform:
+        """The picklable CPU step: decoded image -> sample (see :data:`Sample`)."""
+
+    def prepare(
+        self, config: DetectorConfig, *, tries: int = 1, augment: Any = None
+    ) -> PrepareImage:
+        """:meth:`transform` wrapped to add each sample's id and prompt."""
+        return PrepareImage(
+            self.transform(config, tries=tries, augment=augment),
+            config.feature.get("prompt_template"),
+        )
+
+    def build_features(
+        self,
+        config: DetectorConfig,
+        *,
+        device: str | torch.device = "auto",
+        components: dict[str, dict] | None = None,
+    ) -> FeatureStep | None:
+        """The device-side feature step, or None for methods that read pixels only.
+
+        ``components`` overrides the sources recorded in ``config.components`` (e.g. a local
+        copy of a hub pipeline).
+        """
+        return None
+
+    def collate(self, samples: Sequence[Sample]) -> Batch:
+        """Stack samples into a batch: tensors along a new first dim, strings into lists."""
+        return collate_samples(samples)
 
     @abstractmethod
-    def logits(self, model: nn.Module, batch: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
-        """uint8 batch (N, 3, S, S) on the model's device -> logits (N,)."""
+    def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        """Batch on the model's device (features added) -> logits (B, T, ...) for T views."""
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, ...) -> P(generated) (B, T). One logit and a sigmoid by default."""
+        return torch.sigmoid(logits.float())
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training loss of one view per image: logits (B, ...) against labels (B,) in {0, 1}."""
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def collate_samples(samples: Sequence[Sample]) -> Batch:
+    batch: Batch = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return batch
+
+
+def subset(batch: Batch, indices: Sequence[int]) -> Batch:
+    """The rows ``indices`` of a batch (tensors indexed, lists picked)."""
+    index = torch.as_tensor(list(indices), dtype=torch.long)
+    return {
+        k: v[index.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in indices]
+        for k, v in batch.items()
+    }
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    """Move a batch's tensors to ``device`` (non-blocking); strings stay as they are."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 _M = TypeVar("_M", bound=type[Method])
@@ -65,7 +229,7 @@ def get(name: str) -> Method:
 
 
 def normalize(batch: torch.Tensor, config: DetectorConfig, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 images -> float ``dtype`` normalised with the detector's mean/std."""
-    mean = torch.tensor(config.mean, device=batch.device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=batch.device, dtype=dtype).view(1, 3, 1, 1)
+    """uint8 images (..., 3, H, W) -> float ``dtype`` normalised with the detector's mean/std."""
+    mean = torch.tensor(config.mean, device=batch.device, dtype=dtype).view(3, 1, 1)
+    std = torch.tensor(config.std, device=batch.device, dtype=dtype).view(3, 1, 1)
     return (batch.to(dtype) / 255.0 - mean) / std
