@@ -210,37 +210,104 @@ def reconstruct(
         raise typer.Exit(1)
 
 
+FeatureOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--feature",
+        help="Feature setting KEY=VALUE (repeatable), e.g. lare.timestep=200, "
+        "lare.image_size=128, lare.ensemble=4; VALUE is JSON or a string.",
+    ),
+]
+PromptTemplate = Annotated[
+    str | None,
+    typer.Option(help='Prompt for generator-conditioned features, e.g. "a photo of a {class}".'),
+]
+
+
+def _feature_settings(options: list[str] | None, prompt_template: str | None) -> dict:
+    """``["lare.timestep=100"]`` -> ``{"lare": {"timestep": 100}}``."""
+    settings: dict = {}
+    for option in options or []:
+        key, sep, raw = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--feature {option!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        *parents, leaf = key.split(".")
+        node = settings
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    if prompt_template is not None:
+        settings["prompt_template"] = prompt_template
+    return settings
+
+
 @app.command()
 @_user_errors
 def train(
-    data: Annotated[list[Path], typer.Option(help="Aligned dataset directory (repeatable).")],
     output: Annotated[Path, typer.Option(help="Detector directory to write.")],
-    method: str = "ae",
+    data: Annotated[
+        list[Path] | None, typer.Option(help="Aligned dataset directory (repeatable).")
+    ] = None,
+    real: Annotated[
+        list[Path] | None, typer.Option(help="Real images: folder or CSV manifest (repeatable).")
+    ] = None,
+    fake: Annotated[
+        list[Path] | None,
+        typer.Option(help="Generated images: folder or CSV manifest (repeatable)."),
+    ] = None,
+    genimage: Annotated[
+        list[Path] | None,
+        typer.Option(help="GenImage-layout root: <generator>/train/{nature,ai} (repeatable)."),
+    ] = None,
+    method: Annotated[str, typer.Option(help="ae, lare2, ... (see README).")] = "ae",
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="SD-format pipeline (hub id or directory) for feature methods."),
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(help="Feature cache from `ldmdetect extract` (default: computed on the fly)."),
+    ] = None,
+    feature: FeatureOptions = None,
+    prompt_template: PromptTemplate = None,
     backbone: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Any timm name: convnext_large, eva02_large_patch14_224, tf_efficientnetv2_b0, "
-            "resnet50, ..."
+            help="Default: the method's. ae: any timm name (convnext_large, "
+            "eva02_large_patch14_224, tf_efficientnetv2_b0, resnet50, ...); lare2: "
+            "openclip:RN50 or timm:<name>."
         ),
-    ] = "tf_efficientnetv2_b0",
-    pretrained: Annotated[bool, typer.Option(help="Start from timm's weights.")] = False,
+    ] = None,
+    pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = False,
     pretrained_file: Annotated[
         Path | None, typer.Option(help="Local timm checkpoint to start from (offline).")
     ] = None,
-    input_size: Annotated[int | None, typer.Option(help="Default: the dataset's crop.")] = None,
+    input_size: Annotated[
+        int | None, typer.Option(help="Default: the method's (ae: the dataset's crop).")
+    ] = None,
     epochs: int = 5,
-    batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Examples (or pairs) per batch.")] = 16,
     lr: Annotated[
-        float | None, typer.Option(help="Default: 1e-4 with --pretrained, 1e-3 from scratch.")
+        float | None,
+        typer.Option(help="Default: the method's; else 1e-4 with --pretrained, 1e-3 from scratch."),
     ] = None,
     val_fraction: float = 0.1,
     seed: int = 0,
     device: Device = "auto",
     workers: Workers = None,
 ) -> None:
-    """Train a detector; saves config.json + model.safetensors with calibrated thresholds."""
+    """Train a detector (or calibrate a training-free one); saves config.json + weights."""
     from ldmdetect.engine.train import TrainConfig, train_detector
+    from ldmdetect.io.labeled import read_genimage, read_labeled
 
+    examples = read_labeled(real or [], fake or [])
+    for root in genimage or []:
+        examples += read_genimage(root, "train")
     cfg = TrainConfig(
         method=method,
         backbone=backbone,
@@ -253,11 +320,61 @@ def train(
         seed=seed,
         num_workers=_workers(workers),
         device=device,
+        feature=_feature_settings(feature, prompt_template),
     )
-    detector = train_detector(data, output, cfg, progress=True)
-    last = detector.config.training["history"][-1]
-    typer.echo(json.dumps(last))
+    detector = train_detector(
+        data or [],
+        output,
+        cfg,
+        examples=examples,
+        pipeline=pipeline,
+        revision=revision,
+        feature_cache=features,
+        progress=True,
+    )
+    history = detector.config.training["history"]
+    if history:
+        typer.echo(json.dumps(history[-1]))
     typer.echo(f"saved detector to {output}; thresholds {detector.config.thresholds}")
+
+
+@app.command()
+@_user_errors
+def extract(
+    sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
+    output: Annotated[Path, typer.Option(help="Feature cache directory (resumable).")],
+    pipeline: Annotated[str, typer.Option(help="SD-format pipeline: hub id or directory.")],
+    method: Annotated[str, typer.Option(help="Method whose features to cache, e.g. lare2.")],
+    revision: Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")] = None,
+    feature: FeatureOptions = None,
+    prompt_template: PromptTemplate = None,
+    batch_size: int = 8,
+    device: Device = "auto",
+    workers: Workers = None,
+) -> None:
+    """Cache a method's generator features (LaRE maps, ...) by image id; resumes a stopped run."""
+    from ldmdetect.engine.extract import extract_features
+
+    summary = extract_features(
+        method,
+        sources,
+        output,
+        pipeline=pipeline,
+        revision=revision,
+        feature=_feature_settings(feature, prompt_template),
+        batch_size=batch_size,
+        device=device,
+        num_workers=_workers(workers),
+        progress=True,
+    )
+    for path, reason in summary.errors.items():
+        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(
+        f"{summary.images} images: {summary.computed} computed, {summary.already_cached} "
+        f"already cached, {len(summary.errors)} failed -> {output}"
+    )
+    if summary.errors:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from ldmdetect.detector import Detector
 from ldmdetect.engine.loader import load_each
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image
 from ldmdetect.io.perturb import Perturbation
+from ldmdetect.io.prompts import genimage_class
 from ldmdetect.methods.registry import PrepareImage, Sample
 
 
@@ -32,7 +33,7 @@ class PrepareFile:
         image = load_image(path, max_pixels=self.max_pixels)
         if self.perturbation is not None:
             image = self.perturbation(image)
-        return self.prepare(image, path=path)
+        return self.prepare(image, path=path, class_name=genimage_class(path))
 
 
 def score_files(

@@ -42,7 +42,6 @@ from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.images import load_image
 from ldmdetect.io.labeled import Example
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, PrepareImage, batch_to
-from ldmdetect.models.classifier import backbone_normalization
 
 __all__ = ["AugmentConfig", "TrainConfig", "build", "calibrate", "fit", "train_detector"]
 
@@ -178,22 +177,18 @@ def _loader(dataset: Dataset, method: Method, cfg: TrainConfig, shuffle: bool) -
 # -------------------------------------------------------------------------------------- build
 
 
-def build(
+def make_config(
     cfg: TrainConfig,
+    method: Method,
     *,
     input_size: int | None = None,
     pipeline: str | os.PathLike | None = None,
     revision: str | None = None,
-) -> tuple[Method, DetectorConfig, nn.Module]:
-    """The method, a fresh detector config (method defaults, then ``cfg``) and its model."""
-    method = methods.get(cfg.method)
+) -> DetectorConfig:
+    """A fresh detector config: the method's defaults, overridden by ``cfg``."""
     defaults = method.defaults()
     backbone = cfg.backbone or defaults.get("backbone", "tf_efficientnetv2_b0")
-    size = cfg.input_size or input_size or defaults.get("input_size", 256)
-    mean, std = defaults.get("mean"), defaults.get("std")
-    if mean is None or std is None:
-        mean, std = backbone_normalization(backbone)
-    feature = {**defaults.get("feature", {}), **cfg.feature}
+    mean, std = method.normalization(backbone)
     components: dict[str, dict] = {}
     if method.components:
         if pipeline is None:
@@ -205,21 +200,44 @@ def build(
             name: ComponentSource(os.fspath(pipeline), subfolder=name, revision=revision).to_dict()
             for name in method.components
         }
-    config = DetectorConfig(
+    return DetectorConfig(
         method=cfg.method,
         backbone=backbone,
-        input_size=size,
+        input_size=cfg.input_size or input_size or defaults.get("input_size", 256),
         mean=tuple(mean),
         std=tuple(std),
-        feature=feature,
+        feature=_merged(defaults.get("feature", {}), cfg.feature),
         components=components,
     )
+
+
+def build(
+    cfg: TrainConfig,
+    *,
+    input_size: int | None = None,
+    pipeline: str | os.PathLike | None = None,
+    revision: str | None = None,
+) -> tuple[Method, DetectorConfig, nn.Module]:
+    """The method, a fresh detector config and its model, initialised from ``cfg.seed``."""
     from accelerate.utils import set_seed
 
+    method = methods.get(cfg.method)
+    config = make_config(cfg, method, input_size=input_size, pipeline=pipeline, revision=revision)
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone
     model = method.build_model(config, pretrained=cfg.pretrained)
     config.weights_source = str(getattr(model, "weights_source", _weights_source(cfg.pretrained)))
     return method, config, model
+
+
+def _merged(defaults: dict, overrides: dict) -> dict:
+    """Nested overrides on top of defaults: ``{"lare": {"timestep": 100}}`` keeps the rest."""
+    out = json.loads(json.dumps(defaults))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _weights_source(pretrained: bool | str) -> str:

@@ -126,6 +126,12 @@ class Method(ABC):
         """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...)."""
         return {}
 
+    def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the backbone expects: timm's pretrained config by default."""
+        from ldmdetect.models.classifier import backbone_normalization
+
+        return backbone_normalization(backbone)
+
     @abstractmethod
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         """A fresh model for ``config`` (weights are loaded by the caller)."""

@@ -1,0 +1,207 @@
+"""LaRE^2 (Luo et al., CVPR 2024): latent reconstruction error + error-guided refinement.
+
+Path of one image:
+1. transform (CPU): the whole image resized to ``lare.image_size`` (256, bicubic, no crop)
+   for LaRE, and ``input_size`` (224) crops of that same resized image for the image tower;
+2. feature step (device): one UNet noise prediction on the noisy latent at t=200, ensemble of
+   4 -> the LaRE map (``features.lare``), cached by image id;
+3. model (``models.egre``): the image tower's features refined by the map, two classes.
+
+Alignment of crop and map: crop offsets are multiples of the VAE's downsampling factor f, so
+the crop's map is exactly the slice ``[y/f : (y+S)/f, x/f : (x+S)/f]`` of the whole-image map
+(and is flipped with the crop in training). The map is always computed on the un-augmented
+resized image, which is what lets it be cached once and reused every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ldmdetect.config import DetectorConfig
+from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
+from ldmdetect.methods.registry import (
+    Batch,
+    FeatureStep,
+    Method,
+    Sample,
+    normalize,
+    register_method,
+)
+from ldmdetect.models.egre import EGRE, tower_normalization
+
+DEFAULT_PROMPT_TEMPLATE = "a photo of a {class}"
+
+
+@dataclass(frozen=True)
+class LareTransform:
+    """Image -> whole resized image (for LaRE) + aligned crops of it (for the tower)."""
+
+    lare_size: int
+    crop: int
+    factor: int
+    tries: int = 1
+    try_seed: int = 0
+    train: bool = False
+
+    def offsets(self, rng: np.random.Generator | None) -> list[tuple[int, int]]:
+        steps = (self.lare_size - self.crop) // self.factor  # offsets are multiples of f
+        if rng is not None:
+            return [tuple(int(v) * self.factor for v in rng.integers(0, steps + 1, 2))]
+        if self.tries == 1:
+            return [(steps // 2 * self.factor,) * 2]
+        seeded = np.random.default_rng(self.try_seed)
+        return [
+            tuple(int(v) * self.factor for v in seeded.integers(0, steps + 1, 2))
+            for _ in range(self.tries)
+        ]
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
+        whole = resize_for_lare(image, self.lare_size)
+        train = rng is not None and self.train
+        offsets = self.offsets(rng if train else None)
+        flips = [bool(train and rng.random() < 0.5) for _ in offsets]  # type: ignore[union-attr]
+        crops = []
+        for (y, x), flip in zip(offsets, flips, strict=True):
+            view = whole[:, y : y + self.crop, x : x + self.crop]
+            crops.append(view.flip(-1) if flip else view)
+        return {
+            "image": whole,
+            "crops": torch.stack(crops),
+            "offsets": torch.tensor(offsets, dtype=torch.long),
+            "flips": torch.tensor(flips, dtype=torch.bool),
+        }
+
+
+class LareFeature(FeatureStep):
+    """The LaRE map of each image; generator components are loaded on the first miss only,
+    so training from a complete feature cache never loads the UNet."""
+
+    keys = ("lare",)
+
+    def __init__(
+        self,
+        components: dict[str, dict],
+        config: LareConfig,
+        *,
+        device: str | torch.device,
+        prompt_template: str | None,
+    ) -> None:
+        self.sources, self.config, self.device = components, config, device
+        self.prompt_template = prompt_template
+        self._components = None
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "feature": "lare",
+            "lare": self.config.to_dict(),
+            "components": self.sources,
+            "prompt_template": self.prompt_template,
+        }
+
+    @property
+    def components(self):
+        if self._components is None:
+            from ldmdetect.generative.components import load_sd_components_from
+
+            self._components = load_sd_components_from(self.sources, device=self.device)
+        return self._components
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        seeds = [image_seed(key, self.config.seed) for key in batch["id"]]
+        maps = lare_maps(batch["image"], batch["prompt"], seeds, self.components, self.config)
+        return {"lare": maps.float().cpu()}
+
+
+def latent_factor(sources: dict[str, dict]) -> int:
+    """The VAE's downsampling factor, read from its config without loading weights."""
+    from ldmdetect.generative.components import vae_scale_factor
+
+    return vae_scale_factor(sources["vae"])
+
+
+@register_method
+class LaRE2(Method):
+    name = "lare2"
+    summary = "LaRE^2: UNet latent reconstruction error guiding a CLIP RN50 (EGRE), CVPR 2024"
+    components = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            "backbone": "openclip:RN50",
+            "input_size": 224,
+            "feature": {
+                "lare": LareConfig().to_dict(),
+                "prompt_template": DEFAULT_PROMPT_TEMPLATE,
+            },
+            # The paper's recipe: Adam 1e-4, no weight decay, gradients clipped at 5.
+            "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 5.0},
+        }
+
+    def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tower_normalization(backbone)
+
+    def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
+        return EGRE(
+            config.backbone,
+            pretrained=pretrained,
+            lare_channels=int(config.feature.get("latent_channels", 4)),
+        )
+
+    def _lare_config(self, config: DetectorConfig) -> LareConfig:
+        return LareConfig(**config.feature.get("lare", {}))
+
+    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+        lare = self._lare_config(config)
+        factor = int(config.feature.get("latent_factor", 8))
+        # Crops come from the resized image, so they can be no larger than it (extracting
+        # features at a small LaRE size needs no crop setting of its own).
+        crop = min(config.input_size, lare.image_size)
+        return LareTransform(
+            lare.image_size, crop, factor, tries, config.try_seed, augment is not None
+        )
+
+    def build_features(
+        self,
+        config: DetectorConfig,
+        *,
+        device: str | torch.device = "auto",
+        components: dict[str, dict] | None = None,
+    ) -> LareFeature:
+        sources = components or config.components
+        if not sources:
+            raise ValueError("lare2 needs generator components (--pipeline ID_OR_DIR)")
+        # Recorded so that crops are taken at multiples of the latent grid (see module doc).
+        config.feature.setdefault("latent_factor", latent_factor(sources))
+        return LareFeature(
+            sources,
+            self._lare_config(config),
+            device=device,
+            prompt_template=config.feature.get("prompt_template"),
+        )
+
+    def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        crops, lare = batch["crops"], batch["lare"]
+        b, t = crops.shape[:2]
+        factor = int(config.feature.get("latent_factor", 8))
+        side = crops.shape[-1] // factor
+        maps = []
+        for i in range(b):
+            for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
+                m = lare[i, :, y // factor : y // factor + side, x // factor : x // factor + side]
+                maps.append(m.flip(-1) if flip else m)
+        dtype = next(model.parameters()).dtype
+        images = normalize(crops.flatten(0, 1), config, dtype)
+        out = model(images, torch.stack(maps).to(dtype))
+        return out.view(b, t, -1)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().softmax(dim=-1)[..., 1]
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), labels.long())
