@@ -1,0 +1,101 @@
+import shutil
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ldmdetect.generative.components import COMPONENT_NAMES, SDComponents, load_sd_components
+from ldmdetect.generative.loading import ComponentLoadError, ComponentSource
+
+MISSING_HUB_ID = "ldmdetect-tests/no-such-model"
+
+
+@pytest.fixture(scope="module")
+def components(tiny_pipeline_dir) -> SDComponents:
+    return load_sd_components(tiny_pipeline_dir, device="cpu")
+
+
+def test_loads_every_component_and_records_its_source(components, tiny_pipeline_dir):
+    assert isinstance(components.vae, AutoencoderKL)
+    assert isinstance(components.unet, UNet2DConditionModel)
+    assert isinstance(components.text_encoder, CLIPTextModel)
+    assert isinstance(components.tokenizer, CLIPTokenizer)
+    assert isinstance(components.scheduler, DDPMScheduler)
+    assert components.device == torch.device("cpu")
+    assert components.dtype == torch.float32
+    assert not components.unet.training
+    assert not any(p.requires_grad for p in components.unet.parameters())
+    assert components.sources == {
+        name: ComponentSource(str(tiny_pipeline_dir), subfolder=name).to_dict()
+        for name in COMPONENT_NAMES
+    }
+
+
+def test_scheduler_is_the_pipelines_forward_process(components, tiny_pipeline_dir):
+    shipped = DDIMScheduler.from_pretrained(tiny_pipeline_dir, subfolder="scheduler")
+    torch.testing.assert_close(components.scheduler.alphas_cumprod, shipped.alphas_cumprod)
+    assert components.scheduler.config.prediction_type == shipped.config.prediction_type
+
+
+def test_only_requested_components_load(tiny_pipeline_dir):
+    loaded = load_sd_components(
+        tiny_pipeline_dir, device="cpu", dtype=torch.bfloat16, names=("vae", "scheduler")
+    )
+    assert loaded.unet is None and loaded.text_encoder is None and loaded.tokenizer is None
+    assert set(loaded.sources) == {"vae", "scheduler"}
+    assert loaded.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="tokenizer and text_encoder"):
+        loaded.encode_prompts(["a photo"])
+    with pytest.raises(ValueError, match="unknown component"):
+        load_sd_components(tiny_pipeline_dir, device="cpu", names=("vae", "safety_checker"))
+
+
+def test_encode_prompts_matches_the_pipelines_prompt_encoding(components):
+    prompts = ["a photo of a cat", "", "a photo of a dog"]
+    embeddings = components.encode_prompts(prompts)
+    tokenizer, text_encoder = components.tokenizer, components.text_encoder
+    assert embeddings.shape == (3, tokenizer.model_max_length, text_encoder.config.hidden_size)
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        expected = text_encoder(ids)[0]
+    torch.testing.assert_close(embeddings, expected)
+
+
+def test_each_distinct_prompt_runs_through_the_text_encoder_once(tiny_pipeline_dir):
+    components = load_sd_components(
+        tiny_pipeline_dir, device="cpu", names=("text_encoder", "tokenizer")
+    )
+    encoded_rows: list[int] = []
+
+    def count_rows(module, args, kwargs):
+        input_ids = args[0] if args else kwargs["input_ids"]
+        encoded_rows.append(input_ids.shape[0])
+
+    components.text_encoder.register_forward_pre_hook(count_rows, with_kwargs=True)
+    first = components.encode_prompts(["a cat", "a dog", "a cat", "a cat"])
+    assert sum(encoded_rows) == 2
+    torch.testing.assert_close(first[0], first[2], rtol=0, atol=0)
+    assert not torch.equal(first[0], first[1])
+    second = components.encode_prompts(["a dog", "a bird", "a cat"])
+    assert sum(encoded_rows) == 3  # only "a bird" is new
+    torch.testing.assert_close(second[0], first[1], rtol=0, atol=0)
+    assert components.encode_prompts([]).shape[0] == 0
+    with pytest.raises(TypeError, match="single string"):
+        components.encode_prompts("a cat")
+
+
+def test_unreachable_hub_id_raises_component_load_error():
+    with pytest.raises(ComponentLoadError, match="hub id") as info:
+        load_sd_components(MISSING_HUB_ID, device="cpu", names=("vae",))
+    assert MISSING_HUB_ID in str(info.value)
+
+
+def test_pipeline_directory_without_a_component_names_it(tiny_pipeline_dir, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_pipeline_dir, partial)
+    shutil.rmtree(partial / "unet")
+    with pytest.raises(ComponentLoadError, match=r"UNet2DConditionModel.*unet"):
+        load_sd_components(partial, device="cpu")
