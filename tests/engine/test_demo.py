@@ -29,10 +29,18 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
         generation_steps=2,
         epochs=3,
         batch_size=8,
+        lare_backbone="timm:mobilenetv3_small_050",
+        lare_pretrained=False,
+        lare_input_size=48,
+        lare_ensemble=2,
+        lare_train_crops_per_image=2,
+        lare_train_generated=8,
+        lare_epochs=1,
         threads=None,
     )
     result = run_demo(tmp_path, config, log=lambda _: None)
-    assert set(result.evaluations) == {"ae"}
+    assert set(result.evaluations) == {"ae", "lare2"}
+    assert "lare2 / generated / 1-try" in result.table
     assert "ae / generated / 10-try" in result.table
     assert "ae / reconstructed (held-out) / format control jpeg:90" in result.table
     row = result.table["ae / generated / 1-try"]

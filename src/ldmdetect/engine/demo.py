@@ -19,14 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ldmdetect import methods
 from ldmdetect.detector import Detector
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.scan import scan, write_rows
 from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import write_tiny_pipeline
+from ldmdetect.io.crops import crop, crop_boxes, ensure_min_size
+from ldmdetect.io.images import load_image, save_png
+from ldmdetect.io.labeled import read_labeled
 from ldmdetect.io.samples import write_sample_photos
 
 # Prompts the mini LDM never saw in training (its captions name the bundled photos' subjects).
@@ -61,6 +64,18 @@ class DemoConfig:
     batch_size: int = 16
     perturbations: tuple[str, ...] = ("jpeg:75",)
     format_control: int = 90
+    methods: tuple[str, ...] = ("ae", "lare2")
+    # lare2: trained on real crops of the training photos vs. images the generator made from
+    # its training captions; LaRE computed by the same generator. Both classes are eval_size
+    # squares, so LaRE's whole-image resize is the identity for both.
+    lare_backbone: str = "timm:tf_efficientnet_lite0"  # ImageNet weights ship offline
+    lare_pretrained: bool = True
+    lare_input_size: int = 112
+    lare_timestep: int = 200
+    lare_ensemble: int = 4
+    lare_train_crops_per_image: int = 8
+    lare_train_generated: int = 80
+    lare_epochs: int = 6
     seed: int = 0
     num_workers: int = 0
     # The demo's models are small, so intra-op thread sync costs more than it saves, and far
@@ -186,36 +201,28 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
         steps=cfg.generation_steps,
         guidance_scale=cfg.guidance_scale,
     )
-    del pipe
     step("generate")
 
     detector_dirs: dict[str, Path] = {}
     evaluations: dict[str, Evaluation] = {}
     fakes = {"reconstructed (held-out)": [heldout / "reconstructed"], "generated": [generated]}
-    for name in methods.list_methods():
-        log(f"[4/6] train '{name}' ({cfg.backbone}, {cfg.input_size}px) on reconstructions only")
+    run = _Run(out, cfg, pipeline, splits, train_data, progress, log)
+    for name in cfg.methods:
+        if name not in RECIPES:
+            raise ValueError(f"the demo has no recipe for method {name!r} ({', '.join(RECIPES)})")
         detector_dirs[name] = out / "detectors" / name
-        train_detector(
-            [train_data],
-            detector_dirs[name],
-            TrainConfig(
-                method=name,
-                backbone=cfg.backbone,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                val_fraction=0.2,
-                seed=cfg.seed,
-                num_workers=cfg.num_workers,
-                device="cpu",
-            ),
-            progress=progress,
-        )
+        RECIPES[name](run, detector_dirs[name])
         step(f"train_{name}")
         log(
             f"[5/6] evaluate '{name}': held-out reals vs. held-out reconstructions and "
             "generated images, 1-try and 10-try"
         )
         detector = Detector.from_pretrained(detector_dirs[name], device="cpu")
+        if detector.features is not None:
+            # Clean and 10-try conditions share pixels, so their features are computed once.
+            detector.feature_cache = FeatureCache(
+                out / "features" / f"{name}-eval", settings=detector.features.settings()
+            )
         evaluations[name] = evaluate(
             detector,
             [heldout / "real"],
@@ -228,6 +235,8 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
             progress=progress,
             settings={"detector": str(detector_dirs[name]), "generator": pipeline},
         )
+        if detector.feature_cache is not None:
+            detector.feature_cache.flush()
         step(f"evaluate_{name}")
 
     log("[6/6] scan a folder with a deliberately corrupt file in it")
@@ -240,7 +249,121 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
     first = Detector.from_pretrained(next(iter(detector_dirs.values())), device="cpu")
     scan_path = write_rows(scan(first, sorted(scan_dir.iterdir()), fpr=0.05), out / "scan.csv")
     step("scan")
+    del pipe
     return DemoResult(evaluations, summary_table(evaluations), detector_dirs, scan_path, seconds)
+
+
+@dataclass
+class _Run:
+    """What every method's recipe may use: the run's folders, config, generator and photos."""
+
+    out: Path
+    cfg: DemoConfig
+    pipeline: str
+    splits: dict[str, list[Path]]
+    train_pairs: Path
+    progress: bool
+    log: Callable[[str], None]
+
+
+def _train_ae(run: _Run, output: Path) -> None:
+    cfg = run.cfg
+    run.log(f"[4/6] train 'ae' ({cfg.backbone}, {cfg.input_size}px) on reconstructions only")
+    train_detector(
+        [run.train_pairs],
+        output,
+        TrainConfig(
+            method="ae",
+            backbone=cfg.backbone,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            val_fraction=0.2,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            device="cpu",
+        ),
+        progress=run.progress,
+    )
+
+
+def training_prompts(pipeline: str, photos: list[Path]) -> list[str]:
+    """Captions the generator was trained with, for the training photos' subjects."""
+    from ldmdetect.generative.mini import CAPTIONS, mini_ldm_dir
+
+    subjects = sorted({p.stem.split("_")[0] for p in photos})
+    if Path(pipeline) == mini_ldm_dir():
+        by_subject = {name.split("_")[0]: text for name, text in CAPTIONS.items()}
+        return [by_subject[s] for s in subjects if s in by_subject]
+    return [f"a photo of a {s}" for s in subjects]
+
+
+def write_crops(photos: list[Path], output: Path, size: int, per_image: int, seed: int) -> Path:
+    """``per_image`` random ``size`` crops of each photo, as PNG (real training images)."""
+    output.mkdir(parents=True, exist_ok=True)
+    for i, photo in enumerate(photos):
+        image = ensure_min_size(load_image(photo), size)
+        rng = np.random.default_rng([seed, i])
+        boxes = crop_boxes(image.width, image.height, size, policy="random", n=per_image, rng=rng)
+        for j, box in enumerate(boxes):
+            target = output / f"{photo.stem}_{j:02d}.png"
+            if not target.is_file():
+                save_png(crop(image, box), target)
+    return output
+
+
+def _train_lare2(run: _Run, output: Path) -> None:
+    cfg = run.cfg
+    data = run.out / "data" / "lare2-train"
+    run.log(
+        f"[4/6] train 'lare2' ({cfg.lare_backbone}, LaRE t={cfg.lare_timestep} x{cfg.lare_ensemble}"
+        f" from the generator) on real crops vs. images generated from training captions"
+    )
+    write_crops(
+        run.splits["train"], data / "real", cfg.eval_size, cfg.lare_train_crops_per_image, cfg.seed
+    )
+    prompts = training_prompts(run.pipeline, run.splits["train"])
+    count = cfg.lare_train_generated
+    write_generated(
+        load_pipeline(run.pipeline, device="cpu"),
+        [prompts[i % len(prompts)] for i in range(count)],
+        [TRAIN_SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
+        data / "generated",
+        size=cfg.eval_size,
+        steps=cfg.generation_steps,
+        guidance_scale=cfg.guidance_scale,
+    )
+    train_detector(
+        [],
+        output,
+        TrainConfig(
+            method="lare2",
+            backbone=cfg.lare_backbone,
+            pretrained=cfg.lare_pretrained,
+            input_size=cfg.lare_input_size,
+            epochs=cfg.lare_epochs,
+            batch_size=cfg.batch_size,
+            val_fraction=0.2,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            device="cpu",
+            feature={
+                "lare": {
+                    "image_size": cfg.eval_size,
+                    "timestep": cfg.lare_timestep,
+                    "ensemble": cfg.lare_ensemble,
+                }
+            },
+        ),
+        examples=read_labeled([data / "real"], [data / "generated"]),
+        pipeline=run.pipeline,
+        feature_cache=run.out / "features" / "lare2-train",
+        progress=run.progress,
+    )
+
+
+# How the demo trains each method; a method joins the demo by adding its recipe here.
+RECIPES: dict[str, Callable[[_Run, Path], None]] = {"ae": _train_ae, "lare2": _train_lare2}
+TRAIN_SEED_OFFSET = 50_000  # training generations: far from the test seeds (SEED_OFFSET)
 
 
 SUMMARY_COLUMNS = ("auc", "ap", "tpr@fpr=0.01", "seconds_per_image")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,12 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ldmdetect.generative.loading import ComponentSource, load_component, resolve_device
+from ldmdetect.generative.loading import (
+    ComponentLoadError,
+    ComponentSource,
+    load_component,
+    resolve_device,
+)
 
 COMPONENT_NAMES: tuple[str, ...] = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
@@ -158,15 +163,51 @@ def load_sd_components(
     Raises :class:`~ldmdetect.generative.loading.ComponentLoadError` naming the component
     when one cannot be loaded (missing subfolder, hub unreachable, ...).
     """
-    unknown = [n for n in names if n not in _CLASSES]
+    source_id = os.fspath(source)
+    return load_sd_components_from(
+        {
+            name: ComponentSource(source_id, subfolder=name, revision=revision).to_dict()
+            for name in dict.fromkeys(names)
+        },
+        device=device,
+        dtype=dtype,
+    )
+
+
+def load_sd_components_from(
+    sources: Mapping[str, Mapping[str, Any]],
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype | None = None,
+) -> SDComponents:
+    """Load components from their recorded sources ({name: ComponentSource dict}), as a
+    detector config names them; components may come from different pipelines."""
+    unknown = [n for n in sources if n not in _CLASSES]
     if unknown:
         raise ValueError(f"unknown component names {unknown}; choose from {list(COMPONENT_NAMES)}")
     device = resolve_device(device)
-    source_id = os.fspath(source)
     components = SDComponents()
-    for name in dict.fromkeys(names):
-        component_source = ComponentSource(source_id, subfolder=name, revision=revision)
+    for name, recorded in sources.items():
+        component_source = ComponentSource.from_dict(dict(recorded))
         loaded = load_component(_CLASSES[name], component_source, device=device, dtype=dtype)
         setattr(components, name, loaded)
         components.sources[name] = component_source.to_dict()
     return components
+
+
+def vae_scale_factor(source: Mapping[str, Any]) -> int:
+    """Pixels per latent cell of the VAE at ``source`` (a ComponentSource dict), read from its
+    config alone, without loading weights."""
+    config = _load_vae_config(ComponentSource.from_dict(dict(source)))
+    return 2 ** (len(config["block_out_channels"]) - 1)
+
+
+def _load_vae_config(source: ComponentSource) -> dict[str, Any]:
+    try:
+        return AutoencoderKL.load_config(
+            source.id if not source.is_local else os.path.expanduser(source.id),
+            subfolder=source.subfolder,
+            revision=source.revision,
+        )
+    except (OSError, ValueError) as err:
+        raise ComponentLoadError(f"cannot read the VAE config from {source}: {err}") from err
