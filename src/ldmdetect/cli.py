@@ -513,5 +513,38 @@ def demo(
     typer.echo(f"seconds per stage: {json.dumps(result.seconds)}")
 
 
+@app.command()
+@_user_errors
+def serve(
+    detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
+    port: int = 8000,
+    fpr: Annotated[
+        float, typer.Option(help="Labels use the threshold calibrated at this false-positive rate.")
+    ] = 0.01,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LDMDETECT_SERVE_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1/."
+        ),
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """HTTP service and web page: POST /v1/detect, /v1/detect/batch; docs at /docs."""
+    try:
+        from ldmdetect.serve import create_app, run_server
+    except ImportError as err:
+        message = f"serving needs the serve extra: pip install 'ldmdetect[serve]' ({err})"
+        raise _fail(message) from None
+    from ldmdetect.detector import Detector
+
+    loaded = Detector.from_pretrained(detector, device=device)
+    app_ = create_app(loaded, fpr=fpr, token=token, detector_id=detector)
+    typer.echo(f"serving {detector} on http://{host}:{port} (page at /, API docs at /docs)")
+    run_server(app_, host=host, port=port)
+
+
 if __name__ == "__main__":
     app()
