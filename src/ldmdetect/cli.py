@@ -81,6 +81,27 @@ def _workers(value: int | None) -> int:
     return default_workers() if value is None else value
 
 
+PipelineOverride = Annotated[
+    str | None,
+    typer.Option(
+        "--pipeline",
+        help="Load the detector's generator components from this pipeline (hub id or "
+        "directory) instead of the sources its config records.",
+    ),
+]
+
+
+def _load_detector(source: str, device: str, pipeline: str | None = None):
+    from ldmdetect.detector import Detector
+    from ldmdetect.generative.components import pipeline_sources
+
+    detector = Detector.from_pretrained(source, device=device)
+    if pipeline is not None and detector.method.components:
+        # Components load lazily, on the first image, so replacing their sources is enough.
+        detector.components = pipeline_sources(pipeline, detector.method.components)
+    return detector
+
+
 @zoo_app.command("tiny")
 @_user_errors
 def zoo_tiny(
@@ -402,13 +423,13 @@ def evaluate(
     batch_size: int = 64,
     device: Device = "auto",
     workers: Workers = None,
+    pipeline: PipelineOverride = None,
 ) -> None:
     """Metrics per generator and averaged; robustness rows; writes metrics.json + report."""
-    from ldmdetect.detector import Detector
     from ldmdetect.engine.evaluate import evaluate as run_evaluate
     from ldmdetect.engine.report import markdown_table
 
-    model = Detector.from_pretrained(detector, device=device)
+    model = _load_detector(detector, device, pipeline)
     evaluation = run_evaluate(
         model,
         real,
@@ -444,14 +465,14 @@ def scan(
     batch_size: int = 64,
     device: Device = "auto",
     workers: Workers = None,
+    pipeline: PipelineOverride = None,
 ) -> None:
     """Score images; one row per file. Exit status 1 if any file failed, 0 otherwise."""
-    from ldmdetect.detector import Detector
     from ldmdetect.engine.scan import scan as run_scan
     from ldmdetect.engine.scan import write_rows
     from ldmdetect.io.datasets import find_images
 
-    model = Detector.from_pretrained(detector, device=device)
+    model = _load_detector(detector, device, pipeline)
     files = find_images(paths)
     rows = run_scan(
         model,

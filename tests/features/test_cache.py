@@ -50,3 +50,10 @@ def test_bad_entries_are_refused(tmp_path):
         cache["b"] = {}
     with pytest.raises(KeyError):
         cache["missing"]
+
+
+def test_reopening_without_settings_reads_with_the_stored_ones(tmp_path):
+    with FeatureCache(tmp_path, settings={"t": 200}) as cache:
+        cache["a"] = {"x": torch.ones(2)}
+    reader = FeatureCache(tmp_path)
+    assert reader.settings == {"t": 200} and reader["a"]["x"].tolist() == [1.0, 1.0]

@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,9 +38,9 @@ from ldmdetect.detector import Detector
 from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc, threshold_at_fpr
 from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_aligned_dataset
 from ldmdetect.features.cache import FeatureCache
-from ldmdetect.generative.loading import ComponentSource
+from ldmdetect.generative.components import pipeline_sources
 from ldmdetect.io.augment import AugmentConfig
-from ldmdetect.io.images import load_image
+from ldmdetect.io.images import ImageDecodeError, load_image
 from ldmdetect.io.labeled import Example
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, PrepareImage, batch_to
 
@@ -126,12 +127,16 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> list[tuple[dict, int]]:
+    def __getitem__(self, index: int) -> list[tuple[dict, int]] | Skipped:
         pair = self.pairs[index]
         out = []
         for path, label in ((pair.real, 0), (pair.reconstructed, 1)):
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            out.append((self.prepare(load_image(path), path=path, rng=rng), label))
+            try:
+                image = load_image(path)
+            except ImageDecodeError as err:  # the pair is unusable without both members
+                return Skipped(str(path), err.reason)
+            out.append((self.prepare(image, path=path, rng=rng), label))
         return out
 
 
@@ -144,23 +149,39 @@ class ExampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int) -> list[tuple[dict, int]]:
+    def __getitem__(self, index: int) -> list[tuple[dict, int]] | Skipped:
         ex = self.examples[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        sample = self.prepare(load_image(ex.path), path=ex.path, class_name=ex.class_name, rng=rng)
+        try:
+            image = load_image(ex.path)
+        except ImageDecodeError as err:
+            return Skipped(ex.path, err.reason)
+        sample = self.prepare(image, path=ex.path, class_name=ex.class_name, rng=rng)
         return [(sample, ex.label)]
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A file that could not be decoded: reported in the training summary, never fatal."""
+
+    path: str
+    reason: str
+
+
 class _Collate:
-    """Flatten [(sample, label), ...] lists into one method batch and a label tensor."""
+    """Flatten [(sample, label), ...] lists into one method batch, a label tensor and the
+    files skipped in this batch."""
 
     def __init__(self, method: Method) -> None:
         self.method = method
 
-    def __call__(self, items: list[list[tuple[dict, int]]]) -> tuple[Batch, torch.Tensor]:
-        flat = [pair for item in items for pair in item]
+    def __call__(self, items: list) -> tuple[Batch | None, torch.Tensor, list[Skipped]]:
+        skipped = [item for item in items if isinstance(item, Skipped)]
+        flat = [pair for item in items if not isinstance(item, Skipped) for pair in item]
+        if not flat:
+            return None, torch.zeros(0), skipped
         batch = self.method.collate([s for s, _ in flat])
-        return batch, torch.tensor([float(y) for _, y in flat])
+        return batch, torch.tensor([float(y) for _, y in flat]), skipped
 
 
 def _loader(dataset: Dataset, method: Method, cfg: TrainConfig, shuffle: bool) -> DataLoader:
@@ -196,10 +217,7 @@ def make_config(
                 f"method {cfg.method!r} computes features with a generator's "
                 f"{', '.join(method.components)}: pass --pipeline (hub id or directory)"
             )
-        components = {
-            name: ComponentSource(os.fspath(pipeline), subfolder=name, revision=revision).to_dict()
-            for name in method.components
-        }
+        components = pipeline_sources(pipeline, method.components, revision=revision)
     return DetectorConfig(
         method=cfg.method,
         backbone=backbone,
@@ -259,6 +277,13 @@ def _lr_lambda(total_steps: int, warmup: int):
     return factor
 
 
+def _note(skipped: list[Skipped], into: dict[str, str] | None) -> None:
+    for item in skipped:
+        if into is not None and item.path not in into:
+            warnings.warn(f"skipped {item.path}: {item.reason}", stacklevel=2)
+            into[item.path] = item.reason
+
+
 def _with_features(
     batch: Batch, features: FeatureStep | None, cache: FeatureCache | None, device
 ) -> Batch:
@@ -279,11 +304,15 @@ def score_loader(
     *,
     features: FeatureStep | None = None,
     cache: FeatureCache | None = None,
+    skipped_files: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(scores, labels, mean loss) over a loader of eval-mode samples."""
     model.eval()
     scores, labels, losses = [], [], []
-    for batch, y in loader:
+    for batch, y, skipped in loader:
+        _note(skipped, skipped_files)
+        if batch is None:
+            continue
         batch = _with_features(batch, features, cache, device)
         logits = method.logits(model, batch, config)
         y = y.to(device)
@@ -303,9 +332,11 @@ def fit(
     *,
     features: FeatureStep | None = None,
     cache: FeatureCache | None = None,
+    skipped_files: dict[str, str] | None = None,
     progress: bool = False,
-) -> tuple[nn.Module, list[dict]]:
-    """The training loop (accelerate); returns the final-epoch model on the CPU and history.
+) -> tuple[nn.Module, list[dict], tuple[np.ndarray, np.ndarray] | None]:
+    """The training loop (accelerate): the final-epoch model on the CPU, the history, and the
+    final epoch's validation (scores, labels) when there is a validation set.
 
     The final epoch is kept, with no selection on the validation set, so the same held-out
     reals can calibrate the thresholds without selection bias.
@@ -338,6 +369,7 @@ def fit(
     )
     device = accelerator.device
     history = []
+    last_val = None
     for epoch in range(cfg.epochs):
         model.train()
         train_set.epoch = epoch
@@ -348,7 +380,10 @@ def fit(
             disable=not (progress and accelerator.is_main_process),
             unit="batch",
         )
-        for batch, labels in bar:
+        for batch, labels, skipped in bar:
+            _note(skipped, skipped_files)
+            if batch is None:
+                continue
             batch = _with_features(batch, features, cache, device)
             with accelerator.autocast():
                 logits = method.logits(model, batch, config)
@@ -364,13 +399,21 @@ def fit(
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
         if val_loader is not None:
             s, y, val_loss = score_loader(
-                method, model, config, val_loader, device, features=features, cache=cache
+                method,
+                model,
+                config,
+                val_loader,
+                device,
+                features=features,
+                cache=cache,
+                skipped_files=skipped_files,
             )
+            last_val = (s, y)
             entry.update(
                 val_loss=val_loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean())
             )
         history.append(entry)
-    return accelerator.unwrap_model(model).float().cpu().eval(), history
+    return accelerator.unwrap_model(model).float().cpu().eval(), history, last_val
 
 
 # ---------------------------------------------------------------------------------- calibrate
@@ -441,14 +484,16 @@ def train_detector(
             else None
         )
         history: list[dict] = []
-        if method.trains:
+        skipped: dict[str, str] = {}
+        last_val: tuple[np.ndarray, np.ndarray] | None = None
+        if method.trains and cfg.epochs > 0:
             train_prepare = method.prepare(det_config, augment=cfg.augment)
             train_set = (
                 PairDataset(train_pairs, train_prepare, cfg.seed)
                 if train_pairs
                 else ExampleDataset(train_ex, train_prepare, cfg.seed)
             )
-            model, history = fit(
+            model, history, last_val = fit(
                 method,
                 det_config,
                 model,
@@ -457,10 +502,10 @@ def train_detector(
                 cfg,
                 features=features,
                 cache=cache,
+                skipped_files=skipped,
                 progress=progress,
             )
-        real_scores = np.zeros(0)
-        if val_loader is not None:
+        if last_val is None and val_loader is not None:
             s, y, _ = score_loader(
                 method,
                 model.to(device),
@@ -469,9 +514,11 @@ def train_detector(
                 device,
                 features=features,
                 cache=cache,
+                skipped_files=skipped,
             )
-            real_scores = s[y == 0]
+            last_val = s, y
             model = model.cpu()
+        real_scores = last_val[0][last_val[1] == 0] if last_val is not None else np.zeros(0)
     calibration = calibrate(det_config, real_scores, cfg.fprs, method.probabilistic)
     det_config.training = {
         "data": [str(d) for d in data],
@@ -486,6 +533,7 @@ def train_detector(
             "val": len({p.source for p in val_pairs}),
         },
         "feature_cache": str(feature_cache) if feature_cache else None,
+        "skipped_files": skipped,
         "config": _jsonable(asdict(cfg)),
         "history": history,
         "threshold_calibration": calibration,

@@ -39,6 +39,10 @@ class FeatureCache:
             raise ValueError("shard_size must be at least 1")
         self.root = Path(root)
         self.shard_size = shard_size
+        # settings=None reopens an existing cache with whatever it was written with (to read).
+        info_path = self.root / INFO_NAME
+        if settings is None and info_path.is_file():
+            settings = json.loads(info_path.read_text()).get("settings", {})
         self.settings = _jsonable(settings or {})
         self._check_or_write_info()
         self._where: dict[str, Path] = {}

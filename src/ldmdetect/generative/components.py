@@ -163,15 +163,21 @@ def load_sd_components(
     Raises :class:`~ldmdetect.generative.loading.ComponentLoadError` naming the component
     when one cannot be loaded (missing subfolder, hub unreachable, ...).
     """
-    source_id = os.fspath(source)
     return load_sd_components_from(
-        {
-            name: ComponentSource(source_id, subfolder=name, revision=revision).to_dict()
-            for name in dict.fromkeys(names)
-        },
-        device=device,
-        dtype=dtype,
+        pipeline_sources(source, names, revision=revision), device=device, dtype=dtype
     )
+
+
+def pipeline_sources(
+    pipeline: str | os.PathLike, names: Sequence[str], *, revision: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """{name: ComponentSource dict} for the named subfolders of one pipeline, as a detector
+    config records them (like ``model_index.json``)."""
+    source_id = os.fspath(pipeline)
+    return {
+        name: ComponentSource(source_id, subfolder=name, revision=revision).to_dict()
+        for name in dict.fromkeys(names)
+    }
 
 
 def load_sd_components_from(
