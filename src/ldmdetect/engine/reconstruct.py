@@ -7,6 +7,7 @@ the autoencoder's trace (no file format, no content, no size) can separate the t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import zlib
@@ -29,6 +30,7 @@ from ldmdetect.generative.autoencoder import (
 from ldmdetect.generative.loading import ComponentSource
 from ldmdetect.io.crops import Box, crop_boxes, ensure_min_size
 from ldmdetect.io.datasets import find_images, read_manifest
+from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8, save_png, uint8_to_pil
 
 MANIFEST_NAME = "manifest.csv"
@@ -221,7 +223,7 @@ def build_aligned_dataset(
         "sources": len(items) - len(summary.errors),
         "errors": summary.errors,
     }
-    (output / DATASET_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(output / DATASET_INFO_NAME, json.dumps(info, indent=2) + "\n")
     return summary
 
 
@@ -247,13 +249,11 @@ def _manifest_rows(output: Path, crop: _Crop) -> list[dict]:
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=MANIFEST_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, table.getvalue())
 
 
 def read_aligned_dataset(directory: str | os.PathLike) -> list[AlignedPair]:

@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ldmdetect.engine.metrics import _allowed_reals, _as_scores, roc_auc, roc_curve
+from ldmdetect.io.files import atomic_path, atomic_write_text
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -242,25 +242,6 @@ def _split_scores(scores: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.n
     return real, gens
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Write through a temp file in the same folder, then rename, so a crash or a reader
-    running at the same time never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _new_figure(figsize: tuple[float, float]) -> Any:
     # Figure + Agg canvas directly, not pyplot: no global figure registry to leak, and no
     # interactive backend picked up in a headless run.
@@ -273,7 +254,10 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
 
 
 def _save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
-    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    # Written through a temporary file, so a reader never sees half a PNG.
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return Path(path)
 
 
 def plot_roc(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -359,8 +343,8 @@ def write_report(
     metrics_json = json.dumps(result, indent=2, allow_nan=False, default=_json_default) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     return {
-        "metrics": _write_text(out / "metrics.json", metrics_json),
-        "report": _write_text(out / "report.md", markdown),
+        "metrics": atomic_write_text(out / "metrics.json", metrics_json),
+        "report": atomic_write_text(out / "report.md", markdown),
         "roc": plot_roc(scores, out / "roc.png"),
         "histograms": plot_histograms(scores, out / "histograms.png"),
     }

@@ -44,6 +44,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ldmdetect.features.reconstruction import reconstruct as features_reconstruct
 from ldmdetect.generative.tiny import build_tiny_text_encoder, write_byte_level_tokenizer
+from ldmdetect.io.files import atomic_path, atomic_write_text
 from ldmdetect.io.images import load_image, pil_to_uint8
 from ldmdetect.io.samples import sample_photos
 
@@ -344,10 +345,8 @@ def _say(progress: bool, message: str) -> None:
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically write a tensors-and-numbers checkpoint (loadable with weights_only=True)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path: Path, recipe: str) -> dict[str, Any] | None:
@@ -646,8 +645,9 @@ def train_mini_ldm(config: MiniLDMConfig, output_dir: str | Path, *, progress: b
         vae, ae_log = _train_autoencoder(config, photos, work, progress)
         # Keep the finished phase 1 so that a crash or a UNet change never retrains it.
         vae.save_pretrained(finished)
-        (finished / "phase_log.json").write_text(json.dumps(ae_log))
-        (finished / "recipe.json").write_text(recipe)
+        atomic_write_text(finished / "phase_log.json", json.dumps(ae_log))
+        # Written last: its presence marks the phase as finished.
+        atomic_write_text(finished / "recipe.json", recipe)
         reused_time = {"wall_s": 0.0, "cpu_s": 0.0}
 
     tokenizer = CLIPTokenizer.from_pretrained(write_byte_level_tokenizer(work / "tokenizer"))
@@ -704,7 +704,7 @@ def train_mini_ldm(config: MiniLDMConfig, output_dir: str | Path, *, progress: b
             for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))
         },
     }
-    (output_dir / "training_log.json").write_text(json.dumps(log, indent=1))
+    atomic_write_text(output_dir / "training_log.json", json.dumps(log, indent=1))
     shutil.rmtree(work)
     _say(progress, f"done in {total['wall_s']} s wall / {total['cpu_s']} s CPU -> {output_dir}")
     return output_dir
@@ -781,7 +781,8 @@ def write_sample_grid(
         for c, image in enumerate(images):
             grid.paste(image, (label_width + c * (tile + gap), y))
     path = Path(path)
-    grid.save(path, optimize=True)
+    with atomic_path(path) as tmp:
+        grid.save(tmp, optimize=True)
     return path
 
 
@@ -892,9 +893,7 @@ Pixels are enlarged 2x with nearest-neighbour only.
 directory's files except this card; `write_model_card(OUTPUT_DIR)` writes it). Interrupted runs
 resume from `OUTPUT_DIR/_checkpoints`.
 """
-    path = pipeline_dir / "README.md"
-    path.write_text(text)
-    return path
+    return atomic_write_text(pipeline_dir / "README.md", text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

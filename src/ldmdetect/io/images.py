@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import secrets
 import struct
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ldmdetect.io.files import atomic_path
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -216,20 +217,13 @@ def uint8_to_pil(tensor: torch.Tensor) -> Image.Image:
 def save_png(image: Image.Image | torch.Tensor, path: str | os.PathLike) -> Path:
     """Write a lossless PNG atomically, creating parent folders; returns the path.
 
-    Atomic (temporary file in the same folder, then `os.replace`) so that an interrupted run
-    never leaves a half-written image that a resumed run would take as done. The temporary name
-    starts with a dot, so `find_images` skips any that a crash leaves behind.
+    Atomic (`ldmdetect.io.files.atomic_path`) so that an interrupted run never leaves a
+    half-written image that a resumed run would take as done. The temporary name starts with a
+    dot, so `find_images` skips any that a crash leaves behind.
     """
     if isinstance(image, torch.Tensor):
         image = tensor_to_pil(image)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
     return target
