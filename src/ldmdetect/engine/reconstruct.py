@@ -13,7 +13,7 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,23 @@ class _Crop:
     source: str
     box: Box
     pixels: torch.Tensor  # uint8 (3, H, W)
+    done: bool = False  # both PNGs already on disk (a resumed run)
+
+
+def pair_seed(seed: int, pair_id: str) -> int:
+    """The 64-bit seed of one pair's posterior noise: a stable hash of (run seed, pair id).
+
+    The pair id names the source image and the crop index, so the noise of a pair depends on
+    nothing else (not the batch it lands in, nor which pairs a resumed run still has to do).
+    SeedSequence mixes the two numbers, so nearby run seeds do not reuse each other's noise.
+    """
+    words = [int(seed) & 0xFFFFFFFF, int(seed) >> 32, zlib.crc32(pair_id.encode("utf-8"))]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
+
+
+def _pair_generators(seed: int, crops: Sequence[_Crop]) -> list[torch.Generator]:
+    # CPU generators: the same noise on any device (diffusers moves it to the VAE's device).
+    return [torch.Generator().manual_seed(pair_seed(seed, c.pair_id)) for c in crops]
 
 
 def _source_list(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
@@ -154,8 +171,12 @@ def build_aligned_dataset(
 ) -> ReconstructSummary:
     """Write ``real/``, ``reconstructed/``, ``manifest.csv`` and ``dataset.json`` to ``output``.
 
-    Resumable: pairs whose two PNGs exist are kept. Files that fail to decode are reported in
-    the summary's ``errors`` and skipped; the rest of the run completes.
+    Resumable: pairs whose two PNGs exist are kept, and a resumed run writes the same bytes
+    an uninterrupted one would: each pair's posterior noise comes from its own seed
+    (``pair_seed``), and batches are formed as in a fresh run (pairs already done still take
+    their place in a batch that has work left), so every reconstruction goes through the very
+    same computation. Files that fail to decode are reported in the summary's ``errors`` and
+    skipped; the rest of the run completes.
     """
     config = config or ReconstructConfig()
     output = Path(output)
@@ -178,15 +199,17 @@ def build_aligned_dataset(
 
     def flush(key: tuple[int, int]) -> None:
         crops = pending.pop(key, [])
-        if not crops:
+        summary.resumed += sum(c.done for c in crops)
+        if all(c.done for c in crops):
             return
         batch = torch.stack([c.pixels for c in crops]).float() / 255.0
-        generator = torch.Generator(device=vae.device).manual_seed(
-            config.seed + zlib.crc32(crops[0].pair_id.encode())
-        )
-        recon = reconstruct(vae, batch, sample=config.sample, generator=generator)
+        # One generator per pair (a list: diffusers draws each row's noise from its own).
+        generators = _pair_generators(config.seed, crops)
+        recon = reconstruct(vae, batch, sample=config.sample, generator=generators)
         recon_u8 = (recon * 255.0).round().clamp(0, 255).to(torch.uint8)
         for crop, fake in zip(crops, recon_u8, strict=True):
+            if crop.done:
+                continue
             real_path, fake_path = _pair_paths(output, crop.pair_id)
             save_png(uint8_to_pil(crop.pixels), real_path)
             save_png(uint8_to_pil(fake), fake_path)  # written last: marks the pair done
@@ -206,8 +229,7 @@ def build_aligned_dataset(
             summary.pairs += 1
             real_path, fake_path = _pair_paths(output, crop.pair_id)
             if real_path.is_file() and fake_path.is_file():
-                summary.resumed += 1
-                continue
+                crop = replace(crop, done=True)
             key = tuple(crop.pixels.shape[1:])
             pending.setdefault(key, []).append(crop)
             if len(pending[key]) >= config.batch_size:
