@@ -47,6 +47,25 @@ def test_report_structure_and_files(detector, eval_dirs, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "10-try" in report and "broken.png" in report
     assert evaluation.scores["real"].shape == (24,)
+    # Bootstrap intervals per generator and condition, around the point estimates.
+    assert result["settings"]["bootstrap"]["n_boot"] == 1000
+    lo, hi = result["intervals"]["generators"]["tiny-vae"]["auc"]
+    assert lo <= metrics["auc"] <= hi <= 1.0
+    for condition in (*result["robustness"].values(), result["format_control"]):
+        for key in ("auc", "tpr@fpr=0.01"):
+            lo, hi = condition["intervals"]["mean"][key]
+            assert lo <= condition["mean"][key] <= hi
+    lo, hi = result["intervals"]["generators"]["tiny-vae"]["auc"]
+    assert f"{metrics['auc']:.4f} [{lo:.4f}, {hi:.4f}]" in report
+
+
+def test_intervals_are_seeded_and_optional(detector, eval_dirs):
+    def run(**kw):
+        return evaluate(detector, [eval_dirs / "real"], [eval_dirs / "tiny-vae"], **kw).result
+
+    a, b = run(n_boot=200, seed=1), run(n_boot=200, seed=1)
+    assert a["intervals"] == b["intervals"]
+    assert run(n_boot=0)["intervals"] is None
 
 
 def test_mixed_file_formats_are_flagged(detector, eval_dirs, tmp_path):

@@ -94,8 +94,10 @@ def test_known_values() -> None:
 def test_separable_and_inverted() -> None:
     y = np.r_[np.zeros(50, int), np.ones(30, int)]
     s = np.r_[np.linspace(0, 0.4, 50), np.linspace(0.6, 1, 30)]
-    for fn in (M.roc_auc, M.average_precision, M.accuracy, M.oracle_accuracy):
+    for fn in (M.roc_auc, M.accuracy, M.oracle_accuracy):
         assert fn(y, s) == 1.0
+    # scikit-learn sums AP in floating point: 1 up to rounding.
+    assert M.average_precision(y, s) == pytest.approx(1.0, abs=1e-12)
     assert M.tpr_at_fpr(y, s, 0.0) == 1.0
     inv = 1.0 - s
     assert M.roc_auc(y, inv) == 0.0
@@ -271,3 +273,112 @@ def test_large_inputs_are_exact_and_fast() -> None:
     y = np.r_[np.zeros(n, int), np.ones(n, int)]
     s = np.round(np.r_[rng.normal(0, 1, n), rng.normal(0.5, 1, n)], 2)
     np.testing.assert_allclose(M.roc_auc(y, s), skm.roc_auc_score(y, s), rtol=1e-12)
+
+
+def _expand(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.repeat(values, counts)
+
+
+@pytest.mark.parametrize("case", range(0, len(CASES), 15))
+def test_bootstrap_replicates_equal_metrics_on_the_resample(case: int) -> None:
+    # The vectorised replicate statistics must be exactly roc_auc / tpr_at_fpr on the
+    # resampled set written out in full, ties and all.
+    y, s = CASES[case]
+    real, fake = np.sort(s[y == 0]), np.sort(s[y == 1])
+    rng = np.random.default_rng(case)
+    rc = M._resample_counts(rng, real.size, 5)
+    fc = M._resample_counts(rng, fake.size, 5)
+    assert np.all(rc.sum(axis=1) == real.size) and np.all(fc.sum(axis=1) == fake.size)
+    fprs = (*M.FPR_TARGETS, 0.0, 0.29, 1.0)
+    stats = M._bootstrap_stats(real, rc, fake, fc, fprs)
+    for b in range(5):
+        r, f = _expand(real, rc[b]), _expand(fake, fc[b])
+        yb = np.r_[np.zeros(r.size, int), np.ones(f.size, int)]
+        sb = np.r_[r, f]
+        assert stats["auc"][b] == pytest.approx(M.roc_auc(yb, sb), abs=1e-12)
+        for fpr in fprs:
+            assert stats[f"tpr@fpr={fpr:g}"][b] == M.tpr_at_fpr(yb, sb, fpr), fpr
+
+
+def _two_gaussians(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    real, fake = rng.normal(0, 1, n), rng.normal(1.5, 1, n)
+    return np.r_[np.zeros(n, int), np.ones(n, int)], np.r_[real, fake]
+
+
+def test_bootstrap_interval_contains_point_estimate() -> None:
+    y, s = _two_gaussians(300)
+    point = M.compute_metrics(y, s, fprs=(0.01, 0.05, 0.1))
+    intervals = M.bootstrap_intervals(y, s, fprs=(0.01, 0.05, 0.1), n_boot=500)
+    assert list(intervals) == ["auc", "tpr@fpr=0.01", "tpr@fpr=0.05", "tpr@fpr=0.1"]
+    for key, (lo, hi) in intervals.items():
+        assert lo <= point[key] <= hi, key
+        assert lo < hi, key  # overlapping classes: a real spread, not a point
+    lo, hi = intervals["auc"]
+    assert 0.02 < hi - lo < 0.12  # about 4 standard errors of AUC at n = 300 per class
+
+
+def test_bootstrap_interval_narrows_with_more_samples() -> None:
+    widths = []
+    for n in (50, 500, 5000):
+        lo, hi = M.bootstrap_intervals(*_two_gaussians(n, seed=1), n_boot=300)["auc"]
+        widths.append(hi - lo)
+    assert widths[0] > 2 * widths[1] > 4 * widths[2]  # ~ 1/sqrt(n): factor ~3.2 per step
+
+
+def test_bootstrap_separable_case_is_degenerate() -> None:
+    y = np.r_[np.zeros(40, int), np.ones(25, int)]
+    s = np.r_[np.linspace(0, 0.4, 40), np.linspace(0.6, 1, 25)]
+    intervals = M.bootstrap_intervals(y, s, n_boot=200)
+    for key, interval in intervals.items():
+        assert interval == [1.0, 1.0], key
+    inverted = M.bootstrap_intervals(y, 1.0 - s, n_boot=200)
+    assert inverted["auc"] == [0.0, 0.0]
+    assert inverted["tpr@fpr=0.05"] == [0.0, 0.0]
+
+
+def test_bootstrap_is_deterministic_given_a_seed() -> None:
+    y, s = _two_gaussians(100, seed=2)
+    a = M.bootstrap_intervals(y, s, n_boot=200, seed=3)
+    assert M.bootstrap_intervals(y, s, n_boot=200, seed=3) == a
+    assert M.bootstrap_intervals(y, s, n_boot=200, seed=4) != a
+    # Replicate i does not depend on how many replicates are drawn.
+    real, fake = s[y == 0], s[y == 1]
+    long = M.bootstrap_samples(real, fake, n_boot=150, seed=3)
+    short = M.bootstrap_samples(real, fake, n_boot=70, seed=3)
+    for key in long:
+        np.testing.assert_array_equal(long[key][:70], short[key])
+
+
+def test_bootstrap_reals_are_shared_across_fake_streams() -> None:
+    # Same seed, different fake streams: identical real resamples, independent fake ones, so
+    # two generators scored against the same reals can be averaged replicate by replicate.
+    real = np.linspace(0, 1, 200)
+    fake = np.full(50, 0.5)  # a constant fake makes TPR depend on the reals alone
+    a = M.bootstrap_samples(real, fake, fprs=(0.1,), n_boot=100, fake_stream=0)
+    b = M.bootstrap_samples(real, fake, fprs=(0.1,), n_boot=100, fake_stream=1)
+    np.testing.assert_array_equal(a["tpr@fpr=0.1"], b["tpr@fpr=0.1"])
+    varied = np.linspace(0.2, 1.2, 50)
+    c = M.bootstrap_samples(real, varied, fprs=(0.1,), n_boot=100, fake_stream=0)
+    d = M.bootstrap_samples(real, varied, fprs=(0.1,), n_boot=100, fake_stream=1)
+    assert not np.array_equal(c["auc"], d["auc"])
+
+
+def test_bootstrap_is_fast() -> None:
+    import time
+
+    y, s = _two_gaussians(5000)
+    start = time.perf_counter()
+    M.bootstrap_intervals(y, s, n_boot=1000)
+    assert (
+        time.perf_counter() - start < 5.0
+    )  # vectorised: well under 1 s; a per-replicate sort loop takes far longer
+
+
+def test_bootstrap_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="both real"):
+        M.bootstrap_intervals([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="n_boot"):
+        M.bootstrap_intervals([0, 1], [0.1, 0.2], n_boot=0)
+    with pytest.raises(ValueError, match="level"):
+        M.bootstrap_intervals([0, 1], [0.1, 0.2], level=1.0)

@@ -10,15 +10,18 @@ import pytest
 from PIL import Image
 
 from ldmdetect.engine import report as R
-from ldmdetect.engine.metrics import compute_metrics, mean_metrics
+from ldmdetect.engine.metrics import compute_metrics, generator_intervals, mean_metrics
 
 
-def _condition(real: np.ndarray, gens: dict[str, np.ndarray]) -> dict:
+def _condition(real: np.ndarray, gens: dict[str, np.ndarray], intervals: bool = False) -> dict:
     per_gen = {
         name: compute_metrics(np.r_[np.zeros(real.size), np.ones(f.size)], np.r_[real, f])
         for name, f in gens.items()
     }
-    return {"generators": per_gen, "mean": mean_metrics(per_gen)}
+    condition = {"generators": per_gen, "mean": mean_metrics(per_gen)}
+    if intervals:
+        condition["intervals"] = generator_intervals(real, gens, n_boot=200)
+    return condition
 
 
 @pytest.fixture
@@ -184,3 +187,41 @@ def test_small_real_set_is_flagged(evaluation: tuple[dict, dict]) -> None:
     assert "tpr@fpr=0.01:" not in notes
     big = {**result, "mean": {**result["mean"], "n_real": 1000}}
     assert "no false positive is allowed" not in R.render_markdown(big)
+
+
+def test_intervals_show_next_to_their_values(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    real = rng.beta(2, 5, 200)
+    gens = {"sd": rng.beta(5, 2, 100), "dit": rng.beta(3, 3, 100)}
+    clean = _condition(real, gens, intervals=True)
+    result = {
+        "settings": {"bootstrap": {"n_boot": 200, "confidence": 0.95}},
+        **clean,
+        "robustness": {"jpeg:75": _condition(real, {k: v * 0.8 for k, v in gens.items()}, True)},
+        "format_control": None,
+    }
+    md = R.render_markdown(result)
+    clean_table = md.split("## Clean images")[1].split("##")[0]
+    for name in ("sd", "dit", "mean"):
+        row = next(line for line in clean_table.splitlines() if line.startswith(f"| {name} |"))
+        metrics = result["generators"].get(name, result["mean"])
+        lo, hi = result["intervals"]["generators"].get(name, result["intervals"]["mean"])["auc"]
+        assert f"{metrics['auc']:.4f} [{lo:.4f}, {hi:.4f}]" in row
+        assert f"| {metrics['acc']:.4f} |" in row  # no interval for plain accuracy
+    robust = md.split("## Robustness")[1].split("##")[0]
+    lo, hi = result["robustness"]["jpeg:75"]["intervals"]["mean"]["tpr@fpr=0.05"]
+    assert f"[{lo:.4f}, {hi:.4f}]" in robust
+    assert "95% percentile bootstrap interval from 200 resamples" in md
+    loaded = json.loads(
+        R.write_report(result, {"real": real, "generators": gens}, tmp_path)["metrics"].read_text()
+    )
+    assert loaded["intervals"] == result["intervals"]
+    assert loaded["robustness"]["jpeg:75"]["intervals"]["generators"]["sd"]["auc"] == list(
+        result["robustness"]["jpeg:75"]["intervals"]["generators"]["sd"]["auc"]
+    )
+
+
+def test_markdown_table_interval_cell() -> None:
+    rows = {"a": {"auc": 0.92, "n_fake": 3}}
+    text = R.markdown_table(rows, ["n_fake", "auc"], intervals={"a": {"auc": [0.88, 0.96]}})
+    assert text.splitlines()[2] == "| a | 3 | 0.9200 [0.8800, 0.9600] |"

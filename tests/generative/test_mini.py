@@ -34,17 +34,55 @@ def heldout(shipped_config: MiniLDMConfig) -> torch.Tensor:
     return heldout_patches(shipped_config, 32)
 
 
-def test_shipped_weights_are_small_fp16_safetensors() -> None:
+def _stored_dtypes(pipeline_dir: Path) -> dict[str, set[str]]:
+    from safetensors import safe_open
+
+    out = {}
+    for path in pipeline_dir.glob("*/*.safetensors"):
+        with safe_open(path, "pt") as f:
+            out[path.parent.name] = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    return out
+
+
+def _assert_plain_loading_layout(pipeline_dir: Path) -> None:
+    """Big components in fp16 to stay small; the text encoder in fp32, as its config says,
+    because transformers loads the stored dtype while diffusers loads fp32 unless told."""
+    assert _stored_dtypes(pipeline_dir) == {
+        "vae": {"F16"},
+        "unet": {"F16"},
+        "text_encoder": {"F32"},
+    }
+    config = json.loads((pipeline_dir / "text_encoder" / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "float32"
+
+
+def test_shipped_weights_are_small_safetensors() -> None:
     files = [p for p in mini_ldm_dir().rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 20 * 2**20
     assert not [p for p in files if p.suffix in {".bin", ".pt", ".pth", ".ckpt"}]
-    weights = [p for p in files if p.suffix == ".safetensors"]
-    assert {p.parent.name for p in weights} == {"vae", "unet", "text_encoder"}
-    from safetensors import safe_open
+    _assert_plain_loading_layout(mini_ldm_dir())
 
-    for path in weights:
-        with safe_open(path, "pt") as f:
-            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}  # noqa: SIM118
+
+def _generate_plain(pipeline_dir: Path, steps: int) -> torch.Tensor:
+    # No dtype argument: what a user types first. Every component must agree on fp32.
+    pipeline = StableDiffusionPipeline.from_pretrained(pipeline_dir)
+    pipeline.set_progress_bar_config(disable=True)
+    dtypes = {pipeline.vae.dtype, pipeline.unet.dtype, pipeline.text_encoder.dtype}
+    assert dtypes == {torch.float32}
+    images = pipeline(
+        "a photo of a cat",
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
+    assert torch.isfinite(images).all()
+    return images
+
+
+def test_shipped_pipeline_generates_with_a_plain_from_pretrained() -> None:
+    images = _generate_plain(mini_ldm_dir(), steps=2)
+    assert images.shape == (1, 3, 64, 64)
+    assert images.std() > 0.01
 
 
 def test_shipped_pipeline_generates_64px_images_offline() -> None:
@@ -98,9 +136,9 @@ def test_train_mini_ldm_smoke(tmp_path: Path) -> None:
     assert log["config"]["ae_steps"] == 2
     assert len(log["unet"]["loss"]) == 2
     assert not (out / "_checkpoints").exists()
-    pipeline = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
-    pipeline.set_progress_bar_config(disable=True)
-    assert pipeline.vae.config.scaling_factor == pytest.approx(log["unet"]["scaling_factor"])
-    image = pipeline("a photo of a cat", num_inference_steps=1, output_type="np").images
+    _assert_plain_loading_layout(out)  # a retrain writes the shipped layout
+    vae_config = json.loads((out / "vae" / "config.json").read_text())
+    assert vae_config["scaling_factor"] == pytest.approx(log["unet"]["scaling_factor"])
+    image = _generate_plain(out, steps=1)
     # factor 2 here: the pipeline derives the output size from the UNet and VAE configs.
-    assert image.shape == (1, 64, 64, 3)
+    assert image.shape == (1, 3, 64, 64)

@@ -111,3 +111,73 @@ def test_resolve_sources(tree):
     assert resolve_sources(manifest) == [tree / "sub" / "c.webp", tree / "b.png"]
     assert _names(resolve_sources(tree / "sub"), tree) == ["sub/c.webp", "sub/deeper/d.TIFF"]
     assert resolve_sources(tree / "b.png") == [tree / "b.png"]
+
+
+def _write_formats(folder: Path) -> None:
+    """One real image per container, plus a text file: what a phone/browser upload folder holds."""
+    from PIL import Image
+
+    from ldmdetect.io import images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", (40, 24), (200, 40, 30))
+    image.save(folder / "photo.png")
+    image.save(folder / "icon.ico")
+    if images._AVIF:
+        image.save(folder / "browser.avif")
+    else:
+        (folder / "browser.avif").write_bytes(b"\x00\x00\x00\x1cftypavif")
+    if images._HEIF:
+        import pillow_heif
+
+        pillow_heif.from_pillow(image).save(folder / "phone.heic")
+    else:
+        (folder / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "notes.txt").write_text("not an image")
+
+
+def test_search_names_skipped_files_and_decodes_avif_and_heic(tmp_path):
+    from ldmdetect.io.datasets import search_images
+    from ldmdetect.io.images import IMAGE_EXTENSIONS, load_image
+
+    _write_formats(tmp_path / "uploads")
+    (tmp_path / "uploads" / ".partial.png.tmp").write_bytes(b"")  # hidden: not reported
+    found = search_images([tmp_path / "uploads", tmp_path / "typo"])
+    decodable = {"photo.png"}
+    decodable |= {"browser.avif"} if ".avif" in IMAGE_EXTENSIONS else set()
+    decodable |= {"phone.heic"} if ".heic" in IMAGE_EXTENSIONS else set()
+    every = {"photo.png", "icon.ico", "browser.avif", "phone.heic", "notes.txt"}
+    assert {p.name for p in found.files} == decodable
+    assert [p.name for p in found.skipped] == sorted(every - decodable)
+    assert found.missing == [tmp_path / "typo"]
+    for path in found.files:  # every file a scan picks up decodes, to the right pixels
+        image = load_image(path)
+        assert image.size == (40, 24)
+        r, g, b = image.getpixel((20, 12))
+        assert abs(r - 200) < 12 and abs(g - 40) < 12 and abs(b - 30) < 12, path.name
+
+
+def test_avif_and_heic_are_scanned_where_decoders_are_installed():
+    # pillow-heif is a dependency and Pillow >= 11.3 ships AVIF: both must be live here.
+    from ldmdetect.io.images import DECODE_FORMATS, IMAGE_EXTENSIONS
+
+    assert {".avif", ".heic", ".heif"} <= IMAGE_EXTENSIONS
+    assert {"AVIF", "HEIF"} <= set(DECODE_FORMATS)
+    assert ".ico" not in IMAGE_EXTENSIONS
+
+
+def test_search_images_matches_find_images_and_keeps_named_files(tree):
+    from ldmdetect.io.datasets import search_images
+
+    found = search_images([tree, tree / "notes.txt"])
+    assert found.files == find_images([tree, tree / "notes.txt"])
+    assert tree / "notes.txt" in found.files  # named by the user: kept, not skipped
+    assert _names(found.skipped, tree) == ["sub/readme.md"]  # named files are not skipped
+    assert found.missing == []
+    assert _names(search_images([tree]).skipped, tree) == ["notes.txt", "sub/readme.md"]
+    assert _names(search_images([tree], recursive=False).skipped, tree) == ["notes.txt"]
+
+
+def test_find_images_still_raises_on_a_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        find_images([tmp_path, tmp_path / "nope"])

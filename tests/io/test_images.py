@@ -286,7 +286,10 @@ def test_decode_error_survives_pickling():
 
 
 def test_image_extensions_are_lowercase_with_dot():
-    assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"} == IMAGE_EXTENSIONS
+    core = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+    assert core <= IMAGE_EXTENSIONS
+    assert IMAGE_EXTENSIONS - core <= {".avif", ".heic", ".heif"}
+    assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)
 
 
 def test_tensor_round_trip():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ldmdetect.detector import Detector
-from ldmdetect.engine.metrics import compute_metrics, mean_metrics
+from ldmdetect.engine.metrics import compute_metrics, generator_intervals, mean_metrics
 from ldmdetect.engine.report import write_report
 from ldmdetect.engine.scan import score_files
 from ldmdetect.io.datasets import find_images
@@ -59,6 +59,9 @@ def evaluate(
     output: str | os.PathLike | None = None,
     settings: Mapping | None = None,
     progress: bool = False,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> Evaluation:
     """Score reals and each generator's fakes under every condition; optionally write a report.
 
@@ -66,6 +69,10 @@ def evaluate(
     Perturbations apply to both classes. ``format_control=Q`` passes reals and fakes through
     the same JPEG quality Q, so a detector that learned file format instead of generation
     traces is exposed. The first entry of ``tries`` is the headline; all are reported.
+
+    Every condition carries ``intervals``: ``confidence`` percentile bootstrap intervals for
+    AUC and each TPR@FPR, per generator and for the mean, from ``n_boot`` stratified resamples
+    (reals and fakes drawn separately) seeded by ``seed``; ``n_boot=0`` leaves them out (None).
     """
     real_paths = find_images(real)
     if isinstance(fakes, Mapping):
@@ -80,6 +87,8 @@ def evaluate(
     tries = list(tries)
     if not tries:
         raise ValueError("tries must name at least one setting")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0 (0 = no intervals), got {n_boot}")
     perturbs = [p if isinstance(p, Perturbation) else parse_perturbation(p) for p in perturbations]
     errors: dict[str, str] = {}
 
@@ -93,10 +102,22 @@ def evaluate(
             per_gen[name] = _metrics(real_scores, fake_scores)
             gen_scores[name] = fake_scores
         n_images = len(real_paths) + sum(len(p) for p in fake_sets.values())
-        condition = {"generators": per_gen, "mean": mean_metrics(per_gen)}
         # Wall time per image for decode + perturb + crops + model: the cost of one verdict.
-        condition["seconds_per_image"] = (time.perf_counter() - start) / n_images
+        seconds_per_image = (time.perf_counter() - start) / n_images
+        condition = {
+            "generators": per_gen,
+            "mean": mean_metrics(per_gen),
+            "intervals": _intervals(real_scores, gen_scores),
+            "seconds_per_image": seconds_per_image,
+        }
         return condition, real_scores, gen_scores
+
+    def _intervals(real_scores, gen_scores):
+        if n_boot == 0 or real_scores.size == 0 or any(s.size == 0 for s in gen_scores.values()):
+            return None
+        return generator_intervals(
+            real_scores, gen_scores, n_boot=n_boot, level=confidence, seed=seed
+        )
 
     def _score(paths, perturbation, n_tries, desc):
         scores, errs = score_files(
@@ -135,11 +156,18 @@ def evaluate(
             "fakes": {name: len(paths) for name, paths in fake_sets.items()},
             "perturbations": [str(p) for p in perturbs],
             "format_control_quality": format_control,
+            "bootstrap": {
+                "n_boot": n_boot,
+                "confidence": confidence,
+                "seed": seed,
+                "resampling": "reals and fakes separately (stratified)",
+            },
             "file_formats": formats,
             "mixed_formats": len({tuple(sorted(f)) for f in formats.values()}) > 1,
         },
         "generators": headline["generators"],
         "mean": headline["mean"],
+        "intervals": headline["intervals"],
         "tries": by_tries,
         "robustness": robustness,
         "format_control": control,

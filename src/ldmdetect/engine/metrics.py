@@ -1,26 +1,33 @@
-"""Detection metrics: plain functions over (labels, scores), numpy only.
+"""Detection metrics: plain functions over (labels, scores), and bootstrap intervals.
 
 Conventions: label 1 = fake (generated), 0 = real; a score is the detector's belief that an image
 is fake (higher = more fake, any real number). A threshold ``t`` calls an image fake iff
-``score > t``. Every metric that scikit-learn also has gives the same number as scikit-learn, so
-results compare with other papers' code; tests check this on many random cases.
+``score > t``. ROC, AUC and AP come from scikit-learn itself, so results compare with other
+papers' code; this module adds input checks that fail loudly (NaN, one class, bad labels), the
+threshold-at-FPR rule stated exactly, and stratified bootstrap intervals.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from sklearn import metrics as _skm
 
 __all__ = [
     "FPR_TARGETS",
     "accuracy",
     "average_precision",
+    "bootstrap_intervals",
+    "bootstrap_samples",
     "compute_metrics",
+    "generator_intervals",
     "mean_metrics",
     "oracle_accuracy",
+    "percentile_interval",
     "roc_auc",
     "roc_curve",
     "threshold_at_fpr",
@@ -76,8 +83,8 @@ def _require_both_classes(is_fake: np.ndarray, metric: str) -> None:
 def _cumulative_counts(is_fake: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
     """Counts of fakes/reals scoring >= each distinct score, distinct scores in descending order.
 
-    Thresholding at a distinct value is the only place where any curve can change, so ROC, PR
-    and oracle accuracy all read off these arrays; ties move together as one step.
+    Thresholding at a distinct value is the only place where accuracy can change, so oracle
+    accuracy reads off these arrays; ties move together as one step.
     """
     order = np.argsort(-s, kind="stable")
     s_sorted = s[order]
@@ -93,37 +100,31 @@ def _cumulative_counts(is_fake: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, 
 def roc_curve(y_true: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC points (fpr, tpr, thresholds), starting at (0, 0), one point per distinct score.
 
-    Same points as ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``; here so the
-    report can draw curves without scikit-learn at runtime. Point i predicts fake iff
-    ``score >= thresholds[i]`` (thresholds[0] = inf).
+    ``sklearn.metrics.roc_curve(..., drop_intermediate=False)`` after the checks: every point is
+    kept so the curve can be read at any FPR. Point i predicts fake iff ``score >= thresholds[i]``
+    (thresholds[0] = inf).
     """
     is_fake, s = _validate(y_true, scores)
     _require_both_classes(is_fake, "roc_curve")
-    tp, fp, thr = _cumulative_counts(is_fake, s)
-    tpr = np.r_[0, tp] / tp[-1]
-    fpr = np.r_[0, fp] / fp[-1]
-    return fpr, tpr, np.r_[np.inf, thr]
+    fpr, tpr, thr = _skm.roc_curve(is_fake, s, drop_intermediate=False)
+    thr = np.asarray(thr, dtype=np.float64).copy()
+    thr[0] = np.inf  # older scikit-learn releases put max(score) + 1 here
+    return fpr, tpr, thr
 
 
 def roc_auc(y_true: ArrayLike, scores: ArrayLike) -> float:
-    """Area under the ROC curve, ties counted half (equals ``sklearn.metrics.roc_auc_score``).
+    """Area under the ROC curve, ties counted half: ``sklearn.metrics.roc_auc_score``.
 
-    Computed as the Mann-Whitney statistic in exact integer arithmetic: the share of
-    (fake, real) pairs where the fake scores higher, a tied pair counting one half.
+    Equals the Mann-Whitney statistic: the share of (fake, real) pairs where the fake scores
+    higher, a tied pair counting one half.
     """
     is_fake, s = _validate(y_true, scores)
     _require_both_classes(is_fake, "roc_auc")
-    reals = np.sort(s[~is_fake])
-    fakes = s[is_fake]
-    below = np.searchsorted(reals, fakes, side="left").astype(np.int64)
-    below_or_tied = np.searchsorted(reals, fakes, side="right").astype(np.int64)
-    # Sum of (2*below + tied) = twice the pair wins; integers keep it exact for any size.
-    twice_wins = int(below.sum()) + int(below_or_tied.sum())
-    return twice_wins / (2 * fakes.size * reals.size)
+    return float(_skm.roc_auc_score(is_fake, s))
 
 
 def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
-    """Average precision, step-wise without interpolation (= ``sklearn.average_precision_score``).
+    """Average precision, step-wise without interpolation: ``sklearn.average_precision_score``.
 
     AP = sum over distinct thresholds of (recall gain) x precision; tied scores form one step.
     Raises if only one class is present: with no fakes AP is undefined, with no reals it is
@@ -131,10 +132,7 @@ def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
     """
     is_fake, s = _validate(y_true, scores)
     _require_both_classes(is_fake, "average_precision")
-    tp, fp, _ = _cumulative_counts(is_fake, s)
-    precision = tp / (tp + fp)
-    recall_gain = np.diff(np.r_[0, tp]) / tp[-1]
-    return float(np.sum(recall_gain * precision))
+    return float(_skm.average_precision_score(is_fake, s))
 
 
 def _allowed_reals(fpr: float, n_real: int) -> int:
@@ -252,3 +250,160 @@ def mean_metrics(per_generator: Mapping[str, Mapping[str, float]]) -> dict[str, 
         else:
             out[key] = float(np.mean(np.asarray(values, dtype=np.float64)))
     return out
+
+
+# Bootstrap replicates drawn per block: bounds memory at a few (block x n) arrays whatever n_boot
+# is, and keeps the random stream the same for any n_boot (replicate i is the same draw).
+_BOOT_BLOCK = 64
+
+
+def _resample_counts(rng: np.random.Generator, n: int, n_rows: int) -> np.ndarray:
+    """How often each of n items is drawn in each of n_rows resamples of size n (with
+    replacement); counts instead of index arrays so no resample has to be sorted."""
+    idx = rng.integers(0, n, size=(n_rows, n))
+    flat = idx + (np.arange(n_rows, dtype=np.int64) * n)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_rows * n).reshape(n_rows, n)
+
+
+def _bootstrap_stats(
+    real_sorted: np.ndarray,
+    real_counts: np.ndarray,
+    fake_sorted: np.ndarray,
+    fake_counts: np.ndarray,
+    fprs: Sequence[float],
+) -> dict[str, np.ndarray]:
+    """AUC and TPR@FPR of each resample, given as counts over the sorted original scores.
+
+    Exactly what ``roc_auc`` and ``tpr_at_fpr`` give on the expanded resample, for all rows at
+    once: with C = cumulative real counts, a fake at value f beats C[searchsorted(f, left)] reals
+    and ties C[right] - C[left] of them.
+    """
+    n_real, n_fake = real_sorted.size, fake_sorted.size
+    rows = real_counts.shape[0]
+    zeros = np.zeros((rows, 1), dtype=np.int64)
+    c_real = np.concatenate([zeros, np.cumsum(real_counts, axis=1)], axis=1)
+    c_fake = np.concatenate([zeros, np.cumsum(fake_counts, axis=1)], axis=1)
+    left = np.searchsorted(real_sorted, fake_sorted, side="left")
+    right = np.searchsorted(real_sorted, fake_sorted, side="right")
+    twice_wins = np.sum(fake_counts * (c_real[:, left] + c_real[:, right]), axis=1)
+    out = {"auc": twice_wins / (2.0 * n_real * n_fake)}
+    for fpr in fprs:
+        k = _allowed_reals(float(fpr), n_real)
+        if k >= n_real:
+            out[f"tpr@fpr={fpr:g}"] = np.ones(rows)
+            continue
+        # The (k+1)-th largest resampled real sits at the last sorted position i whose
+        # cumulative count before it, C[i], leaves at least k+1 reals at or above it.
+        pos = np.sum(c_real[:, :n_real] <= n_real - k - 1, axis=1) - 1
+        threshold = real_sorted[pos]
+        above_from = np.searchsorted(fake_sorted, threshold, side="right")
+        n_above = n_fake - np.take_along_axis(c_fake, above_from[:, None], axis=1)[:, 0]
+        out[f"tpr@fpr={fpr:g}"] = n_above / n_fake
+    return out
+
+
+def bootstrap_samples(
+    real_scores: ArrayLike,
+    fake_scores: ArrayLike,
+    *,
+    fprs: Sequence[float] = FPR_TARGETS,
+    n_boot: int = 1000,
+    seed: int = 0,
+    fake_stream: int = 0,
+) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of AUC and TPR@FPR, reals and fakes resampled separately.
+
+    Stratified: each replicate keeps n_real reals and n_fake fakes, so the class balance, and
+    with it the number of reals a target FPR may flag, stays that of the real study. Returns
+    ``{"auc": (n_boot,), "tpr@fpr=x": (n_boot,)}``.
+
+    Reals are drawn from ``seed`` alone and fakes from (seed, fake_stream): generators scored
+    against the same reals and given distinct ``fake_stream`` values share every real resample
+    (they are paired, as in the study) while their fakes are independent, so averaging their
+    replicates bootstraps the mean over generators.
+    """
+    real = np.sort(_as_scores(real_scores, "real_scores"))
+    fake = np.sort(_as_scores(fake_scores, "fake_scores"))
+    if real.size == 0 or fake.size == 0:
+        raise ValueError("bootstrap needs both real (0) and fake (1) samples")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n_boot = int(n_boot)
+    real_rng = np.random.default_rng([int(seed), 0])
+    fake_rng = np.random.default_rng([int(seed), 1, int(fake_stream)])
+    blocks: list[dict[str, np.ndarray]] = []
+    for start in range(0, n_boot, _BOOT_BLOCK):
+        rows = min(_BOOT_BLOCK, n_boot - start)
+        # Draw full blocks even for the last one, so replicate i never depends on n_boot.
+        real_counts = _resample_counts(real_rng, real.size, _BOOT_BLOCK)[:rows]
+        fake_counts = _resample_counts(fake_rng, fake.size, _BOOT_BLOCK)[:rows]
+        blocks.append(_bootstrap_stats(real, real_counts, fake, fake_counts, fprs))
+    return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
+
+
+def percentile_interval(samples: ArrayLike, level: float = 0.95) -> list[float]:
+    """Percentile interval [lo, hi] holding the central ``level`` share of the replicates."""
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = _as_scores(samples, "samples")
+    if x.size == 0:
+        raise ValueError("percentile_interval needs at least one sample")
+    tail = (1.0 - float(level)) / 2.0
+    lo, hi = np.quantile(x, [tail, 1.0 - tail])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_intervals(
+    y_true: ArrayLike,
+    scores: ArrayLike,
+    *,
+    fprs: Sequence[float] = FPR_TARGETS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals ``{"auc": [lo, hi], "tpr@fpr=x": [lo, hi]}``.
+
+    Keys match ``compute_metrics``. Reals and fakes are resampled separately (see
+    ``bootstrap_samples``); the same seed gives the same intervals.
+    """
+    is_fake, s = _validate(y_true, scores)
+    _require_both_classes(is_fake, "bootstrap_intervals")
+    samples = bootstrap_samples(s[~is_fake], s[is_fake], fprs=fprs, n_boot=n_boot, seed=seed)
+    return {key: percentile_interval(v, level) for key, v in samples.items()}
+
+
+def generator_intervals(
+    real_scores: ArrayLike,
+    fake_scores: Mapping[str, ArrayLike],
+    *,
+    fprs: Sequence[float] = FPR_TARGETS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Intervals for each generator against shared reals, and for their mean.
+
+    Returns ``{"generators": {name: {"auc": [lo, hi], ...}}, "mean": {...}}``, laid out like an
+    evaluation condition. Every generator sees the same real resamples (one seed) and its own
+    fake resamples (its own stream), so the mean row's replicates are the per-generator
+    replicates averaged, the same way ``mean_metrics`` averages the point estimates.
+    """
+    if not fake_scores:
+        raise ValueError("generator_intervals needs at least one generator")
+    samples = {
+        name: bootstrap_samples(
+            real_scores, fake, fprs=fprs, n_boot=n_boot, seed=seed, fake_stream=i
+        )
+        for i, (name, fake) in enumerate(fake_scores.items())
+    }
+    per_gen = {
+        name: {key: percentile_interval(v, level) for key, v in s.items()}
+        for name, s in samples.items()
+    }
+    first = next(iter(samples.values()))
+    mean = {
+        key: percentile_interval(np.mean([s[key] for s in samples.values()], axis=0), level)
+        for key in first
+    }
+    return {"generators": per_gen, "mean": mean}

@@ -7,12 +7,13 @@ the autoencoder's trace (no file format, no content, no size) can separate the t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from ldmdetect.generative.autoencoder import (
 from ldmdetect.generative.loading import ComponentSource
 from ldmdetect.io.crops import Box, crop_boxes, ensure_min_size
 from ldmdetect.io.datasets import find_images, read_manifest
+from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8, save_png, uint8_to_pil
 
 MANIFEST_NAME = "manifest.csv"
@@ -72,6 +74,23 @@ class _Crop:
     source: str
     box: Box
     pixels: torch.Tensor  # uint8 (3, H, W)
+    done: bool = False  # both PNGs already on disk (a resumed run)
+
+
+def pair_seed(seed: int, pair_id: str) -> int:
+    """The 64-bit seed of one pair's posterior noise: a stable hash of (run seed, pair id).
+
+    The pair id names the source image and the crop index, so the noise of a pair depends on
+    nothing else (not the batch it lands in, nor which pairs a resumed run still has to do).
+    SeedSequence mixes the two numbers, so nearby run seeds do not reuse each other's noise.
+    """
+    words = [int(seed) & 0xFFFFFFFF, int(seed) >> 32, zlib.crc32(pair_id.encode("utf-8"))]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
+
+
+def _pair_generators(seed: int, crops: Sequence[_Crop]) -> list[torch.Generator]:
+    # CPU generators: the same noise on any device (diffusers moves it to the VAE's device).
+    return [torch.Generator().manual_seed(pair_seed(seed, c.pair_id)) for c in crops]
 
 
 def _source_list(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
@@ -152,8 +171,12 @@ def build_aligned_dataset(
 ) -> ReconstructSummary:
     """Write ``real/``, ``reconstructed/``, ``manifest.csv`` and ``dataset.json`` to ``output``.
 
-    Resumable: pairs whose two PNGs exist are kept. Files that fail to decode are reported in
-    the summary's ``errors`` and skipped; the rest of the run completes.
+    Resumable: pairs whose two PNGs exist are kept, and a resumed run writes the same bytes
+    an uninterrupted one would: each pair's posterior noise comes from its own seed
+    (``pair_seed``), and batches are formed as in a fresh run (pairs already done still take
+    their place in a batch that has work left), so every reconstruction goes through the very
+    same computation. Files that fail to decode are reported in the summary's ``errors`` and
+    skipped; the rest of the run completes.
     """
     config = config or ReconstructConfig()
     output = Path(output)
@@ -176,15 +199,17 @@ def build_aligned_dataset(
 
     def flush(key: tuple[int, int]) -> None:
         crops = pending.pop(key, [])
-        if not crops:
+        summary.resumed += sum(c.done for c in crops)
+        if all(c.done for c in crops):
             return
         batch = torch.stack([c.pixels for c in crops]).float() / 255.0
-        generator = torch.Generator(device=vae.device).manual_seed(
-            config.seed + zlib.crc32(crops[0].pair_id.encode())
-        )
-        recon = reconstruct(vae, batch, sample=config.sample, generator=generator)
+        # One generator per pair (a list: diffusers draws each row's noise from its own).
+        generators = _pair_generators(config.seed, crops)
+        recon = reconstruct(vae, batch, sample=config.sample, generator=generators)
         recon_u8 = (recon * 255.0).round().clamp(0, 255).to(torch.uint8)
         for crop, fake in zip(crops, recon_u8, strict=True):
+            if crop.done:
+                continue
             real_path, fake_path = _pair_paths(output, crop.pair_id)
             save_png(uint8_to_pil(crop.pixels), real_path)
             save_png(uint8_to_pil(fake), fake_path)  # written last: marks the pair done
@@ -204,8 +229,7 @@ def build_aligned_dataset(
             summary.pairs += 1
             real_path, fake_path = _pair_paths(output, crop.pair_id)
             if real_path.is_file() and fake_path.is_file():
-                summary.resumed += 1
-                continue
+                crop = replace(crop, done=True)
             key = tuple(crop.pixels.shape[1:])
             pending.setdefault(key, []).append(crop)
             if len(pending[key]) >= config.batch_size:
@@ -221,7 +245,7 @@ def build_aligned_dataset(
         "sources": len(items) - len(summary.errors),
         "errors": summary.errors,
     }
-    (output / DATASET_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(output / DATASET_INFO_NAME, json.dumps(info, indent=2) + "\n")
     return summary
 
 
@@ -247,13 +271,11 @@ def _manifest_rows(output: Path, crop: _Crop) -> list[dict]:
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=MANIFEST_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, table.getvalue())
 
 
 def read_aligned_dataset(directory: str | os.PathLike) -> list[AlignedPair]:

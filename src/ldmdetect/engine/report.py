@@ -5,8 +5,11 @@ The result mapping (what metrics.json holds)::
     {"settings": {...},                      # free-form: detector, tries, perturbations, paths
      "generators": {name: compute_metrics(...)},
      "mean": mean_metrics(generators),
-     "robustness": {spec: {"generators": {...}, "mean": {...}}},   # may be empty
-     "format_control": {"generators": {...}, "mean": {...}} or None}
+     "intervals": generator_intervals(...) or None,               # optional, per condition too
+     "robustness": {spec: {"generators": {...}, "mean": {...}, "intervals": ...}},  # may be empty
+     "format_control": {"generators": {...}, "mean": {...}, "intervals": ...} or None}
+
+Where a condition has intervals, a table cell reads "0.9210 [0.8800, 0.9600]".
 
 Plots take clean-condition scores: ``{"real": array, "generators": {name: array}}``.
 """
@@ -16,14 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ldmdetect.engine.metrics import _allowed_reals, _as_scores, roc_auc, roc_curve
+from ldmdetect.io.files import atomic_path, atomic_write_text
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -68,16 +71,27 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _cell_with_interval(value: Any, interval: Sequence[float] | None) -> str:
+    if interval is None:
+        return _cell(value)
+    lo, hi = interval
+    return f"{_cell(value)} [{_cell(float(lo))}, {_cell(float(hi))}]"
+
+
 def markdown_table(
     rows: Mapping[str, Mapping[str, float]],
     columns: Sequence[str] = DEFAULT_COLUMNS,
     *,
     label: str = "name",
+    intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> str:
     """A GitHub-flavoured Markdown table, one row per name; ``label`` heads the name column.
 
-    A metric missing from a row raises rather than printing a blank that could be misread.
+    ``intervals`` ({row name: {column: [lo, hi]}}) adds a bracketed interval after the values
+    it covers. A metric missing from a row raises rather than printing a blank that could be
+    misread.
     """
+    intervals = intervals or {}
     lines = [
         "| " + " | ".join([label, *columns]) + " |",
         "|" + "---|" + "---:|" * len(columns),
@@ -86,7 +100,11 @@ def markdown_table(
         missing = [c for c in columns if c not in row]
         if missing:
             raise KeyError(f"row {name!r} has no value for column(s) {missing}")
-        cells = [_cell(str(name)), *(_cell(row[c]) for c in columns)]
+        row_intervals = intervals.get(name) or {}
+        cells = [
+            _cell(str(name)),
+            *(_cell_with_interval(row[c], row_intervals.get(c)) for c in columns),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -104,7 +122,14 @@ def _group_table(group: Mapping[str, Any], label: str) -> str:
     if "mean" in group["generators"]:
         raise ValueError("a generator may not be named 'mean': it would collide with the mean row")
     rows = {**group["generators"], "mean": group["mean"]}
-    return markdown_table(rows, list(group["mean"]), label=label)
+    found = group.get("intervals")
+    intervals = {**found["generators"], "mean": found["mean"]} if found else None
+    return markdown_table(rows, list(group["mean"]), label=label, intervals=intervals)
+
+
+def _mean_interval(condition: Mapping[str, Any]) -> Mapping[str, Sequence[float]] | None:
+    found = condition.get("intervals")
+    return found["mean"] if found else None
 
 
 def _small_sample_notes(mean: Mapping[str, Any]) -> list[str]:
@@ -152,14 +177,21 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"{n}-try": {**cond["mean"], "seconds_per_image": cond.get("seconds_per_image")}
             for n, cond in by_tries.items()
         }
-        parts.append(markdown_table(rows, [*columns, "seconds_per_image"], label="inference"))
+        intervals = {f"{n}-try": _mean_interval(cond) for n, cond in by_tries.items()}
+        parts.append(
+            markdown_table(
+                rows, [*columns, "seconds_per_image"], label="inference", intervals=intervals
+            )
+        )
 
     robustness = result.get("robustness") or {}
     parts.append("## Robustness (mean over generators)\n")
     if robustness:
         rows = {"clean": result["mean"]}
         rows.update({spec: cond["mean"] for spec, cond in robustness.items()})
-        parts.append(markdown_table(rows, columns, label="perturbation"))
+        intervals = {"clean": _mean_interval(result)}
+        intervals.update({spec: _mean_interval(cond) for spec, cond in robustness.items()})
+        parts.append(markdown_table(rows, columns, label="perturbation", intervals=intervals))
     else:
         parts.append("No perturbations were evaluated.\n")
 
@@ -173,6 +205,16 @@ def render_markdown(result: Mapping[str, Any]) -> str:
 
     parts.append("## Notes\n")
     parts.append(THRESHOLD_NOTE + "\n")
+    if result.get("intervals"):
+        boot = settings.get("bootstrap") or {}
+        level = boot.get("confidence", 0.95)
+        count = f"{boot['n_boot']} " if "n_boot" in boot else ""
+        parts.append(
+            f"[lo, hi]: {level:.0%} percentile bootstrap interval from {count}resamples that draw "
+            "the reals and each generator's fakes separately, so every resample keeps the "
+            "study's class sizes. The mean row's interval averages the generators' replicates, "
+            "which share each real resample.\n"
+        )
     if settings.get("mixed_formats"):
         parts.append(
             "**Warning:** the classes come in different file formats "
@@ -200,25 +242,6 @@ def _split_scores(scores: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.n
     return real, gens
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Write through a temp file in the same folder, then rename, so a crash or a reader
-    running at the same time never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _new_figure(figsize: tuple[float, float]) -> Any:
     # Figure + Agg canvas directly, not pyplot: no global figure registry to leak, and no
     # interactive backend picked up in a headless run.
@@ -231,7 +254,10 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
 
 
 def _save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
-    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    # Written through a temporary file, so a reader never sees half a PNG.
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return Path(path)
 
 
 def plot_roc(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -317,8 +343,8 @@ def write_report(
     metrics_json = json.dumps(result, indent=2, allow_nan=False, default=_json_default) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     return {
-        "metrics": _write_text(out / "metrics.json", metrics_json),
-        "report": _write_text(out / "report.md", markdown),
+        "metrics": atomic_write_text(out / "metrics.json", metrics_json),
+        "report": atomic_write_text(out / "report.md", markdown),
         "roc": plot_roc(scores, out / "roc.png"),
         "histograms": plot_histograms(scores, out / "histograms.png"),
     }

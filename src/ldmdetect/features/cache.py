@@ -21,6 +21,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ldmdetect.io.files import atomic_path, atomic_write_text
+
 INFO_NAME = "cache.json"
 FORMAT_VERSION = 1
 
@@ -64,7 +66,7 @@ class FeatureCache:
                 )
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+        atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
 
     def __contains__(self, key: str) -> bool:
         return key in self._where or key in self._pending
@@ -114,9 +116,8 @@ class FeatureCache:
         }
         # Unique names, not counters: several workers may add shards to one cache at once.
         shard = self.root / f"shard-{uuid.uuid4().hex[:16]}.safetensors"
-        tmp = self.root / f".{shard.name}.tmp"
-        save_file(tensors, str(tmp), metadata={"ids": json.dumps(ids)})
-        os.replace(tmp, shard)
+        with atomic_path(shard) as tmp:
+            save_file(tensors, str(tmp), metadata={"ids": json.dumps(ids)})
         for key in ids:
             self._where[key] = shard
         self._pending.clear()
@@ -135,9 +136,3 @@ def _shard_ids(shard: Path) -> list[str]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

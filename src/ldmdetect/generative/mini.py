@@ -10,7 +10,8 @@ from the colour photos bundled with scikit-image, scikit-learn and matplotlib:
 2. a ``UNet2DConditionModel`` on its latents (epsilon prediction, SD's DDPM noise schedule),
    conditioned on a frozen random CLIP text encoder fed "a photo of a {subject}" captions.
 
-The result is a ``StableDiffusionPipeline`` directory in fp16 safetensors; the shipped copy
+The result is a ``StableDiffusionPipeline`` directory in safetensors (autoencoder and UNet in
+fp16, the tiny text encoder in fp32) that a plain ``from_pretrained`` runs; the shipped copy
 lives at :func:`mini_ldm_dir`. Its images are LDM-generated in miniature: a test bed for
 detectors, not a stand-in for Stable Diffusion in real-world detection.
 """
@@ -44,6 +45,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ldmdetect.features.reconstruction import reconstruct as features_reconstruct
 from ldmdetect.generative.tiny import build_tiny_text_encoder, write_byte_level_tokenizer
+from ldmdetect.io.files import atomic_path, atomic_write_text
 from ldmdetect.io.images import load_image, pil_to_uint8
 from ldmdetect.io.samples import sample_photos
 
@@ -344,10 +346,8 @@ def _say(progress: bool, message: str) -> None:
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically write a tensors-and-numbers checkpoint (loadable with weights_only=True)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path: Path, recipe: str) -> dict[str, Any] | None:
@@ -621,8 +621,11 @@ def _train_unet(
 def train_mini_ldm(config: MiniLDMConfig, output_dir: str | Path, *, progress: bool = True) -> Path:
     """Train the autoencoder, then the UNet, and write a ``StableDiffusionPipeline`` directory.
 
-    Weights are stored as fp16 safetensors (the shipped copy must stay small); load with
-    ``torch_dtype=torch.float32`` on CPU. ``training_log.json`` records the config, losses,
+    The autoencoder and UNet are stored in fp16 (the shipped copy must stay small), the text
+    encoder (a few hundred kB) in fp32. ``StableDiffusionPipeline.from_pretrained(dir)`` with no
+    dtype then runs in fp32 throughout: diffusers loads its models in fp32 unless told
+    otherwise, while transformers loads a model in the dtype its config records, so an fp16
+    text encoder would meet an fp32 UNet. ``training_log.json`` records the config, losses,
     held-out PSNR (fp32 and after the fp16 round trip), wall/CPU time and the machine.
     Interrupted runs resume from ``output_dir/_checkpoints`` when the config is unchanged.
     """
@@ -646,8 +649,9 @@ def train_mini_ldm(config: MiniLDMConfig, output_dir: str | Path, *, progress: b
         vae, ae_log = _train_autoencoder(config, photos, work, progress)
         # Keep the finished phase 1 so that a crash or a UNet change never retrains it.
         vae.save_pretrained(finished)
-        (finished / "phase_log.json").write_text(json.dumps(ae_log))
-        (finished / "recipe.json").write_text(recipe)
+        atomic_write_text(finished / "phase_log.json", json.dumps(ae_log))
+        # Written last: its presence marks the phase as finished.
+        atomic_write_text(finished / "recipe.json", recipe)
         reused_time = {"wall_s": 0.0, "cpu_s": 0.0}
 
     tokenizer = CLIPTokenizer.from_pretrained(write_byte_level_tokenizer(work / "tokenizer"))
@@ -674,6 +678,8 @@ def train_mini_ldm(config: MiniLDMConfig, output_dir: str | Path, *, progress: b
         requires_safety_checker=False,
     )
     pipeline.to(dtype=torch.float16)
+    # fp32 text encoder: its stored dtype is what transformers loads by default (see above).
+    pipeline.text_encoder.to(dtype=torch.float32)
     pipeline.save_pretrained(output_dir, safe_serialization=True)
 
     # The fp16 weights are what ships, so report their PSNR too (loaded back like users do).
@@ -704,7 +710,7 @@ def train_mini_ldm(config: MiniLDMConfig, output_dir: str | Path, *, progress: b
             for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))
         },
     }
-    (output_dir / "training_log.json").write_text(json.dumps(log, indent=1))
+    atomic_write_text(output_dir / "training_log.json", json.dumps(log, indent=1))
     shutil.rmtree(work)
     _say(progress, f"done in {total['wall_s']} s wall / {total['cpu_s']} s CPU -> {output_dir}")
     return output_dir
@@ -781,7 +787,8 @@ def write_sample_grid(
         for c, image in enumerate(images):
             grid.paste(image, (label_width + c * (tile + gap), y))
     path = Path(path)
-    grid.save(path, optimize=True)
+    with atomic_path(path) as tmp:
+        grid.save(tmp, optimize=True)
     return path
 
 
@@ -804,7 +811,8 @@ def write_model_card(pipeline_dir: str | Path) -> Path:
 
 **What it is.** A complete, *trained* latent diffusion model in Stable Diffusion's on-disk layout
 (`StableDiffusionPipeline`: `vae/`, `unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`), small
-enough to ship inside ldmdetect ({mb:.1f} MiB, fp16 safetensors). It is ldmdetect's embedded
+enough to ship inside ldmdetect ({mb:.1f} MiB of safetensors: autoencoder and UNet in fp16, text
+encoder in fp32, so a plain `from_pretrained` runs in fp32). It is ldmdetect's embedded
 default generator and in-house test bed: its images really are "generated by an LDM", in
 miniature (64x64 px), and its autoencoder reconstructs real photos faithfully, so
 reconstruction-based detectors (AE, AEROBLADE, LaRE, DIRE, FakeInversion) can be trained and
@@ -815,11 +823,10 @@ tested end to end offline.
 Midjourney or any production generator. Use real SD weights for that.
 
 ```python
-import torch
 from diffusers import StableDiffusionPipeline
 from ldmdetect.generative.mini import mini_ldm_dir
 
-pipe = StableDiffusionPipeline.from_pretrained(mini_ldm_dir(), torch_dtype=torch.float32)
+pipe = StableDiffusionPipeline.from_pretrained(mini_ldm_dir())  # fp32; torch_dtype= to change
 image = pipe("a photo of a cat", num_inference_steps=50, guidance_scale=3.0).images[0]  # 64x64
 ```
 
@@ -892,9 +899,7 @@ Pixels are enlarged 2x with nearest-neighbour only.
 directory's files except this card; `write_model_card(OUTPUT_DIR)` writes it). Interrupted runs
 resume from `OUTPUT_DIR/_checkpoints`.
 """
-    path = pipeline_dir / "README.md"
-    path.write_text(text)
-    return path
+    return atomic_write_text(pipeline_dir / "README.md", text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

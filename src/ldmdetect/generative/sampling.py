@@ -7,6 +7,7 @@ which batch it was made in: a test set can be regenerated, extended or resumed e
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from ldmdetect.generative.loading import ComponentSource, load_component
+from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import save_png
 
 PROMPTS_NAME = "prompts.csv"
@@ -82,10 +84,11 @@ def write_generated(
     )
     for i, image in zip(todo, images, strict=True):
         save_png(image, paths[i])
-    with (output / PROMPTS_NAME).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "prompt", "seed"])
-        writer.writerows(
-            (p.name, prompt, seed) for p, prompt, seed in zip(paths, prompts, seeds, strict=True)
-        )
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["path", "prompt", "seed"])
+    writer.writerows(
+        (p.name, prompt, seed) for p, prompt, seed in zip(paths, prompts, seeds, strict=True)
+    )
+    atomic_write_text(output / PROMPTS_NAME, table.getvalue())
     return paths

@@ -17,6 +17,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from ldmdetect.io.files import atomic_write_text
+
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
@@ -46,8 +48,8 @@ def write_byte_level_tokenizer(output_dir: str | Path) -> Path:
     symbols = _byte_symbols()
     vocab_list = symbols + [s + "</w>" for s in symbols] + [BOS_TOKEN, EOS_TOKEN]
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
-    (output_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (output_dir / "merges.txt").write_text("#version: 0.2\n")
+    atomic_write_text(output_dir / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    atomic_write_text(output_dir / "merges.txt", "#version: 0.2\n")
     tokenizer = CLIPTokenizer(
         str(output_dir / "vocab.json"),
         str(output_dir / "merges.txt"),

@@ -12,7 +12,13 @@ from ldmdetect.io.crops import (
     n_try_boxes,
     random_boxes,
 )
-from ldmdetect.io.datasets import find_images, read_manifest, resolve_sources
+from ldmdetect.io.datasets import (
+    ImageSearch,
+    find_images,
+    read_manifest,
+    resolve_sources,
+    search_images,
+)
 from ldmdetect.io.images import (
     DECODE_FORMATS,
     DEFAULT_MAX_PIXELS,
@@ -44,6 +50,7 @@ __all__ = [
     "PERTURBATIONS",
     "Box",
     "ImageDecodeError",
+    "ImageSearch",
     "Perturbation",
     "blur",
     "center_box",
@@ -66,6 +73,7 @@ __all__ = [
     "resolve_sources",
     "sample_photos",
     "save_png",
+    "search_images",
     "tensor_to_pil",
     "webp",
     "write_sample_photos",

@@ -5,17 +5,33 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldmdetect.io.images import IMAGE_EXTENSIONS
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass
+class ImageSearch:
+    """What a search for images found: the images, and what it passed over, by name.
+
+    ``files``: image files, sorted and without duplicates (what ``find_images`` returns).
+    ``skipped``: files in the folders walked whose extension is not an image extension
+    (``IMAGE_EXTENSIONS``), sorted; hidden files are left out, as they are temporary or
+    private by convention. ``missing``: paths given that do not exist, in the order given.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    missing: list[Path] = field(default_factory=list)
 
 
 def _walk(root: Path, recursive: bool) -> Iterable[Path]:
-    """Image files under `root`, skipping hidden entries and following each real folder once.
+    """Visible files under `root`, skipping hidden entries and following each real folder once.
 
     Symlinked folders are followed because datasets are often assembled from links, but a link
     back up the tree must not loop forever nor list the same files twice.
@@ -31,27 +47,49 @@ def _walk(root: Path, recursive: bool) -> Iterable[Path]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
         # No stat per file: at millions of files it dominates, and a broken link named .jpg is
         # better reported by the decoder ("file not found") than silently dropped here.
-        yield from (Path(folder, name) for name in filenames if _is_image_name(name))
+        yield from (Path(folder, name) for name in filenames if not name.startswith("."))
+
+
+def search_images(paths: Iterable[str | os.PathLike], *, recursive: bool = True) -> ImageSearch:
+    """Like ``find_images``, but nothing given is lost without a word: files that folder walks
+    pass over are named in ``skipped`` and paths that do not exist in ``missing`` (no error).
+
+    For scans that must account for every input (a HEIC upload in a folder of JPEGs, a typo on
+    the command line) instead of silently scoring fewer files.
+    """
+    found: dict[str, Path] = {}
+    skipped: dict[str, Path] = {}
+    missing: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for candidate in _walk(path, recursive):
+                key = os.path.abspath(candidate)
+                if _is_image_name(candidate.name):
+                    found.setdefault(key, candidate)
+                else:
+                    skipped.setdefault(key, candidate)
+        elif path.exists():
+            # Named by the user: kept whatever the extension; the decoder has the last word.
+            found.setdefault(os.path.abspath(path), path)
+        else:
+            missing.append(path)
+    # A file both named and passed over by a walk is scanned, so it is not reported as skipped.
+    passed_over = [path for key, path in skipped.items() if key not in found]
+    return ImageSearch(sorted(found.values()), sorted(passed_over), missing)
 
 
 def find_images(paths: Iterable[str | os.PathLike], *, recursive: bool = True) -> list[Path]:
     """Image files named by `paths`: files are kept whatever their extension (the user chose
     them), folders are searched for image extensions (case-insensitive, hidden entries skipped).
 
-    Sorted and without duplicates, so that runs over the same inputs see the same order.
+    Sorted and without duplicates, so that runs over the same inputs see the same order. A path
+    that does not exist raises ``FileNotFoundError``; ``search_images`` reports it instead.
     """
-    found: dict[str, Path] = {}
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            candidates: Iterable[Path] = _walk(path, recursive)
-        elif path.exists():
-            candidates = [path]
-        else:
-            raise FileNotFoundError(f"{os.fspath(raw)}: no such file or directory")
-        for candidate in candidates:
-            found.setdefault(os.path.abspath(candidate), candidate)
-    return sorted(found.values())
+    search = search_images(paths, recursive=recursive)
+    if search.missing:
+        raise FileNotFoundError(f"{os.fspath(search.missing[0])}: no such file or directory")
+    return search.files
 
 
 def read_manifest(csv_path: str | os.PathLike) -> list[dict[str, str]]:

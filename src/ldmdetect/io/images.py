@@ -8,9 +8,10 @@ came in (orientation, bit depth, palette, alpha are normalised here, once).
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import io
 import os
-import secrets
 import struct
 import threading
 from collections.abc import Iterator
@@ -21,8 +22,40 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+from ldmdetect.io.files import atomic_path
+
+_CORE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+_CORE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+
+
+def _avif_available() -> bool:
+    """Pillow decodes AVIF itself (11.3 and later) when it was built with libavif."""
+    try:
+        from PIL import features
+
+        return bool(features.check_module("avif"))
+    except (ImportError, ValueError):
+        return False
+
+
+def _heif_available() -> bool:
+    """HEIC/HEIF (what phones save) decodes through the optional ``pillow-heif`` package.
+
+    Only looked up here, not imported: its opener is registered on the first decode
+    (``_register_optional_openers``), so importing ldmdetect stays cheap.
+    """
+    return importlib.util.find_spec("pillow_heif") is not None
+
+
+_AVIF = _avif_available()
+_HEIF = _heif_available()
+
+# Extensions that folder scans pick up: an extension is listed only where a decoder for it is
+# installed, so a file that could never be read is reported as skipped instead of failing.
+IMAGE_EXTENSIONS: frozenset[str] = (
+    _CORE_EXTENSIONS
+    | (frozenset({".avif"}) if _AVIF else frozenset())
+    | (frozenset({".heic", ".heif"}) if _HEIF else frozenset())
 )
 
 # Twice Pillow's default warning threshold, i.e. the size at which Pillow itself gives up.
@@ -30,8 +63,23 @@ DEFAULT_MAX_PIXELS: int = 178_956_970
 
 # Only the decoders we need: Pillow can also open formats whose decoders are rarely exercised on
 # hostile input (and EPS shells out to Ghostscript). Content decides the format, not the name;
-# JPEG covers MPO (multi-picture JPEGs straight from phones and cameras).
-DECODE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+# JPEG covers MPO (multi-picture JPEGs straight from phones and cameras). AVIF and HEIF join
+# where their decoders are installed.
+DECODE_FORMATS: tuple[str, ...] = (
+    *_CORE_FORMATS,
+    *(("AVIF",) if _AVIF else ()),
+    *(("HEIF",) if _HEIF else ()),
+)
+
+
+@functools.cache
+def _register_optional_openers() -> None:
+    """Register pillow-heif's opener with Pillow, once per process (DataLoader workers too)."""
+    if _HEIF:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+
 
 # "I" is how older Pillow versions (and some TIFFs) present 16-bit samples; 0..65535 is assumed.
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -93,6 +141,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _decode(stream: BinaryIO, label: str, max_pixels: int | None) -> Image.Image:
+    _register_optional_openers()
     try:
         with _pillow_limit_lifted():
             opened = Image.open(stream, formats=DECODE_FORMATS)
@@ -216,20 +265,13 @@ def uint8_to_pil(tensor: torch.Tensor) -> Image.Image:
 def save_png(image: Image.Image | torch.Tensor, path: str | os.PathLike) -> Path:
     """Write a lossless PNG atomically, creating parent folders; returns the path.
 
-    Atomic (temporary file in the same folder, then `os.replace`) so that an interrupted run
-    never leaves a half-written image that a resumed run would take as done. The temporary name
-    starts with a dot, so `find_images` skips any that a crash leaves behind.
+    Atomic (`ldmdetect.io.files.atomic_path`) so that an interrupted run never leaves a
+    half-written image that a resumed run would take as done. The temporary name starts with a
+    dot, so `find_images` skips any that a crash leaves behind.
     """
     if isinstance(image, torch.Tensor):
         image = tensor_to_pil(image)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
     return target
