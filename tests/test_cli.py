@@ -206,3 +206,31 @@ def test_zoo_mini_copies_the_shipped_pipeline(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "mini" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "mini" / "README.md").is_file()
+
+
+def test_scan_names_skipped_files_and_reports_missing_paths(tmp_path, detector_dir, aligned_dir):
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    photo = sorted((aligned_dir / "real").glob("*.png"))[0]
+    (folder / "a.png").write_bytes(photo.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    missing = tmp_path / "gone.jpg"
+    result = runner.invoke(
+        app,
+        [
+            "scan",
+            str(folder),
+            str(missing),
+            "--detector",
+            str(detector_dir),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 1  # the missing path is a failed row, the scan went on
+    lines = result.output.splitlines()
+    assert any(line.startswith(str(folder / "a.png")) and ",," not in line for line in lines)
+    assert any(str(missing) in line and "no such file" in line for line in lines)
+    assert "notes.txt" in result.output and "1 non-image file(s) skipped" in result.output

@@ -468,21 +468,23 @@ def scan(
     pipeline: PipelineOverride = None,
 ) -> None:
     """Score images; one row per file. Exit status 1 if any file failed, 0 otherwise."""
+    from ldmdetect.engine.scan import ScanRow, write_rows
     from ldmdetect.engine.scan import scan as run_scan
-    from ldmdetect.engine.scan import write_rows
-    from ldmdetect.io.datasets import find_images
+    from ldmdetect.io.datasets import search_images
 
     model = _load_detector(detector, device, pipeline)
-    files = find_images(paths)
+    found = search_images(paths)
     rows = run_scan(
         model,
-        files,
+        found.files,
         tries=tries,
         fpr=fpr,
         batch_size=batch_size,
         num_workers=_workers(workers),
         progress=output is not None,
     )
+    # A path that does not exist is a failed row like an undecodable file, not the end.
+    rows += [ScanRow(str(p), None, "", "", "no such file or directory") for p in found.missing]
     if output is None:
         import csv
         from dataclasses import asdict
@@ -499,6 +501,10 @@ def scan(
             f"{len(rows)} files, {flagged} flagged as generated, "
             f"{sum(bool(r.error) for r in rows)} failed -> {output}"
         )
+    for path in found.skipped:
+        typer.secho(f"skipped {path}: not an image file by its extension", err=True)
+    if found.skipped:
+        typer.secho(f"{len(found.skipped)} non-image file(s) skipped", err=True)
     failed = [r for r in rows if r.error]
     for row in failed:
         typer.secho(f"failed {row.path}: {row.error}", fg=typer.colors.YELLOW, err=True)

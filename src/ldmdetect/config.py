@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ldmdetect import __version__
+from ldmdetect.io.files import atomic_write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -88,9 +89,7 @@ class DetectorConfig:
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / CONFIG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod

@@ -17,6 +17,7 @@ from ldmdetect import methods
 from ldmdetect.config import CONFIG_NAME, WEIGHTS_NAME, DetectorConfig
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
+from ldmdetect.io.files import atomic_path
 from ldmdetect.io.images import load_image, tensor_to_pil
 from ldmdetect.methods.registry import FeatureStep, PrepareImage, Sample, batch_to
 
@@ -109,9 +110,8 @@ class Detector:
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_model(self.model, str(tmp))
-        os.replace(tmp, directory / WEIGHTS_NAME)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_model(self.model, str(tmp))
         self.config.save(directory)
         return directory
 

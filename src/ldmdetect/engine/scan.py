@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ldmdetect.detector import Detector
 from ldmdetect.engine.loader import load_each
+from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image
 from ldmdetect.io.perturb import Perturbation
 from ldmdetect.io.prompts import genimage_class
@@ -120,13 +122,10 @@ def write_rows(rows: Sequence[ScanRow], output: str | os.PathLike) -> Path:
     """Write scan rows as JSON (``.json``) or CSV (anything else), atomically."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
     if output.suffix.lower() == ".json":
-        tmp.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
-    else:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(ScanRow.__dataclass_fields__))
-            writer.writeheader()
-            writer.writerows(asdict(r) for r in rows)
-    os.replace(tmp, output)
-    return output
+        return atomic_write_text(output, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(ScanRow.__dataclass_fields__))
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in rows)
+    return atomic_write_text(output, text.getvalue())

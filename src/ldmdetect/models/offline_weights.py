@@ -18,13 +18,14 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
 from safetensors.torch import save_file
+
+from ldmdetect.io.files import atomic_path
 
 
 class OfflineWeightsUnavailable(RuntimeError):
@@ -133,14 +134,7 @@ def offline_weights_file(backbone: str) -> Path:
     state = torch.load(source, map_location="cpu", weights_only=True)
     tensors = _timm_state_dict(architecture, state, f"{package.distribution} ({source.name})")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        metadata = {"source": f"{package.distribution} {version}", "source_file": source.name}
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is plain shared data
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    metadata = {"source": f"{package.distribution} {version}", "source_file": source.name}
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return out
