@@ -73,8 +73,8 @@ class DemoConfig:
     lare_input_size: int = 112
     lare_timestep: int = 200
     lare_ensemble: int = 4
-    lare_train_crops_per_image: int = 8
-    lare_train_generated: int = 80
+    lare_train_crops_per_image: int = 5
+    lare_train_generated: int = 48
     lare_epochs: int = 6
     seed: int = 0
     num_workers: int = 0
