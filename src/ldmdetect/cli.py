@@ -75,6 +75,15 @@ Workers = Annotated[
 ]
 
 
+def _finish(errors: dict[str, str], summary: str) -> None:
+    """Name every skipped file, print the summary; exit status 1 when any file failed."""
+    for path, reason in errors.items():
+        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(summary)
+    if errors:
+        raise typer.Exit(1)
+
+
 def _workers(value: int | None) -> int:
     from ldmdetect.engine.loader import default_workers
 
@@ -221,14 +230,11 @@ def reconstruct(
         num_workers=_workers(workers),
         progress=True,
     )
-    for path, reason in summary.errors.items():
-        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(
+    _finish(
+        summary.errors,
         f"{summary.pairs} pairs in {output} ({summary.written} written, "
-        f"{summary.resumed} already done, {len(summary.errors)} files failed)"
+        f"{summary.resumed} already done, {len(summary.errors)} files failed)",
     )
-    if summary.errors:
-        raise typer.Exit(1)
 
 
 FeatureOptions = Annotated[
@@ -388,14 +394,11 @@ def extract(
         num_workers=_workers(workers),
         progress=True,
     )
-    for path, reason in summary.errors.items():
-        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(
+    _finish(
+        summary.errors,
         f"{summary.images} images: {summary.computed} computed, {summary.already_cached} "
-        f"already cached, {len(summary.errors)} failed -> {output}"
+        f"already cached, {len(summary.errors)} failed -> {output}",
     )
-    if summary.errors:
-        raise typer.Exit(1)
 
 
 @app.command()
