@@ -362,6 +362,18 @@ def train(
     history = detector.config.training["history"]
     if history:
         typer.echo(json.dumps(history[-1]))
+    source = detector.config.weights_source
+    if source == "random":
+        typer.secho(
+            f"note: {detector.config.backbone} started from random weights (no --pretrained)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    else:
+        typer.echo(f"backbone weights: {source}")
+    skipped = detector.config.training.get("skipped_files", {})
+    for path, reason in skipped.items():
+        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"saved detector to {output}; thresholds {detector.config.thresholds}")
 
 
