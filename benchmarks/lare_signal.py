@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
 from typing import Any
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             auc(scores["generated"], scores["train_real"]), 3
         )
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps(row), file=sys.stderr, flush=True)  # progress; stdout: one JSON
 
     best = max(rows, key=lambda r: r["auc_generated_vs_heldout_real"])
     report = {
