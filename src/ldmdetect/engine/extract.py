@@ -62,7 +62,8 @@ def extract_features(
         revision=revision,
     )
     step = method.build_features(config, device=resolve_device(device))
-    assert step is not None
+    if step is None:
+        raise ValueError(f"method {method_name!r} computes no generator features with {feature}")
     paths = [p for source in sources for p in resolve_sources(source)]
     summary = ExtractSummary(Path(output), images=len(paths))
     prepare = PrepareFile(method.prepare(config))

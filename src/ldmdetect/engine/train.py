@@ -210,21 +210,23 @@ def make_config(
     defaults = method.defaults()
     backbone = cfg.backbone or defaults.get("backbone", "tf_efficientnetv2_b0")
     mean, std = method.normalization(backbone)
+    feature = _merged(defaults.get("feature", {}), cfg.feature)
+    needed = method.required_components(feature)
     components: dict[str, dict] = {}
-    if method.components:
+    if needed:
         if pipeline is None:
             raise ValueError(
                 f"method {cfg.method!r} computes features with a generator's "
-                f"{', '.join(method.components)}: pass --pipeline (hub id or directory)"
+                f"{', '.join(needed)}: pass --pipeline (hub id or directory)"
             )
-        components = pipeline_sources(pipeline, method.components, revision=revision)
+        components = pipeline_sources(pipeline, needed, revision=revision)
     return DetectorConfig(
         method=cfg.method,
         backbone=backbone,
         input_size=cfg.input_size or input_size or defaults.get("input_size", 256),
         mean=tuple(mean),
         std=tuple(std),
-        feature=_merged(defaults.get("feature", {}), cfg.feature),
+        feature=feature,
         components=components,
     )
 

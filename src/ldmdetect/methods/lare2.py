@@ -125,6 +125,13 @@ def latent_factor(sources: dict[str, dict]) -> int:
     return vae_scale_factor(sources["vae"])
 
 
+def _unguided(feature: dict[str, Any]) -> bool:
+    guidance = feature.get("guidance", "lare")
+    if guidance not in ("lare", "none"):
+        raise ValueError(f"lare2: feature guidance must be 'lare' or 'none', not {guidance!r}")
+    return guidance == "none"
+
+
 @register_method
 class LaRE2(Method):
     name = "lare2"
@@ -138,6 +145,9 @@ class LaRE2(Method):
             "feature": {
                 "lare": LareConfig().to_dict(),
                 "prompt_template": DEFAULT_PROMPT_TEMPLATE,
+                # "none" feeds EGRE an all-zero map: the paper's "without LaRE" ablation, an
+                # image-only baseline that needs no generator.
+                "guidance": "lare",
             },
             # The paper's recipe: Adam 1e-4, no weight decay, gradients clipped at 5.
             "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 5.0},
@@ -145,6 +155,9 @@ class LaRE2(Method):
 
     def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return tower_normalization(backbone)
+
+    def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
+        return () if _unguided(feature) else self.components
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return EGRE(
@@ -173,7 +186,9 @@ class LaRE2(Method):
         *,
         device: str | torch.device = "auto",
         components: dict[str, dict] | None = None,
-    ) -> LareFeature:
+    ) -> LareFeature | None:
+        if _unguided(config.feature):
+            return None
         sources = components or config.components
         if not sources:
             raise ValueError("lare2 needs generator components (--pipeline ID_OR_DIR)")
@@ -187,8 +202,15 @@ class LaRE2(Method):
         )
 
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
-        crops, lare = batch["crops"], batch["lare"]
+        crops = batch["crops"]
         b, t = crops.shape[:2]
+        dtype = next(model.parameters()).dtype
+        images = normalize(crops.flatten(0, 1), config, dtype)
+        if "lare" not in batch:  # guidance "none": the ablation without LaRE
+            channels = int(config.feature.get("latent_channels", 4))
+            zeros = images.new_zeros(b * t, channels, 1, 1)
+            return model(images, zeros).view(b, t, -1)
+        lare = batch["lare"]
         factor = int(config.feature.get("latent_factor", 8))
         side = crops.shape[-1] // factor
         maps = []
@@ -196,8 +218,6 @@ class LaRE2(Method):
             for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
                 m = lare[i, :, y // factor : y // factor + side, x // factor : x // factor + side]
                 maps.append(m.flip(-1) if flip else m)
-        dtype = next(model.parameters()).dtype
-        images = normalize(crops.flatten(0, 1), config, dtype)
         out = model(images, torch.stack(maps).to(dtype))
         return out.view(b, t, -1)
 

@@ -126,6 +126,10 @@ class Method(ABC):
         """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...)."""
         return {}
 
+    def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
+        """The generator components these feature settings need (``components`` by default)."""
+        return self.components
+
     def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(mean, std) the backbone expects: timm's pretrained config by default."""
         from ldmdetect.models.classifier import backbone_normalization

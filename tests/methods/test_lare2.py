@@ -1,0 +1,63 @@
+"""lare2's own pieces: crop/map alignment, the unguided ablation."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.io.labeled import read_labeled
+from ldmdetect.methods.lare2 import LareTransform
+
+
+def _image(size: int) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def test_crops_are_slices_of_the_resized_image_at_latent_grid_offsets():
+    transform = LareTransform(lare_size=64, crop=40, factor=8, tries=5, try_seed=3)
+    sample = transform(_image(64))
+    assert sample["crops"].shape == (5, 3, 40, 40)
+    for crop, (y, x) in zip(sample["crops"], sample["offsets"].tolist(), strict=True):
+        assert y % 8 == 0 and x % 8 == 0 and 0 <= y <= 24 and 0 <= x <= 24
+        assert torch.equal(crop, sample["image"][:, y : y + 40, x : x + 40])
+    assert not sample["flips"].any()
+    # one try = the centre, rounded down onto the latent grid
+    assert LareTransform(64, 40, 8)(_image(64))["offsets"].tolist() == [[8, 8]]
+
+
+def test_training_views_flip_the_crop_and_are_seeded():
+    transform = LareTransform(lare_size=64, crop=40, factor=8, train=True)
+    samples = [transform(_image(64), np.random.default_rng(s)) for s in range(20)]
+    assert any(s["flips"][0] for s in samples) and not all(s["flips"][0] for s in samples)
+    for s in samples:
+        (y, x), flip = s["offsets"][0].tolist(), bool(s["flips"][0])
+        view = s["image"][:, y : y + 40, x : x + 40]
+        assert torch.equal(s["crops"][0], view.flip(-1) if flip else view)
+    again = transform(_image(64), np.random.default_rng(7))
+    assert torch.equal(again["crops"], samples[7]["crops"])
+
+
+def test_unguided_ablation_needs_no_generator(aligned_dir, tmp_path):
+    examples = read_labeled([aligned_dir / "real"], [aligned_dir / "reconstructed"])
+    cfg = TrainConfig(
+        method="lare2",
+        backbone="timm:mobilenetv3_small_050",
+        input_size=48,
+        epochs=1,
+        batch_size=8,
+        val_fraction=0.34,
+        device="cpu",
+        feature={"guidance": "none", "lare": {"image_size": 64}},
+    )
+    detector = train_detector([], tmp_path / "d", cfg, examples=examples)
+    assert detector.config.components == {} and detector.features is None
+    with pytest.raises(ValueError, match="guidance"):
+        TrainConfig  # noqa: B018
+        train_detector(
+            [],
+            tmp_path / "e",
+            TrainConfig(**{**cfg.__dict__, "feature": {"guidance": "x"}}),
+            examples=examples,
+        )
