@@ -615,7 +615,7 @@ def synris(
         ),
     ] = "auto",
     batch_size: int = 32,
-    device: Device = "cpu",
+    device: Device = "auto",
     workers: Workers = None,
 ) -> None:
     """SynRIS: pair each fake with its most similar real (reverse image search); pairs.csv."""
