@@ -418,8 +418,10 @@ def extract(
 def evaluate(
     detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
     real: Annotated[list[Path], typer.Option(help="Real images (folder; repeatable).")],
-    fake: Annotated[list[Path], typer.Option(help="One folder per generator (repeatable).")],
     output: Annotated[Path, typer.Option(help="Report directory.")],
+    fake: Annotated[
+        list[Path] | None, typer.Option(help="One folder per generator (repeatable).")
+    ] = None,
     perturb: Annotated[
         list[str] | None,
         typer.Option(
@@ -439,6 +441,10 @@ def evaluate(
     device: Device = "auto",
     workers: Workers = None,
     pipeline: PipelineOverride = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="SynRIS pairs.csv: AUC on the matched reals next to --real's."),
+    ] = None,
 ) -> None:
     """Metrics per generator and averaged; robustness rows; writes metrics.json + report."""
     from ldmdetect.engine.evaluate import evaluate as run_evaluate
@@ -448,7 +454,7 @@ def evaluate(
     evaluation = run_evaluate(
         model,
         real,
-        fake,
+        fake or [],
         perturbations=perturb or [],
         format_control=format_control,
         tries=tries or [1],
@@ -457,9 +463,16 @@ def evaluate(
         output=output,
         settings={"detector": detector},
         progress=True,
+        pairs=pairs,
     )
     rows = dict(evaluation.result["generators"]) | {"mean": evaluation.result["mean"]}
     typer.echo(markdown_table(rows))
+    if evaluation.result["synris"]:
+        section = evaluation.result["synris"]
+        typer.echo(
+            f"SynRIS: AUC {section['matched']['auc']:.4f} on matched reals vs. "
+            f"{section['unmatched']['auc']:.4f} on --real (gap {section['auc_gap']:+.4f})"
+        )
     for path, reason in evaluation.result["errors"].items():
         typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"report: {evaluation.files.get('report')}")
@@ -586,6 +599,69 @@ def serve(
     app_ = create_app(loaded, fpr=fpr, token=token, detector_id=detector)
     typer.echo(f"serving {detector} on http://{host}:{port} (page at /, API docs at /docs)")
     run_server(app_, host=host, port=port)
+
+
+@app.command()
+@_user_errors
+def synris(
+    output: Annotated[Path, typer.Option(help="Folder for pairs.csv, the sheet and the index.")],
+    fake: Annotated[
+        list[Path] | None, typer.Option(help="Generated images: folder or file (repeatable).")
+    ] = None,
+    real_pool: Annotated[
+        list[Path] | None,
+        typer.Option(help="Real images to search: folder or file (repeatable)."),
+    ] = None,
+    pairs_jsonl: Annotated[
+        Path | None,
+        typer.Option(help='Given pairs, {"fake": path, "real": path} per line (no download).'),
+    ] = None,
+    allow_reuse: Annotated[
+        bool, typer.Option(help="Let several fakes share one real (default: each real once).")
+    ] = False,
+    embedder: Annotated[
+        str,
+        typer.Option(
+            help="auto (CLIP ViT-B/32, offline EfficientNet-Lite0), openclip:NAME[/TAG] "
+            "or timm:NAME."
+        ),
+    ] = "auto",
+    batch_size: int = 32,
+    device: Device = "auto",
+    workers: Workers = None,
+) -> None:
+    """SynRIS: pair each fake with its most similar real (reverse image search); pairs.csv."""
+    from ldmdetect.engine.synris import SynRISConfig, run_synris
+    from ldmdetect.features.embeddings import EmbedderUnavailable
+
+    config = SynRISConfig(
+        embedder=embedder,
+        allow_reuse=allow_reuse,
+        batch_size=batch_size,
+        num_workers=_workers(workers),
+        device=device,
+    )
+    try:
+        result = run_synris(
+            output,
+            fake=fake or [],
+            real_pool=real_pool or [],
+            pairs_jsonl=pairs_jsonl,
+            config=config,
+        )
+    except (EmbedderUnavailable, ImportError) as err:
+        raise _fail(str(err)) from None
+    summary = result.summary
+    if summary["embedder"].get("note"):
+        typer.secho(summary["embedder"]["note"], fg=typer.colors.YELLOW, err=True)
+    for reason, count in result.skipped.items():
+        typer.secho(f"skipped {count} pair(s): {reason}", fg=typer.colors.YELLOW, err=True)
+    _finish(
+        result.errors,
+        f"{summary['n_pairs']} pairs ({summary['n_distinct_reals']} distinct reals, mean "
+        f"similarity {summary['similarity_mean']:.4f}, embedder {summary['embedder']['name']}) "
+        f"-> {result.files['pairs']}",
+    )
 
 
 if __name__ == "__main__":

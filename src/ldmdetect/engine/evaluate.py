@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 from collections import Counter
@@ -12,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ldmdetect.detector import Detector
-from ldmdetect.engine.metrics import compute_metrics, generator_intervals, mean_metrics
+from ldmdetect.engine.metrics import (
+    bootstrap_intervals,
+    compute_metrics,
+    generator_intervals,
+    mean_metrics,
+)
 from ldmdetect.engine.report import write_report
 from ldmdetect.engine.scan import score_files
 from ldmdetect.io.datasets import find_images
@@ -62,6 +69,7 @@ def evaluate(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    pairs: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Score reals and each generator's fakes under every condition; optionally write a report.
 
@@ -73,12 +81,27 @@ def evaluate(
     Every condition carries ``intervals``: ``confidence`` percentile bootstrap intervals for
     AUC and each TPR@FPR, per generator and for the mean, from ``n_boot`` stratified resamples
     (reals and fakes drawn separately) seeded by ``seed``; ``n_boot=0`` leaves them out (None).
+
+    ``pairs``: a SynRIS ``pairs.csv`` (``ldmdetect synris``). The result then has a
+    ``"synris"`` section: the paired fakes against their matched reals next to the same fakes
+    against ``real``, so the share of the score that came from telling themes apart shows as
+    the gap. ``fakes`` may then be empty; the paired fakes are the generator
+    ``"synris fakes"``.
     """
     real_paths = find_images(real)
     if isinstance(fakes, Mapping):
         fake_sets = {name: find_images(paths) for name, paths in fakes.items()}
     else:
         fake_sets = generator_sets(fakes)
+    pair_list = None
+    if pairs is not None:
+        from ldmdetect.engine.synris import read_pairs_csv
+
+        pair_list = read_pairs_csv(pairs)
+        if not fake_sets:
+            fake_sets = {SYNRIS_GENERATOR: [Path(p) for p in _unique(q.fake for q in pair_list)]}
+    if not fake_sets:
+        raise ValueError("no fake images: give fake folders or SynRIS pairs")
     if not real_paths:
         raise ValueError("no real images found in " + ", ".join(map(str, real)))
     for name, paths in fake_sets.items():
@@ -91,6 +114,9 @@ def evaluate(
         raise ValueError(f"n_boot must be >= 0 (0 = no intervals), got {n_boot}")
     perturbs = [p if isinstance(p, Perturbation) else parse_perturbation(p) for p in perturbations]
     errors: dict[str, str] = {}
+    # Clean headline scores by absolute path (NaN = failed), so the SynRIS section does not
+    # score an image twice.
+    clean: dict[str, float] = {}
 
     def run(perturbation: Perturbation | None, n_tries: int):
         label = f"{perturbation or 'clean'}, {n_tries}-try"
@@ -131,7 +157,55 @@ def evaluate(
             desc=desc,
         )
         errors.update(errs)
+        if perturbation is None and n_tries == tries[0]:
+            clean.update(zip((os.path.abspath(p) for p in paths), scores.tolist(), strict=True))
         return scores[~np.isnan(scores)]
+
+    def synris_section(pair_list):
+        fake_files = _unique(os.path.abspath(p.fake) for p in pair_list)
+        real_files = _unique(os.path.abspath(p.real) for p in pair_list)
+        todo = [p for p in _unique([*fake_files, *real_files]) if p not in clean]
+        if todo:
+            _score(todo, None, tries[0], "SynRIS pairs")
+        fake = np.array([clean[p] for p in fake_files])
+        matched = np.array([clean[p] for p in real_files])
+        fake, matched = fake[~np.isnan(fake)], matched[~np.isnan(matched)]
+        if fake.size == 0 or matched.size == 0:
+            raise ValueError(f"{pairs}: no paired fake or matched real could be scored")
+        both = [(clean[os.path.abspath(p.fake)], clean[os.path.abspath(p.real)]) for p in pair_list]
+        both = np.array([b for b in both if not np.isnan(b).any()]).reshape(-1, 2)
+        section = {
+            "pairs": str(pairs),
+            "n_pairs": len(pair_list),
+            "n_matched_reals": int(matched.size),
+            "matched": _metrics(matched, fake),
+            "unmatched": _metrics(real_scores, fake),
+            "intervals": None,
+            # Share of pairs where the fake outscores its own matched real (ties count half).
+            "pair_win_rate": float(
+                np.mean((both[:, 0] > both[:, 1]) + 0.5 * (both[:, 0] == both[:, 1]))
+            )
+            if both.size
+            else None,
+            "similarity_mean": float(np.nanmean([p.similarity for p in pair_list])),
+        }
+        section["auc_gap"] = section["unmatched"]["auc"] - section["matched"]["auc"]
+        if n_boot:
+            section["intervals"] = {
+                name: bootstrap_intervals(
+                    np.r_[np.zeros(reals.size), np.ones(fake.size)],
+                    np.r_[reals, fake],
+                    n_boot=n_boot,
+                    level=confidence,
+                    seed=seed,
+                )
+                for name, reals in (("matched", matched), ("unmatched", real_scores))
+            }
+        summary = Path(pairs).parent / "synris.json"
+        if summary.is_file():
+            with contextlib.suppress(ValueError):
+                section["embedder"] = json.loads(summary.read_text()).get("embedder")
+        return section
 
     headline, real_scores, gen_scores = run(None, tries[0])
     by_tries = {str(tries[0]): headline}
@@ -142,6 +216,7 @@ def evaluate(
     if format_control is not None:
         control = run(parse_perturbation(f"jpeg:{format_control}"), tries[0])[0]
         control["quality"] = format_control
+    synris = synris_section(pair_list) if pair_list is not None else None
 
     formats = {"real": _formats(real_paths)} | {n: _formats(p) for n, p in fake_sets.items()}
     result = {
@@ -156,6 +231,7 @@ def evaluate(
             "fakes": {name: len(paths) for name, paths in fake_sets.items()},
             "perturbations": [str(p) for p in perturbs],
             "format_control_quality": format_control,
+            "pairs": None if pairs is None else str(pairs),
             "bootstrap": {
                 "n_boot": n_boot,
                 "confidence": confidence,
@@ -171,6 +247,7 @@ def evaluate(
         "tries": by_tries,
         "robustness": robustness,
         "format_control": control,
+        "synris": synris,
         "errors": errors,
     }
     scores = {"real": real_scores, "generators": gen_scores}
@@ -178,6 +255,14 @@ def evaluate(
     if output is not None:
         evaluation.files = write_report(result, scores, output)
     return evaluation
+
+
+SYNRIS_GENERATOR = "synris fakes"
+
+
+def _unique(items) -> list:
+    """Items in first-seen order without repeats."""
+    return list(dict.fromkeys(items))
 
 
 def _metrics(real_scores: np.ndarray, fake_scores: np.ndarray) -> dict[str, float]:

@@ -7,7 +7,8 @@ The result mapping (what metrics.json holds)::
      "mean": mean_metrics(generators),
      "intervals": generator_intervals(...) or None,               # optional, per condition too
      "robustness": {spec: {"generators": {...}, "mean": {...}, "intervals": ...}},  # may be empty
-     "format_control": {"generators": {...}, "mean": {...}, "intervals": ...} or None}
+     "format_control": {"generators": {...}, "mean": {...}, "intervals": ...} or None,
+     "synris": {"matched": {...}, "unmatched": {...}, "intervals": ..., ...} or None}
 
 Where a condition has intervals, a table cell reads "0.9210 [0.8800, 0.9600]".
 
@@ -203,6 +204,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         )
         parts.append(_group_table(control, "generator"))
 
+    if result.get("synris"):
+        parts.append(_synris_text(result["synris"], columns))
+
     parts.append("## Notes\n")
     parts.append(THRESHOLD_NOTE + "\n")
     if result.get("intervals"):
@@ -227,6 +231,35 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         parts.append("".join(f"- `{path}`: {reason}\n" for path, reason in errors.items()))
     parts.extend(_small_sample_notes(result["mean"]))
     return "\n".join(parts)
+
+
+def _synris_text(synris: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """The SynRIS section: the paired fakes against their matched reals, then against the
+    unmatched real set; a high AUC that drops on matched reals came from telling themes apart."""
+    rows = {"SynRIS-matched reals": synris["matched"], "unmatched reals": synris["unmatched"]}
+    found = synris.get("intervals")
+    intervals = (
+        {"SynRIS-matched reals": found["matched"], "unmatched reals": found["unmatched"]}
+        if found
+        else None
+    )
+    embedder = synris.get("embedder") or {}
+    lines = [
+        "## SynRIS (paired fakes vs. matched reals)\n",
+        f"{synris['n_pairs']} pairs from `{synris['pairs']}`, {synris['n_matched_reals']} "
+        "distinct matched reals scored"
+        + (f", matched with `{embedder.get('name')}`" if embedder.get("name") else "")
+        + f" (mean cosine similarity {synris['similarity_mean']:.4f}). Same fakes in both rows.\n",
+        markdown_table(rows, columns, label="real set", intervals=intervals),
+        f"AUC gap (unmatched - matched): {synris['auc_gap']:+.4f}.",
+    ]
+    if synris.get("pair_win_rate") is not None:
+        lines[-1] += (
+            f" Pair win rate (fake scored above its own matched real, ties half): "
+            f"{synris['pair_win_rate']:.4f}."
+        )
+    lines[-1] += "\n"
+    return "\n".join(lines)
 
 
 def _split_scores(scores: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
