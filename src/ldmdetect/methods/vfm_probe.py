@@ -112,8 +112,10 @@ def fit_linear_probe(
     if len(set(y.tolist())) < 2:
         raise ValueError("a probe needs training images of both classes (real and generated)")
     mean = x.mean(axis=0)
+    # Dimensions that barely vary (dead ReLU channels) carry only float noise, which
+    # standardising would blow up: their scale is floored at a millionth of the widest one.
     std = x.std(axis=0)
-    std[std < 1e-12] = 1.0
+    std = np.maximum(std, 1e-6 * max(float(std.max()), 1e-12))
     classifier = LogisticRegression(C=c, max_iter=5000, random_state=seed)
     classifier.fit((x - mean) / std, y)
     weight = classifier.coef_[0] / std
