@@ -81,7 +81,7 @@ def test_evidence_map_covers_the_image_and_only_aeroblade_has_one(both, reals, d
     image = load_image(reals[0]).resize((45, 40))
     evidence = both.evidence_map(image)
     assert evidence.shape == (40, 45)
-    assert ((0 <= evidence) & (evidence <= 1)).all() and evidence.max() > 0
+    assert ((evidence >= 0) & (evidence <= 1)).all() and evidence.max() > 0
     (e,) = explain(both, image)
     left, top, right, bottom = e.box
     assert left % 8 == 0 and top % 8 == 0 and (right - left, bottom - top) == (SIZE, SIZE)
