@@ -382,11 +382,18 @@ def train(
 def extract(
     sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
     output: Annotated[Path, typer.Option(help="Feature cache directory (resumable).")],
-    pipeline: Annotated[str, typer.Option(help="SD-format pipeline: hub id or directory.")],
     method: Annotated[str, typer.Option(help="Method whose features to cache, e.g. lare2.")],
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="SD-format pipeline (hub id or directory), for generator features."),
+    ] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")] = None,
     feature: FeatureOptions = None,
     prompt_template: PromptTemplate = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="vfm-probe: the foundation model (default: the method's).")
+    ] = None,
+    input_size: Annotated[int | None, typer.Option(help="Default: the method's.")] = None,
     batch_size: int = 8,
     device: Device = "auto",
     workers: Workers = None,
@@ -401,6 +408,8 @@ def extract(
         pipeline=pipeline,
         revision=revision,
         feature=_feature_settings(feature, prompt_template),
+        backbone=backbone,
+        input_size=input_size,
         batch_size=batch_size,
         device=device,
         num_workers=_workers(workers),

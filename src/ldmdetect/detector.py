@@ -186,6 +186,28 @@ class Detector:
         ]
         return self.score_prepared(prepared, batch_size)
 
+    @property
+    def evidence_map(self):
+        """``evidence_map(image) -> (H, W)`` array in [0, 1] (1 = most evidence of
+        generation) over the image, for methods with an evidence hook (``aeroblade``).
+
+        The attribute is absent for methods without one, so callers (the HTTP service) can
+        test ``getattr(detector, "evidence_map", None)``.
+        """
+        if not self.method.has_evidence:
+            raise AttributeError(f"method {self.method.name!r} has no evidence map")
+        return self._evidence_map
+
+    @torch.inference_mode()
+    def _evidence_map(self, image: ImageInput) -> np.ndarray:
+        pil = _as_pil(image)
+        sample = self.prepare(pil, tries=1)
+        batch = batch_to(self.method.collate([sample]), self.device)
+        if self.features is not None:
+            batch = self.features.add_to(batch, self.feature_cache, device=self.device)
+        view = self.method.evidence(self.model, batch, self.config)[0].float().cpu()
+        return _place(view, sample.get("box"), pil.width, pil.height)
+
     def label(self, scores: np.ndarray, fpr: float | None = None) -> np.ndarray:
         """Boolean "generated" decisions at the threshold calibrated for ``fpr``."""
         _, threshold = self.config.threshold(fpr)
@@ -196,6 +218,24 @@ def _views(sample: Sample) -> int:
     """Views per image: the leading dim of the sample's per-view tensors (crops)."""
     crops = sample.get("crops")
     return int(crops.shape[0]) if isinstance(crops, torch.Tensor) else 1
+
+
+def _place(view: torch.Tensor, box: torch.Tensor | None, width: int, height: int) -> np.ndarray:
+    """A view's (h, w) map -> an image-sized (height, width) map: pasted at the view's box
+    (0 outside it), or resized to the image when the view is the whole (resized) image."""
+    left, top, right, bottom = (int(v) for v in box) if box is not None else (0, 0, 0, 0)
+    if box is None or right > width or bottom > height:
+        resized = torch.nn.functional.interpolate(
+            view[None, None], size=(height, width), mode="bilinear", align_corners=False
+        )
+        return resized[0, 0].clamp(0, 1).numpy()
+    if view.shape != (bottom - top, right - left):
+        view = torch.nn.functional.interpolate(
+            view[None, None], size=(bottom - top, right - left), mode="bilinear"
+        )[0, 0]
+    out = np.zeros((height, width), dtype=np.float32)
+    out[top:bottom, left:right] = view.clamp(0, 1).numpy()
+    return out
 
 
 def _as_pil(image: ImageInput) -> Image.Image:

@@ -76,6 +76,10 @@ class DemoConfig:
     lare_train_crops_per_image: int = 5
     lare_train_generated: int = 48
     lare_epochs: int = 6
+    # vfm-probe (not in the default set): a probe on a frozen ImageNet network whose weights
+    # ship offline, trained on the same real-vs-generated images as lare2.
+    vfm_backbone: str = "timm:tf_efficientnet_lite0"
+    vfm_input_size: int = 128
     seed: int = 0
     num_workers: int = 0
     # The demo's models are small, so intra-op thread sync costs more than it saves, and far
@@ -311,13 +315,11 @@ def write_crops(photos: list[Path], output: Path, size: int, per_image: int, see
     return output
 
 
-def _train_lare2(run: _Run, output: Path) -> None:
+def _real_vs_generated(run: _Run) -> Path:
+    """Real crops of the training photos and images the generator made from their captions
+    (``real/``, ``generated/``), written once and shared by the recipes that train on them."""
     cfg = run.cfg
     data = run.out / "data" / "lare2-train"
-    run.log(
-        f"[4/6] train 'lare2' ({cfg.lare_backbone}, LaRE t={cfg.lare_timestep} x{cfg.lare_ensemble}"
-        f" from the generator) on real crops vs. images generated from training captions"
-    )
     write_crops(
         run.splits["train"], data / "real", cfg.eval_size, cfg.lare_train_crops_per_image, cfg.seed
     )
@@ -332,6 +334,16 @@ def _train_lare2(run: _Run, output: Path) -> None:
         steps=cfg.generation_steps,
         guidance_scale=cfg.guidance_scale,
     )
+    return data
+
+
+def _train_lare2(run: _Run, output: Path) -> None:
+    cfg = run.cfg
+    run.log(
+        f"[4/6] train 'lare2' ({cfg.lare_backbone}, LaRE t={cfg.lare_timestep} x{cfg.lare_ensemble}"
+        f" from the generator) on real crops vs. images generated from training captions"
+    )
+    data = _real_vs_generated(run)
     train_detector(
         [],
         output,
@@ -361,8 +373,71 @@ def _train_lare2(run: _Run, output: Path) -> None:
     )
 
 
+def _train_aeroblade(run: _Run, output: Path) -> None:
+    """Training-free: thresholds calibrated on real crops of the training photos, with the
+    generator's own autoencoder, whole eval-size images as the view."""
+    from ldmdetect.generative.components import pipeline_sources, vae_scale_factor
+
+    cfg = run.cfg
+    run.log("[4/6] calibrate 'aeroblade' (LPIPS layer 2 to the generator's autoencoder) on reals")
+    real = write_crops(
+        run.splits["train"],
+        run.out / "data" / "lare2-train" / "real",
+        cfg.eval_size,
+        cfg.lare_train_crops_per_image,
+        cfg.seed,
+    )
+    grid = vae_scale_factor(pipeline_sources(run.pipeline, ["vae"])["vae"])
+    train_detector(
+        [],
+        output,
+        TrainConfig(
+            method="aeroblade",
+            input_size=cfg.eval_size,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            device="cpu",
+            feature={"aeroblade": {"autoencoders": [run.pipeline], "grid": grid}},
+        ),
+        examples=read_labeled([real], []),
+        progress=run.progress,
+    )
+
+
+def _train_vfm_probe(run: _Run, output: Path) -> None:
+    cfg = run.cfg
+    run.log(
+        f"[4/6] fit 'vfm-probe' (logistic regression on frozen {cfg.vfm_backbone}) on real "
+        "crops vs. images generated from training captions"
+    )
+    data = _real_vs_generated(run)
+    train_detector(
+        [],
+        output,
+        TrainConfig(
+            method="vfm-probe",
+            backbone=cfg.vfm_backbone,
+            input_size=cfg.vfm_input_size,
+            batch_size=cfg.batch_size,
+            val_fraction=0.2,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            device="cpu",
+        ),
+        examples=read_labeled([data / "real"], [data / "generated"]),
+        feature_cache=run.out / "features" / "vfm-probe-train",
+        progress=run.progress,
+    )
+
+
 # How the demo trains each method; a method joins the demo by adding its recipe here.
-RECIPES: dict[str, Callable[[_Run, Path], None]] = {"ae": _train_ae, "lare2": _train_lare2}
+RECIPES: dict[str, Callable[[_Run, Path], None]] = {
+    "ae": _train_ae,
+    "lare2": _train_lare2,
+    "aeroblade": _train_aeroblade,
+    "vfm-probe": _train_vfm_probe,
+}
 TRAIN_SEED_OFFSET = 50_000  # training generations: far from the test seeds (SEED_OFFSET)
 
 

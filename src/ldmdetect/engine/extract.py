@@ -40,9 +40,11 @@ def extract_features(
     sources: Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
-    pipeline: str | os.PathLike,
+    pipeline: str | os.PathLike | None = None,
     revision: str | None = None,
     feature: dict[str, Any] | None = None,
+    backbone: str | None = None,
+    input_size: int | None = None,
     batch_size: int = 8,
     device: str = "auto",
     num_workers: int = 0,
@@ -50,20 +52,24 @@ def extract_features(
 ) -> ExtractSummary:
     """Features of every image in ``sources`` (folders or CSV manifests) into ``output``.
 
+    ``pipeline`` is needed by methods whose features come from a generator's components
+    (``lare2``); ``backbone`` and ``input_size`` matter to the others (a foundation model's
+    embedding), and must match the detector's that will read the cache.
     Bad files are reported in the summary and skipped; the rest are cached.
     """
+    from ldmdetect.engine.train import build
+
     method = methods.get(method_name)
-    if not method.components:
-        raise ValueError(f"method {method_name!r} has no generator features to extract")
-    config = make_config(
-        TrainConfig(method=method_name, feature=dict(feature or {})),
-        method,
-        pipeline=pipeline,
-        revision=revision,
+    cfg = TrainConfig(
+        method=method_name, feature=dict(feature or {}), backbone=backbone, input_size=input_size
     )
+    if method.components:
+        config = make_config(cfg, method, pipeline=pipeline, revision=revision)
+    else:  # the config (backbone, weights source) comes from building the method
+        _, config, _ = build(cfg)
     step = method.build_features(config, device=resolve_device(device))
     if step is None:
-        raise ValueError(f"method {method_name!r} computes no generator features with {feature}")
+        raise ValueError(f"method {method_name!r} has no features to extract with {feature}")
     paths = [p for source in sources for p in resolve_sources(source)]
     summary = ExtractSummary(Path(output), images=len(paths))
     prepare = PrepareFile(method.prepare(config))

@@ -1,7 +1,8 @@
 """Train (or calibrate) any registered method and save it as a detector directory.
 
 Three verbs, as in scikit-learn: :func:`build` makes the config and a fresh model, :func:`fit`
-runs the training loop, :func:`calibrate` sets the thresholds on held-out real images.
+runs the training loop (or :func:`fit_on_features`, for methods fitted in closed form on cached
+features such as a linear probe), :func:`calibrate` sets the thresholds on held-out real images.
 :func:`train_detector` chains them for both kinds of training data:
 
 - aligned pairs (``ldmdetect reconstruct``): both members of a pair go into the same batch with
@@ -44,7 +45,15 @@ from ldmdetect.io.images import ImageDecodeError, load_image
 from ldmdetect.io.labeled import Example
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, PrepareImage, batch_to
 
-__all__ = ["AugmentConfig", "TrainConfig", "build", "calibrate", "fit", "train_detector"]
+__all__ = [
+    "AugmentConfig",
+    "TrainConfig",
+    "build",
+    "calibrate",
+    "fit",
+    "fit_on_features",
+    "train_detector",
+]
 
 
 @dataclass
@@ -244,8 +253,10 @@ def build(
     method = methods.get(cfg.method)
     config = make_config(cfg, method, input_size=input_size, pipeline=pipeline, revision=revision)
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone
-    model = method.build_model(config, pretrained=cfg.pretrained)
-    config.weights_source = str(getattr(model, "weights_source", _weights_source(cfg.pretrained)))
+    # Methods on frozen networks (LPIPS, a foundation model) default to pretrained weights.
+    pretrained = cfg.pretrained or method.defaults().get("pretrained", False)
+    model = method.build_model(config, pretrained=pretrained)
+    config.weights_source = str(getattr(model, "weights_source", _weights_source(pretrained)))
     return method, config, model
 
 
@@ -418,6 +429,61 @@ def fit(
     return accelerator.unwrap_model(model).float().cpu().eval(), history, last_val
 
 
+@torch.no_grad()
+def fit_on_features(
+    method: Method,
+    config: DetectorConfig,
+    model: nn.Module,
+    train_set: PairDataset | ExampleDataset,
+    val_loader: DataLoader | None,
+    cfg: TrainConfig,
+    *,
+    features: FeatureStep | None = None,
+    cache: FeatureCache | None = None,
+    skipped_files: dict[str, str] | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, list[dict], tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`fit` for methods fitted in closed form (``Method.fit_features``): one pass of
+    the feature step over the training set (through ``cache``), then the method's fit, then
+    the validation scores. Same returns as :func:`fit`; the history has one entry."""
+    if features is None:
+        raise ValueError(f"method {method.name!r} fits on features but has no feature step")
+    device = torch.device("cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    collected: dict[str, list[torch.Tensor]] = {key: [] for key in features.keys}
+    labels: list[torch.Tensor] = []
+    loader = _loader(train_set, method, cfg, shuffle=False)
+    for batch, y, skipped in tqdm(loader, desc="features", disable=not progress, unit="batch"):
+        _note(skipped, skipped_files)
+        if batch is None:
+            continue
+        batch = _with_features(batch, features, cache, device)
+        for key in features.keys:
+            collected[key].append(batch[key].cpu())
+        labels.append(y)
+    if not labels:
+        raise ValueError("no training image could be decoded")
+    stacked = {key: torch.cat(values) for key, values in collected.items()}
+    model = model.cpu()
+    entry = {"epoch": 1, **method.fit_features(model, stacked, torch.cat(labels), config)}
+    last_val = None
+    if val_loader is not None:
+        s, y, val_loss = score_loader(
+            method,
+            model.to(device),
+            config,
+            val_loader,
+            device,
+            features=features,
+            cache=cache,
+            skipped_files=skipped_files,
+        )
+        last_val = (s, y)
+        entry.update(
+            val_loss=val_loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean())
+        )
+    return model.float().cpu().eval(), [entry], last_val
+
+
 # ---------------------------------------------------------------------------------- calibrate
 
 
@@ -495,7 +561,8 @@ def train_detector(
                 if train_pairs
                 else ExampleDataset(train_ex, train_prepare, cfg.seed)
             )
-            model, history, last_val = fit(
+            fitter = fit_on_features if method.fits_features else fit
+            model, history, last_val = fitter(
                 method,
                 det_config,
                 model,

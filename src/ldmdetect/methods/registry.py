@@ -15,7 +15,9 @@ and feature extraction are written once for all of them:
    one logit and a sigmoid or two classes and a softmax is the method's to say.
 
 Plus whether the method ``trains`` (or only calibrates thresholds on real images), its default
-config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``. Training
+config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``. Two optional
+hooks: :meth:`Method.evidence` (maps a person can look at) and :meth:`Method.fit_features`
+(closed-form fitting on cached features, e.g. a logistic-regression probe). Training
 data is either aligned pairs (a real image and its reconstruction, augmented identically by
 replaying one random stream) or labelled images; both reach the method through ``transform``.
 """
@@ -184,6 +186,33 @@ class Method(ABC):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Training loss of one view per image: logits (B, ...) against labels (B,) in {0, 1}."""
         return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+    # Optional hooks. A method overrides them only when it has what they ask for.
+
+    def evidence(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        """Evidence maps (B, H, W) in [0, 1] over each image's first view (1 = most evidence
+        that the image was generated), for a person to look at next to the score."""
+        raise NotImplementedError(f"method {self.name!r} has no evidence map")
+
+    @property
+    def has_evidence(self) -> bool:
+        return type(self).evidence is not Method.evidence
+
+    def fit_features(
+        self,
+        model: nn.Module,
+        features: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        config: DetectorConfig,
+    ) -> dict[str, Any]:
+        """Fit ``model`` in closed form on the feature step's outputs over the training set
+        ({key: (N, ...)}, labels (N,) in {0, 1}) instead of the gradient loop (a linear probe
+        on frozen features); returns a summary for the training history."""
+        raise NotImplementedError(f"method {self.name!r} trains with the gradient loop")
+
+    @property
+    def fits_features(self) -> bool:
+        return type(self).fit_features is not Method.fit_features
 
 
 def collate_samples(samples: Sequence[Sample]) -> Batch:

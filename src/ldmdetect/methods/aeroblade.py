@@ -1,0 +1,277 @@
+"""AEROBLADE (Ricker et al., CVPR 2024): training-free detection by autoencoder reconstruction.
+
+Path of one image:
+1. transform (CPU): one ``input_size`` view (default 512, the paper's image size) at native
+   resolution, its offset a multiple of the autoencoders' latent cell (``grid``, 8), so the
+   view keeps a generated image's alignment with the decoder's grid;
+2. feature step (device): the view through every autoencoder in the list (SD1, SD2 and
+   Kandinsky 2.1's MoVQ by default), stored as 8-bit images like the official code's PNGs
+   (``features.aeroblade``), cached by image id;
+3. model: LPIPS (VGG16, the second layer by default; ``models.lpips``) between the view and
+   each reconstruction, averaged over the layer's grid. The distance to the closest
+   autoencoder is the evidence: a generated image is reconstructed well by its own.
+
+Score = minus that distance, so higher means "more likely generated", as for every method; it
+is not a probability (``probabilistic = False``), so only the FPR-calibrated thresholds exist.
+Nothing is trained: ``ldmdetect train --method aeroblade --real DIR`` calibrates them on real
+images. The LPIPS network (about 1 MB for layer 2) is the detector's ``model.safetensors``,
+so a detector scores the same wherever it is loaded.
+
+Per image, :func:`explain` gives the distance to every autoencoder, the closest one
+(attribution: which generator family reconstructs it best) and the LPIPS map of that
+autoencoder (where the image is reconstructed well); ``Detector.evidence_map`` shows the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ldmdetect.config import IMAGENET_MEAN, IMAGENET_STD, DetectorConfig
+from ldmdetect.features.aeroblade import (
+    DEFAULT_AUTOENCODERS,
+    autoencoder_name,
+    autoencoder_source,
+    load_autoencoders,
+    reconstructions,
+)
+from ldmdetect.io.crops import ensure_min_size
+from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
+from ldmdetect.models.lpips import LPIPSMap, lpips_distance, lpips_map
+
+
+@dataclass(frozen=True)
+class AerobladeConfig:
+    """``config.feature["aeroblade"]``: what changes the score."""
+
+    #: hub ids or directories (pipelines or autoencoder folders), or source dicts
+    autoencoders: tuple[Any, ...] = DEFAULT_AUTOENCODERS
+    #: LPIPS VGG layer: 1..5 (relu1_2 .. relu5_3) or 0 for the sum of all (original LPIPS)
+    layer: int = 2
+    #: view offsets are multiples of this (the latent cell of the autoencoders)
+    grid: int = 8
+    #: seeds the posterior samples (with each image's id)
+    seed: int = 1
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig) -> AerobladeConfig:
+        settings = dict(config.feature.get("aeroblade", {}))
+        if "autoencoders" in settings:
+            settings["autoencoders"] = tuple(settings["autoencoders"])
+        return cls(**settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "autoencoders": list(self.autoencoders),
+            "layer": self.layer,
+            "grid": self.grid,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class AerobladeTransform:
+    """Image -> one uint8 view (1, 3, S, S) at a grid-aligned offset near the center, and its
+    box (left, top, right, bottom). Deterministic: N tries give the same view, since the
+    score is not learnt and so has nothing to average over augmentations."""
+
+    size: int
+    grid: int = 8
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
+        image = ensure_min_size(image, self.size)
+        left = (image.width - self.size) // 2 // self.grid * self.grid
+        top = (image.height - self.size) // 2 // self.grid * self.grid
+        box = (left, top, left + self.size, top + self.size)
+        return {"crops": pil_to_uint8(image.crop(box))[None], "box": torch.tensor(box)}
+
+
+class AerobladeFeature(FeatureStep):
+    """Every autoencoder's reconstruction of the view: uint8 (K, 3, S, S) per image. The
+    autoencoders load on the first miss, so a complete feature cache never loads them."""
+
+    keys = ("reconstructions",)
+
+    def __init__(
+        self, sources: list[dict[str, Any]], config: AerobladeConfig, *, device, size: int
+    ) -> None:
+        self.sources, self.config, self.device, self.size = sources, config, device, size
+        self._autoencoders = None
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "feature": "aeroblade-reconstructions",
+            "autoencoders": self.sources,
+            "seed": self.config.seed,
+            "grid": self.config.grid,
+            "input_size": self.size,
+        }
+
+    @property
+    def autoencoders(self):
+        if self._autoencoders is None:
+            self._autoencoders = load_autoencoders(self.sources, device=torch.device(self.device))
+        return self._autoencoders
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        views = batch["crops"][:, 0]
+        return {
+            "reconstructions": reconstructions(
+                self.autoencoders, views, batch["id"], seed=self.config.seed
+            )
+        }
+
+
+def resolve_autoencoders(entries) -> list[dict[str, Any]]:
+    """The autoencoder list as exact source dicts (what a detector config records)."""
+    if not entries:
+        raise ValueError("aeroblade needs at least one autoencoder (aeroblade.autoencoders)")
+    return [autoencoder_source(entry).to_dict() for entry in entries]
+
+
+@register_method
+class Aeroblade(Method):
+    name = "aeroblade"
+    summary = "AEROBLADE: LPIPS to the closest LDM-autoencoder reconstruction, training-free"
+    trains = False
+    probabilistic = False
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            "backbone": "lpips-vgg16",
+            "input_size": 512,
+            "pretrained": True,  # the LPIPS trunk's ImageNet weights, where reachable
+            "feature": {"aeroblade": AerobladeConfig().to_dict()},
+        }
+
+    def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return IMAGENET_MEAN, IMAGENET_STD  # recorded only: LPIPS scales its own input
+
+    def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
+        return LPIPSMap(AerobladeConfig.from_config(config).layer, pretrained=bool(pretrained))
+
+    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+        grid = AerobladeConfig.from_config(config).grid
+        if config.input_size % grid:
+            raise ValueError(
+                f"aeroblade's input size {config.input_size} must be a multiple of its grid "
+                f"({grid}), so that every autoencoder sees whole latent cells"
+            )
+        return AerobladeTransform(config.input_size, grid)
+
+    def build_features(
+        self,
+        config: DetectorConfig,
+        *,
+        device: str | torch.device = "auto",
+        components: dict[str, dict] | None = None,
+    ) -> AerobladeFeature:
+        settings = AerobladeConfig.from_config(config)
+        # ``components`` (e.g. local copies) replaces the recorded list, in order.
+        sources = resolve_autoencoders(
+            list(components.values()) if components else settings.autoencoders
+        )
+        if not components:  # the config records the exact sources it was calibrated with
+            config.feature.setdefault("aeroblade", {})["autoencoders"] = sources
+        return AerobladeFeature(sources, settings, device=device, size=config.input_size)
+
+    def distances(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """LPIPS distance of each image's view to each reconstruction: (B, K)."""
+        views = batch["crops"][:, 0].float() / 255
+        recon = batch["reconstructions"].float() / 255
+        return lpips_distance(model(views, recon))
+
+    def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        return -self.distances(model, batch).min(dim=1).values[:, None]
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float()  # the score itself: -distance, not a probability
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.full((), float("nan"))  # nothing is trained
+
+    def maps(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distances (B, K), LPIPS map of the closest autoencoder at the view's size
+        (B, S, S))."""
+        views = batch["crops"][:, 0].float() / 255
+        recon = batch["reconstructions"].float() / 255
+        layer_maps = model(views, recon)
+        distances = lpips_distance(layer_maps)
+        best = distances.argmin(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        chosen = [m[rows, best] for m in layer_maps]
+        return distances, lpips_map(chosen, tuple(views.shape[-2:]))
+
+    def evidence(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        """1 where the closest autoencoder reconstructs the image perfectly, 0.5 at the mean
+        distance of the loosest calibrated threshold, 0 at twice it or more."""
+        _, distance_map = self.maps(model, batch)
+        reference = _reference_distance(config)
+        if reference is None:  # uncalibrated: relative to the image's own largest distance
+            peak = distance_map.flatten(1).amax(dim=1).clamp_min(1e-12)
+            return 1 - distance_map / peak[:, None, None]
+        return (1 - distance_map / (2 * reference)).clamp(0, 1)
+
+
+def _reference_distance(config: DetectorConfig) -> float | None:
+    fprs = {
+        float(key.split("_", 1)[1]): value
+        for key, value in config.thresholds.items()
+        if key.startswith("fpr_")
+    }
+    if not fprs:
+        return None
+    return max(-fprs[max(fprs)], 1e-12)  # thresholds are on -distance
+
+
+@dataclass
+class Explanation:
+    """AEROBLADE's account of one image."""
+
+    score: float  # -min distance
+    distances: dict[str, float]  # per autoencoder (named by folder or repo)
+    autoencoder: str  # the closest one: attribution to a generator family
+    distance_map: np.ndarray  # (S, S) LPIPS map of the closest autoencoder over the view
+    box: tuple[int, int, int, int]  # the view in the (upscaled if tiny) image
+
+
+@torch.inference_mode()
+def explain(detector, images) -> list[Explanation]:
+    """Scores, per-autoencoder distances, attribution and distance maps for images (paths,
+    PIL images or tensors) through an ``aeroblade`` detector."""
+    from ldmdetect.detector import _as_pil
+    from ldmdetect.methods.registry import batch_to
+
+    method = detector.method
+    if not isinstance(method, Aeroblade):
+        raise ValueError(f"explain needs an aeroblade detector, not {method.name!r}")
+    if isinstance(images, str | Image.Image | torch.Tensor) or hasattr(images, "__fspath__"):
+        images = [images]
+    prepare = detector.preparer(1)
+    samples = [prepare(_as_pil(image)) for image in images]
+    batch = batch_to(method.collate(samples), detector.device)
+    batch = detector.features.add_to(batch, detector.feature_cache, device=detector.device)
+    distances, distance_maps = method.maps(detector.model, batch)
+    names = [autoencoder_name(s) for s in detector.features.sources]
+    if len(set(names)) < len(names):  # two folders of the same name: number them
+        names = [f"{i}:{name}" for i, name in enumerate(names)]
+    out = []
+    for i, sample in enumerate(samples):
+        row = distances[i].float().cpu()
+        best = int(row.argmin())
+        out.append(
+            Explanation(
+                score=-float(row[best]),
+                distances={n: float(d) for n, d in zip(names, row, strict=True)},
+                autoencoder=names[best],
+                distance_map=distance_maps[i].float().cpu().numpy(),
+                box=tuple(int(v) for v in sample["box"]),
+            )
+        )
+    return out

@@ -1,0 +1,146 @@
+"""AEROBLADE on tiny autoencoders: min over autoencoders, attribution, maps, calibration."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ldmdetect.detector import Detector
+from ldmdetect.engine.metrics import threshold_at_fpr
+from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.features.aeroblade import autoencoder_source, reconstruct_any
+from ldmdetect.generative.autoencoder import load_autoencoder
+from ldmdetect.generative.mini import mini_ldm_dir
+from ldmdetect.generative.tiny import write_tiny_pipeline
+from ldmdetect.io.images import load_image, pil_to_uint8, save_png, tensor_to_pil
+from ldmdetect.io.labeled import read_labeled
+from ldmdetect.methods.aeroblade import AerobladeTransform, explain
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def second_pipeline(tmp_path_factory) -> Path:
+    return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd-seed1"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def reals(aligned_dir: Path) -> list[Path]:
+    return sorted((aligned_dir / "real").glob("*.png"))
+
+
+def _detector(reals, autoencoders, out: Path, size: int = SIZE, **feature) -> Detector:
+    cfg = TrainConfig(
+        method="aeroblade",
+        input_size=size,
+        device="cpu",
+        feature={"aeroblade": {"autoencoders": [str(a) for a in autoencoders], **feature}},
+    )
+    examples = read_labeled([reals[0].parent], [])
+    return train_detector([], out, cfg, examples=examples)
+
+
+@pytest.fixture(scope="module")
+def both(reals, tiny_pipeline_dir, second_pipeline, tmp_path_factory) -> Detector:
+    out = tmp_path_factory.mktemp("aeroblade-both")
+    _detector(reals, [tiny_pipeline_dir, second_pipeline], out)
+    return Detector.from_pretrained(out, device="cpu")
+
+
+def test_score_is_the_minimum_over_autoencoders(
+    both, reals, tiny_pipeline_dir, second_pipeline, tmp_path
+):
+    images = reals[:4]
+    first = _detector(reals, [tiny_pipeline_dir], tmp_path / "a").predict(images)
+    second = _detector(reals, [second_pipeline], tmp_path / "b").predict(images)
+    together = both.predict(images)
+    assert not np.allclose(first, second)  # the two autoencoders do differ
+    np.testing.assert_allclose(together, np.maximum(first, second), rtol=1e-5)  # -min distance
+    assert (together <= 0).all()
+
+
+def test_attribution_names_the_closest_autoencoder(both, reals):
+    explained = explain(both, [load_image(p) for p in reals[:4]])
+    for e in explained:
+        assert set(e.distances) == {"tiny-sd0/vae", "tiny-sd-seed10/vae"}
+        closest = min(e.distances, key=e.distances.get)
+        assert e.autoencoder == closest
+        assert e.score == pytest.approx(-e.distances[closest])
+    np.testing.assert_allclose([e.score for e in explained], both.predict(reals[:4]), rtol=1e-5)
+
+
+def test_distance_map_is_the_view_sized_map_of_the_closest_autoencoder(both, reals):
+    (e,) = explain(both, reals[0])
+    assert e.distance_map.shape == (SIZE, SIZE)
+    assert (e.distance_map >= 0).all()
+    assert float(e.distance_map.mean()) == pytest.approx(-e.score, rel=0.05)
+
+
+def test_evidence_map_covers_the_image_and_only_aeroblade_has_one(both, reals, detector_dir):
+    image = load_image(reals[0]).resize((45, 40))
+    evidence = both.evidence_map(image)
+    assert evidence.shape == (40, 45)
+    assert ((evidence >= 0) & (evidence <= 1)).all() and evidence.max() > 0
+    (e,) = explain(both, image)
+    left, top, right, bottom = e.box
+    assert left % 8 == 0 and top % 8 == 0 and (right - left, bottom - top) == (SIZE, SIZE)
+    outside = np.ones_like(evidence, dtype=bool)
+    outside[top:bottom, left:right] = False
+    assert (evidence[outside] == 0).all()
+    assert (
+        getattr(Detector.from_pretrained(detector_dir, device="cpu"), "evidence_map", None) is None
+    )
+
+
+def test_calibration_writes_thresholds_on_the_reals_and_no_half(both, reals):
+    assert "0.5" not in both.config.thresholds
+    scores = both.predict(reals)
+    for fpr in (0.01, 0.05):
+        assert both.config.thresholds[f"fpr_{fpr:g}"] == pytest.approx(
+            threshold_at_fpr(scores, fpr), rel=1e-5
+        )
+    assert both.config.training["examples"]["val"]["real"] == len(reals)
+
+
+def test_config_records_exact_sources_and_the_random_trunk(both, tiny_pipeline_dir):
+    sources = both.config.feature["aeroblade"]["autoencoders"]
+    assert sources[0] == {"id": str(tiny_pipeline_dir), "subfolder": "vae", "revision": None}
+    assert both.config.feature["aeroblade"]["layer"] == 2
+    assert "random VGG16 trunk" in both.config.weights_source
+
+
+def test_saved_detector_scores_the_same_after_loading(reals, tiny_pipeline_dir, tmp_path):
+    trained = _detector(reals, [tiny_pipeline_dir], tmp_path / "d", layer=1)
+    loaded = Detector.from_pretrained(tmp_path / "d", device="cpu")
+    np.testing.assert_array_equal(trained.predict(reals[:3]), loaded.predict(reals[:3]))
+
+
+def test_a_trained_autoencoder_reconstructs_its_own_output_more_closely(reals, tmp_path):
+    """AEROBLADE's premise, on the shipped mini LDM's autoencoder (factor 4)."""
+    mini = mini_ldm_dir()
+    vae = load_autoencoder(mini, device="cpu")
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    for path in reals[:6]:
+        x = pil_to_uint8(load_image(path)).float()[None] / 255
+        save_png(tensor_to_pil(reconstruct_any(vae, x)[0]), fakes / path.name)
+    detector = _detector(reals, [mini], tmp_path / "mini", size=64, grid=4)
+    real_scores = detector.predict(reals[:6])
+    fake_scores = detector.predict(sorted(fakes.glob("*.png")))
+    assert (fake_scores > real_scores).all()
+
+
+def test_view_offsets_are_grid_aligned():
+    image = tensor_to_pil(torch.rand(3, 50, 70))
+    sample = AerobladeTransform(32, grid=8)(image)
+    left, top, right, bottom = sample["box"].tolist()
+    assert (left % 8, top % 8) == (0, 0) and (right - left, bottom - top) == (32, 32)
+    assert sample["crops"].shape == (1, 3, 32, 32) and sample["crops"].dtype == torch.uint8
+
+
+def test_autoencoder_sources(tiny_pipeline_dir):
+    assert autoencoder_source(tiny_pipeline_dir).subfolder == "vae"
+    assert autoencoder_source(tiny_pipeline_dir / "vae").subfolder is None
+    assert autoencoder_source("kandinsky-community/kandinsky-2-1").subfolder == "movq"
+    assert autoencoder_source("CompVis/stable-diffusion-v1-1").subfolder == "vae"
