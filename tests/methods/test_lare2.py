@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.io.images import load_image as read_image
 from ldmdetect.io.labeled import read_labeled
 from ldmdetect.methods.lare2 import LareTransform
 
@@ -53,11 +54,27 @@ def test_unguided_ablation_needs_no_generator(aligned_dir, tmp_path):
     )
     detector = train_detector([], tmp_path / "d", cfg, examples=examples)
     assert detector.config.components == {} and detector.features is None
+    assert 0.0 <= float(detector.predict(read_image(examples[0].path))[0]) <= 1.0
+    cfg.feature = {"guidance": "x"}
     with pytest.raises(ValueError, match="guidance"):
-        TrainConfig  # noqa: B018
-        train_detector(
-            [],
-            tmp_path / "e",
-            TrainConfig(**{**cfg.__dict__, "feature": {"guidance": "x"}}),
-            examples=examples,
-        )
+        train_detector([], tmp_path / "e", cfg, examples=examples)
+
+
+def test_evidence_map_covers_the_image(aligned_dir, tiny_pipeline_dir, tmp_path):
+    examples = read_labeled([aligned_dir / "real"], [aligned_dir / "reconstructed"])
+    cfg = TrainConfig(
+        method="lare2",
+        backbone="timm:mobilenetv3_small_050",
+        input_size=48,
+        epochs=0,
+        val_fraction=0.34,
+        device="cpu",
+        feature={"lare": {"image_size": 64, "ensemble": 2}},
+    )
+    detector = train_detector(
+        [], tmp_path / "d", cfg, examples=examples, pipeline=tiny_pipeline_dir
+    )
+    image = read_image(examples[0].path)
+    evidence = detector.evidence_map(image)
+    assert evidence.shape == (image.height, image.width)
+    assert evidence.min() >= 0.0 and evidence.max() <= 1.0 and evidence.max() > evidence.min()

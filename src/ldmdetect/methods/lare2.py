@@ -221,6 +221,17 @@ class LaRE2(Method):
         out = model(images, torch.stack(maps).to(dtype))
         return out.view(b, t, -1)
 
+    def evidence(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        """The LaRE map over the whole resized image, averaged over latent channels and
+        scaled within each image so that 1 is its lowest error (the paper's premise: the
+        generator reconstructs its own images' latents better). Relative, not calibrated."""
+        if "lare" not in batch:
+            raise NotImplementedError("lare2 with guidance 'none' has no evidence map")
+        error = batch["lare"].float().mean(dim=1)
+        low = error.amin(dim=(1, 2), keepdim=True)
+        high = error.amax(dim=(1, 2), keepdim=True)
+        return 1 - (error - low) / (high - low).clamp_min(1e-12)
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().softmax(dim=-1)[..., 1]
 
