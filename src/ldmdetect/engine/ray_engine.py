@@ -42,7 +42,8 @@ __all__ = ["RayScanSummary", "ray_extract", "ray_scan"]
 SCAN_COLUMNS = ("path", "score", "label", "threshold", "error")
 
 
-def _import_ray():
+def import_ray():
+    """The ``ray`` module, or an ImportError that says which extra to install."""
     try:
         import ray
         import ray.data
@@ -59,7 +60,7 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     A session already open in this process (a notebook, a test) is used as it is and left
     open; one started here is shut down on exit.
     """
-    ray = _import_ray()
+    ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
