@@ -20,8 +20,8 @@ from ldmdetect.features.cache import FeatureCache  # noqa: E402
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One Ray session for the module: starting Ray takes seconds."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """One Ray session for the module (starting Ray takes seconds), always a new local one."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -136,3 +136,30 @@ def test_ray_extract_resumes_the_same_cache_from_several_actors(
             pipeline=tiny_pipeline_dir,
             feature={"lare": {"image_size": 64, "ensemble": 3}},
         )
+
+
+class _Cluster:
+    """What ``ray.cluster_resources()`` says of a cluster with 2 GPUs and 8 CPUs."""
+
+    @staticmethod
+    def cluster_resources() -> dict[str, float]:
+        return {"CPU": 8.0, "GPU": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("device", "actors", "size", "resources", "actor_device"),
+    [
+        ("auto", None, 2, {"num_gpus": 1}, "cuda"),
+        ("cuda", 1, 1, {"num_gpus": 1}, "cuda"),
+        ("cpu", None, 7, {"num_cpus": 1}, "cpu"),
+        ("cpu", 3, 3, {"num_cpus": 1}, "cpu"),
+    ],
+)
+def test_one_gpu_per_actor_where_the_cluster_has_gpus(
+    device, actors, size, resources, actor_device
+):
+    from ldmdetect.engine.ray_engine import _pool
+
+    compute, per_actor, on = _pool(_Cluster, actors, device)
+    assert (compute.min_size, compute.max_size) == (size, size)
+    assert (per_actor, on) == (resources, actor_device)

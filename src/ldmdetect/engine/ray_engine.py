@@ -71,19 +71,20 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         ray.shutdown()
 
 
-def _pool(ray: Any, actors: int | None, device: str) -> tuple[Any, dict[str, float]]:
-    """The actor pool and each actor's resources: one GPU per actor when the cluster has GPUs
-    (and the device allows them), else one CPU per actor, leaving one CPU to Ray's own tasks."""
+def _pool(ray: Any, actors: int | None, device: str) -> tuple[Any, dict[str, float], str]:
+    """The actor pool, each actor's resources and its torch device: one GPU per actor when the
+    cluster has GPUs and ``device`` allows them (auto, cuda), else one CPU per actor, leaving
+    one CPU to Ray's own tasks. Ray shows each GPU actor only its own GPU, as "cuda"."""
     from ray.data import ActorPoolStrategy
 
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0)) if device in ("auto", "cuda") or "cuda:" in device else 0
+    gpus = int(resources.get("GPU", 0)) if device == "auto" or device.startswith("cuda") else 0
     if gpus:
-        size, per_actor = actors or gpus, {"num_gpus": 1}
+        size, per_actor, actor_device = actors or gpus, {"num_gpus": 1}, "cuda"
     else:
         cpus = int(resources.get("CPU", 1))
-        size, per_actor = actors or max(1, cpus - 1), {"num_cpus": 1}
-    return ActorPoolStrategy(size=max(1, size)), per_actor
+        size, per_actor, actor_device = actors or max(1, cpus - 1), {"num_cpus": 1}, "cpu"
+    return ActorPoolStrategy(size=max(1, size)), per_actor, actor_device
 
 
 def _error_rows(paths: Sequence[str], prepare: PrepareFile) -> tuple[list, dict[int, str]]:
@@ -190,7 +191,7 @@ def ray_scan(
     config.threshold(fpr)
     views = tries or config.default_tries
     with ray_session(address) as ray:
-        compute, per_actor = _pool(ray, actors, device)
+        compute, per_actor, actor_device = _pool(ray, actors, device)
         dataset = ray.data.from_items([{"path": os.fspath(p)} for p in paths])
         rows = dataset.map_batches(
             ScoreBatch,
@@ -199,7 +200,7 @@ def ray_scan(
                 "tries": tries,
                 "fpr": fpr,
                 "batch_size": batch_size,
-                "device": device,
+                "device": actor_device,
                 "pipeline": None if pipeline is None else os.fspath(pipeline),
                 "max_pixels": max_pixels,
             },
@@ -325,11 +326,11 @@ def ray_extract(
     if not paths:
         return summary
     with ray_session(address) as ray:
-        compute, per_actor = _pool(ray, actors, device)
+        compute, per_actor, actor_device = _pool(ray, actors, device)
         rows = ray.data.from_items([{"path": p} for p in paths]).map_batches(
             ExtractBatch,
             fn_constructor_args=(config, os.fspath(output)),
-            fn_constructor_kwargs={"batch_size": batch_size, "device": device},
+            fn_constructor_kwargs={"batch_size": batch_size, "device": actor_device},
             batch_size=shard_size,
             batch_format="numpy",
             compute=compute,
