@@ -100,6 +100,42 @@ PipelineOverride = Annotated[
 ]
 
 
+Engine = Annotated[
+    str,
+    typer.Option(
+        help="local (this process and its decoding workers) or ray (Ray Data: an actor pool "
+        "holding the model, on this machine or a cluster; needs the ray extra)."
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine ray: the cluster to join (auto, ray://HEAD:10001); default: start "
+        "Ray on this machine, or use RAY_ADDRESS."
+    ),
+]
+RayActors = Annotated[
+    int | None,
+    typer.Option(help="With --engine ray: model copies (default: one per GPU, else CPUs - 1)."),
+]
+
+
+def _engine(engine: str) -> str:
+    if engine not in ("local", "ray"):
+        raise ValueError(f"--engine {engine!r}: expected local or ray")
+    return engine
+
+
+def _ray_engine():
+    from ldmdetect.engine import ray_engine
+
+    try:
+        ray_engine.import_ray()
+    except ImportError as err:
+        raise _fail(str(err)) from None
+    return ray_engine
+
+
 def _load_detector(source: str, device: str, pipeline: str | None = None):
     from ldmdetect.detector import Detector
     from ldmdetect.generative.components import pipeline_sources
@@ -397,24 +433,39 @@ def extract(
     batch_size: int = 8,
     device: Device = "auto",
     workers: Workers = None,
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
 ) -> None:
     """Cache a method's generator features (LaRE maps, ...) by image id; resumes a stopped run."""
     from ldmdetect.engine.extract import extract_features
 
-    summary = extract_features(
-        method,
-        sources,
-        output,
-        pipeline=pipeline,
-        revision=revision,
-        feature=_feature_settings(feature, prompt_template),
-        backbone=backbone,
-        input_size=input_size,
-        batch_size=batch_size,
-        device=device,
-        num_workers=_workers(workers),
-        progress=True,
-    )
+    options = {
+        "pipeline": pipeline,
+        "revision": revision,
+        "feature": _feature_settings(feature, prompt_template),
+        "batch_size": batch_size,
+        "device": device,
+    }
+    if _engine(engine) == "ray":
+        if backbone is not None or input_size is not None:
+            raise ValueError(
+                "--engine ray extracts generator features; drop --backbone/--input-size"
+            )
+        run = _ray_engine().ray_extract
+        summary = run(method, sources, output, actors=ray_actors, address=ray_address, **options)
+    else:
+        workers_ = _workers(workers)
+        summary = extract_features(
+            method,
+            sources,
+            output,
+            num_workers=workers_,
+            progress=True,
+            backbone=backbone,
+            input_size=input_size,
+            **options,
+        )
     _finish(
         summary.errors,
         f"{summary.images} images: {summary.computed} computed, {summary.already_cached} "
@@ -503,12 +554,46 @@ def scan(
     device: Device = "auto",
     workers: Workers = None,
     pipeline: PipelineOverride = None,
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
 ) -> None:
-    """Score images; one row per file. Exit status 1 if any file failed, 0 otherwise."""
+    """Score images; one row per file. Exit status 1 if any file failed, 0 otherwise.
+
+    With --engine ray, --output is a new directory, for Parquet files.
+    """
     from ldmdetect.engine.scan import ScanRow, write_rows
     from ldmdetect.engine.scan import scan as run_scan
     from ldmdetect.io.datasets import search_images
 
+    if _engine(engine) == "ray":
+        if output is None:
+            raise ValueError("--engine ray writes Parquet files: give --output DIRECTORY")
+        found = search_images(paths)
+        # Missing paths go in too: each becomes an error row, as undecodable files do.
+        summary = _ray_engine().ray_scan(
+            detector,
+            [*found.files, *found.missing],
+            output,
+            tries=tries,
+            fpr=fpr,
+            batch_size=batch_size,
+            device=device,
+            pipeline=pipeline,
+            actors=ray_actors,
+            address=ray_address,
+        )
+        typer.echo(
+            f"{summary.files} files, {summary.flagged} flagged as generated, "
+            f"{len(summary.errors)} failed -> {output}"
+        )
+        for path in found.skipped:
+            typer.secho(f"skipped {path}: not an image file by its extension", err=True)
+        for path, reason in summary.errors.items():
+            typer.secho(f"failed {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+        if summary.errors:
+            raise typer.Exit(1)
+        return
     model = _load_detector(detector, device, pipeline)
     found = search_images(paths)
     rows = run_scan(

@@ -409,11 +409,17 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
+        _same_buffers(accelerator, accelerator.unwrap_model(model))
+        # The mean over every rank's batches, so all ranks (and the saved history) agree.
+        total, count = accelerator.reduce(
+            torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device), "sum"
+        ).tolist()
+        entry = {"epoch": epoch + 1, "train_loss": total / count if count else None}
         if val_loader is not None:
+            # Every rank scores all of it with the same weights: the same scores everywhere.
             s, y, val_loss = score_loader(
                 method,
-                model,
+                accelerator.unwrap_model(model),
                 config,
                 val_loader,
                 device,
@@ -482,6 +488,21 @@ def fit_on_features(
             val_loss=val_loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean())
         )
     return model.float().cpu().eval(), [entry], last_val
+
+
+def _same_buffers(accelerator, model: nn.Module) -> None:
+    """DDP averages gradients, not buffers: each rank's BatchNorm statistics follow its own
+    batches. Rank 0's are taken, so all ranks validate, calibrate and end with one model."""
+    if accelerator.num_processes > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a distributed launch (accelerate launch, torchrun), or a lone process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 # ---------------------------------------------------------------------------------- calibrate
@@ -610,7 +631,10 @@ def train_detector(
         "device": str(device),
     }
     detector = Detector(det_config, model, device="cpu")
-    detector.save_pretrained(output)
+    if _is_main_process():  # every rank holds the same detector; one writes it
+        detector.save_pretrained(output)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank returns before the directory is complete
     return detector
 
 
