@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -85,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="the recipe trains with 2")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = MiniLDMConfig()
@@ -99,15 +100,19 @@ def main() -> None:
         "unet plain bf16": unet_step(config, bf16=True, plain=True),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for step in variants.values():
         step()  # warm-up: allocator, kernels
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for name, step in variants.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 step()
             times[name].append((time.perf_counter() - start) / args.steps)
+            cpu[name].append((time.process_time() - start_cpu) / args.steps)
+            print(f"round {r + 1} {name}: {times[name][-1]:.2f} s/step", file=sys.stderr)
     median = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    median_cpu = {name: round(statistics.median(t), 3) for name, t in cpu.items()}
 
     def retrain_minutes(ae: str, unet: str) -> float:
         seconds = median[ae] * config.ae_steps + median[unet] * config.unet_steps
@@ -118,6 +123,8 @@ def main() -> None:
             {
                 "seconds_per_step_median": median,
                 "seconds_per_step_rounds": {k: [round(x, 3) for x in v] for k, v in times.items()},
+                # CPU seconds per step (all threads): less sensitive to other processes.
+                "cpu_seconds_per_step_median": median_cpu,
                 "speedup": {
                     "autoencoder bf16 vs fp32": round(
                         median["autoencoder fp32"] / median["autoencoder bf16"], 2
