@@ -1,11 +1,25 @@
-"""In-house benchmark: the main job's detection table as JSON.
+"""In-house benchmark: the main job's detection table over seeds, with intervals and a curve.
 
-Trains every registered method on real photos vs. their reconstructions through the shipped
-mini LDM's autoencoder, then scores held-out reconstructions and images the mini LDM generated
-from unseen prompts and seeds: AUC, AP, TPR at 1% FPR and seconds per image, for 1-try,
-10-try, JPEG-75 and the format control (reals and fakes through the same JPEG quality).
+Runs the demo (``engine.demo.run_demo``) once per seed: a detector trained on real photos vs.
+their reconstructions through the shipped mini LDM's autoencoder, scored on held-out photos'
+reconstructions and on images the mini LDM generated from unseen prompts and seeds. The seed
+drives training, crop sampling and generation. Each row (method / test set / condition) gets the
+mean and standard deviation over seeds of AUC, AP and TPR at 1% FPR, plus every seed's 95%
+bootstrap intervals (reals and fakes resampled separately, as ``engine.evaluate`` computes them).
+Held-out reals are crops of the held-out photos only (``eval_crops_per_image`` of each), enough
+of them that TPR at 1% FPR is resolved.
 
-    python benchmarks/mini_ldm_detection.py [--generator mini|tiny|PIPELINE] [--output DIR]
+Then a learning curve for ``ae`` on the first seed's data: held-out AUC against the number of
+training pairs (crops per training photo) and against the number of epochs, written as
+``learning_curve.png`` (and the numbers in the JSON), plus optional ablations (backbone,
+pretrained ImageNet weights, learning rate) scored the same way.
+
+    python benchmarks/mini_ldm_detection.py [--budget demo|full] [--seeds 0 1 2]
+        [--methods ae lare2] [--output DIR]
+
+``--budget demo`` (default) is the demo's settings with more held-out crops; ``full`` adds
+points to the curve and the ablations (up to ~30 min on 2 CPU cores for ``ae``; ``lare2`` adds
+several minutes per seed).
 """
 
 from __future__ import annotations
@@ -14,40 +28,315 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from ldmdetect.engine.demo import DemoConfig, run_demo
+from ldmdetect.detector import Detector
+from ldmdetect.engine.demo import DemoConfig, resolve_generator, run_demo
+from ldmdetect.engine.evaluate import Evaluation, evaluate
+from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
+from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.io.files import atomic_path, atomic_write_text
+
+METRICS = ("auc", "ap", "tpr@fpr=0.01")
+INTERVAL_METRICS = ("auc", "tpr@fpr=0.01")
+# >= 100 held-out reals: the held-out photos (2 for the mini LDM) x this many crops each.
+EVAL_CROPS_PER_IMAGE = 64
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of the benchmark to run: the seeds' demo rows, then the ``ae`` curve."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("ae",)
+    # Learning curve: crops per training photo (at the demo's epochs), and epochs (at the
+    # demo's crops); the demo's own point comes from the first seed's run.
+    curve_crops: tuple[int, ...] = (8, 16)
+    curve_epochs: tuple[int, ...] = (3, 5)
+    # Ablations: TrainConfig overrides, each trained on the demo's pairs and scored 1-try.
+    ablations: tuple[dict[str, Any], ...] = ()
+    demo: DemoConfig = field(
+        default_factory=lambda: DemoConfig(eval_crops_per_image=EVAL_CROPS_PER_IMAGE)
+    )
+
+
+BUDGETS: dict[str, Budget] = {
+    "demo": Budget(),
+    "full": Budget(
+        curve_crops=(4, 8, 16, 64),
+        curve_epochs=(1, 3, 5, 20),
+        ablations=(
+            {"backbone": "tf_efficientnet_lite0", "pretrained": True},
+            {"backbone": "tf_efficientnet_lite0", "pretrained": True, "lr": 1e-3},
+            {"lr": 3e-3},
+        ),
+    ),
+    # Seconds, to check the benchmark itself (tiny crops, one epoch); numbers mean nothing.
+    "smoke": Budget(
+        seeds=(0, 1),
+        curve_crops=(2,),
+        curve_epochs=(1,),
+        demo=DemoConfig(
+            train_crops_per_image=4,
+            eval_crops_per_image=6,
+            generated_images=6,
+            generation_steps=2,
+            epochs=2,
+        ),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------- seed rows
+
+
+def row_intervals(evaluation: Evaluation, method: str) -> dict[str, dict[str, list[float]]]:
+    """Bootstrap intervals per row, labelled like ``engine.demo.summary_table``'s rows."""
+    res = evaluation.result
+    conditions = [(f"{t}-try", cond) for t, cond in res["tries"].items()]
+    conditions += [(f"{p}, 1-try", cond) for p, cond in res["robustness"].items()]
+    if res["format_control"]:
+        q = res["format_control"]["quality"]
+        conditions.append((f"format control jpeg:{q}", res["format_control"]))
+    rows = {}
+    for label, cond in conditions:
+        intervals = cond.get("intervals") or {"generators": {}}
+        for test_set, values in intervals["generators"].items():
+            rows[f"{method} / {test_set} / {label}"] = {
+                k: [round(x, 4) for x in values[k]] for k in INTERVAL_METRICS if k in values
+            }
+    return rows
+
+
+def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean and sample standard deviation (ddof=1) over seeds, per row and metric."""
+    seeds = sorted(per_seed)
+    rows: dict[str, dict[str, Any]] = {}
+    for label in per_seed[seeds[0]]["table"]:
+        values = {m: [per_seed[s]["table"][label][m] for s in seeds] for m in METRICS}
+        row: dict[str, Any] = {}
+        for metric, v in values.items():
+            row[metric] = {
+                "mean": round(float(np.mean(v)), 4),
+                "std": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None,
+                "per_seed": [round(float(x), 4) for x in v],
+            }
+        row["ci95_per_seed"] = [per_seed[s]["intervals"].get(label) for s in seeds]
+        row["seconds_per_image"] = round(
+            float(np.mean([per_seed[s]["table"][label]["seconds_per_image"] for s in seeds])), 4
+        )
+        rows[label] = row
+    return rows
+
+
+# ------------------------------------------------------------------------------ learning curve
+
+
+def _ae_train_config(cfg: DemoConfig, **overrides: Any) -> TrainConfig:
+    """The demo's ``ae`` training settings (engine.demo), with overrides."""
+    base = TrainConfig(
+        method="ae",
+        backbone=cfg.backbone,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        val_fraction=0.2,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        device="cpu",
+    )
+    return replace(base, **overrides)
+
+
+def _score_point(run_dir: Path, detector_dir: Path) -> dict[str, Any]:
+    """1-try held-out AUC / TPR@1%FPR of a detector on the seed run's test sets."""
+    data = run_dir / "data"
+    evaluation = evaluate(
+        Detector.from_pretrained(detector_dir, device="cpu"),
+        [data / "heldout" / "real"],
+        {
+            "generated": [data / "generated"],
+            "reconstructed (held-out)": [data / "heldout" / "reconstructed"],
+        },
+        tries=(1,),
+        n_boot=200,
+    )
+    point: dict[str, Any] = {}
+    for test_set, metrics in evaluation.result["generators"].items():
+        point[test_set] = {m: round(metrics[m], 4) for m in METRICS}
+        ci = evaluation.result["intervals"]["generators"][test_set]["auc"]
+        point[test_set]["auc_ci95"] = [round(x, 4) for x in ci]
+    return point
+
+
+def _train_point(run_dir: Path, pairs: Path, output: Path, train: TrainConfig) -> dict[str, Any]:
+    start = time.perf_counter()
+    detector = train_detector([pairs], output, train)
+    point = _score_point(run_dir, output)
+    point["train_pairs"] = detector.config.training["pairs"]["train"]
+    point["epochs"] = train.epochs
+    point["seconds"] = round(time.perf_counter() - start, 1)
+    return point
+
+
+def learning_curve(
+    run_dir: Path, cfg: DemoConfig, budget: Budget, demo_point: dict[str, Any]
+) -> dict[str, Any]:
+    """Held-out AUC against training pairs and against epochs, ``ae``, first seed's data."""
+    pipeline, _ = resolve_generator(cfg.generator, run_dir, cfg.seed)
+    train_photos = run_dir / "photos" / "train"
+    work = run_dir / "curve"
+    by_pairs = [demo_point]
+    for crops in budget.curve_crops:
+        pairs = work / f"pairs-{crops}"
+        build_aligned_dataset(
+            [train_photos],
+            pairs,
+            autoencoder=pipeline,
+            subfolder="vae",
+            config=ReconstructConfig(
+                crop_size=cfg.input_size, crops_per_image=crops, seed=cfg.seed
+            ),
+            device="cpu",
+        )
+        point = _train_point(run_dir, pairs, work / f"ae-crops-{crops}", _ae_train_config(cfg))
+        by_pairs.append(point | {"crops_per_image": crops})
+    by_epochs = [demo_point]
+    for epochs in budget.curve_epochs:
+        point = _train_point(
+            run_dir,
+            run_dir / "data" / "train",
+            work / f"ae-epochs-{epochs}",
+            _ae_train_config(cfg, epochs=epochs),
+        )
+        by_epochs.append(point | {"crops_per_image": cfg.train_crops_per_image})
+    ablations = []
+    for overrides in budget.ablations:
+        name = "-".join(f"{k}={v}" for k, v in overrides.items())
+        point = _train_point(
+            run_dir,
+            run_dir / "data" / "train",
+            work / f"ae-{name}",
+            _ae_train_config(cfg, **overrides),
+        )
+        ablations.append(point | {"overrides": overrides})
+    return {
+        "by_pairs": sorted(by_pairs, key=lambda p: p["train_pairs"]),
+        "by_epochs": sorted(by_epochs, key=lambda p: p["epochs"]),
+        "ablations": ablations,
+    }
+
+
+def plot_learning_curve(curve: dict[str, Any], path: Path) -> Path:
+    """Two panels: held-out AUC (generated, held-out reconstructions) vs. pairs and epochs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    panels = (("by_pairs", "train_pairs", "training pairs"), ("by_epochs", "epochs", "epochs"))
+    for i, (key, x_key, x_label) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, i + 1)
+        points = curve[key]
+        x = [p[x_key] for p in points]
+        for test_set, marker in (("generated", "o"), ("reconstructed (held-out)", "s")):
+            auc = np.array([p[test_set]["auc"] for p in points])
+            ci = np.array([p[test_set]["auc_ci95"] for p in points])
+            ax.plot(x, auc, marker=marker, label=test_set)
+            ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{x_label} (log scale)")
+        ax.set_ylabel("held-out AUC, 1-try (95% bootstrap band)")
+        low = min(0.5, min(p[t]["auc_ci95"][0] for p in points for t in ("generated",)))
+        ax.set_ylim(max(0.0, low - 0.02), 1.0)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("ae on the mini LDM: held-out AUC vs. training pairs and epochs (seed 0)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def run(output: Path, budget: Budget, generator: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    per_seed: dict[int, dict[str, Any]] = {}
+    seconds: dict[int, dict[str, float]] = {}
+    first_run: Path | None = None
+    demo_point: dict[str, Any] | None = None
+    for seed in budget.seeds:
+        cfg = replace(budget.demo, generator=generator, seed=seed, methods=budget.methods)
+        run_dir = output / f"seed-{seed}"
+        result = run_demo(run_dir, cfg, log=lambda _: None)
+        intervals = {}
+        for method, evaluation in result.evaluations.items():
+            intervals |= row_intervals(evaluation, method)
+        per_seed[seed] = {"table": result.table, "intervals": intervals}
+        seconds[seed] = result.seconds
+        if first_run is None:
+            first_run = run_dir
+            detector = Detector.from_pretrained(result.detector_dirs["ae"], device="cpu")
+            demo_point = _score_point(run_dir, result.detector_dirs["ae"]) | {
+                "train_pairs": detector.config.training["pairs"]["train"],
+                "epochs": cfg.epochs,
+                "crops_per_image": cfg.train_crops_per_image,
+            }
+        print(f"seed {seed} done after {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    first_cfg = replace(budget.demo, generator=generator, seed=budget.seeds[0])
+    curve = learning_curve(first_run, first_cfg, budget, demo_point)
+    figure = plot_learning_curve(curve, output / "learning_curve.png")
+    first = per_seed[budget.seeds[0]]
+    n_real = None
+    if first["table"]:
+        n_real = len(list((first_run / "data" / "heldout" / "real").glob("*.png")))
+    return {
+        "benchmark": "mini_ldm_detection",
+        "seeds": list(budget.seeds),
+        "held_out_reals": n_real,
+        "rows": aggregate(per_seed),
+        "learning_curve": curve,
+        "learning_curve_png": str(figure),
+        "seconds_per_stage": seconds,
+        "seconds_total": round(time.perf_counter() - start, 1),
+        "config": asdict(replace(budget.demo, generator=generator, methods=budget.methods)),
+        "budget": {k: v for k, v in asdict(budget).items() if k != "demo"},
+        "torch_threads": budget.demo.threads or torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="demo")
     parser.add_argument("--generator", default="mini")
-    parser.add_argument("--output", default=None, help="keep the run here (default: temp)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--methods", nargs="+", default=None, help="default: ae")
+    parser.add_argument("--output", default=None, help="keep the runs here (default: temp)")
     args = parser.parse_args()
-    config = DemoConfig(generator=args.generator, seed=args.seed)
-    start = time.perf_counter()
+    budget = BUDGETS[args.budget]
+    if args.seeds:
+        budget = replace(budget, seeds=tuple(args.seeds))
+    if args.methods:
+        if "ae" not in args.methods:
+            raise SystemExit("--methods must include ae (the learning curve is ae's)")
+        budget = replace(budget, methods=tuple(args.methods))
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_demo(args.output or tmp, config, log=lambda _: None)
-    print(
-        json.dumps(
-            {
-                "benchmark": "mini_ldm_detection",
-                "rows": result.table,
-                "seconds_per_stage": result.seconds,
-                "seconds_total": round(time.perf_counter() - start, 1),
-                "config": asdict(config),
-                "torch_threads": config.threads or torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
-    )
+        output = Path(args.output or tmp)
+        output.mkdir(parents=True, exist_ok=True)
+        result = run(output, budget, args.generator)
+        text = json.dumps(result, indent=2)
+        atomic_write_text(output / "benchmark.json", text)
+    print(text)
 
 
 if __name__ == "__main__":

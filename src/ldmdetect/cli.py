@@ -164,32 +164,16 @@ def zoo_tiny(
 @_user_errors
 def zoo_mini(
     output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
-    train: Annotated[
-        bool,
-        typer.Option(
-            help="Retrain the recipe (about an hour on 2 CPU cores) instead of copying the "
-            "shipped weights."
-        ),
-    ] = False,
-    seed: int = 0,
 ) -> None:
-    """Write the mini LDM: a small trained SD-format pipeline (the embedded default)."""
+    """Copy the shipped mini LDM (a small trained SD-format pipeline) to a directory.
+
+    To retrain it, run ``python recipes/mini_ldm/train.py --output DIR`` from a source checkout.
+    """
     import shutil
 
-    from ldmdetect.generative.mini import (
-        MiniLDMConfig,
-        mini_ldm_dir,
-        train_mini_ldm,
-        write_model_card,
-        write_sample_grid,
-    )
+    from ldmdetect.generative.mini import mini_ldm_dir
 
-    if train:
-        path = train_mini_ldm(MiniLDMConfig(seed=seed), output)
-        write_sample_grid(path, path / "samples.png")
-        write_model_card(path)
-    else:
-        path = Path(shutil.copytree(mini_ldm_dir(), output, dirs_exist_ok=True))
+    path = Path(shutil.copytree(mini_ldm_dir(), output, dirs_exist_ok=True))
     typer.echo(f"wrote mini LDM pipeline to {path}")
 
 
