@@ -2,7 +2,7 @@
 
 Tests never reach the network: the hub is forced offline before any HF library is imported,
 so a hub id fails at once instead of retrying for ~20 s per file. Torch runs one thread: the
-tiny test models gain nothing from more, and on a shared, busy CPU its thread pool made them
+tiny test models gain nothing from more, and with the cores busy its thread pool made them
 40x slower (a 64 px tiny VAE round trip took 1.5 s with 2 threads, 40 ms with 1).
 """
 

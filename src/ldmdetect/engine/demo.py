@@ -83,8 +83,8 @@ class DemoConfig:
     seed: int = 0
     num_workers: int = 0
     # The demo's models are small, so intra-op thread sync costs more than it saves, and far
-    # more when another job holds a core. Measured here on a 2-vCPU VM with another job
-    # running: reconstruct 18.4 s -> 1.3 s, train 42 s -> 14 s with 1 thread instead of 2.
+    # more when the cores are busy: with another process on one of 2 cores, reconstruct took
+    # 18.4 s -> 1.3 s and training 42 s -> 14 s with 1 thread instead of 2.
     threads: int | None = 1
 
 
