@@ -1,6 +1,7 @@
 """Detection methods by name: ``ldmdetect.methods.get("ae")``."""
 
 from ldmdetect.methods import ae as _ae  # noqa: F401  (registers "ae")
+from ldmdetect.methods import fakeinversion as _fi  # noqa: F401  (registers "fakeinversion")
 from ldmdetect.methods import lare2 as _lare2  # noqa: F401  (registers "lare2")
 from ldmdetect.methods.registry import Method, get, list_methods, normalize, register_method
 
