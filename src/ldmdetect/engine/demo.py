@@ -76,6 +76,17 @@ class DemoConfig:
     lare_train_crops_per_image: int = 5
     lare_train_generated: int = 48
     lare_epochs: int = 6
+    # fakeinversion (not in the default methods: it inverts every training and test image):
+    # real crops vs. images generated from training captions, both eval_size squares,
+    # inverted whole by the same generator. No BLIP-2 offline, so one fixed caption for all.
+    fakeinversion_backbone: str = "tf_efficientnet_lite0"  # ImageNet weights ship offline
+    fakeinversion_pretrained: bool = True
+    fakeinversion_input_size: int = 112
+    fakeinversion_steps: int = 10
+    fakeinversion_captioner: str = "fixed:a photo"
+    fakeinversion_train_crops_per_image: int = 5
+    fakeinversion_train_generated: int = 48
+    fakeinversion_epochs: int = 6
     seed: int = 0
     num_workers: int = 0
     # The demo's models are small, so intra-op thread sync costs more than it saves, and far
@@ -361,8 +372,67 @@ def _train_lare2(run: _Run, output: Path) -> None:
     )
 
 
+def _train_fakeinversion(run: _Run, output: Path) -> None:
+    cfg = run.cfg
+    data = run.out / "data" / "fakeinversion-train"
+    run.log(
+        f"[4/6] train 'fakeinversion' ({cfg.fakeinversion_backbone}, {cfg.fakeinversion_steps} "
+        f"DDIM steps each way with the generator, captioner {cfg.fakeinversion_captioner!r}) on "
+        "real crops vs. images generated from training captions"
+    )
+    write_crops(
+        run.splits["train"],
+        data / "real",
+        cfg.eval_size,
+        cfg.fakeinversion_train_crops_per_image,
+        cfg.seed,
+    )
+    prompts = training_prompts(run.pipeline, run.splits["train"])
+    count = cfg.fakeinversion_train_generated
+    write_generated(
+        load_pipeline(run.pipeline, device="cpu"),
+        [prompts[i % len(prompts)] for i in range(count)],
+        [TRAIN_SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
+        data / "generated",
+        size=cfg.eval_size,
+        steps=cfg.generation_steps,
+        guidance_scale=cfg.guidance_scale,
+    )
+    train_detector(
+        [],
+        output,
+        TrainConfig(
+            method="fakeinversion",
+            backbone=cfg.fakeinversion_backbone,
+            pretrained=cfg.fakeinversion_pretrained,
+            input_size=cfg.fakeinversion_input_size,
+            epochs=cfg.fakeinversion_epochs,
+            batch_size=cfg.batch_size,
+            val_fraction=0.2,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            device="cpu",
+            feature={
+                # The whole eval_size image is inverted; views are input_size crops of it
+                # and of its maps at one offset.
+                "inversion": {"image_size": cfg.eval_size, "steps": cfg.fakeinversion_steps},
+                "captioner": cfg.fakeinversion_captioner,
+                "map_size": cfg.eval_size,
+            },
+        ),
+        examples=read_labeled([data / "real"], [data / "generated"]),
+        pipeline=run.pipeline,
+        feature_cache=run.out / "features" / "fakeinversion-train",
+        progress=run.progress,
+    )
+
+
 # How the demo trains each method; a method joins the demo by adding its recipe here.
-RECIPES: dict[str, Callable[[_Run, Path], None]] = {"ae": _train_ae, "lare2": _train_lare2}
+RECIPES: dict[str, Callable[[_Run, Path], None]] = {
+    "ae": _train_ae,
+    "lare2": _train_lare2,
+    "fakeinversion": _train_fakeinversion,
+}
 TRAIN_SEED_OFFSET = 50_000  # training generations: far from the test seeds (SEED_OFFSET)
 
 
