@@ -112,7 +112,8 @@ def build(device: str | torch.device, dtype: torch.dtype):
         unet = UNet2DConditionModel(**SD15_UNET).to(dtype).eval()
         vae = AutoencoderKL(**SD15_VAE).to(dtype).eval()
         text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT)).to(dtype).eval()
-    scheduler = DDPMScheduler(**SD15_SCHEDULER)
+    # from_config keeps DDIM's set_alpha_to_one in the config, as loading a pipeline does.
+    scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     return unet, vae, text, scheduler, Blip2ForConditionalGeneration
 
 
