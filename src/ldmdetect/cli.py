@@ -271,7 +271,19 @@ PromptTemplate = Annotated[
 ]
 
 
-def _feature_settings(options: list[str] | None, prompt_template: str | None) -> dict:
+Captioner = Annotated[
+    str | None,
+    typer.Option(
+        help="Captions for caption-conditioned features (fakeinversion): blip2[:ID_OR_DIR] "
+        "(default Salesforce/blip2-opt-2.7b), sidecar (photo.txt, else --prompt-template) "
+        "or fixed:TEXT."
+    ),
+]
+
+
+def _feature_settings(
+    options: list[str] | None, prompt_template: str | None, captioner: str | None = None
+) -> dict:
     """``["lare.timestep=100"]`` -> ``{"lare": {"timestep": 100}}``."""
     settings: dict = {}
     for option in options or []:
@@ -289,6 +301,10 @@ def _feature_settings(options: list[str] | None, prompt_template: str | None) ->
         node[leaf] = value
     if prompt_template is not None:
         settings["prompt_template"] = prompt_template
+    if captioner is not None:
+        from ldmdetect.generative.captioners import parse_captioner
+
+        settings["captioner"] = parse_captioner(captioner).spec  # refuses unknown specs early
     return settings
 
 
@@ -322,6 +338,7 @@ def train(
     ] = None,
     feature: FeatureOptions = None,
     prompt_template: PromptTemplate = None,
+    captioner: Captioner = None,
     backbone: Annotated[
         str | None,
         typer.Option(
@@ -367,7 +384,7 @@ def train(
         seed=seed,
         num_workers=_workers(workers),
         device=device,
-        feature=_feature_settings(feature, prompt_template),
+        feature=_feature_settings(feature, prompt_template, captioner),
     )
     detector = train_detector(
         data or [],
@@ -414,6 +431,7 @@ def extract(
         str | None, typer.Option(help="vfm-probe: the foundation model (default: the method's).")
     ] = None,
     input_size: Annotated[int | None, typer.Option(help="Default: the method's.")] = None,
+    captioner: Captioner = None,
     batch_size: int = 8,
     device: Device = "auto",
     workers: Workers = None,
@@ -427,7 +445,7 @@ def extract(
     options = {
         "pipeline": pipeline,
         "revision": revision,
-        "feature": _feature_settings(feature, prompt_template),
+        "feature": _feature_settings(feature, prompt_template, captioner),
         "batch_size": batch_size,
         "device": device,
     }

@@ -1,0 +1,270 @@
+"""DDIM inversion and re-generation through a text-conditioned LDM (FakeInversion, DIRE).
+
+FakeInversion (Cazenavette et al., CVPR 2024) asks how the generator itself would have made an
+image: the image is encoded by the VAE (posterior mean), run *backwards* through N deterministic
+DDIM steps conditioned on its caption to the noise z_T that would have produced it, and then
+forwards again from z_T with the same caption to z_0'. Both ends are decoded: D(z_T), the
+"noise map" (structured for images the model made, since their z_T really was Gaussian noise),
+and D(z_0'), the re-generation (close to the input for images on the model's manifold).
+
+The DDIM updates are diffusers' own: ``DDIMInverseScheduler`` to invert and ``DDIMScheduler``
+to sample, both built from the pipeline's scheduler config (betas, ``steps_offset``,
+``set_alpha_to_one``, timestep spacing), so the two walk exactly the same noise levels in
+opposite directions. Everything is deterministic (DDIM with eta 0), so a result depends only on
+(image, prompt, components, config): nothing is drawn, nothing needs a seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+from torch.nn import functional as F
+
+from ldmdetect.generative.autoencoder import autoencoder_scale_factor
+from ldmdetect.generative.components import SDComponents
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """FakeInversion's knobs (the paper's settings for SD v1.5).
+
+    - ``image_size``: the center crop that is inverted (512: SD v1.5's native resolution, a
+      64x64 latent).
+    - ``steps``: DDIM steps of the inversion and, again, of the re-generation (50).
+    - ``guidance``: classifier-free guidance scale of both walks. 1.0 (the default) runs the
+      conditional UNet alone, one pass per step; above 1, each step also runs the unconditional
+      prompt ``""`` and extrapolates, at twice the cost (and a less exact inversion).
+    """
+
+    image_size: int = 512
+    steps: int = 50
+    guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.guidance < 1.0:
+            raise ValueError(f"guidance must be >= 1 (1 = no guidance), got {self.guidance}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def inverse_scheduler(config: Any, steps: int, device: torch.device) -> DDIMInverseScheduler:
+    """diffusers' DDIM inverse scheduler for a pipeline's scheduler ``config``, set to ``steps``."""
+    scheduler = DDIMInverseScheduler.from_config(config)
+    scheduler.set_timesteps(steps, device=device)
+    return scheduler
+
+
+def forward_scheduler(config: Any, steps: int, device: torch.device) -> DDIMScheduler:
+    """diffusers' DDIM (eta 0) scheduler for a pipeline's scheduler ``config``, set to ``steps``."""
+    scheduler = DDIMScheduler.from_config(config)
+    scheduler.set_timesteps(steps, device=device)
+    return scheduler
+
+
+def _noise_prediction(
+    unet: torch.nn.Module,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    embeddings: torch.Tensor,
+    unconditional: torch.Tensor | None,
+    guidance: float,
+) -> torch.Tensor:
+    dtype = unet.dtype
+    if guidance == 1.0 or unconditional is None:
+        return unet(latents.to(dtype), timestep, encoder_hidden_states=embeddings).sample.float()
+    # Classifier-free guidance: unconditional and conditional rows in one UNet pass.
+    both = torch.cat([latents, latents]).to(dtype)
+    context = torch.cat([unconditional.expand_as(embeddings), embeddings])
+    uncond, cond = unet(both, timestep, encoder_hidden_states=context).sample.float().chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+def _walk(
+    scheduler: DDIMScheduler | DDIMInverseScheduler,
+    latents: torch.Tensor,
+    embeddings: torch.Tensor,
+    unet: torch.nn.Module,
+    guidance: float,
+    unconditional: torch.Tensor | None,
+) -> torch.Tensor:
+    if guidance != 1.0 and unconditional is None:
+        raise ValueError("guidance > 1 needs the unconditional embedding (of the prompt '')")
+    if embeddings.shape[0] != latents.shape[0]:
+        raise ValueError(f"got {latents.shape[0]} latents and {embeddings.shape[0]} embeddings")
+    embeddings = embeddings.to(device=latents.device, dtype=unet.dtype)
+    if unconditional is not None:
+        unconditional = unconditional.to(device=latents.device, dtype=unet.dtype)
+    # The DDIM updates run in float32 whatever the UNet's dtype: the inversion's error
+    # accumulates over the steps, and bf16 latents would dominate it.
+    latents = latents.float()
+    for t in scheduler.timesteps:
+        noise = _noise_prediction(unet, latents, t, embeddings, unconditional, guidance)
+        latents = scheduler.step(noise, t, latents).prev_sample
+    return latents
+
+
+@torch.inference_mode()
+def ddim_invert(
+    latents: torch.Tensor,
+    embeddings: torch.Tensor,
+    unet: torch.nn.Module,
+    scheduler_config: Any,
+    *,
+    steps: int = 50,
+    guidance: float = 1.0,
+    unconditional: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Scaled clean latents z_0 (B, C, h, w) -> z_T after ``steps`` DDIM inversion steps.
+
+    ``embeddings`` (B, seq, dim) condition each row (the text encoder's hidden states, e.g.
+    :meth:`SDComponents.encode_prompts`); ``unconditional`` (1, seq, dim) is the embedding of
+    ``""``, needed only when ``guidance`` > 1. ``scheduler_config`` is the pipeline's scheduler
+    config (any SD scheduler's ``.config``). Returns float32 latents on the input's device.
+    """
+    scheduler = inverse_scheduler(scheduler_config, steps, latents.device)
+    return _walk(scheduler, latents, embeddings, unet, guidance, unconditional)
+
+
+@torch.inference_mode()
+def ddim_sample(
+    noise: torch.Tensor,
+    embeddings: torch.Tensor,
+    unet: torch.nn.Module,
+    scheduler_config: Any,
+    *,
+    steps: int = 50,
+    guidance: float = 1.0,
+    unconditional: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """z_T (B, C, h, w) -> z_0 after ``steps`` deterministic DDIM steps (eta 0).
+
+    The exact counterpart of :func:`ddim_invert` with the same ``steps``: the same noise
+    levels, walked the other way. Arguments as there; float32 latents on the input's device.
+    """
+    scheduler = forward_scheduler(scheduler_config, steps, noise.device)
+    return _walk(scheduler, noise, embeddings, unet, guidance, unconditional)
+
+
+def _vae_shift(vae: torch.nn.Module) -> float:
+    shift = vae.config.get("shift_factor")
+    return 0.0 if shift is None else float(shift)
+
+
+@torch.inference_mode()
+def encode_latents(pixels: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
+    """Float images in [0, 1] (B, 3, S, S) -> scaled latents, float32: the posterior *mean*
+    (deterministic, as inversion wants), ``(z - shift) * scaling_factor`` as SD trains on."""
+    x = (pixels.to(vae.device) * 2 - 1).to(vae.dtype)
+    latents = vae.encode(x).latent_dist.mean.float()
+    return (latents - _vae_shift(vae)) * vae.config.scaling_factor
+
+
+@torch.inference_mode()
+def decode_latents(latents: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
+    """Scaled latents -> float32 images in [0, 1] (B, 3, S, S), on the latents' device."""
+    z = latents.float() / vae.config.scaling_factor + _vae_shift(vae)
+    images = vae.decode(z.to(vae.dtype)).sample.float()
+    return ((images + 1) / 2).clamp(0, 1)
+
+
+def as_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images, or float images in [0, 1], as float32 in [0, 1] (values checked)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"expected uint8 or float images, got {images.dtype}")
+    images = images.float()
+    if images.numel():
+        lo, hi = images.aminmax()
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"expected float images in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]"
+            )
+    return images
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 or [0, 1] float images (B, 3, H, W) -> uint8 (B, 3, size, size).
+
+    Bicubic with antialiasing, rounded: the one resampler for the image *and* its decoded
+    inversion maps, so the classifier sees the three aligned and treated alike.
+    """
+    pixels = as_unit_float(images)
+    if tuple(pixels.shape[-2:]) != (size, size):
+        pixels = F.interpolate(
+            pixels, size=(size, size), mode="bicubic", antialias=True, align_corners=False
+        )
+    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def invert_and_regenerate(
+    images: torch.Tensor,
+    prompts: Sequence[str],
+    components: SDComponents,
+    config: InversionConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D(z_T), D(z_0')) of (B, 3, S, S) images: the decoded inverted noise and re-generation.
+
+    ``images`` are uint8, or float in [0, 1], already ``config.image_size`` square (a center
+    crop). ``prompts[i]`` is image i's caption; each distinct prompt is encoded once (see
+    :meth:`SDComponents.encode_prompts`). The VAE encodes the batch once (posterior mean), the
+    UNet runs ``steps`` times (``2 x steps`` with guidance) on the batch to invert and as many
+    to re-generate, and the VAE decodes both ends in one pass. Returns two float32 CPU tensors
+    in [0, 1] of the input's shape.
+    """
+    vae, unet, scheduler = components.vae, components.unet, components.scheduler
+    if vae is None or unet is None or scheduler is None:
+        raise ValueError("invert_and_regenerate needs the vae, unet and scheduler components")
+    pixels = as_unit_float(images)
+    if tuple(pixels.shape[-2:]) != (config.image_size, config.image_size):
+        raise ValueError(
+            f"expected {config.image_size}x{config.image_size} images (InversionConfig."
+            f"image_size), got {pixels.shape[-2]}x{pixels.shape[-1]}"
+        )
+    batch = pixels.shape[0]
+    if len(prompts) != batch:
+        raise ValueError(f"got {batch} images and {len(prompts)} prompts")
+    factor = autoencoder_scale_factor(vae)
+    if config.image_size % factor:
+        raise ValueError(
+            f"image_size {config.image_size} is not a multiple of the autoencoder's "
+            f"downsampling factor {factor}"
+        )
+    if batch == 0:
+        return pixels.clone(), pixels.clone()
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(
+            f"DDIM inversion needs an epsilon or v_prediction UNet, not {prediction_type!r}"
+        )
+
+    with torch.inference_mode():
+        embeddings = components.encode_prompts(list(prompts))
+        unconditional = components.encode_prompts([""]) if config.guidance != 1.0 else None
+        z0 = encode_latents(pixels, vae)
+        kwargs = {
+            "steps": config.steps,
+            "guidance": config.guidance,
+            "unconditional": unconditional,
+        }
+        zt = ddim_invert(z0, embeddings, unet, scheduler.config, **kwargs)
+        regenerated = ddim_sample(zt, embeddings, unet, scheduler.config, **kwargs)
+        decoded = decode_latents(torch.cat([zt, regenerated]), vae)
+    if not torch.isfinite(decoded).all():
+        raise FloatingPointError(
+            f"DDIM inversion produced non-finite values in {components.dtype}; load the "
+            "components in float32 or bf16"
+        )
+    noise_image, reconstruction = decoded.cpu().chunk(2)
+    return noise_image, reconstruction

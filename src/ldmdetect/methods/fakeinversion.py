@@ -1,0 +1,226 @@
+"""FakeInversion (Cazenavette et al., CVPR 2024): classify an image next to its DDIM inversion.
+
+Path of one image:
+1. transform (CPU): the ``inversion.image_size`` (512) center crop, small images upscaled
+   first, as ``"image"``; that crop resized to ``map_size`` (224) and cut into views of
+   ``input_size`` as ``"crops"``;
+2. feature step (device): a caption (``captioner``: BLIP-2, the sidecar prompt or a fixed
+   text), DDIM inversion of the crop with it to z_T and re-generation to z_0' through the
+   generator (``features.inversion``), both decoded; the pair D(z_T), D(z_0') is resized to
+   ``map_size`` like the image and cached by image id as uint8 (2 x 3 x 224 x 224 bytes,
+   301 kB per image: the expensive part, computed once);
+3. model (``models.fakeinversion``): a ResNet-50 with a 9-channel stem on
+   ``concat(x, D(z_T), D(z_0'))`` (12 with ``residual``: ``|x - D(z_0')|``), one logit.
+
+Views: with the paper's ``map_size == input_size == 224`` there is one view, the whole resized
+crop. When ``map_size`` is larger, views are ``input_size`` crops of the three maps at the same
+offset (random in training, the center for 1 try, seeded random for N tries), so the cached
+maps stay pixel-aligned with the image; training also flips the three together. Pixel
+augmentations (JPEG, blur) are not applied: they would change x but not its cached inversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ldmdetect.config import DetectorConfig
+from ldmdetect.features.inversion import InversionConfig, invert_and_regenerate, resize_uint8
+from ldmdetect.generative.captioners import Captioner, parse_captioner
+from ldmdetect.io.crops import center_box, crop, ensure_min_size
+from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
+from ldmdetect.models.fakeinversion import FakeInversionNet
+
+DEFAULT_CAPTIONER = "blip2"  # Salesforce/blip2-opt-2.7b, the paper's
+DEFAULT_MAP_SIZE = 224
+
+
+@dataclass(frozen=True)
+class InversionTransform:
+    """Image -> the crop to invert ("image") + aligned views of it at ``map_size`` ("crops")."""
+
+    image_size: int
+    map_size: int
+    crop: int
+    tries: int = 1
+    try_seed: int = 0
+    train: bool = False
+
+    def offsets(self, rng: np.random.Generator | None) -> list[tuple[int, int]]:
+        free = self.map_size - self.crop
+        if rng is not None:
+            return [tuple(int(v) for v in rng.integers(0, free + 1, 2))]
+        if self.tries == 1:
+            return [(free // 2, free // 2)]
+        seeded = np.random.default_rng(self.try_seed)
+        return [tuple(int(v) for v in seeded.integers(0, free + 1, 2)) for _ in range(self.tries)]
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
+        image = ensure_min_size(image.convert("RGB"), self.image_size)
+        pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
+        whole = resize_uint8(pixels[None], self.map_size)[0]
+        train = rng is not None and self.train
+        offsets = self.offsets(rng if train else None)
+        flips = [bool(train and rng.random() < 0.5) for _ in offsets]  # type: ignore[union-attr]
+        views = []
+        for (y, x), flip in zip(offsets, flips, strict=True):
+            view = whole[:, y : y + self.crop, x : x + self.crop]
+            views.append(view.flip(-1) if flip else view)
+        return {
+            "image": pixels,
+            "crops": torch.stack(views),
+            "offsets": torch.tensor(offsets, dtype=torch.long),
+            "flips": torch.tensor(flips, dtype=torch.bool),
+        }
+
+
+class InversionFeature(FeatureStep):
+    """D(z_T) and D(z_0') of each image at ``map_size``, uint8. Generator components and the
+    captioner load on the first image missing from the cache, so training from a complete
+    cache loads neither."""
+
+    keys = ("noise", "reconstruction")
+
+    def __init__(
+        self,
+        components: dict[str, dict],
+        config: InversionConfig,
+        captioner: Captioner,
+        *,
+        map_size: int,
+        device: str | torch.device,
+        prompt_template: str | None,
+    ) -> None:
+        self.sources, self.config, self.captioner = components, config, captioner
+        self.map_size, self.device, self.prompt_template = map_size, device, prompt_template
+        self._components = None
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "feature": "fakeinversion",
+            "inversion": self.config.to_dict(),
+            "captioner": self.captioner.spec,
+            "map_size": self.map_size,
+            "components": self.sources,
+            "prompt_template": self.prompt_template,
+        }
+
+    @property
+    def components(self):
+        if self._components is None:
+            from ldmdetect.generative.components import load_sd_components_from
+
+            self._components = load_sd_components_from(self.sources, device=self.device)
+        return self._components
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        images = batch["image"]
+        captions = self.captioner(images, batch["prompt"])
+        noise, reconstruction = invert_and_regenerate(
+            images, captions, self.components, self.config
+        )
+        return {
+            "noise": resize_uint8(noise, self.map_size),
+            "reconstruction": resize_uint8(reconstruction, self.map_size),
+        }
+
+
+def _normalized(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (images / 255.0 - mean) / std
+
+
+@register_method
+class FakeInversion(Method):
+    name = "fakeinversion"
+    summary = "FakeInversion: image + decoded DDIM inversion and re-generation, CVPR 2024"
+    components = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            "backbone": "resnet50",
+            "input_size": 224,
+            "feature": {
+                "inversion": InversionConfig().to_dict(),
+                "captioner": DEFAULT_CAPTIONER,
+                "map_size": DEFAULT_MAP_SIZE,
+                "residual": False,
+            },
+        }
+
+    def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
+        return FakeInversionNet(
+            config.backbone,
+            residual=bool(config.feature.get("residual", False)),
+            pretrained=pretrained,
+        )
+
+    @staticmethod
+    def inversion_config(config: DetectorConfig) -> InversionConfig:
+        return InversionConfig(**config.feature.get("inversion", {}))
+
+    @staticmethod
+    def map_size(config: DetectorConfig) -> int:
+        return int(config.feature.get("map_size", DEFAULT_MAP_SIZE))
+
+    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+        inversion = self.inversion_config(config)
+        map_size = self.map_size(config)
+        # Views come from the map, so they can be no larger than it.
+        view = min(config.input_size, map_size)
+        return InversionTransform(
+            inversion.image_size, map_size, view, tries, config.try_seed, augment is not None
+        )
+
+    def build_features(
+        self,
+        config: DetectorConfig,
+        *,
+        device: str | torch.device = "auto",
+        components: dict[str, dict] | None = None,
+    ) -> InversionFeature:
+        sources = components or config.components
+        if not sources:
+            raise ValueError("fakeinversion needs generator components (--pipeline ID_OR_DIR)")
+        return InversionFeature(
+            sources,
+            self.inversion_config(config),
+            parse_captioner(config.feature.get("captioner", DEFAULT_CAPTIONER), device=device),
+            map_size=self.map_size(config),
+            device=device,
+            prompt_template=config.feature.get("prompt_template"),
+        )
+
+    def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        crops = batch["crops"]
+        b, t, _, side, _ = crops.shape
+        noise, reconstruction = [], []
+        for i in range(b):
+            for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
+                for source, into in (
+                    (batch["noise"], noise),
+                    (batch["reconstruction"], reconstruction),
+                ):
+                    view = source[i, :, y : y + side, x : x + side]
+                    into.append(view.flip(-1) if flip else view)
+        dtype = next(model.parameters()).dtype
+        device = crops.device
+        mean = torch.tensor(config.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
+        std = torch.tensor(config.std, device=device, dtype=dtype).view(1, 3, 1, 1)
+        x = crops.flatten(0, 1).to(dtype)
+        regenerated = torch.stack(reconstruction).to(device=device, dtype=dtype)
+        groups = [
+            _normalized(x, mean, std),
+            _normalized(torch.stack(noise).to(device=device, dtype=dtype), mean, std),
+            _normalized(regenerated, mean, std),
+        ]
+        if config.feature.get("residual", False):
+            # A zero residual is the natural zero, so it is scaled but not shifted.
+            groups.append((x - regenerated).abs() / 255.0 / std)
+        out = model(torch.cat(groups, dim=1))
+        return out.view(b, t)
