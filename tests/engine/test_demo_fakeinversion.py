@@ -22,8 +22,8 @@ def test_fakeinversion_recipe_runs_the_demo_chain(tmp_path):
         fakeinversion_pretrained=False,
         fakeinversion_input_size=48,
         fakeinversion_steps=2,
-        fakeinversion_train_crops_per_image=2,
-        fakeinversion_train_generated=8,
+        lare_train_crops_per_image=2,
+        lare_train_generated=8,
         fakeinversion_epochs=1,
         threads=None,
     )
