@@ -165,3 +165,20 @@ def test_group_by_size():
     assert group_by_size([(4, 8), (8, 4)], batch_size=2) == [[0], [1]]  # (w, h) is ordered
     with pytest.raises(ValueError, match="batch_size"):
         group_by_size(sizes, batch_size=0)
+
+
+def test_aligned_views_sit_on_the_grid_and_replay_a_seed():
+    import torch
+
+    from ldmdetect.io.crops import aligned_views
+
+    whole = torch.arange(3 * 64 * 64, dtype=torch.int32).view(3, 64, 64).to(torch.uint8)
+    views = aligned_views(whole, 40, step=8, tries=6, try_seed=2)
+    assert views["crops"].shape == (6, 3, 40, 40) and not views["flips"].any()
+    for view, (top, left) in zip(views["crops"], views["offsets"].tolist(), strict=True):
+        assert top % 8 == 0 and left % 8 == 0
+        assert torch.equal(view, whole[:, top : top + 40, left : left + 40])
+    assert torch.equal(
+        views["offsets"], aligned_views(whole, 40, step=8, tries=6, try_seed=2)["offsets"]
+    )
+    assert aligned_views(whole, 40, step=8)["offsets"].tolist() == [[8, 8]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), PIL order
@@ -166,3 +167,42 @@ def group_by_size(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[lis
         for members in groups.values()
         for start in range(0, len(members), batch_size)
     ]
+
+
+def aligned_views(
+    whole: torch.Tensor,
+    crop_size: int,
+    *,
+    step: int = 1,
+    tries: int = 1,
+    try_seed: int = 0,
+    rng: np.random.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Square ``crop_size`` views of a square uint8 image (3, S, S), at offsets that are
+    multiples of ``step`` so that a map on a coarser grid (a latent, stride ``step``) can be
+    sliced to match each view exactly.
+
+    ``rng`` given (training): one random view, flipped with probability 1/2. Otherwise the
+    centre for one try, or ``tries`` views seeded by ``try_seed``; never flipped. Returns
+    ``crops`` (T, 3, c, c), ``offsets`` (T, 2) as (top, left) and ``flips`` (T,).
+    """
+    steps = (whole.shape[-1] - crop_size) // step
+    if rng is not None:
+        offsets = [tuple(int(v) * step for v in rng.integers(0, steps + 1, 2))]
+    elif tries == 1:
+        offsets = [(steps // 2 * step,) * 2]
+    else:
+        seeded = np.random.default_rng(try_seed)
+        offsets = [
+            tuple(int(v) * step for v in seeded.integers(0, steps + 1, 2)) for _ in range(tries)
+        ]
+    flips = [bool(rng is not None and rng.random() < 0.5) for _ in offsets]
+    views = []
+    for (top, left), flip in zip(offsets, flips, strict=True):
+        view = whole[:, top : top + crop_size, left : left + crop_size]
+        views.append(view.flip(-1) if flip else view)
+    return {
+        "crops": torch.stack(views),
+        "offsets": torch.tensor(offsets, dtype=torch.long),
+        "flips": torch.tensor(flips, dtype=torch.bool),
+    }

@@ -32,7 +32,7 @@ from torch import nn
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.inversion import InversionConfig, invert_and_regenerate, resize_uint8
 from ldmdetect.generative.captioners import Captioner, parse_captioner
-from ldmdetect.io.crops import center_box, crop, ensure_min_size
+from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size
 from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
 from ldmdetect.models.fakeinversion import FakeInversionNet
@@ -52,32 +52,18 @@ class InversionTransform:
     try_seed: int = 0
     train: bool = False
 
-    def offsets(self, rng: np.random.Generator | None) -> list[tuple[int, int]]:
-        free = self.map_size - self.crop
-        if rng is not None:
-            return [tuple(int(v) for v in rng.integers(0, free + 1, 2))]
-        if self.tries == 1:
-            return [(free // 2, free // 2)]
-        seeded = np.random.default_rng(self.try_seed)
-        return [tuple(int(v) for v in seeded.integers(0, free + 1, 2)) for _ in range(self.tries)]
-
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
         image = ensure_min_size(image.convert("RGB"), self.image_size)
         pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
         whole = resize_uint8(pixels[None], self.map_size)[0]
-        train = rng is not None and self.train
-        offsets = self.offsets(rng if train else None)
-        flips = [bool(train and rng.random() < 0.5) for _ in offsets]  # type: ignore[union-attr]
-        views = []
-        for (y, x), flip in zip(offsets, flips, strict=True):
-            view = whole[:, y : y + self.crop, x : x + self.crop]
-            views.append(view.flip(-1) if flip else view)
-        return {
-            "image": pixels,
-            "crops": torch.stack(views),
-            "offsets": torch.tensor(offsets, dtype=torch.long),
-            "flips": torch.tensor(flips, dtype=torch.bool),
-        }
+        views = aligned_views(
+            whole,
+            self.crop,
+            tries=self.tries,
+            try_seed=self.try_seed,
+            rng=rng if self.train else None,
+        )
+        return {"image": pixels, **views}
 
 
 class InversionFeature(FeatureStep):

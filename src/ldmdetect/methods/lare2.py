@@ -25,6 +25,7 @@ from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
+from ldmdetect.io.crops import aligned_views
 from ldmdetect.methods.registry import (
     Batch,
     FeatureStep,
@@ -49,33 +50,17 @@ class LareTransform:
     try_seed: int = 0
     train: bool = False
 
-    def offsets(self, rng: np.random.Generator | None) -> list[tuple[int, int]]:
-        steps = (self.lare_size - self.crop) // self.factor  # offsets are multiples of f
-        if rng is not None:
-            return [tuple(int(v) * self.factor for v in rng.integers(0, steps + 1, 2))]
-        if self.tries == 1:
-            return [(steps // 2 * self.factor,) * 2]
-        seeded = np.random.default_rng(self.try_seed)
-        return [
-            tuple(int(v) * self.factor for v in seeded.integers(0, steps + 1, 2))
-            for _ in range(self.tries)
-        ]
-
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
         whole = resize_for_lare(image, self.lare_size)
-        train = rng is not None and self.train
-        offsets = self.offsets(rng if train else None)
-        flips = [bool(train and rng.random() < 0.5) for _ in offsets]  # type: ignore[union-attr]
-        crops = []
-        for (y, x), flip in zip(offsets, flips, strict=True):
-            view = whole[:, y : y + self.crop, x : x + self.crop]
-            crops.append(view.flip(-1) if flip else view)
-        return {
-            "image": whole,
-            "crops": torch.stack(crops),
-            "offsets": torch.tensor(offsets, dtype=torch.long),
-            "flips": torch.tensor(flips, dtype=torch.bool),
-        }
+        views = aligned_views(
+            whole,
+            self.crop,
+            step=self.factor,
+            tries=self.tries,
+            try_seed=self.try_seed,
+            rng=rng if self.train else None,
+        )
+        return {"image": whole, **views}
 
 
 class LareFeature(FeatureStep):
