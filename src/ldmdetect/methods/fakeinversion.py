@@ -34,7 +34,13 @@ from ldmdetect.features.inversion import InversionConfig, invert_and_regenerate,
 from ldmdetect.generative.captioners import Captioner, parse_captioner
 from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size
 from ldmdetect.io.images import pil_to_uint8
-from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
+from ldmdetect.methods.registry import (
+    Batch,
+    GeneratorFeatureStep,
+    Method,
+    Sample,
+    register_method,
+)
 from ldmdetect.models.fakeinversion import FakeInversionNet
 
 DEFAULT_CAPTIONER = "blip2"  # Salesforce/blip2-opt-2.7b, the paper's
@@ -66,7 +72,7 @@ class InversionTransform:
         return {"image": pixels, **views}
 
 
-class InversionFeature(FeatureStep):
+class InversionFeature(GeneratorFeatureStep):
     """D(z_T) and D(z_0') of each image at ``map_size``, uint8. Generator components and the
     captioner load on the first image missing from the cache, so training from a complete
     cache loads neither."""
@@ -83,9 +89,9 @@ class InversionFeature(FeatureStep):
         device: str | torch.device,
         prompt_template: str | None,
     ) -> None:
-        self.sources, self.config, self.captioner = components, config, captioner
-        self.map_size, self.device, self.prompt_template = map_size, device, prompt_template
-        self._components = None
+        super().__init__(components, device=device)
+        self.config, self.captioner = config, captioner
+        self.map_size, self.prompt_template = map_size, prompt_template
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -96,14 +102,6 @@ class InversionFeature(FeatureStep):
             "components": self.sources,
             "prompt_template": self.prompt_template,
         }
-
-    @property
-    def components(self):
-        if self._components is None:
-            from ldmdetect.generative.components import load_sd_components_from
-
-            self._components = load_sd_components_from(self.sources, device=self.device)
-        return self._components
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
         images = batch["image"]

@@ -28,7 +28,7 @@ from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_fo
 from ldmdetect.io.crops import aligned_views
 from ldmdetect.methods.registry import (
     Batch,
-    FeatureStep,
+    GeneratorFeatureStep,
     Method,
     Sample,
     normalize,
@@ -63,7 +63,7 @@ class LareTransform:
         return {"image": whole, **views}
 
 
-class LareFeature(FeatureStep):
+class LareFeature(GeneratorFeatureStep):
     """The LaRE map of each image; generator components are loaded on the first miss only,
     so training from a complete feature cache never loads the UNet."""
 
@@ -77,9 +77,8 @@ class LareFeature(FeatureStep):
         device: str | torch.device,
         prompt_template: str | None,
     ) -> None:
-        self.sources, self.config, self.device = components, config, device
-        self.prompt_template = prompt_template
-        self._components = None
+        super().__init__(components, device=device)
+        self.config, self.prompt_template = config, prompt_template
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -88,14 +87,6 @@ class LareFeature(FeatureStep):
             "components": self.sources,
             "prompt_template": self.prompt_template,
         }
-
-    @property
-    def components(self):
-        if self._components is None:
-            from ldmdetect.generative.components import load_sd_components_from
-
-            self._components = load_sd_components_from(self.sources, device=self.device)
-        return self._components
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
         seeds = [image_seed(key, self.config.seed) for key in batch["id"]]

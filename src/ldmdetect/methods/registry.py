@@ -86,6 +86,24 @@ class FeatureStep(ABC):
         return out
 
 
+class GeneratorFeatureStep(FeatureStep):
+    """A feature step driven by SD-format generator components ({name: ComponentSource
+    dict}), loaded on the first image missing from the cache: training from a complete cache
+    never loads the UNet."""
+
+    def __init__(self, sources: dict[str, dict], *, device: str | torch.device) -> None:
+        self.sources, self.device = sources, device
+        self._components = None
+
+    @property
+    def components(self):
+        if self._components is None:
+            from ldmdetect.generative.components import load_sd_components_from
+
+            self._components = load_sd_components_from(self.sources, device=self.device)
+        return self._components
+
+
 @dataclass(frozen=True)
 class PrepareImage:
     """A method's transform plus what every sample carries: its content id and its prompt.
