@@ -335,6 +335,21 @@ def score_loader(
     return torch.cat(scores).numpy(), torch.cat(labels).numpy(), float(np.mean(losses))
 
 
+def _validate(
+    entry: dict,
+    method: Method,
+    model: nn.Module,
+    config: DetectorConfig,
+    loader: DataLoader,
+    device: torch.device,
+    **score_kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score the validation set, add loss/AUC/ACC to a history ``entry``, return (s, y)."""
+    s, y, loss = score_loader(method, model, config, loader, device, **score_kwargs)
+    entry.update(val_loss=loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean()))
+    return s, y
+
+
 def fit(
     method: Method,
     config: DetectorConfig,
@@ -417,7 +432,8 @@ def fit(
         entry = {"epoch": epoch + 1, "train_loss": total / count if count else None}
         if val_loader is not None:
             # Every rank scores all of it with the same weights: the same scores everywhere.
-            s, y, val_loss = score_loader(
+            last_val = _validate(
+                entry,
                 method,
                 accelerator.unwrap_model(model),
                 config,
@@ -426,10 +442,6 @@ def fit(
                 features=features,
                 cache=cache,
                 skipped_files=skipped_files,
-            )
-            last_val = (s, y)
-            entry.update(
-                val_loss=val_loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean())
             )
         history.append(entry)
     return accelerator.unwrap_model(model).float().cpu().eval(), history, last_val
@@ -473,7 +485,8 @@ def fit_on_features(
     entry = {"epoch": 1, **method.fit_features(model, stacked, torch.cat(labels), config)}
     last_val = None
     if val_loader is not None:
-        s, y, val_loss = score_loader(
+        last_val = _validate(
+            entry,
             method,
             model.to(device),
             config,
@@ -482,10 +495,6 @@ def fit_on_features(
             features=features,
             cache=cache,
             skipped_files=skipped_files,
-        )
-        last_val = (s, y)
-        entry.update(
-            val_loss=val_loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean())
         )
     return model.float().cpu().eval(), [entry], last_val
 
