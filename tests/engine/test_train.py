@@ -103,3 +103,18 @@ def test_zero_epochs_still_calibrates_and_saves(tmp_path, aligned_dir):
     detector = train_detector([aligned_dir], tmp_path / "d", cfg)
     assert detector.config.training["history"] == []
     assert "fpr_0.01" in detector.config.thresholds
+
+
+def test_one_process_trains_after_an_accelerator_with_other_settings(tmp_path, aligned_dir):
+    # A notebook or sweep may have made an Accelerator with another precision (or trained on a
+    # GPU) before; accelerate's process-wide state would refuse this CPU run without the reset.
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    Accelerator(cpu=True, mixed_precision="bf16")
+    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=1, val_fraction=0.34, device="cpu")
+    try:
+        detector = train_detector([aligned_dir], tmp_path / "d", cfg)
+    finally:
+        AcceleratorState._reset_state()
+    assert detector.config.training["history"]

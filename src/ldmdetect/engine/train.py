@@ -350,6 +350,24 @@ def _validate(
     return s, y
 
 
+def _forget_accelerator_state(cpu: bool, precision: str) -> None:
+    """Let one process train detectors on different devices or precisions, one after another.
+
+    accelerate keeps a process-wide state and refuses a second ``Accelerator`` with another
+    device or mixed precision (a notebook or a sweep that trains on the CPU, then on a GPU).
+    The distributed part (``PartialState``: ranks, process group) is kept, so DDP runs are
+    unaffected; only the per-training settings start afresh when they differ.
+    """
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and (
+        state.get("_cpu", cpu) != cpu
+        or state.get("_mixed_precision", precision) != precision
+    ):
+        AcceleratorState._reset_state()
+
+
 def fit(
     method: Method,
     config: DetectorConfig,
@@ -375,6 +393,7 @@ def fit(
     set_seed(cfg.seed)
     cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    _forget_accelerator_state(cpu, precision)
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
     defaults = method.defaults().get("training", {})
     lr = cfg.lr or defaults.get("lr") or (1e-4 if cfg.pretrained else 1e-3)
