@@ -362,8 +362,7 @@ def _forget_accelerator_state(cpu: bool, precision: str) -> None:
 
     state = AcceleratorState._shared_state
     if state and (
-        state.get("_cpu", cpu) != cpu
-        or state.get("_mixed_precision", precision) != precision
+        state.get("_cpu", cpu) != cpu or state.get("_mixed_precision", precision) != precision
     ):
         AcceleratorState._reset_state()
 
