@@ -21,6 +21,7 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
     config = DemoConfig(
         generator="tiny",
         backbone="mobilenetv3_small_050",
+        pretrained=False,
         input_size=32,
         train_crops_per_image=4,
         eval_size=64,
@@ -36,10 +37,17 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
         lare_train_crops_per_image=2,
         lare_train_generated=8,
         lare_epochs=1,
+        methods=("ae", "lare2"),
         threads=None,
     )
     result = run_demo(tmp_path, config, log=lambda _: None)
     assert set(result.evaluations) == {"ae", "lare2"}
+    # SynRIS: the generated images against the held-out reals a reverse image search matched
+    matched = result.table["lare2 / generated / 1-try / SynRIS-matched reals"]
+    assert (
+        0.0 <= matched["auc"] <= 1.0 and "ae / generated / 1-try / unmatched reals" in result.table
+    )
+    assert (tmp_path / "synris" / "ae" / "synris" / "pairs.csv").is_file()
     assert "lare2 / generated / 1-try" in result.table
     assert "ae / generated / 10-try" in result.table
     assert "ae / reconstructed (held-out) / format control jpeg:90" in result.table

@@ -77,7 +77,7 @@ def _faiss():
         import faiss
     except ImportError as err:
         raise ImportError(
-            f"SynRIS needs FAISS: pip install 'ldmdetect[synris]' (faiss-cpu) ({err})"
+            f"SynRIS needs FAISS (a dependency of ldmdetect): pip install faiss-cpu ({err})"
         ) from err
     return faiss
 
