@@ -382,3 +382,11 @@ def test_bootstrap_rejects_bad_arguments() -> None:
         M.bootstrap_intervals([0, 1], [0.1, 0.2], n_boot=0)
     with pytest.raises(ValueError, match="level"):
         M.bootstrap_intervals([0, 1], [0.1, 0.2], level=1.0)
+
+
+def test_scores_that_are_not_probabilities_get_no_fixed_threshold_accuracy():
+    y = np.array([0, 0, 1, 1])
+    distances = np.array([0.01, 0.02, 0.005, 0.03])  # e.g. LPIPS distances, not probabilities
+    out = M.compute_metrics(y, distances, threshold=None)
+    assert not {"acc", "real_acc", "fake_acc"} & set(out)
+    assert out["auc"] == M.compute_metrics(y, distances)["auc"]

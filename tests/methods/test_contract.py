@@ -102,6 +102,20 @@ def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path
     )
     assert 0.0 <= evaluation.result["mean"]["auc"] <= 1.0
     assert set(evaluation.result["tries"]) == {"1", "2"}
+    # accuracy at the fixed 0.5 cut is reported only where the score is a probability
+    assert ("acc" in evaluation.result["mean"]) == method.probabilistic
+
+    # the service's Hugging Face-shaped predictions: "real" = 1 - score only for probabilities
+    from fastapi.testclient import TestClient
+
+    from ldmdetect.serve import create_app
+
+    with TestClient(create_app(detector)) as client:
+        body = client.post(
+            "/v1/detect", files={"file": ("a.png", files[0].read_bytes(), "image/png")}
+        ).json()
+    labels = [p["label"] for p in body["predictions"]]
+    assert labels == (["generated", "real"] if method.probabilistic else ["generated"])
 
     # predict on a decoded image equals the scan's score for the same file
     score = detector.predict(load_image(files[0]))

@@ -114,6 +114,7 @@ def evaluate(
         raise ValueError(f"n_boot must be >= 0 (0 = no intervals), got {n_boot}")
     perturbs = [p if isinstance(p, Perturbation) else parse_perturbation(p) for p in perturbations]
     errors: dict[str, str] = {}
+    probabilistic = detector.method.probabilistic
     # Clean headline scores by absolute path (NaN = failed), so the SynRIS section does not
     # score an image twice.
     clean: dict[str, float] = {}
@@ -125,7 +126,7 @@ def evaluate(
         per_gen, gen_scores = {}, {}
         for name, paths in fake_sets.items():
             fake_scores = _score(paths, perturbation, n_tries, f"{name} ({label})")
-            per_gen[name] = _metrics(real_scores, fake_scores)
+            per_gen[name] = _metrics(real_scores, fake_scores, probabilistic)
             gen_scores[name] = fake_scores
         n_images = len(real_paths) + sum(len(p) for p in fake_sets.values())
         # Wall time per image for decode + perturb + crops + model: the cost of one verdict.
@@ -178,8 +179,8 @@ def evaluate(
             "pairs": str(pairs),
             "n_pairs": len(pair_list),
             "n_matched_reals": int(matched.size),
-            "matched": _metrics(matched, fake),
-            "unmatched": _metrics(real_scores, fake),
+            "matched": _metrics(matched, fake, probabilistic),
+            "unmatched": _metrics(real_scores, fake, probabilistic),
             "intervals": None,
             # Share of pairs where the fake outscores its own matched real (ties count half).
             "pair_win_rate": float(
@@ -265,6 +266,10 @@ def _unique(items) -> list:
     return list(dict.fromkeys(items))
 
 
-def _metrics(real_scores: np.ndarray, fake_scores: np.ndarray) -> dict[str, float]:
+def _metrics(
+    real_scores: np.ndarray, fake_scores: np.ndarray, probabilistic: bool
+) -> dict[str, float]:
+    """Every metric; accuracy at the fixed 0.5 cut only where scores are probabilities."""
     y = np.concatenate([np.zeros(len(real_scores)), np.ones(len(fake_scores))])
-    return compute_metrics(y, np.concatenate([real_scores, fake_scores]))
+    threshold = 0.5 if probabilistic else None
+    return compute_metrics(y, np.concatenate([real_scores, fake_scores]), threshold=threshold)

@@ -199,22 +199,24 @@ def compute_metrics(
     scores: ArrayLike,
     *,
     fprs: Sequence[float] = FPR_TARGETS,
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
 ) -> dict[str, float]:
     """All metrics for one (reals, one generator) set as plain Python numbers, JSON-ready.
 
     Keys: n_real, n_fake, acc, real_acc, fake_acc, oracle_acc, ap, auc, then
-    ``f"tpr@fpr={fpr:g}"`` for each target FPR. Needs both classes.
+    ``f"tpr@fpr={fpr:g}"`` for each target FPR. Needs both classes. ``threshold=None`` (scores
+    that are not probabilities, e.g. a distance) leaves out acc, real_acc and fake_acc: a fixed
+    cut at 0.5 would mean nothing there.
     """
     is_fake, s = _validate(y_true, scores)
     _require_both_classes(is_fake, "compute_metrics")
-    called_fake = s > threshold
-    out: dict[str, float] = {
-        "n_real": int((~is_fake).sum()),
-        "n_fake": int(is_fake.sum()),
-        "acc": float(np.mean(called_fake == is_fake)),
-        "real_acc": float(np.mean(~called_fake[~is_fake])),
-        "fake_acc": float(np.mean(called_fake[is_fake])),
+    out: dict[str, float] = {"n_real": int((~is_fake).sum()), "n_fake": int(is_fake.sum())}
+    if threshold is not None:
+        called_fake = s > threshold
+        out["acc"] = float(np.mean(called_fake == is_fake))
+        out["real_acc"] = float(np.mean(~called_fake[~is_fake]))
+        out["fake_acc"] = float(np.mean(called_fake[is_fake]))
+    out |= {
         "oracle_acc": oracle_accuracy(is_fake, s),
         "ap": average_precision(is_fake, s),
         "auc": roc_auc(is_fake, s),

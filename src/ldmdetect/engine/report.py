@@ -55,7 +55,8 @@ THRESHOLD_NOTE = (
     "TPR@FPR=x: the threshold t is set on the real images only, at the (k+1)-th largest real "
     "score with k = floor(x * n_real); an image is called fake iff its score > t, so at most k "
     "reals are flagged (fewer when reals tie at t). acc/real_acc/fake_acc use the fixed decision "
-    "threshold (fake iff score > threshold, 0.5 by default); oracle_acc uses the best threshold "
+    "threshold (fake iff score > threshold, 0.5 by default), and are left out for methods whose "
+    "scores are not probabilities (aeroblade's distances); oracle_acc uses the best threshold "
     "for each generator. The mean row averages over generators with equal weight; its n_fake is "
     "the total and its n_real the shared real set."
 )

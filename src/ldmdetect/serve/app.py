@@ -135,6 +135,7 @@ class _Scorer:
             lambda images: detector.predict(images), max_batch=max_batch, max_wait_ms=batch_wait_ms
         )
         self.has_evidence = callable(getattr(detector, "evidence_map", None))
+        self.probabilistic = detector.method.probabilistic
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def slots(self) -> asyncio.Semaphore:
@@ -206,10 +207,10 @@ class _Scorer:
             "fpr": chosen_fpr,
             "method": self.detector.config.method,
             "detector": None,  # filled by the route
-            "predictions": [
-                {"label": "generated", "score": score},
-                {"label": "real", "score": 1.0 - score},
-            ],
+            # Hugging Face's image-classification shape; "real" = 1 - score only where the
+            # score is a probability (not for aeroblade's distances).
+            "predictions": [{"label": "generated", "score": score}]
+            + ([{"label": "real", "score": 1.0 - score}] if self.probabilistic else []),
             "c2pa": credentials,
             "image": {"format": image_format, "width": width, "height": height},
             "timing": {
