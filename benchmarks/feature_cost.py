@@ -702,7 +702,10 @@ class Bench:
     device: torch.device
     dtype: torch.dtype  # generator components' dtype
     quick: bool = False
-    channels_last: bool = True
+    #: convolutional models and their inputs channels-last (default: on CUDA)
+    channels_last: bool = False
+    #: classifiers under bf16 autocast (default: on CUDA, as ``Detector`` scores)
+    autocast: bool = False
     compile: bool = False
     batch: int = 8  # the throughput batch
     repeats: int = 3
@@ -759,9 +762,13 @@ def _find(pipeline: Pipeline, name: str) -> Model:
     raise KeyError(f"stage model {name!r} is not among the pipeline's models")
 
 
-def flops_report(spec: CostSpec, size: int) -> dict[str, Any]:
+def flops_report(
+    spec: CostSpec, size: int, meta: dict[str, nn.Module] | None = None
+) -> dict[str, Any]:
+    """FLOPs of every stage of ``spec`` at ``size``, per call and per image; ``meta`` caches
+    the meta-device models between calls."""
     pipeline = spec.pipeline(size)
-    meta: dict[str, nn.Module] = {}
+    meta = {} if meta is None else meta
     stages: dict[str, Any] = {}
     total = 0
     for stage in pipeline.stages:
@@ -790,8 +797,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def _autocast(bench: Bench) -> contextlib.AbstractContextManager:
-    if bench.cuda:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if bench.autocast:
+        return torch.autocast(bench.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -878,14 +885,15 @@ def build_model(model: Model, bench: Bench) -> tuple[nn.Module, dict[str, Any]]:
     with torch.device(bench.device), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = model.build()
-    module = module.eval().requires_grad_(False)
+    # Buffers made by legacy constructors (torch.Tensor(list)) ignore the device context.
+    module = module.to(bench.device).eval().requires_grad_(False)
     if model.generator and bench.dtype != torch.float32:
         module = module.to(bench.dtype)
     info: dict[str, Any] = {
         "parameters": sum(p.numel() for p in module.parameters()),
         "dtype": str(bench.dtype if model.generator else torch.float32).removeprefix("torch."),
     }
-    if bench.cuda and bench.channels_last and model.convolutional:
+    if bench.channels_last and model.convolutional:
         module = module.to(memory_format=torch.channels_last)
         info["channels_last"] = True
     processors = attention_processors(module)
@@ -904,7 +912,7 @@ def build_model(model: Model, bench: Bench) -> tuple[nn.Module, dict[str, Any]]:
 def _inputs(stage: Stage, rows: int, bench: Bench, model: Model) -> tuple[Any, ...]:
     dtype = bench.dtype if model.generator else torch.float32
     args = stage.inputs(rows, bench.device, dtype)
-    if bench.cuda and bench.channels_last and model.convolutional:
+    if bench.channels_last and model.convolutional:
         args = tuple(
             a.contiguous(memory_format=torch.channels_last)
             if isinstance(a, torch.Tensor) and a.dim() == 4 and a.is_floating_point()
@@ -977,11 +985,12 @@ def time_pipeline(
                     stage.run(module, *warm)
                 synchronize(bench.device)
                 repeats = 1 if bench.quick_cpu else (10 if bench.cuda else bench.repeats)
-                times[stage.name] = seconds_per_call(
-                    lambda module=module, args=args, stage=stage: stage.run(module, *args),
-                    bench,
-                    repeats=repeats,
-                )
+                call = lambda module=module, args=args, stage=stage: stage.run(module, *args)  # noqa: E731
+                seconds = seconds_per_call(call, bench, repeats=repeats)
+                if bench.quick_cpu and seconds < 1.0:
+                    # Cheap calls are noisy, and --quick skipped their full-size warm-up.
+                    seconds = min(seconds, seconds_per_call(call, bench, repeats=3))
+                times[stage.name] = seconds
             del args, warm
         result["peak_memory_bytes"][str(batch)] = memory.peak()
         total = 0.0
@@ -1012,15 +1021,26 @@ def time_pipeline(
     return result
 
 
+def release_memory() -> None:
+    """Hand freed memory back: the CUDA cache, and glibc's heap (``malloc_trim``), without
+    which a freed model's pages stay resident and hide the next method's peak RSS."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @contextlib.contextmanager
 def released() -> Iterator[None]:
     """Free big models between methods (they do not fit side by side on small machines)."""
+    release_memory()
     try:
         yield
     finally:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
 
 def measure(spec: CostSpec, bench: Bench, *, flops_only: bool = False) -> dict[str, Any]:
@@ -1033,7 +1053,9 @@ def measure(spec: CostSpec, bench: Bench, *, flops_only: bool = False) -> dict[s
         "sizes": {},
     }
     start = time.perf_counter()
-    flops = {size: flops_report(spec, size) for size in bench.sizes}
+    meta: dict[str, nn.Module] = {}
+    flops = {size: flops_report(spec, size, meta) for size in bench.sizes}
+    del meta
     for size, report in flops.items():
         entry["sizes"][str(size)] = dict(report)
         entry["note"] = spec.pipeline(size).note
@@ -1100,8 +1122,9 @@ def report_header(bench: Bench) -> dict[str, Any]:
         "device": str(bench.device),
         "device_name": device_name(bench.device),
         "generator_dtype": str(bench.dtype).removeprefix("torch."),
-        "classifier_dtype": "float32 under bf16 autocast" if bench.cuda else "float32",
-        "channels_last": bench.cuda and bench.channels_last,
+        "classifier_dtype": "float32 under bf16 autocast" if bench.autocast else "float32",
+        "channels_last": bench.channels_last,
+        "autocast": "bfloat16" if bench.autocast else None,
         "sdpa": "diffusers AttnProcessor2_0 (checked), timm fused attention, transformers sdpa",
         "compile": bench.compile,
         "torch": torch.__version__,
@@ -1144,7 +1167,7 @@ def markdown(reports: Sequence[dict[str, Any]]) -> str:
     """One README table over one or more runs (e.g. a CPU and a GPU JSON)."""
     lines = [
         "| method | size | FLOP / image | img/s, batch 1 | img/s, batch N | "
-        "peak memory (batch 1 / N) | device |",
+        "peak memory, batch 1 / N | device |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     notes: list[str] = []
@@ -1169,6 +1192,19 @@ def markdown(reports: Sequence[dict[str, Any]]) -> str:
                     f"| {name} | {size} | {_si(figures['flops_per_image'])} | "
                     f"{_rate(rates.get('1'))} | {big_rate} | {mem_text} | {device} |"
                 )
+        if report.get("peak_bf16_flops"):
+            for name, entry in report["methods"].items():
+                for size, figures in entry["sizes"].items():
+                    mfu = [
+                        f"{stage} {max(values['mfu'].values()):.0%}"
+                        for stage, values in figures["stages"].items()
+                        if values.get("mfu")
+                    ]
+                    if mfu:
+                        notes.append(
+                            f"model-FLOP utilisation, {name} at {size} px "
+                            f"({report['device_name']}, best batch): " + ", ".join(mfu)
+                        )
         for key, row in report.get("ratios", {}).items():
             if key.startswith("dire_over_lare2_"):
                 size = key.rsplit("_", 1)[1]
@@ -1192,11 +1228,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument(
-        "--batch", type=int, default=None, help="throughput batch (default: 32 CUDA, 4 CPU)"
+        "--batch", type=int, default=None, help="throughput batch (default: 16 CUDA, 4 CPU)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
-    parser.add_argument("--no-channels-last", action="store_true")
+    for flag, what in (("channels-last", "channels-last convolutions"), ("autocast", "autocast")):
+        parser.add_argument(
+            f"--{flag}",
+            choices=("auto", "on", "off"),
+            default="auto",
+            help=f"bf16 {what} (auto: on CUDA only)"
+            if flag == "autocast"
+            else what + " (auto: on CUDA only)",
+        )
     parser.add_argument("--output", type=Path, help="write the JSON here too")
     parser.add_argument("--markdown", action="store_true", help="print the README table too")
     parser.add_argument(
@@ -1224,11 +1268,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device=device,
         dtype=default_dtype(device),
         quick=args.quick,
-        channels_last=not args.no_channels_last,
+        channels_last=args.channels_last == "on" or (args.channels_last == "auto" and cuda),
+        autocast=args.autocast == "on" or (args.autocast == "auto" and cuda),
         compile=args.compile,
-        batch=args.batch or (32 if cuda else 4),
+        batch=args.batch or (16 if cuda else 4),
         sizes=sizes,
-        timed_sizes=(256,) if args.quick and not cuda else sizes,
+        # --quick on a CPU times one size: 256 px, or the smallest asked for
+        timed_sizes=(256 if 256 in sizes else min(sizes),) if args.quick and not cuda else sizes,
     )
     names = args.method or list(COST_SPECS)
     unknown = [n for n in names if n not in COST_SPECS]
