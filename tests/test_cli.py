@@ -139,7 +139,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, aligned_dir):
     assert result.exit_code == 2
     assert "Did you mean" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["scan", str(aligned_dir), "--detector", str(tmp_path / "nope")])
-    assert result.exit_code == 2 and "no such detector directory" in result.output
+    assert result.exit_code == 2 and "no such directory" in result.output
     result = runner.invoke(
         app,
         [

@@ -48,21 +48,12 @@ def _user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ldmdetect.detector import DetectorLoadError
-        from ldmdetect.generative.loading import ComponentLoadError
+        from ldmdetect.io.hub import SourceUnavailable
         from ldmdetect.io.images import ImageDecodeError
-        from ldmdetect.models.classifier import PretrainedWeightsUnavailable
 
         try:
             return fn(*args, **kwargs)
-        except (
-            ComponentLoadError,
-            DetectorLoadError,
-            PretrainedWeightsUnavailable,
-            ImageDecodeError,
-            FileNotFoundError,
-            ValueError,
-        ) as err:
+        except (SourceUnavailable, ImageDecodeError, FileNotFoundError, ValueError) as err:
             raise _fail(str(err)) from None
 
     return wrapper
@@ -737,7 +728,6 @@ def synris(
 ) -> None:
     """SynRIS: pair each fake with its most similar real (reverse image search); pairs.csv."""
     from ldmdetect.engine.synris import SynRISConfig, run_synris
-    from ldmdetect.features.embeddings import EmbedderUnavailable
 
     config = SynRISConfig(
         embedder=embedder,
@@ -754,7 +744,7 @@ def synris(
             pairs_jsonl=pairs_jsonl,
             config=config,
         )
-    except (EmbedderUnavailable, ImportError) as err:
+    except ImportError as err:
         raise _fail(str(err)) from None
     summary = result.summary
     if summary["embedder"].get("note"):
