@@ -24,14 +24,6 @@ from ldmdetect.models.offline_weights import (
     offline_weights_package,
 )
 
-# Names the papers use; any other timm model name works too.
-PAPER_BACKBONES = (
-    "convnext_large",
-    "eva02_large_patch14_224",
-    "tf_efficientnetv2_b0",
-    "resnet50",
-)
-
 
 class PretrainedWeightsUnavailable(SourceUnavailable):
     """timm could not fetch a backbone's pretrained weights (typically: offline)."""

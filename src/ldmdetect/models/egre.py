@@ -294,7 +294,6 @@ class EGRE(nn.Module):
     ) -> None:
         super().__init__()
         kind, name = parse_tower(tower)
-        self.tower_name = tower
         self.input_size = input_size or tower_input_size(tower)
         if kind == "openclip":
             self.tower: nn.Module = ClipResNetTower(name, pretrained=pretrained)
