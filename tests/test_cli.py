@@ -269,7 +269,7 @@ OWNERS = {
     ],
     "synris": ["engine.synris:SynRISConfig"],
 }
-RENAMED = {("generate", "guidance"): "guidance_scale", ("evaluate", "perturb"): "perturbations"}
+RENAMED = {("generate", "guidance"): "guidance_scale"}
 SPELLED = {("train", "augment"): AugmentConfig.to_spec, ("demo", "methods"): ",".join}
 # Stated in the CLI on purpose (the check that they agree still applies).
 STATED = {

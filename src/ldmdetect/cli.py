@@ -622,7 +622,6 @@ def extract(
             "format_control",
             "tries",
             "batch_size",
-            perturb="perturbations",
         )
         | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
     )
@@ -668,7 +667,7 @@ def evaluate(
         model,
         real,
         fake or [],
-        perturbations=perturb,
+        perturbations=perturb or [],  # a repeatable option: absent means none
         format_control=format_control,
         tries=tries,
         batch_size=batch_size,
