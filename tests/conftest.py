@@ -80,3 +80,28 @@ def detector_dir(tmp_path_factory, aligned_dir: Path) -> Path:
         ),
     )
     return out
+
+
+@pytest.fixture
+def source_error(monkeypatch):
+    """The hub offline for this test (HF_HUB_OFFLINE=1), and a check of the one-line error
+    every loader raises for a source it cannot load (``ldmdetect.io.hub.source_error``):
+    ``source_error(exc_info, source, local=...)`` returns the message."""
+    from ldmdetect.io.hub import SourceUnavailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def check(info: pytest.ExceptionInfo, source: str | Path, *, local: bool) -> str:
+        message = str(info.value)
+        assert isinstance(info.value, SourceUnavailable), type(info.value)
+        assert "\n" not in message
+        assert message.startswith("cannot load ")
+        where = "the local path" if local else "the hub id"
+        assert f"{where} '{source}'" in message, message
+        if not local:
+            assert "no local path by that name" in message
+        # then the reason, then what to do, as a sentence of its own
+        assert message.endswith(".") and len(message.split(": ", 1)[1].split(". ")) >= 2
+        return message
+
+    return check

@@ -1,11 +1,19 @@
 """The command-line contract: verbs, outputs, exit statuses and error messages."""
 
 import csv
+import functools
+import importlib
 import json
+import subprocess
+import sys
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
-from ldmdetect.cli import app
+from ldmdetect.cli import app, default_of
+from ldmdetect.engine.train import TrainConfig
+from ldmdetect.io.augment import AugmentConfig
 
 runner = CliRunner()
 
@@ -56,10 +64,15 @@ def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir)
             "0.34",
             "--device",
             "cpu",
+            "--augment",
+            "flip=0,jpeg_quality=70-90",
         ],
     )
     assert result.exit_code == 0, result.output
     assert (det / "model.safetensors").is_file()
+    saved = json.loads((det / "config.json").read_text())["training"]["config"]["augment"]
+    augment = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    assert AugmentConfig(**augment) == AugmentConfig(flip=0.0, jpeg_quality=(70, 90))
 
     report = tmp_path / "report"
     result = runner.invoke(
@@ -139,7 +152,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, aligned_dir):
     assert result.exit_code == 2
     assert "Did you mean" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["scan", str(aligned_dir), "--detector", str(tmp_path / "nope")])
-    assert result.exit_code == 2 and "no such detector directory" in result.output
+    assert result.exit_code == 2 and "no such directory" in result.output
     result = runner.invoke(
         app,
         [
@@ -234,3 +247,92 @@ def test_scan_names_skipped_files_and_reports_missing_paths(tmp_path, detector_d
     assert any(line.startswith(str(folder / "a.png")) and ",," not in line for line in lines)
     assert any(str(missing) in line and "no such file" in line for line in lines)
     assert "notes.txt" in result.output and "1 non-image file(s) skipped" in result.output
+
+
+# Commands whose options have a counterpart in a config dataclass or an API function: the CLI
+# default must be that counterpart's (one default per setting).
+OWNERS = {
+    "generate": ["generative.sampling:generate_images", "generative.sampling:load_pipeline"],
+    "reconstruct": [
+        "engine.reconstruct:ReconstructConfig",
+        "engine.reconstruct:build_aligned_dataset",
+    ],
+    "train": ["engine.train:TrainConfig"],
+    "extract": ["engine.extract:extract_features"],
+    "evaluate": ["engine.evaluate:evaluate", "detector:Detector.from_pretrained"],
+    "scan": ["engine.scan:scan", "detector:Detector.from_pretrained"],
+    "demo": ["engine.demo:DemoConfig"],
+    "serve": [
+        "serve.app:create_app",
+        "serve.server:run_server",
+        "detector:Detector.from_pretrained",
+    ],
+    "synris": ["engine.synris:SynRISConfig"],
+}
+RENAMED = {("generate", "guidance"): "guidance_scale"}
+SPELLED = {("train", "augment"): AugmentConfig.to_spec, ("demo", "methods"): ",".join}
+# Stated in the CLI on purpose (the check that they agree still applies).
+STATED = {
+    ("serve", "fpr"),  # reading the service's defaults needs the serve extra,
+    ("serve", "host"),  # and without it `serve` must still print how to install it
+    ("serve", "port"),
+}
+DIFFERENT = {
+    ("synris", "device"),  # the CLI runs on the GPU when there is one; the API on the CPU
+    ("train", "feature"),  # KEY=VALUE strings, merged into TrainConfig.feature's dict
+}
+
+
+def _owner(path: str):
+    module, _, attribute = path.partition(":")
+    module = module if module.startswith("ldmdetect.") else f"ldmdetect.{module}"
+    return functools.reduce(getattr, attribute.split("."), importlib.import_module(module))
+
+
+@pytest.mark.parametrize("name", sorted(OWNERS))
+def test_cli_defaults_are_the_configs_defaults(name):
+    if name == "serve":
+        pytest.importorskip("fastapi")
+    command = typer.main.get_command(app).commands[name]
+    ctx = command.make_context(name, [], resilient_parsing=True)
+    owners = [_owner(path) for path in OWNERS[name]]
+    checked = []
+    for param in command.params:
+        if (name, param.name) in DIFFERENT or param.param_type_name != "option":
+            continue
+        setting = RENAMED.get((name, param.name), param.name)
+        for owner in owners:
+            try:
+                expected = default_of(owner, setting)
+            except KeyError:
+                continue
+            if (name, param.name) in SPELLED:
+                expected = SPELLED[name, param.name](expected)
+            actual = param.get_default(ctx)
+            if isinstance(expected, tuple):
+                expected, actual = list(expected), list(actual)
+            assert actual == expected, f"{name} --{param.name}: {actual!r} != {expected!r}"
+            if (name, param.name) not in STATED:
+                # Not stated in the CLI: read from the owner, so changing it changes the CLI.
+                assert param.default is None, f"{name} --{param.name} repeats its default"
+            checked.append(param.name)
+            break
+    assert checked, f"{name}: no option has a counterpart; update OWNERS"
+
+
+def test_default_of_reads_fields_factories_and_keywords():
+    assert default_of(TrainConfig, "epochs") == TrainConfig().epochs
+    assert default_of(TrainConfig, "augment") == AugmentConfig()
+    assert default_of(_owner("engine.scan:scan"), "fpr") == 0.01
+    with pytest.raises(KeyError, match="no default for 'nope'"):
+        default_of(TrainConfig, "nope")
+
+
+def test_top_level_help_imports_no_engine_module():
+    code = (
+        "import sys; from typer.testing import CliRunner; from ldmdetect.cli import app; "
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'ldmdetect.engine'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -41,9 +41,10 @@ def test_bad_image_path_names_the_file(detector_dir, tmp_path):
         detector.predict(bad)
 
 
-def test_load_errors_are_clear(tmp_path, detector_dir):
-    with pytest.raises(DetectorLoadError, match=r"no such detector directory"):
+def test_load_errors_are_clear(tmp_path, detector_dir, source_error):
+    with pytest.raises(DetectorLoadError, match="no such directory") as info:
         Detector.from_pretrained(tmp_path / "missing")
+    source_error(info, tmp_path / "missing", local=True)
     with pytest.raises(DetectorLoadError, match=r"not a detector directory"):
         Detector.from_pretrained(tmp_path)
     broken = tmp_path / "broken"
@@ -56,6 +57,7 @@ def test_load_errors_are_clear(tmp_path, detector_dir):
         Detector.from_pretrained(broken)
 
 
-def test_unreachable_hub_id_is_a_load_error():
-    with pytest.raises(DetectorLoadError, match=r"hub could not provide it"):
+def test_unreachable_hub_id_is_a_load_error(source_error):
+    with pytest.raises(DetectorLoadError) as info:
         Detector.from_pretrained("nobody/no-such-detector")
+    assert "HF_HUB_OFFLINE" in source_error(info, "nobody/no-such-detector", local=False)

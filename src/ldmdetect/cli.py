@@ -2,13 +2,106 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
+import inspect
 import json
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+
+def default_of(owner: Any, name: str) -> Any:
+    """The default of setting ``name`` where it is defined: a dataclass field (its default or
+    default factory) or a function's keyword argument. KeyError when ``owner`` has none."""
+    if dataclasses.is_dataclass(owner):
+        field = {f.name: f for f in dataclasses.fields(owner)}.get(name)
+        if field is not None and field.default is not dataclasses.MISSING:
+            return field.default
+        if field is not None and field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
+    else:
+        parameter = inspect.signature(owner).parameters.get(name)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise KeyError(f"{getattr(owner, '__name__', owner)} has no default for {name!r}")
+
+
+class ConfigDefaults(Mapping[str, Any]):
+    """A command's option defaults, read from the config dataclass or function that owns each
+    setting, so that the CLI states none of them again (click's ``default_map``).
+
+    ``owner`` is ``"module:Name"``; ``names`` are options named like the owner's settings;
+    ``renamed`` maps other options to ``setting`` or ``(setting, convert)``. The owner's module
+    is imported on the first lookup, when the command runs or prints its help: the top-level
+    ``ldmdetect --help`` imports no torch. Options read from here keep ``None`` as their
+    signature default.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        *names: str,
+        **renamed: str | tuple[str, Callable[[Any], Any]],
+    ) -> None:
+        self.owner = owner
+        self.settings: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+            name: (name, None) for name in names
+        }
+        for option, target in renamed.items():
+            self.settings[option] = (target, None) if isinstance(target, str) else target
+
+    def resolve_owner(self) -> Any:
+        module, _, attribute = self.owner.partition(":")
+        return functools.reduce(getattr, attribute.split("."), importlib.import_module(module))
+
+    def __getitem__(self, option: str) -> Any:
+        setting, convert = self.settings[option]
+        value = default_of(self.resolve_owner(), setting)
+        return convert(value) if convert is not None else value
+
+    def __contains__(self, option: object) -> bool:  # no import needed to answer
+        return option in self.settings
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.settings)
+
+    def __len__(self) -> int:
+        return len(self.settings)
+
+    def __or__(self, other: ConfigDefaults) -> _MergedDefaults:
+        return _MergedDefaults((self, other))
+
+
+class _MergedDefaults(Mapping[str, Any]):
+    """Several owners' defaults for one command."""
+
+    def __init__(self, parts: tuple[ConfigDefaults, ...]) -> None:
+        self.parts = parts
+
+    def __getitem__(self, option: str) -> Any:
+        for part in self.parts:
+            if option in part:
+                return part[option]
+        raise KeyError(option)
+
+    def __contains__(self, option: object) -> bool:
+        return any(option in part for part in self.parts)
+
+    def __iter__(self) -> Iterator[str]:
+        return (option for part in self.parts for option in part)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+
+def _defaults(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {"default_map": mapping}
+
 
 app = typer.Typer(
     help="Detect images made by latent diffusion models.",
@@ -48,21 +141,12 @@ def _user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ldmdetect.detector import DetectorLoadError
-        from ldmdetect.generative.loading import ComponentLoadError
+        from ldmdetect.io.hub import SourceUnavailable
         from ldmdetect.io.images import ImageDecodeError
-        from ldmdetect.models.classifier import PretrainedWeightsUnavailable
 
         try:
             return fn(*args, **kwargs)
-        except (
-            ComponentLoadError,
-            DetectorLoadError,
-            PretrainedWeightsUnavailable,
-            ImageDecodeError,
-            FileNotFoundError,
-            ValueError,
-        ) as err:
+        except (SourceUnavailable, ImageDecodeError, FileNotFoundError, ValueError) as err:
             raise _fail(str(err)) from None
 
     return wrapper
@@ -177,7 +261,18 @@ def zoo_mini(
     typer.echo(f"wrote mini LDM pipeline to {path}")
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults(
+            "ldmdetect.generative.sampling:generate_images",
+            "size",
+            "steps",
+            "batch_size",
+            guidance="guidance_scale",
+        )
+        | ConfigDefaults("ldmdetect.generative.sampling:load_pipeline", "device")
+    )
+)
 @_user_errors
 def generate(
     pipeline: Annotated[str, typer.Option(help="SD-format pipeline: hub id or local directory.")],
@@ -185,11 +280,11 @@ def generate(
     prompt: Annotated[list[str], typer.Option(help="Repeatable; prompts are used in turn.")],
     count: Annotated[int, typer.Option(help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option(help="Image i uses seed + i.")] = 0,
-    size: int = 64,
-    steps: int = 25,
-    guidance: float = 1.0,
-    batch_size: int = 8,
-    device: Device = "auto",
+    size: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    batch_size: int | None = None,
+    device: Device = None,
 ) -> None:
     """Generate a set of fake images (e.g. a test set) with an SD-format pipeline."""
     from ldmdetect.generative.sampling import load_pipeline, write_generated
@@ -210,7 +305,20 @@ def generate(
     typer.echo(f"{len(paths)} images in {output}")
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults(
+            "ldmdetect.engine.reconstruct:ReconstructConfig",
+            "crop_size",
+            "crops_per_image",
+            "crop_policy",
+            "sample",
+            "seed",
+            "batch_size",
+        )
+        | ConfigDefaults("ldmdetect.engine.reconstruct:build_aligned_dataset", "device")
+    )
+)
 @_user_errors
 def reconstruct(
     sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
@@ -219,15 +327,16 @@ def reconstruct(
         str, typer.Option(help="Hub id or local directory, e.g. stabilityai/stable-diffusion-2-1.")
     ],
     subfolder: Annotated[str | None, typer.Option(help="e.g. vae")] = None,
-    crop_size: Annotated[int, typer.Option(help="Crop side; 0 = whole images.")] = 256,
-    crops_per_image: int = 1,
-    crop_policy: Annotated[str, typer.Option(help="random, center or grid.")] = "random",
+    crop_size: Annotated[int | None, typer.Option(help="Crop side; 0 = whole images.")] = None,
+    crops_per_image: int | None = None,
+    crop_policy: Annotated[str | None, typer.Option(help="random, center or grid.")] = None,
     sample: Annotated[
-        bool, typer.Option("--sample/--mean", help="Sample the AE posterior, or use its mean.")
-    ] = True,
-    seed: int = 0,
-    batch_size: int = 8,
-    device: Device = "auto",
+        bool | None,
+        typer.Option("--sample/--mean", help="Sample the AE posterior, or use its mean."),
+    ] = None,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    device: Device = None,
     workers: Workers = None,
 ) -> None:
     """Build an aligned dataset: real crops and their autoencoder reconstructions."""
@@ -308,7 +417,24 @@ def _feature_settings(
     return settings
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults(
+            "ldmdetect.engine.train:TrainConfig",
+            "method",
+            "backbone",
+            "pretrained",
+            "input_size",
+            "epochs",
+            "batch_size",
+            "lr",
+            "val_fraction",
+            "seed",
+            "device",
+            augment=("augment", lambda augment: augment.to_spec()),
+        )
+    )
+)
 @_user_errors
 def train(
     output: Annotated[Path, typer.Option(help="Detector directory to write.")],
@@ -326,7 +452,7 @@ def train(
         list[Path] | None,
         typer.Option(help="GenImage-layout root: <generator>/train/{nature,ai} (repeatable)."),
     ] = None,
-    method: Annotated[str, typer.Option(help="ae, lare2, ... (see README).")] = "ae",
+    method: Annotated[str | None, typer.Option(help="ae, lare2, ... (see README).")] = None,
     pipeline: Annotated[
         str | None,
         typer.Option(help="SD-format pipeline (hub id or directory) for feature methods."),
@@ -347,26 +473,35 @@ def train(
             "openclip:RN50 or timm:<name>."
         ),
     ] = None,
-    pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = False,
+    pretrained: Annotated[bool | None, typer.Option(help="Start from pretrained weights.")] = None,
     pretrained_file: Annotated[
         Path | None, typer.Option(help="Local timm checkpoint to start from (offline).")
     ] = None,
     input_size: Annotated[
         int | None, typer.Option(help="Default: the method's (ae: the dataset's crop).")
     ] = None,
-    epochs: int = 5,
-    batch_size: Annotated[int, typer.Option(help="Examples (or pairs) per batch.")] = 16,
+    epochs: int | None = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples (or pairs) per batch.")] = None,
     lr: Annotated[
         float | None,
         typer.Option(help="Default: the method's; else 1e-4 with --pretrained, 1e-3 from scratch."),
     ] = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    device: Device = "auto",
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="Training augmentation: KEY=VALUE,... over flip, jpeg_prob, resize_prob, "
+            "blur_prob (probabilities) and jpeg_quality, resize_scale, blur_sigma (LOW-HIGH "
+            "ranges); keys left out keep their defaults; 'none' turns it off."
+        ),
+    ] = None,
+    val_fraction: float | None = None,
+    seed: int | None = None,
+    device: Device = None,
     workers: Workers = None,
 ) -> None:
     """Train a detector (or calibrate a training-free one); saves config.json + weights."""
     from ldmdetect.engine.train import TrainConfig, train_detector
+    from ldmdetect.io.augment import AugmentConfig
     from ldmdetect.io.labeled import read_genimage, read_labeled
 
     examples = read_labeled(real or [], fake or [])
@@ -384,6 +519,7 @@ def train(
         seed=seed,
         num_workers=_workers(workers),
         device=device,
+        augment=AugmentConfig.from_spec(augment),
         feature=_feature_settings(feature, prompt_template, captioner),
     )
     detector = train_detector(
@@ -414,7 +550,11 @@ def train(
     typer.echo(f"saved detector to {output}; thresholds {detector.config.thresholds}")
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults("ldmdetect.engine.extract:extract_features", "batch_size", "device")
+    )
+)
 @_user_errors
 def extract(
     sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
@@ -432,8 +572,8 @@ def extract(
     ] = None,
     input_size: Annotated[int | None, typer.Option(help="Default: the method's.")] = None,
     captioner: Captioner = None,
-    batch_size: int = 8,
-    device: Device = "auto",
+    batch_size: int | None = None,
+    device: Device = None,
     workers: Workers = None,
     engine: Engine = "local",
     ray_address: RayAddress = None,
@@ -475,7 +615,17 @@ def extract(
     )
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults(
+            "ldmdetect.engine.evaluate:evaluate",
+            "format_control",
+            "tries",
+            "batch_size",
+        )
+        | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
+    )
+)
 @_user_errors
 def evaluate(
     detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
@@ -499,8 +649,8 @@ def evaluate(
         list[int] | None,
         typer.Option(help="Crops per image; repeat to compare, e.g. --tries 1 --tries 10."),
     ] = None,
-    batch_size: int = 64,
-    device: Device = "auto",
+    batch_size: int | None = None,
+    device: Device = None,
     workers: Workers = None,
     pipeline: PipelineOverride = None,
     pairs: Annotated[
@@ -517,9 +667,9 @@ def evaluate(
         model,
         real,
         fake or [],
-        perturbations=perturb or [],
+        perturbations=perturb or [],  # a repeatable option: absent means none
         format_control=format_control,
-        tries=tries or [1],
+        tries=tries,
         batch_size=batch_size,
         num_workers=_workers(workers),
         output=output,
@@ -540,7 +690,12 @@ def evaluate(
     typer.echo(f"report: {evaluation.files.get('report')}")
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults("ldmdetect.engine.scan:scan", "tries", "fpr", "batch_size")
+        | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
+    )
+)
 @_user_errors
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
@@ -550,10 +705,11 @@ def scan(
         Path | None, typer.Option(help="out.csv or out.json; default: CSV on stdout.")
     ] = None,
     fpr: Annotated[
-        float, typer.Option(help="Label with the threshold calibrated at this false-positive rate.")
-    ] = 0.01,
-    batch_size: int = 64,
-    device: Device = "auto",
+        float | None,
+        typer.Option(help="Label with the threshold calibrated at this false-positive rate."),
+    ] = None,
+    batch_size: int | None = None,
+    device: Device = None,
     workers: Workers = None,
     pipeline: PipelineOverride = None,
     engine: Engine = "local",
@@ -636,27 +792,36 @@ def scan(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults(
+            "ldmdetect.engine.demo:DemoConfig",
+            "generator",
+            "seed",
+            methods=("methods", ",".join),
+        )
+    )
+)
 @_user_errors
 def demo(
     output: Annotated[Path, typer.Option(help="Where the run writes everything.")] = Path(
         "runs/demo"
     ),
     generator: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="mini (the shipped trained LDM), tiny (random; smoke test), or an SD-format "
             "pipeline directory or hub id."
         ),
-    ] = "mini",
-    seed: int = 0,
+    ] = None,
+    seed: int | None = None,
     methods: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Comma-separated methods, or 'all' (adds the baselines; slower than the "
             "default seed methods)."
         ),
-    ] = "ae,lare2",
+    ] = None,
 ) -> None:
     """The main job: train each method on the bundled photos, catch generated images."""
     from ldmdetect.engine.demo import RECIPES, SUMMARY_COLUMNS, DemoConfig, run_demo
@@ -673,7 +838,13 @@ def demo(
     typer.echo(f"seconds per stage: {json.dumps(result.seconds)}")
 
 
-@app.command()
+@app.command(
+    # The service's own defaults (fpr, host, port) need the serve extra to be read, and the
+    # command must still print its "install the extra" line without it: stated here instead.
+    context_settings=_defaults(
+        ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
+    )
+)
 @_user_errors
 def serve(
     detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
@@ -690,7 +861,7 @@ def serve(
             envvar="LDMDETECT_SERVE_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1/."
         ),
     ] = None,
-    device: Device = "auto",
+    device: Device = None,
 ) -> None:
     """HTTP service and web page: POST /v1/detect, /v1/detect/batch; docs at /docs."""
     try:
@@ -706,7 +877,13 @@ def serve(
     run_server(app_, host=host, port=port)
 
 
-@app.command()
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults(
+            "ldmdetect.engine.synris:SynRISConfig", "allow_reuse", "embedder", "batch_size"
+        )
+    )
+)
 @_user_errors
 def synris(
     output: Annotated[Path, typer.Option(help="Folder for pairs.csv, the sheet and the index.")],
@@ -722,22 +899,22 @@ def synris(
         typer.Option(help='Given pairs, {"fake": path, "real": path} per line (no download).'),
     ] = None,
     allow_reuse: Annotated[
-        bool, typer.Option(help="Let several fakes share one real (default: each real once).")
-    ] = False,
+        bool | None,
+        typer.Option(help="Let several fakes share one real (default: each real once)."),
+    ] = None,
     embedder: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="auto (CLIP ViT-B/32, offline EfficientNet-Lite0), openclip:NAME[/TAG] "
             "or timm:NAME."
         ),
-    ] = "auto",
-    batch_size: int = 32,
+    ] = None,
+    batch_size: int | None = None,
     device: Device = "auto",
     workers: Workers = None,
 ) -> None:
     """SynRIS: pair each fake with its most similar real (reverse image search); pairs.csv."""
     from ldmdetect.engine.synris import SynRISConfig, run_synris
-    from ldmdetect.features.embeddings import EmbedderUnavailable
 
     config = SynRISConfig(
         embedder=embedder,
@@ -754,7 +931,7 @@ def synris(
             pairs_jsonl=pairs_jsonl,
             config=config,
         )
-    except (EmbedderUnavailable, ImportError) as err:
+    except ImportError as err:
         raise _fail(str(err)) from None
     summary = result.summary
     if summary["embedder"].get("note"):

@@ -18,40 +18,34 @@ from ldmdetect.config import CONFIG_NAME, WEIGHTS_NAME, DetectorConfig
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.files import atomic_path
+from ldmdetect.io.hub import SourceUnavailable, resolve_directory, source_error
 from ldmdetect.io.images import load_image, tensor_to_pil
 from ldmdetect.methods.registry import FeatureStep, PrepareImage, Sample, batch_to
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 
 
-class DetectorLoadError(RuntimeError):
+class DetectorLoadError(SourceUnavailable):
     """A detector directory or hub id could not be loaded."""
 
 
 def _resolve_directory(source: str | os.PathLike, revision: str | None) -> Path:
-    path = Path(source)
-    if path.is_dir():
-        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-            raise DetectorLoadError(
-                f"{path}: not a detector directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
-            )
-        return path
-    source = str(source)
-    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise DetectorLoadError(f"{source}: no such detector directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                source, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"]
-            )
+    path = resolve_directory(
+        source,
+        what="a detector",
+        revision=revision,
+        allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"],
+        error=DetectorLoadError,
+    )
+    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        raise source_error(
+            "a detector",
+            source,
+            f"not a detector directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})",
+            fix="Pass a folder written by `ldmdetect train`.",
+            error=DetectorLoadError,
         )
-    except Exception as err:  # the hub raises many types; all mean "could not get it"
-        raise DetectorLoadError(
-            f"{source}: not a local directory, and the hub could not provide it "
-            f"({type(err).__name__}: {err})"
-        ) from err
+    return path
 
 
 class Detector:

@@ -51,9 +51,16 @@ def test_component_source_is_accepted(tiny_pipeline_dir):
     assert isinstance(vae, AutoencoderKL)
 
 
-def test_hub_id_offline_raises_component_load_error():
-    with pytest.raises(ComponentLoadError, match="ldmdetect-tests/no-such-vae"):
+def test_hub_id_offline_raises_component_load_error(source_error):
+    with pytest.raises(ComponentLoadError) as info:
         load_autoencoder("ldmdetect-tests/no-such-vae", subfolder="vae", device="cpu")
+    source_error(info, "ldmdetect-tests/no-such-vae", local=False)
+
+
+def test_missing_directory_raises_component_load_error(tmp_path, source_error):
+    with pytest.raises(ComponentLoadError, match="no such directory") as info:
+        load_autoencoder(tmp_path / "no-vae", device="cpu")
+    source_error(info, tmp_path / "no-vae", local=True)
 
 
 def test_scale_factor_matches_the_actual_downsampling():

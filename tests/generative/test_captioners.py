@@ -75,6 +75,11 @@ def test_blip2_respects_max_new_tokens(tiny_blip2_dir):
     assert all(len(c) <= 5 for c in captioner(_images(3), [""] * 3))
 
 
-def test_blip2_load_errors_name_the_source(tmp_path):
-    with pytest.raises(ComponentLoadError, match="captioner"):
-        parse_captioner(f"blip2:{tmp_path / 'missing'}", device="cpu")(_images(1), [""])
+def test_blip2_load_errors_name_the_source(tmp_path, source_error):
+    missing = tmp_path / "missing"
+    with pytest.raises(ComponentLoadError, match="captioner") as info:
+        parse_captioner(f"blip2:{missing}", device="cpu")(_images(1), [""])
+    assert "--captioner sidecar" in source_error(info, missing, local=True)
+    with pytest.raises(ComponentLoadError, match="captioner") as info:
+        Blip2Captioner("nobody/no-such-blip2", device="cpu").load()
+    assert "--captioner blip2:DIR" in source_error(info, "nobody/no-such-blip2", local=False)

@@ -5,7 +5,12 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ldmdetect.generative.components import COMPONENT_NAMES, SDComponents, load_sd_components
+from ldmdetect.generative.components import (
+    COMPONENT_NAMES,
+    SDComponents,
+    load_sd_components,
+    vae_scale_factor,
+)
 from ldmdetect.generative.loading import ComponentLoadError, ComponentSource
 
 MISSING_HUB_ID = "ldmdetect-tests/no-such-model"
@@ -87,10 +92,23 @@ def test_each_distinct_prompt_runs_through_the_text_encoder_once(tiny_pipeline_d
         components.encode_prompts("a cat")
 
 
-def test_unreachable_hub_id_raises_component_load_error():
-    with pytest.raises(ComponentLoadError, match="hub id") as info:
+def test_unreachable_hub_id_raises_component_load_error(source_error):
+    with pytest.raises(ComponentLoadError) as info:
         load_sd_components(MISSING_HUB_ID, device="cpu", names=("vae",))
-    assert MISSING_HUB_ID in str(info.value)
+    source_error(info, MISSING_HUB_ID, local=False)
+    with pytest.raises(ComponentLoadError, match="VAE config") as info:
+        vae_scale_factor(ComponentSource(MISSING_HUB_ID, subfolder="vae").to_dict())
+    source_error(info, MISSING_HUB_ID, local=False)
+
+
+def test_missing_pipeline_directory_raises_component_load_error(tmp_path, source_error):
+    missing = tmp_path / "no-pipeline"
+    with pytest.raises(ComponentLoadError, match="no such directory") as info:
+        load_sd_components(missing, device="cpu", names=("vae",))
+    source_error(info, missing, local=True)
+    with pytest.raises(ComponentLoadError, match="VAE config") as info:
+        vae_scale_factor(ComponentSource(str(missing), subfolder="vae").to_dict())
+    source_error(info, missing, local=True)
 
 
 def test_pipeline_directory_without_a_component_names_it(tiny_pipeline_dir, tmp_path):

@@ -26,10 +26,13 @@ def test_unknown_backbone_suggests_close_names():
         BackboneClassifier("convnxt_large")
 
 
-def test_pretrained_offline_fails_clearly():
-    # HF_HUB_OFFLINE is set for the whole test session (tests/conftest.py).
-    with pytest.raises(PretrainedWeightsUnavailable, match=r"resnet18.*--pretrained-file"):
+def test_pretrained_offline_fails_clearly(source_error, tmp_path):
+    with pytest.raises(PretrainedWeightsUnavailable, match=r"resnet18.*--pretrained-file") as info:
         BackboneClassifier("resnet18", pretrained=True)
+    source_error(info, "timm/resnet18.a1_in1k", local=False)
+    with pytest.raises(PretrainedWeightsUnavailable, match="no such file") as info:
+        BackboneClassifier("resnet18", pretrained=tmp_path / "missing.pth")
+    source_error(info, tmp_path / "missing.pth", local=True)
 
 
 def test_pretrained_file_loads_the_body_and_gives_a_fresh_head(tmp_path):

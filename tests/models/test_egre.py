@@ -147,11 +147,15 @@ def test_frozen_tower_stays_fixed():
     assert model.tower.map_proj.weight.requires_grad and model.spatial.q.weight.requires_grad
 
 
-def test_pretrained_clip_offline_fails_in_one_clear_line():
-    # HF_HUB_OFFLINE is set for the whole test session (tests/conftest.py).
+def test_pretrained_clip_offline_fails_in_one_clear_line(source_error, tmp_path):
     with pytest.raises(PretrainedWeightsUnavailable, match=r"OpenAI CLIP RN50 weights") as info:
         EGRE("openclip:RN50", pretrained=True)
-    assert "\n" not in str(info.value)
+    assert "timm:tf_efficientnet_lite0" in source_error(
+        info, "timm/resnet50_clip.openai", local=False
+    )
+    with pytest.raises(PretrainedWeightsUnavailable, match="no such file") as info:
+        EGRE("openclip:RN50", pretrained=tmp_path / "RN50.safetensors")
+    source_error(info, tmp_path / "RN50.safetensors", local=True)
 
 
 def test_pretrained_lite0_tower_uses_the_offline_weights():

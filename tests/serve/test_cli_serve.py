@@ -16,7 +16,7 @@ from ldmdetect.cli import app
 def test_serve_refuses_a_missing_detector_with_one_line(tmp_path):
     result = CliRunner().invoke(app, ["serve", "--detector", str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert "no such detector directory" in result.output
+    assert "cannot load a detector" in result.output and "no such directory" in result.output
     assert "Traceback" not in result.output
 
 

@@ -39,8 +39,6 @@ from ldmdetect.io.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["RayScanSummary", "ray_extract", "ray_scan"]
 
-SCAN_COLUMNS = ("path", "score", "label", "threshold", "error")
-
 
 def import_ray():
     """The ``ray`` module, or an ImportError that says which extra to install."""

@@ -25,7 +25,6 @@ from diffusers import AutoencoderKL, VQModel
 from ldmdetect.features.reconstruction import reconstruct
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.loading import (
-    ComponentLoadError,
     ComponentSource,
     load_component,
 )
@@ -59,10 +58,13 @@ def autoencoder_source(entry: str | os.PathLike | Mapping[str, Any]) -> Componen
         for sub in ("vae", "movq"):
             if (root / sub / "config.json").is_file():
                 return ComponentSource(source.id, subfolder=sub)
-        raise ComponentLoadError(
-            f"{root}: neither an autoencoder folder (config.json) nor a pipeline with a vae/ "
-            "or movq/ subfolder"
+        reason = (
+            "neither an autoencoder folder (config.json) nor a pipeline with a vae/ or movq/ "
+            "subfolder"
+            if root.is_dir()
+            else "no such directory"
         )
+        raise source.error("an autoencoder", reason)
     subfolder = "movq" if "kandinsky" in source.id.lower() else "vae"
     return ComponentSource(source.id, subfolder=subfolder)
 
@@ -75,15 +77,9 @@ def autoencoder_name(source: Mapping[str, Any]) -> str:
 
 def _autoencoder_class(source: ComponentSource) -> type:
     try:
-        config = AutoencoderKL.load_config(
-            os.path.expanduser(source.id) if source.is_local else source.id,
-            subfolder=source.subfolder,
-            revision=source.revision,
-        )
+        config = AutoencoderKL.load_config(source.location, **source.hub_kwargs())
     except (OSError, ValueError) as err:
-        raise ComponentLoadError(
-            f"cannot read the autoencoder config from {source}: {err}"
-        ) from err
+        raise source.error("the autoencoder config", err) from err
     return VQModel if config.get("_class_name") == "VQModel" else AutoencoderKL
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ldmdetect.io.hub import (
+    SourceUnavailable,
+    cached_hub_file,
+    hub_reachable,
+    is_local_source,
+    source_error,
+)
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image
 
 __all__ = [
@@ -51,7 +57,7 @@ OFFLINE_EMBEDDER = "timm:tf_efficientnet_lite0"
 _OPENCLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-class EmbedderUnavailable(RuntimeError):
+class EmbedderUnavailable(SourceUnavailable):
     """An embedder's weights cannot be had here (not cached, and the hub does not answer)."""
 
 
@@ -127,39 +133,15 @@ class _ClipImageTower(nn.Module):
         return self.visual(images)
 
 
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the model hub answers within ``timeout`` s; False at once when set offline.
-
-    Asked before any download, because offline huggingface_hub retries for about 45 s.
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
-        with urllib.request.urlopen(request, timeout=timeout):
-            return True
-    except OSError as err:
-        # An HTTP error status still means the hub answered.
-        return hasattr(err, "code")
-
-
 def _cached_openclip_file(name: str, tag: str) -> str | None:
     """The cached hub copy of open_clip's ``name``/``tag`` weights, if any (no network)."""
     import open_clip
-    from huggingface_hub import try_to_load_from_cache
 
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    hub = cfg.get("hf_hub") or ""
+    hub = open_clip.get_pretrained_cfg(name, tag).get("hf_hub") or ""
     if not hub:
         return None
     repo, filename = os.path.split(hub)
-    for candidate in (filename,) if filename else _OPENCLIP_FILES:
-        found = try_to_load_from_cache(repo, candidate)
-        if isinstance(found, str):
-            return found
-    return None
+    return cached_hub_file(repo, (filename,) if filename else _OPENCLIP_FILES)
 
 
 def _load_openclip(spec: str, device: torch.device) -> ImageEmbedder:
@@ -172,21 +154,37 @@ def _load_openclip(spec: str, device: torch.device) -> ImageEmbedder:
     if name not in open_clip.list_models():
         raise ValueError(f"open_clip has no model {name!r} (see open_clip.list_models())")
     kwargs: dict[str, Any] = {}
-    if Path(tag).is_file():
-        weights, source = tag, f"file {tag}"
+    if is_local_source(tag):
+        # The same rule as every other loader: an existing or path-shaped name is a file.
+        if not Path(tag).expanduser().is_file():
+            raise source_error(
+                f"open_clip {name} weights",
+                tag,
+                "no such file",
+                local=True,
+                fix=f"Pass an existing checkpoint file or a tag ({_known_tags(name)}).",
+                error=EmbedderUnavailable,
+            )
+        weights, source = str(Path(tag).expanduser()), f"file {tag}"
     else:
         cfg = open_clip.get_pretrained_cfg(name, tag)
         if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(name)
-            raise ValueError(f"open_clip {name} has no weights {tag!r}; known tags: {tags}")
+            raise ValueError(
+                f"open_clip {name} has no weights {tag!r}; known tags: {_known_tags(name)}"
+            )
         cached = _cached_openclip_file(name, tag)
         if cached is not None:
             weights, source = cached, f"hub cache {cfg.get('hf_hub') or tag}"
-        elif _hub_reachable():
+        elif hub_reachable():
             weights, source = tag, f"hub {cfg.get('hf_hub') or cfg.get('url') or tag}"
         else:
-            raise EmbedderUnavailable(
-                f"open_clip {name}/{tag} weights are not cached and the hub cannot be reached"
+            raise source_error(
+                f"open_clip {name}/{tag} weights",
+                os.path.dirname(cfg.get("hf_hub") or "") or f"open_clip:{name}/{tag}",
+                "not in the local hub cache, and the hub cannot be reached",
+                local=False,
+                fix=f"Pass a local checkpoint file (openclip:{name}/PATH), or go online.",
+                error=EmbedderUnavailable,
             )
         if cached is not None:
             # A file path loses what the tag implies: QuickGELU and the preprocessing stats.
@@ -206,6 +204,12 @@ def _load_openclip(spec: str, device: torch.device) -> ImageEmbedder:
         raise EmbedderUnavailable(f"open_clip {name}/{tag}: {err}") from err
     model = _ClipImageTower(clip).eval()
     return ImageEmbedder(f"openclip:{name}/{tag}", source, model, preprocess, device)
+
+
+def _known_tags(name: str) -> str:
+    import open_clip
+
+    return ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
 
 
 def _load_timm(name: str, device: torch.device) -> ImageEmbedder:

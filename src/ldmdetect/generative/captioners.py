@@ -17,7 +17,6 @@ A captioner is a callable ``(images, given) -> captions``: ``images`` uint8 (B, 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ldmdetect.generative.loading import ComponentSource, load_component, resolve_device
+from ldmdetect.generative.loading import (
+    ComponentLoadError,
+    ComponentSource,
+    load_component,
+    resolve_device,
+)
 
 DEFAULT_BLIP2 = "Salesforce/blip2-opt-2.7b"
 MAX_NEW_TOKENS = 20  # the paper's caption length budget
@@ -75,9 +79,8 @@ def _model_classes(source: ComponentSource) -> tuple[type, type]:
         BlipForConditionalGeneration,
     )
 
-    path = os.path.expanduser(source.id) if source.is_local else source.id
     try:
-        config = AutoConfig.from_pretrained(path, revision=source.revision)
+        config = AutoConfig.from_pretrained(source.location, **source.hub_kwargs())
     except (OSError, ValueError) as err:
         raise _captioner_error(source, err) from err
     classes = {"blip-2": Blip2ForConditionalGeneration, "blip": BlipForConditionalGeneration}
@@ -88,14 +91,12 @@ def _model_classes(source: ComponentSource) -> tuple[type, type]:
     return classes[config.model_type], AutoProcessor
 
 
-def _captioner_error(source: ComponentSource, err: BaseException):
-    from ldmdetect.generative.loading import ComponentLoadError
-
-    where = "local directory" if source.is_local else "hub id (offline or not found)"
-    return ComponentLoadError(
-        f"cannot load the captioner from the {where} {source}: {str(err).splitlines()[0]}. "
-        "Pass a local BLIP-2 directory (--captioner blip2:DIR), or --captioner sidecar / "
-        "fixed:TEXT, which need no model."
+def _captioner_error(source: ComponentSource, err: BaseException) -> ComponentLoadError:
+    return source.error(
+        "the captioner",
+        err,
+        fix="Pass a local BLIP-2 directory (--captioner blip2:DIR), or --captioner sidecar / "
+        "fixed:TEXT, which need no model.",
     )
 
 
@@ -127,8 +128,7 @@ class Blip2Captioner(Captioner):
             model = load_component(model_cls, component, device=resolve_device(self.device))
             try:
                 processor = processor_cls.from_pretrained(
-                    os.path.expanduser(self.source) if component.is_local else self.source,
-                    revision=self.revision,
+                    component.location, **component.hub_kwargs()
                 )
             except (OSError, ValueError) as err:
                 raise _captioner_error(component, err) from err

@@ -21,7 +21,6 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ldmdetect.generative.loading import (
-    ComponentLoadError,
     ComponentSource,
     load_component,
     resolve_device,
@@ -210,10 +209,6 @@ def vae_scale_factor(source: Mapping[str, Any]) -> int:
 
 def _load_vae_config(source: ComponentSource) -> dict[str, Any]:
     try:
-        return AutoencoderKL.load_config(
-            source.id if not source.is_local else os.path.expanduser(source.id),
-            subfolder=source.subfolder,
-            revision=source.revision,
-        )
+        return AutoencoderKL.load_config(source.location, **source.hub_kwargs())
     except (OSError, ValueError) as err:
-        raise ComponentLoadError(f"cannot read the VAE config from {source}: {err}") from err
+        raise source.error("the VAE config", err) from err

@@ -19,8 +19,16 @@ import torch
 from huggingface_hub.errors import EntryNotFoundError
 from packaging.version import Version
 
+from ldmdetect.io.hub import (
+    SourceUnavailable,
+    hub_kwargs,
+    is_local_source,
+    location,
+    source_error,
+)
 
-class ComponentLoadError(RuntimeError):
+
+class ComponentLoadError(SourceUnavailable):
     """A generator component could not be loaded; the message names the source and the fix."""
 
 
@@ -42,8 +50,40 @@ class ComponentSource:
 
     @property
     def is_local(self) -> bool:
-        """True when ``id`` is a filesystem path rather than a hub repo id."""
-        return _looks_like_path(self.id)
+        """True when ``id`` is a filesystem path rather than a hub repo id
+        (:func:`ldmdetect.io.hub.is_local_source`)."""
+        return is_local_source(self.id)
+
+    @property
+    def location(self) -> str:
+        """What ``from_pretrained`` is given: the expanded local path, or the hub id."""
+        return location(self.id)
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        """``subfolder``, ``revision`` and offline-mode keywords for ``from_pretrained``."""
+        kwargs = {"revision": self.revision} if self.revision else {}
+        if not self.is_local:
+            kwargs |= hub_kwargs(self.revision)
+        if self.subfolder:
+            kwargs["subfolder"] = self.subfolder
+        return kwargs
+
+    def error(
+        self, what: str, reason: str | BaseException, *, fix: str | None = None
+    ) -> ComponentLoadError:
+        """The one-line :class:`ComponentLoadError` for ``what`` (e.g. a class name) from this
+        source (see :func:`ldmdetect.io.hub.source_error`)."""
+        return source_error(
+            what + self._extras(), self.id, reason, fix=fix, error=ComponentLoadError
+        )  # type: ignore[return-value]
+
+    def _extras(self) -> str:
+        extras = [
+            f"{k} '{v}'"
+            for k, v in (("subfolder", self.subfolder), ("revision", self.revision))
+            if v
+        ]
+        return f" ({', '.join(extras)})" if extras else ""
 
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -59,24 +99,7 @@ class ComponentSource:
         return cls(id=d["id"], subfolder=d.get("subfolder"), revision=d.get("revision"))
 
     def __str__(self) -> str:
-        extras = [
-            f"{k} '{v}'"
-            for k, v in (("subfolder", self.subfolder), ("revision", self.revision))
-            if v
-        ]
-        return f"'{self.id}'" + (f" ({', '.join(extras)})" if extras else "")
-
-
-def _looks_like_path(id_: str) -> bool:
-    """Hub ids are 'name' or 'owner/name'; anything else, or anything on disk, is a path."""
-    return (
-        Path(id_).expanduser().exists()
-        or Path(id_).is_absolute()
-        or id_.startswith((".", "~"))
-        or ":" in id_
-        or "\\" in id_
-        or id_.count("/") > 1
-    )
+        return f"'{self.id}'" + self._extras()
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -122,24 +145,14 @@ def _dtype_kwargs(cls: type, dtype: torch.dtype | None) -> dict[str, torch.dtype
     return {"torch_dtype": dtype}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
-
-
-def _load_error(cls: type, source: ComponentSource, reason: str) -> ComponentLoadError:
-    name = cls.__name__
+def _load_error(cls: type, source: ComponentSource, reason: str | BaseException):
+    fix = None
     if source.is_local:
-        return ComponentLoadError(
-            f"cannot load {name} from local directory {source}: {reason}. Pass the directory "
-            "that holds the component's config (for a pipeline directory, also pass the "
-            "component's subfolder, e.g. 'vae')."
+        fix = (
+            "Pass the directory that holds the component's config (for a pipeline directory, "
+            "also pass the component's subfolder, e.g. 'vae')."
         )
-    return ComponentLoadError(
-        f"cannot load {name} from the hub id {source} (offline or not found): {reason}. "
-        "Pass a local directory containing it instead (e.g. download it on a connected machine "
-        "with `hf download` or `save_pretrained`), or go online and unset HF_HUB_OFFLINE."
-    )
+    return source.error(cls.__name__, reason, fix=fix)
 
 
 def _check_local(cls: type, source: ComponentSource) -> None:
@@ -189,11 +202,7 @@ def load_component(
     get ``dtype`` or :func:`default_dtype` of the device; nothing here trains generator
     components, so their gradients are switched off. A local directory never touches the hub.
     """
-    kwargs: dict[str, Any] = {}
-    if source.subfolder:
-        kwargs["subfolder"] = source.subfolder
-    if source.revision:
-        kwargs["revision"] = source.revision
+    kwargs: dict[str, Any] = source.hub_kwargs()
     is_model = isinstance(cls, type) and issubclass(cls, torch.nn.Module)
     is_pipeline = isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)
     if is_model or is_pipeline:
@@ -201,16 +210,13 @@ def load_component(
         kwargs.update(_dtype_kwargs(cls, dtype or default_dtype(device)))
     if source.is_local:
         _check_local(cls, source)
-        pretrained: str = str(Path(source.id).expanduser())
-    else:
-        pretrained = source.id
     try:
-        obj = cls.from_pretrained(pretrained, **kwargs)
+        obj = cls.from_pretrained(source.location, **kwargs)
     except (OSError, EntryNotFoundError, ValueError) as exc:
         # OSError covers EnvironmentError, offline-mode errors, missing local files and the
         # hub's HTTP errors; EntryNotFoundError comes straight from huggingface_hub; ValueError
         # covers invalid repo ids and configs that do not fit ``cls``.
-        raise _load_error(cls, source, _first_line(exc)) from exc
+        raise _load_error(cls, source, exc) from exc
     if _is_empty_tokenizer(obj):
         raise _load_error(cls, source, "no tokenizer files were found (got an empty vocabulary)")
     if is_model:

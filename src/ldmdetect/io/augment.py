@@ -8,7 +8,8 @@ reconstruction) is augmented identically, leaving only the autoencoder to tell t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,64 @@ class AugmentConfig:
     resize_scale: tuple[float, float] = (0.5, 1.5)
     blur_prob: float = 0.1
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> AugmentConfig:
+        """``"flip=0.5,jpeg_prob=0.3,jpeg_quality=65-100"`` -> a config (the CLI's ``--augment``).
+
+        Keys are field names; a key left out keeps its default. Probabilities are numbers in
+        [0, 1], ranges ``LOW-HIGH`` (or one number for both). ``none`` turns every
+        augmentation off. Raises ValueError naming the bad key or value.
+        """
+        spec = spec.strip()
+        defaults = cls()
+        if spec.lower() in ("none", "off"):
+            return cls(**{f.name: 0.0 for f in fields(cls) if _is_probability(defaults, f.name)})
+        known = [f.name for f in fields(cls)]
+        values: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            key, sep, raw = item.partition("=")
+            key = key.strip()
+            if not sep or key not in known:
+                raise ValueError(
+                    f"augment {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}, "
+                    "or 'none'"
+                )
+            try:
+                values[key] = _parse_value(getattr(defaults, key), raw.strip())
+            except ValueError as err:
+                raise ValueError(f"augment {key}={raw.strip()!r}: {err}") from None
+        return cls(**values)
+
+    def to_spec(self) -> str:
+        """The string :meth:`from_spec` reads back into this config."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            text = "-".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+            parts.append(f"{f.name}={text}")
+        return ",".join(parts)
+
+
+def _is_probability(config: AugmentConfig, name: str) -> bool:
+    return not isinstance(getattr(config, name), tuple)
+
+
+def _parse_value(default: Any, raw: str) -> Any:
+    if not isinstance(default, tuple):
+        value = float(raw)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("a probability must lie in [0, 1]")
+        return value
+    kind = type(default[0])  # int for JPEG qualities, float for scales and sigmas
+    low, sep, high = raw.partition("-")
+    try:
+        bounds = (kind(low), kind(high if sep else low))
+    except ValueError:
+        raise ValueError(f"expected a range LOW-HIGH of {kind.__name__}s") from None
+    if bounds[0] > bounds[1] or bounds[0] < 0:
+        raise ValueError("expected 0 <= LOW <= HIGH")
+    return bounds
 
 
 def augmented_crop(

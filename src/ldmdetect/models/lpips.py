@@ -19,7 +19,6 @@ of all five (LPIPS as originally defined).
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ldmdetect.io.hub import hub_offline
 
 VGG_LAYERS = 5
 # torchvision vgg16().features index ranges of relu1_2 .. relu5_3, as the lpips package cuts them
@@ -42,10 +43,6 @@ def lpips_layers(layer: int) -> list[int]:
     return list(range(VGG_LAYERS)) if layer == 0 else [layer - 1]
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-
-
 def imagenet_vgg16_state() -> tuple[dict[str, torch.Tensor] | None, str]:
     """torchvision's ImageNet VGG16 state dict and where it came from, or (None, reason).
 
@@ -57,7 +54,7 @@ def imagenet_vgg16_state() -> tuple[dict[str, torch.Tensor] | None, str]:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / _VGG_WEIGHTS_FILE
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True), f"file {cached}"
-    if _offline():
+    if hub_offline():
         return None, "offline (HF_HUB_OFFLINE)"
     try:
         return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False), "torchvision download"

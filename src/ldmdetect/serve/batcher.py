@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,9 +70,6 @@ class MicroBatcher:
         future = asyncio.get_running_loop().create_future()
         queue.put_nowait(_Item(image, future, time.perf_counter()))
         return await future
-
-    async def score_many(self, images: Sequence[Image.Image]) -> list[BatchResult]:
-        return list(await asyncio.gather(*(self.submit(image) for image in images)))
 
     async def _collect(self, queue: asyncio.Queue[_Item]) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,32 @@
+"""AEROBLADE's autoencoder sources: a missing folder and an unreachable hub id fail in one line
+naming the source (the reconstructions themselves are tested in tests/methods/test_aeroblade.py)."""
+
+import pytest
+
+from ldmdetect.features.aeroblade import autoencoder_source, load_autoencoders
+from ldmdetect.generative.loading import ComponentLoadError, ComponentSource
+
+
+def test_missing_directory_is_a_clear_error(tmp_path, source_error):
+    missing = tmp_path / "no-sd"
+    with pytest.raises(ComponentLoadError, match="no such directory") as info:
+        autoencoder_source(str(missing))
+    source_error(info, missing, local=True)
+    with pytest.raises(ComponentLoadError, match="autoencoder config") as info:
+        load_autoencoders([ComponentSource(str(missing), subfolder="vae").to_dict()], device="cpu")
+    source_error(info, missing, local=True)
+
+
+def test_folder_that_is_no_autoencoder_is_a_clear_error(tmp_path, source_error):
+    with pytest.raises(ComponentLoadError, match="neither an autoencoder folder") as info:
+        autoencoder_source(str(tmp_path))
+    source_error(info, tmp_path, local=True)
+
+
+def test_unreachable_hub_id_is_a_clear_error(source_error):
+    hub_id = "nobody/no-such-kandinsky"
+    source = autoencoder_source(hub_id)
+    assert source == ComponentSource(hub_id, subfolder="movq")
+    with pytest.raises(ComponentLoadError, match="autoencoder config") as info:
+        load_autoencoders([source.to_dict()], device="cpu")
+    source_error(info, hub_id, local=False)
