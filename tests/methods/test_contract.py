@@ -28,6 +28,11 @@ TINY_SETTINGS: dict[str, dict] = {
         "input_size": 48,
         "feature": {"lare": {"image_size": 64, "ensemble": 2}},
     },
+    "dire": {
+        "backbone": TEST_BACKBONE,
+        "input_size": 32,
+        "feature": {"dire": {"image_size": 64, "steps": 2}},
+    },
     "fakeinversion": {
         "backbone": TEST_BACKBONE,
         "input_size": 32,

@@ -12,6 +12,10 @@ to sample, both built from the pipeline's scheduler config (betas, ``steps_offse
 ``set_alpha_to_one``, timestep spacing), so the two walk exactly the same noise levels in
 opposite directions. Everything is deterministic (DDIM with eta 0), so a result depends only on
 (image, prompt, components, config): nothing is drawn, nothing needs a seed.
+
+``ddim_invert`` / ``ddim_sample`` also drive an unconditional pixel-space ``UNet2DModel`` (as in
+ADM, DIRE's generator): pass ``embeddings=None``. A UNet that learns its variance (twice the
+input's channels out, ADM's ``learn_sigma``) has its noise half used; DDIM ignores the variance.
 """
 
 from __future__ import annotations
@@ -74,11 +78,13 @@ def _noise_prediction(
     unet: torch.nn.Module,
     latents: torch.Tensor,
     timestep: torch.Tensor,
-    embeddings: torch.Tensor,
+    embeddings: torch.Tensor | None,
     unconditional: torch.Tensor | None,
     guidance: float,
 ) -> torch.Tensor:
     dtype = unet.dtype
+    if embeddings is None:  # an unconditional UNet (UNet2DModel): no text context
+        return _noise_half(unet(latents.to(dtype), timestep).sample.float(), latents)
     if guidance == 1.0 or unconditional is None:
         return unet(latents.to(dtype), timestep, encoder_hidden_states=embeddings).sample.float()
     # Classifier-free guidance: unconditional and conditional rows in one UNet pass.
@@ -88,19 +94,32 @@ def _noise_prediction(
     return uncond + guidance * (cond - uncond)
 
 
+def _noise_half(prediction: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """The noise channels of a UNet that also predicts its variance (ADM's ``learn_sigma``:
+    ``2 C`` channels out for ``C`` in, noise first); other predictions unchanged."""
+    channels = latents.shape[1]
+    if prediction.shape[1] == 2 * channels:
+        return prediction[:, :channels]
+    return prediction
+
+
 def _walk(
     scheduler: DDIMScheduler | DDIMInverseScheduler,
     latents: torch.Tensor,
-    embeddings: torch.Tensor,
+    embeddings: torch.Tensor | None,
     unet: torch.nn.Module,
     guidance: float,
     unconditional: torch.Tensor | None,
 ) -> torch.Tensor:
-    if guidance != 1.0 and unconditional is None:
-        raise ValueError("guidance > 1 needs the unconditional embedding (of the prompt '')")
-    if embeddings.shape[0] != latents.shape[0]:
-        raise ValueError(f"got {latents.shape[0]} latents and {embeddings.shape[0]} embeddings")
-    embeddings = embeddings.to(device=latents.device, dtype=unet.dtype)
+    if embeddings is None:
+        if guidance != 1.0:
+            raise ValueError("guidance > 1 needs prompt embeddings (a text-conditioned UNet)")
+    else:
+        if guidance != 1.0 and unconditional is None:
+            raise ValueError("guidance > 1 needs the unconditional embedding (of the prompt '')")
+        if embeddings.shape[0] != latents.shape[0]:
+            raise ValueError(f"got {latents.shape[0]} latents and {embeddings.shape[0]} embeddings")
+        embeddings = embeddings.to(device=latents.device, dtype=unet.dtype)
     if unconditional is not None:
         unconditional = unconditional.to(device=latents.device, dtype=unet.dtype)
     # The DDIM updates run in float32 whatever the UNet's dtype: the inversion's error
@@ -115,7 +134,7 @@ def _walk(
 @torch.inference_mode()
 def ddim_invert(
     latents: torch.Tensor,
-    embeddings: torch.Tensor,
+    embeddings: torch.Tensor | None,
     unet: torch.nn.Module,
     scheduler_config: Any,
     *,
@@ -126,7 +145,8 @@ def ddim_invert(
     """Scaled clean latents z_0 (B, C, h, w) -> z_T after ``steps`` DDIM inversion steps.
 
     ``embeddings`` (B, seq, dim) condition each row (the text encoder's hidden states, e.g.
-    :meth:`SDComponents.encode_prompts`); ``unconditional`` (1, seq, dim) is the embedding of
+    :meth:`SDComponents.encode_prompts`), or None for an unconditional ``UNet2DModel`` (then
+    ``latents`` may be pixels in [-1, 1]); ``unconditional`` (1, seq, dim) is the embedding of
     ``""``, needed only when ``guidance`` > 1. ``scheduler_config`` is the pipeline's scheduler
     config (any SD scheduler's ``.config``). Returns float32 latents on the input's device.
     """
@@ -137,7 +157,7 @@ def ddim_invert(
 @torch.inference_mode()
 def ddim_sample(
     noise: torch.Tensor,
-    embeddings: torch.Tensor,
+    embeddings: torch.Tensor | None,
     unet: torch.nn.Module,
     scheduler_config: Any,
     *,

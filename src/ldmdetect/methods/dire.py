@@ -1,0 +1,204 @@
+"""DIRE (Wang et al., ICCV 2023): a ResNet-50 on the diffusion reconstruction error map.
+
+Path of one image:
+1. transform (CPU): the ``dire.image_size`` (256) center crop, small images upscaled first, as
+   ``"image"``; views of ``input_size`` (224) at offsets into it (the center for 1 try, seeded
+   random for N tries, one random flipped-or-not view in training: the paper's RandomCrop +
+   flip / CenterCrop);
+2. feature step (device): DDIM inversion and reconstruction through the generator
+   (``features.dire``: a pixel-space ``UNet2DModel`` as in the paper, or an LDM with the empty
+   prompt), ``|x - x'|``, cached by image id;
+3. model: a timm ``resnet50`` with one logit on the views of the DIRE map, normalised like
+   ImageNet images (the paper's ``aug_norm``).
+
+**The map is stored losslessly, as uint8**: ``round(255 |x - x'|)``, the same fixed scale for
+every image, in a safetensors shard (3 x 256 x 256 bytes, 197 kB per image). The paper's code
+writes each map as an image under its input's file name (``cv2.imwrite``), so JPEG inputs got
+JPEG-compressed DIRE maps and PNG inputs lossless ones, a format difference its classifier
+could learn instead of the reconstruction error. Here every map is the exact tensor, whatever
+the input's format. uint8 rather than float16: it is the paper's own 8-bit precision
+(the classifier sees what the paper's saw, minus the codec), half the bytes, and exact in
+every dtype, so a cache round trip is bit-exact.
+
+The pixel-space and latent-space generators are told apart from the UNet's config
+(``feature.space`` "auto"); the resolved space and only the components it needs are recorded
+in the detector's config when the feature step is first built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ldmdetect.config import DetectorConfig
+from ldmdetect.features.dire import (
+    LATENT_COMPONENTS,
+    SPACES,
+    DireConfig,
+    dire_maps,
+    load_dire_components,
+    quantize_dire,
+    space_components,
+    unet_space,
+)
+from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size
+from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.methods.registry import (
+    Batch,
+    GeneratorFeatureStep,
+    Method,
+    Sample,
+    normalize,
+    register_method,
+)
+from ldmdetect.models.classifier import BackboneClassifier
+
+
+@dataclass(frozen=True)
+class DireTransform:
+    """Image -> the square to reconstruct ("image") + views into it ("crops", "offsets",
+    "flips"); the DIRE map has the image's size, so a view's offset is also its map's."""
+
+    image_size: int
+    crop: int
+    tries: int = 1
+    try_seed: int = 0
+    train: bool = False
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
+        image = ensure_min_size(image.convert("RGB"), self.image_size)
+        pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
+        views = aligned_views(
+            pixels,
+            self.crop,
+            tries=self.tries,
+            try_seed=self.try_seed,
+            rng=rng if self.train else None,
+        )
+        return {"image": pixels, **views}
+
+
+class DireFeature(GeneratorFeatureStep):
+    """The uint8 DIRE map (3, S, S) of each image; the generator loads on the first image
+    missing from the cache, so training from a complete cache never loads it."""
+
+    keys = ("dire",)
+
+    def __init__(
+        self,
+        components: dict[str, dict],
+        config: DireConfig,
+        *,
+        space: str,
+        device: str | torch.device,
+    ) -> None:
+        super().__init__(components, device=device)
+        self.config, self.space = config, space
+
+    @property
+    def components(self):
+        if self._components is None:
+            self._components = load_dire_components(self.sources, device=self.device)
+        return self._components
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "feature": "dire",
+            "dire": self.config.to_dict(),
+            "space": self.space,
+            "quantization": "uint8 round(255 |x - x'|)",
+            "components": self.sources,
+        }
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"dire": quantize_dire(dire_maps(batch["image"], self.components, self.config))}
+
+
+def _space(feature: dict[str, Any]) -> str:
+    space = feature.get("space", "auto")
+    if space not in SPACES:
+        raise ValueError(f"dire: feature space must be one of {', '.join(SPACES)}, not {space!r}")
+    return space
+
+
+@register_method
+class Dire(Method):
+    name = "dire"
+    summary = "DIRE: ResNet-50 on |x - DDIM reconstruction| through a diffusion model, ICCV 2023"
+    # An LDM's; a pixel-space UNet2DModel needs only the unet and scheduler.
+    components = LATENT_COMPONENTS
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            "backbone": "resnet50",
+            "input_size": 224,
+            "feature": {"dire": DireConfig().to_dict(), "space": "auto"},
+            # The official training config (utils/config.py, utils/trainer.py): Adam
+            # (0.9, 0.999) at 1e-4, no weight decay, no clipping, BCE on one logit, ImageNet
+            # pretrained ResNet-50 (--pretrained), batch 64 (--batch-size 64); its lr/10 on a
+            # validation plateau (early stop) is not reproduced.
+            "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 0.0},
+        }
+
+    def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
+        space = _space(feature)
+        return self.components if space == "auto" else space_components(space)
+
+    def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
+        return BackboneClassifier(
+            config.backbone, input_size=config.input_size, pretrained=pretrained
+        )
+
+    @staticmethod
+    def dire_config(config: DetectorConfig) -> DireConfig:
+        return DireConfig(**config.feature.get("dire", {}))
+
+    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+        dire = self.dire_config(config)
+        # Views come from the map, so they can be no larger than it.
+        view = min(config.input_size, dire.image_size)
+        return DireTransform(dire.image_size, view, tries, config.try_seed, augment is not None)
+
+    def build_features(
+        self,
+        config: DetectorConfig,
+        *,
+        device: str | torch.device = "auto",
+        components: dict[str, dict] | None = None,
+    ) -> DireFeature:
+        sources = components or config.components
+        if not sources or "unet" not in sources:
+            raise ValueError("dire needs a diffusion model's components (--pipeline ID_OR_DIR)")
+        space = _space(config.feature)
+        if space == "auto":
+            # Resolved once from the UNet's config and recorded, with only the components
+            # that space needs, so the saved detector names exactly what it runs.
+            space = unet_space(sources["unet"])
+            config.feature["space"] = space
+            config.components = {
+                k: v for k, v in config.components.items() if k in space_components(space)
+            }
+        needed = space_components(space)
+        missing = [n for n in needed if n not in sources]
+        if missing:
+            raise ValueError(f"dire ({space} space) needs the {', '.join(missing)} components")
+        return DireFeature(
+            {n: sources[n] for n in needed}, self.dire_config(config), space=space, device=device
+        )
+
+    def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+        crops = batch["crops"]
+        b, t, _, side, _ = crops.shape
+        views = []
+        for i in range(b):
+            for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
+                view = batch["dire"][i, :, y : y + side, x : x + side]
+                views.append(view.flip(-1) if flip else view)
+        dtype = next(model.parameters()).dtype
+        maps = torch.stack(views).to(crops.device)
+        return model(normalize(maps, config, dtype)).view(b, t)
