@@ -111,6 +111,7 @@ def test_one_process_trains_after_an_accelerator_with_other_settings(tmp_path, a
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state()  # as a fresh process: earlier tests trained here too
     Accelerator(cpu=True, mixed_precision="bf16")
     cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=1, val_fraction=0.34, device="cpu")
     try:
