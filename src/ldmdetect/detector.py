@@ -19,10 +19,8 @@ from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.files import atomic_path
 from ldmdetect.io.hub import SourceUnavailable, resolve_directory, source_error
-from ldmdetect.io.images import load_image, tensor_to_pil
+from ldmdetect.io.images import ImageInput, as_pil
 from ldmdetect.methods.registry import FeatureStep, PrepareImage, Sample, batch_to
-
-ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 
 
 class DetectorLoadError(SourceUnavailable):
@@ -175,7 +173,7 @@ class Detector:
             images = [images]
         prepare = self.preparer(tries)
         prepared = [
-            prepare(_as_pil(image), path=image if isinstance(image, str | os.PathLike) else None)
+            prepare(as_pil(image), path=image if isinstance(image, str | os.PathLike) else None)
             for image in images
         ]
         return self.score_prepared(prepared, batch_size)
@@ -194,7 +192,7 @@ class Detector:
 
     @torch.inference_mode()
     def _evidence_map(self, image: ImageInput) -> np.ndarray:
-        pil = _as_pil(image)
+        pil = as_pil(image)
         sample = self.prepare(pil, tries=1)
         batch = batch_to(self.method.collate([sample]), self.device)
         if self.features is not None:
@@ -230,11 +228,3 @@ def _place(view: torch.Tensor, box: torch.Tensor | None, width: int, height: int
     out = np.zeros((height, width), dtype=np.float32)
     out[top:bottom, left:right] = view.clamp(0, 1).numpy()
     return out
-
-
-def _as_pil(image: ImageInput) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        return tensor_to_pil(image)
-    return load_image(image)

@@ -95,7 +95,7 @@ def evaluate(
         fake_sets = generator_sets(fakes)
     pair_list = None
     if pairs is not None:
-        from ldmdetect.engine.synris import read_pairs_csv
+        from ldmdetect.io.pairs import read_pairs_csv
 
         pair_list = read_pairs_csv(pairs)
         if not fake_sets:

@@ -23,9 +23,7 @@ next to its AUC on an unmatched real set (:func:`ldmdetect.engine.evaluate.evalu
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -45,6 +43,7 @@ from ldmdetect.features.embeddings import ImageEmbedder, load_embedder
 from ldmdetect.io.datasets import search_images
 from ldmdetect.io.files import atomic_path, atomic_write_text
 from ldmdetect.io.images import load_image
+from ldmdetect.io.pairs import Pair, read_pairs_csv, write_pairs_csv
 
 __all__ = [
     "GivenPairs",
@@ -69,7 +68,6 @@ POOL_FILE = "pool.json"
 PAIRS_FILE = "pairs.csv"
 SHEET_FILE = "contact_sheet.png"
 SUMMARY_FILE = "synris.json"
-PAIR_COLUMNS = ("fake", "real", "similarity")
 
 
 def _faiss():
@@ -102,13 +100,6 @@ class SynRISConfig:
     device: str = "cpu"
     sheet_pairs: int = 8
     thumb_size: int = 160
-
-
-@dataclass
-class Pair:
-    fake: str
-    real: str
-    similarity: float
 
 
 @dataclass
@@ -307,40 +298,6 @@ def _match(
 
 
 # --- files ----------------------------------------------------------------------------------
-
-
-def write_pairs_csv(pairs: Sequence[Pair], path: str | os.PathLike) -> Path:
-    """``fake,real,similarity`` rows, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(PAIR_COLUMNS)
-    for pair in pairs:
-        writer.writerow([pair.fake, pair.real, f"{pair.similarity:.6f}"])
-    return atomic_write_text(path, buffer.getvalue())
-
-
-def read_pairs_csv(path: str | os.PathLike) -> list[Pair]:
-    """Pairs from a ``pairs.csv``; relative paths are taken relative to the CSV's folder."""
-    path = Path(path)
-    base = path.parent
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ("fake", "real") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: no column(s) {missing}; expected {list(PAIR_COLUMNS)}")
-        pairs = []
-        for row in reader:
-            similarity = row.get("similarity")
-            pairs.append(
-                Pair(
-                    str(base / row["fake"]),
-                    str(base / row["real"]),
-                    float(similarity) if similarity not in (None, "") else math.nan,
-                )
-            )
-    if not pairs:
-        raise ValueError(f"{path}: no pairs")
-    return pairs
 
 
 def _tile(path: str, size: int):

@@ -251,6 +251,19 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
     return uint8_to_pil(values.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8))
 
 
+ImageInput = str | os.PathLike | Image.Image | torch.Tensor
+
+
+def as_pil(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from a file path (safely decoded), a PIL image or a CHW [0, 1] tensor:
+    the inputs ``Detector.predict`` and friends accept."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        return tensor_to_pil(image)
+    return load_image(image)
+
+
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 CHW tensor (kept uint8 until the device: 4x less to move)."""
     array = np.array(image.convert("RGB"), dtype=np.uint8, copy=True)

@@ -41,7 +41,7 @@ from ldmdetect.features.aeroblade import (
     reconstructions,
 )
 from ldmdetect.io.crops import ensure_min_size
-from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.io.images import as_pil, pil_to_uint8
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
 from ldmdetect.models.lpips import LPIPSMap, lpips_distance, lpips_map
 
@@ -245,7 +245,6 @@ class Explanation:
 def explain(detector, images) -> list[Explanation]:
     """Scores, per-autoencoder distances, attribution and distance maps for images (paths,
     PIL images or tensors) through an ``aeroblade`` detector."""
-    from ldmdetect.detector import _as_pil
     from ldmdetect.methods.registry import batch_to
 
     method = detector.method
@@ -254,7 +253,7 @@ def explain(detector, images) -> list[Explanation]:
     if isinstance(images, str | Image.Image | torch.Tensor) or hasattr(images, "__fspath__"):
         images = [images]
     prepare = detector.preparer(1)
-    samples = [prepare(_as_pil(image)) for image in images]
+    samples = [prepare(as_pil(image)) for image in images]
     batch = batch_to(method.collate(samples), detector.device)
     batch = detector.features.add_to(batch, detector.feature_cache, device=detector.device)
     distances, distance_maps = method.maps(detector.model, batch)
