@@ -107,10 +107,11 @@ class DemoConfig:
     dire_epochs: int = 6
     seed: int = 0
     num_workers: int = 0
-    # The demo's models are small, so intra-op thread sync costs more than it saves, and far
-    # more when the cores are busy: with another process on one of 2 cores, reconstruct took
-    # 18.4 s -> 1.3 s and training 42 s -> 14 s with 1 thread instead of 2.
-    threads: int | None = 1
+    # torch threads; None = torch's default (every core). On 2 idle cores, 2 threads run the
+    # mini LDM's sampling 1.8x and Lite0's training steps 1.7x faster than 1. When other
+    # processes hold the cores, 1 thread avoids thread-sync stalls (reconstruct 18.4 s ->
+    # 1.3 s, training 42 s -> 14 s with another process on one of 2 cores): --threads 1.
+    threads: int | None = None
 
 
 @dataclass
