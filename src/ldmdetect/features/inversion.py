@@ -24,12 +24,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
+from PIL import Image
 from torch.nn import functional as F
 
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
+from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size
+from ldmdetect.io.images import pil_to_uint8
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,35 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
             pixels, size=(size, size), mode="bicubic", antialias=True, align_corners=False
         )
     return (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class InversionTransform:
+    """Image -> the center square to invert ("image") + aligned views ("crops", "offsets",
+    "flips") of it resized to ``map_size``: the CPU side of every inversion-based method
+    (``fakeinversion``; ``dire`` with ``map_size == image_size``, where the resize is exact)."""
+
+    image_size: int
+    map_size: int
+    crop: int
+    tries: int = 1
+    try_seed: int = 0
+    train: bool = False
+
+    def __call__(
+        self, image: Image.Image, rng: np.random.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        image = ensure_min_size(image.convert("RGB"), self.image_size)
+        pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
+        whole = resize_uint8(pixels[None], self.map_size)[0]
+        views = aligned_views(
+            whole,
+            self.crop,
+            tries=self.tries,
+            try_seed=self.try_seed,
+            rng=rng if self.train else None,
+        )
+        return {"image": pixels, **views}
 
 
 def invert_and_regenerate(

@@ -27,12 +27,9 @@ in the detector's config when the feature step is first built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
@@ -46,41 +43,15 @@ from ldmdetect.features.dire import (
     space_components,
     unet_space,
 )
-from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size
-from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.features.inversion import InversionTransform
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
     Method,
-    Sample,
     normalize,
     register_method,
 )
 from ldmdetect.models.classifier import BackboneClassifier
-
-
-@dataclass(frozen=True)
-class DireTransform:
-    """Image -> the square to reconstruct ("image") + views into it ("crops", "offsets",
-    "flips"); the DIRE map has the image's size, so a view's offset is also its map's."""
-
-    image_size: int
-    crop: int
-    tries: int = 1
-    try_seed: int = 0
-    train: bool = False
-
-    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
-        image = ensure_min_size(image.convert("RGB"), self.image_size)
-        pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
-        views = aligned_views(
-            pixels,
-            self.crop,
-            tries=self.tries,
-            try_seed=self.try_seed,
-            rng=rng if self.train else None,
-        )
-        return {"image": pixels, **views}
 
 
 class DireFeature(GeneratorFeatureStep):
@@ -162,7 +133,10 @@ class Dire(Method):
         dire = self.dire_config(config)
         # Views come from the map, so they can be no larger than it.
         view = min(config.input_size, dire.image_size)
-        return DireTransform(dire.image_size, view, tries, config.try_seed, augment is not None)
+        # The DIRE map has the square's size, so a view's offset is also its map's.
+        return InversionTransform(
+            dire.image_size, dire.image_size, view, tries, config.try_seed, augment is not None
+        )
 
     def build_features(
         self,

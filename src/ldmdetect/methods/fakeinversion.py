@@ -21,55 +21,29 @@ augmentations (JPEG, blur) are not applied: they would change x but not its cach
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
-from ldmdetect.features.inversion import InversionConfig, invert_and_regenerate, resize_uint8
+from ldmdetect.features.inversion import (
+    InversionConfig,
+    InversionTransform,
+    invert_and_regenerate,
+    resize_uint8,
+)
 from ldmdetect.generative.captioners import Captioner, parse_captioner
-from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size
-from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
     Method,
-    Sample,
     register_method,
 )
 from ldmdetect.models.fakeinversion import FakeInversionNet
 
 DEFAULT_CAPTIONER = "blip2"  # Salesforce/blip2-opt-2.7b, the paper's
 DEFAULT_MAP_SIZE = 224
-
-
-@dataclass(frozen=True)
-class InversionTransform:
-    """Image -> the crop to invert ("image") + aligned views of it at ``map_size`` ("crops")."""
-
-    image_size: int
-    map_size: int
-    crop: int
-    tries: int = 1
-    try_seed: int = 0
-    train: bool = False
-
-    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
-        image = ensure_min_size(image.convert("RGB"), self.image_size)
-        pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
-        whole = resize_uint8(pixels[None], self.map_size)[0]
-        views = aligned_views(
-            whole,
-            self.crop,
-            tries=self.tries,
-            try_seed=self.try_seed,
-            rng=rng if self.train else None,
-        )
-        return {"image": pixels, **views}
 
 
 class InversionFeature(GeneratorFeatureStep):
