@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -331,23 +332,32 @@ class _Run:
     log: Callable[[str], None]
 
 
+def _train_config(cfg: DemoConfig, **fields: Any) -> TrainConfig:
+    """A recipe's TrainConfig: the demo's batch size, seed, workers and CPU device, and a 20%
+    validation split (which also calibrates the thresholds) unless the recipe says otherwise."""
+    fields.setdefault("val_fraction", 0.2)
+    return TrainConfig(
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        device="cpu",
+        **fields,
+    )
+
+
 def _train_ae(run: _Run, output: Path) -> None:
     cfg = run.cfg
     run.log(f"[4/6] train 'ae' ({cfg.backbone}, {cfg.input_size}px) on reconstructions only")
     train_detector(
         [run.train_pairs],
         output,
-        TrainConfig(
+        _train_config(
+            cfg,
             method="ae",
             backbone=cfg.backbone,
             pretrained=cfg.pretrained,
             lr=cfg.lr,
             epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            val_fraction=0.2,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            device="cpu",
         ),
         progress=run.progress,
     )
@@ -410,17 +420,13 @@ def _train_lare2(run: _Run, output: Path) -> None:
     train_detector(
         [],
         output,
-        TrainConfig(
+        _train_config(
+            cfg,
             method="lare2",
             backbone=cfg.lare_backbone,
             pretrained=cfg.lare_pretrained,
             input_size=cfg.lare_input_size,
             epochs=cfg.lare_epochs,
-            batch_size=cfg.batch_size,
-            val_fraction=0.2,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            device="cpu",
             feature={
                 "lare": {
                     "image_size": cfg.eval_size,
@@ -454,14 +460,12 @@ def _train_aeroblade(run: _Run, output: Path) -> None:
     train_detector(
         [],
         output,
-        TrainConfig(
+        _train_config(
+            cfg,
             method="aeroblade",
             input_size=cfg.eval_size,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            device="cpu",
             feature={"aeroblade": {"autoencoders": [run.pipeline], "grid": grid}},
+            val_fraction=TrainConfig.val_fraction,
         ),
         examples=read_labeled([real], []),
         progress=run.progress,
@@ -478,15 +482,11 @@ def _train_vfm_probe(run: _Run, output: Path) -> None:
     train_detector(
         [],
         output,
-        TrainConfig(
+        _train_config(
+            cfg,
             method="vfm-probe",
             backbone=cfg.vfm_backbone,
             input_size=cfg.vfm_input_size,
-            batch_size=cfg.batch_size,
-            val_fraction=0.2,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            device="cpu",
         ),
         examples=read_labeled([data / "real"], [data / "generated"]),
         feature_cache=run.out / "features" / "vfm-probe-train",
@@ -505,17 +505,13 @@ def _train_fakeinversion(run: _Run, output: Path) -> None:
     train_detector(
         [],
         output,
-        TrainConfig(
+        _train_config(
+            cfg,
             method="fakeinversion",
             backbone=cfg.fakeinversion_backbone,
             pretrained=cfg.fakeinversion_pretrained,
             input_size=cfg.fakeinversion_input_size,
             epochs=cfg.fakeinversion_epochs,
-            batch_size=cfg.batch_size,
-            val_fraction=0.2,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            device="cpu",
             feature={
                 # The whole eval_size image is inverted; views are input_size crops of it
                 # and of its maps at one offset.
@@ -542,17 +538,13 @@ def _train_dire(run: _Run, output: Path) -> None:
     train_detector(
         [],
         output,
-        TrainConfig(
+        _train_config(
+            cfg,
             method="dire",
             backbone=cfg.dire_backbone,
             pretrained=cfg.dire_pretrained,
             input_size=cfg.dire_input_size,
             epochs=cfg.dire_epochs,
-            batch_size=cfg.batch_size,
-            val_fraction=0.2,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            device="cpu",
             # The whole eval_size image is reconstructed; views are input_size crops of its map.
             feature={"dire": {"image_size": cfg.eval_size, "steps": cfg.dire_steps}},
         ),
