@@ -12,7 +12,8 @@ of them that TPR at 1% FPR is resolved.
 Then a learning curve for ``ae`` on the first seed's data: held-out AUC against the number of
 training pairs (crops per training photo) and against the number of epochs, written as
 ``learning_curve.png`` (and the numbers in the JSON), plus optional ablations (backbone,
-pretrained ImageNet weights, learning rate) scored the same way.
+pretrained ImageNet weights, learning rate, augmentation) scored the same way, and under the
+demo's perturbations (JPEG-75).
 
     python benchmarks/mini_ldm_detection.py [--budget demo|full] [--seeds 0 1 2]
         [--methods ae lare2] [--output DIR]
@@ -43,6 +44,7 @@ from ldmdetect.engine.demo import DemoConfig, resolve_generator, run_demo
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.files import atomic_path, atomic_write_text
 
 METRICS = ("auc", "ap", "tpr@fpr=0.01")
@@ -71,11 +73,16 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     "demo": Budget(),
     # Twice the demo's training crops and epochs; the curve shows what each buys, and the
-    # ablation the demo's former backbone (resnet18 from random weights) on the same pairs.
+    # ablations the demo's former backbone (resnet18 from random weights) and the former
+    # augmentation on the same pairs.
     "full": Budget(
         curve_crops=(8, 16, 32),
         curve_epochs=(1, 5, 10),
-        ablations=({"backbone": "resnet18", "pretrained": False, "lr": None},),
+        ablations=(
+            {"backbone": "resnet18", "pretrained": False, "lr": None},
+            # The former augmentation: less JPEG, its grid always on the crop's corner.
+            {"augment": "jpeg_prob=0.3,jpeg_quality=65-100,jpeg_grid_shift=0"},
+        ),
         demo=DemoConfig(
             eval_crops_per_image=EVAL_CROPS_PER_IMAGE, train_crops_per_image=64, epochs=20
         ),
@@ -142,7 +149,10 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _ae_train_config(cfg: DemoConfig, **overrides: Any) -> TrainConfig:
-    """The demo's ``ae`` training settings (engine.demo), with overrides."""
+    """The demo's ``ae`` training settings (engine.demo), with overrides (``augment`` as a
+    ``--augment`` spec string, so that the JSON states it)."""
+    if isinstance(overrides.get("augment"), str):
+        overrides = overrides | {"augment": AugmentConfig.from_spec(overrides["augment"])}
     base = TrainConfig(
         method="ae",
         backbone=cfg.backbone,
@@ -158,8 +168,11 @@ def _ae_train_config(cfg: DemoConfig, **overrides: Any) -> TrainConfig:
     return replace(base, **overrides)
 
 
-def _score_point(run_dir: Path, detector_dir: Path) -> dict[str, Any]:
-    """1-try held-out AUC / TPR@1%FPR of a detector on the seed run's test sets."""
+def _score_point(
+    run_dir: Path, detector_dir: Path, perturbations: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """1-try held-out AUC / TPR@1%FPR of a detector on the seed run's test sets, clean and
+    under each of ``perturbations`` (keyed by the perturbation)."""
     data = run_dir / "data"
     evaluation = evaluate(
         Detector.from_pretrained(detector_dir, device="cpu"),
@@ -168,6 +181,7 @@ def _score_point(run_dir: Path, detector_dir: Path) -> dict[str, Any]:
             "generated": [data / "generated"],
             "reconstructed (held-out)": [data / "heldout" / "reconstructed"],
         },
+        perturbations=perturbations,
         tries=(1,),
         n_boot=200,
     )
@@ -176,13 +190,24 @@ def _score_point(run_dir: Path, detector_dir: Path) -> dict[str, Any]:
         point[test_set] = {m: round(metrics[m], 4) for m in METRICS}
         ci = evaluation.result["intervals"]["generators"][test_set]["auc"]
         point[test_set]["auc_ci95"] = [round(x, 4) for x in ci]
+    for name, condition in evaluation.result["robustness"].items():
+        point[name] = {
+            test_set: {m: round(metrics[m], 4) for m in METRICS}
+            for test_set, metrics in condition["generators"].items()
+        }
     return point
 
 
-def _train_point(run_dir: Path, pairs: Path, output: Path, train: TrainConfig) -> dict[str, Any]:
+def _train_point(
+    run_dir: Path,
+    pairs: Path,
+    output: Path,
+    train: TrainConfig,
+    perturbations: tuple[str, ...] = (),
+) -> dict[str, Any]:
     start = time.perf_counter()
     detector = train_detector([pairs], output, train)
-    point = _score_point(run_dir, output)
+    point = _score_point(run_dir, output, perturbations)
     point["train_pairs"] = detector.config.training["pairs"]["train"]
     point["epochs"] = train.epochs
     point["seconds"] = round(time.perf_counter() - start, 1)
@@ -221,13 +246,13 @@ def learning_curve(
         )
         by_epochs.append(point | {"crops_per_image": cfg.train_crops_per_image})
     ablations = []
-    for overrides in budget.ablations:
-        name = "-".join(f"{k}={v}" for k, v in overrides.items())
+    for i, overrides in enumerate(budget.ablations):
         point = _train_point(
             run_dir,
             run_dir / "data" / "train",
-            work / f"ae-{name}",
+            work / f"ae-ablation-{i}",
             _ae_train_config(cfg, **overrides),
+            cfg.perturbations,  # JPEG-75 too: one ablation is the augmentation
         )
         ablations.append(point | {"overrides": overrides})
     return {

@@ -489,9 +489,9 @@ def train(
     augment: Annotated[
         str | None,
         typer.Option(
-            help="Training augmentation: KEY=VALUE,... over flip, jpeg_prob, resize_prob, "
-            "blur_prob (probabilities) and jpeg_quality, resize_scale, blur_sigma (LOW-HIGH "
-            "ranges); keys left out keep their defaults; 'none' turns it off."
+            help="Training augmentation: KEY=VALUE,... over flip, jpeg_prob, jpeg_grid_shift, "
+            "resize_prob, blur_prob (probabilities) and jpeg_quality, resize_scale, blur_sigma "
+            "(LOW-HIGH ranges); keys left out keep their defaults; 'none' turns it off."
         ),
     ] = None,
     val_fraction: float | None = None,
@@ -500,7 +500,7 @@ def train(
     workers: Workers = None,
 ) -> None:
     """Train a detector (or calibrate a training-free one); saves config.json + weights."""
-    from ldmdetect.engine.train import TrainConfig, train_detector
+    from ldmdetect.engine.train import TrainConfig, is_main_process, train_detector
     from ldmdetect.io.augment import AugmentConfig
     from ldmdetect.io.labeled import read_genimage, read_labeled
 
@@ -532,6 +532,8 @@ def train(
         feature_cache=features,
         progress=True,
     )
+    if not is_main_process():
+        return  # under a distributed launch every rank returns the same detector; one reports
     history = detector.config.training["history"]
     if history:
         typer.echo(json.dumps(history[-1]))
@@ -880,7 +882,11 @@ def serve(
 @app.command(
     context_settings=_defaults(
         ConfigDefaults(
-            "ldmdetect.engine.synris:SynRISConfig", "allow_reuse", "embedder", "batch_size"
+            "ldmdetect.engine.synris:SynRISConfig",
+            "allow_reuse",
+            "embedder",
+            "batch_size",
+            "device",
         )
     )
 )
@@ -910,7 +916,7 @@ def synris(
         ),
     ] = None,
     batch_size: int | None = None,
-    device: Device = "auto",
+    device: Device = None,
     workers: Workers = None,
 ) -> None:
     """SynRIS: pair each fake with its most similar real (reverse image search); pairs.csv."""

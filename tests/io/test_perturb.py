@@ -35,6 +35,31 @@ def test_jpeg_changes_pixels_more_at_lower_quality(photo):
     assert 0 < _error(photo, high) < _error(photo, low)
 
 
+def _block_phase(image: Image.Image) -> tuple[int, int]:
+    """Where strong JPEG's 8x8 block edges fall: the column and row phase (mod 8) with the
+    largest mean jump between neighbouring pixels."""
+    pixels = np.asarray(image.convert("L"), float)
+    cols = np.abs(np.diff(pixels, axis=1)).mean(axis=0)  # jump into column c + 1
+    rows = np.abs(np.diff(pixels, axis=0)).mean(axis=1)
+    phase_x = [cols[c::8].mean() for c in range(8)]
+    phase_y = [rows[r::8].mean() for r in range(8)]
+    return (int(np.argmax(phase_x)) + 1) % 8, (int(np.argmax(phase_y)) + 1) % 8
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (3, 5), (7, 1)])
+def test_jpeg_grid_offset_moves_the_block_edges(photo, offset):
+    # A block edge sits where the padded image's column is a multiple of 8: at -dx mod 8.
+    coded = jpeg(photo, 5, grid_offset=offset)
+    assert coded.size == photo.size
+    assert _block_phase(coded) == ((-offset[0]) % 8, (-offset[1]) % 8)
+    assert _error(coded, photo) > 5  # compressed, not the input handed back
+
+
+def test_jpeg_grid_offset_is_checked(photo):
+    with pytest.raises(ValueError, match="grid_offset"):
+        jpeg(photo, 75, grid_offset=(8, 0))
+
+
 def test_webp_changes_pixels_more_at_lower_quality(photo):
     high, low = webp(photo, 95), webp(photo, 10)
     assert high.size == photo.size and high.mode == "RGB"

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageFilter
 
 PerturbationOp = Callable[[Image.Image, float], Image.Image]
@@ -71,9 +72,26 @@ def _reencode(image: Image.Image, format: str, quality: float) -> Image.Image:
 
 
 @_register("jpeg", _quality)
-def jpeg(image: Image.Image, quality: int) -> Image.Image:
-    """Round-trip through an in-memory JPEG at `quality` (1..100, Pillow's default settings)."""
-    return _reencode(image, "JPEG", _quality(quality))
+def jpeg(image: Image.Image, quality: int, *, grid_offset: tuple[int, int] = (0, 0)) -> Image.Image:
+    """Round-trip through an in-memory JPEG at `quality` (1..100, Pillow's default settings).
+
+    ``grid_offset=(dx, dy)`` (0..7 each) places JPEG's 8x8 block grid ``dx``/``dy`` pixels
+    left of/above the image's corner, as if the image were a crop of a larger compressed one:
+    the image is padded by reflection on the top and left, compressed, and cropped back. A crop
+    taken from a compressed photo meets the grid at a random offset, 63 times in 64 not at its
+    own corner.
+    """
+    dx, dy = grid_offset
+    if not (0 <= dx < 8 and 0 <= dy < 8):
+        raise ValueError(f"grid_offset must lie in 0..7 on each axis, got {grid_offset}")
+    if dx == dy == 0:
+        return _reencode(image, "JPEG", _quality(quality))
+    source = image if image.mode in ("RGB", "L") else image.convert("RGB")
+    pixels = np.asarray(source)
+    pad = ((dy, 0), (dx, 0)) + ((0, 0),) * (pixels.ndim - 2)
+    padded = Image.fromarray(np.pad(pixels, pad, mode="symmetric"))
+    coded = _reencode(padded, "JPEG", _quality(quality))
+    return coded.crop((dx, dy, dx + source.width, dy + source.height))
 
 
 @_register("webp", _quality)
