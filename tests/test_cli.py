@@ -136,6 +136,21 @@ def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir)
     assert result.output.splitlines()[0] == "path,score,label,threshold,error"
 
 
+def test_train_reports_on_the_main_process_only(tmp_path, aligned_dir, monkeypatch):
+    # Under a distributed launch every rank runs the command; rank 0 alone writes and prints.
+    args = ["train", "--data", str(aligned_dir), "--backbone", "mobilenetv3_small_050",
+            "--epochs", "1", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    monkeypatch.setenv("RANK", "1")
+    result = runner.invoke(app, [*args, "--output", str(tmp_path / "rank1")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and not (tmp_path / "rank1").exists()
+    monkeypatch.setenv("RANK", "0")
+    result = runner.invoke(app, [*args, "--output", str(tmp_path / "rank0")])
+    assert result.exit_code == 0, result.output
+    assert "saved detector to" in result.stdout
+    assert (tmp_path / "rank0" / "model.safetensors").is_file()
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path, aligned_dir):
     result = runner.invoke(
         app,
@@ -278,7 +293,6 @@ STATED = {
     ("serve", "port"),
 }
 DIFFERENT = {
-    ("synris", "device"),  # the CLI runs on the GPU when there is one; the API on the CPU
     ("train", "feature"),  # KEY=VALUE strings, merged into TrainConfig.feature's dict
 }
 

@@ -97,7 +97,7 @@ class SynRISConfig:
     candidates: int = 32
     batch_size: int = 32
     num_workers: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # the embedder's; "auto": CUDA when available
     sheet_pairs: int = 8
     thumb_size: int = 160
 

@@ -525,7 +525,7 @@ def _same_buffers(accelerator, model: nn.Module) -> None:
             torch.distributed.broadcast(buffer.data, src=0)
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     """Rank 0 of a distributed launch (accelerate launch, torchrun), or a lone process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
@@ -658,7 +658,7 @@ def train_detector(
         "device": str(device),
     }
     detector = Detector(det_config, model, device="cpu")
-    if _is_main_process():  # every rank holds the same detector; one writes it
+    if is_main_process():  # every rank holds the same detector; one writes it
         detector.save_pretrained(output)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the directory is complete
