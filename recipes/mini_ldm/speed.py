@@ -25,6 +25,7 @@ from diffusers.models.attention_processor import AttnProcessor
 from train import (
     SD_SCHEDULER_CONFIG,
     MiniLDMConfig,
+    adamw_optimizer,
     build_autoencoder,
     build_unet,
     load_photos,
@@ -39,7 +40,7 @@ def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
 
 def autoencoder_step(config: MiniLDMConfig, bf16: bool):
     vae = build_autoencoder(config).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.ae_lr)
+    optimizer = adamw_optimizer(vae.parameters(), config.ae_lr)
     photos = load_photos(training_photo_names(config))
     generator = torch.Generator().manual_seed(0)
 
@@ -63,7 +64,7 @@ def unet_step(config: MiniLDMConfig, bf16: bool, plain: bool):
     unet = build_unet(config).train()
     if plain:
         unet.set_attn_processor(AttnProcessor())
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
+    optimizer = adamw_optimizer(unet.parameters(), config.unet_lr)
     scheduler = DDPMScheduler(**SD_SCHEDULER_CONFIG)
     shape = (config.unet_batch_size, config.latent_channels, config.latent_size, config.latent_size)
     text = torch.randn(config.unet_batch_size, 77, config.text_hidden_size)

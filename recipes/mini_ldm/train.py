@@ -305,7 +305,7 @@ def _lr_schedule(optimizer: torch.optim.Optimizer, config: MiniLDMConfig, total:
     )
 
 
-def _adamw(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
+def adamw_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
     """AdamW without weight decay, fused: one kernel for all tensors instead of a loop of small
     ops (UNet update 5 ms instead of 21 ms per step on a CPU; the same update rule)."""
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, fused=True)
@@ -436,7 +436,7 @@ def _train_autoencoder(
     with torch.no_grad():
         # quant_conv maps the encoder output to [mean, logvar]; offset the logvar half.
         vae.quant_conv.bias[config.latent_channels :] = config.ae_initial_logvar
-    optimizer = _adamw(vae.parameters(), config.ae_lr)
+    optimizer = adamw_optimizer(vae.parameters(), config.ae_lr)
     scheduler = _lr_schedule(optimizer, config, config.ae_steps)
     accelerator = _accelerator()
     vae, optimizer, scheduler = accelerator.prepare(vae, optimizer, scheduler)
@@ -579,7 +579,7 @@ def _train_unet(
     # update n, so early weights do not dominate a short run.
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, foreach=True)
     noise_scheduler = DDPMScheduler(**SD_SCHEDULER_CONFIG)
-    optimizer = _adamw(unet.parameters(), config.unet_lr)
+    optimizer = adamw_optimizer(unet.parameters(), config.unet_lr)
     lr_scheduler = _lr_schedule(optimizer, config, config.unet_steps)
     accelerator = _accelerator()
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
