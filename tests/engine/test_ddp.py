@@ -8,6 +8,7 @@ which ranks saved a detector directory.
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import TEST_BACKBONE
+from ldmdetect.engine.reconstruct import read_aligned_dataset
+from ldmdetect.engine.train import split_by_source
 
 pytest.importorskip("accelerate")
 
@@ -77,7 +80,9 @@ def _digest(state: dict) -> str:
     return h.hexdigest()
 
 
-def test_two_cpu_processes_train_one_model_and_rank_0_saves_it(aligned_dir, tmp_path):
+def _launch(tmp_path: Path, data: Path, *train_args: str) -> tuple[Path, Path]:
+    """Run ``ldmdetect train`` in 2 gloo processes through the spying worker; returns the
+    folder of per-rank records and the detector directory."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     out, detector = tmp_path / "out", tmp_path / "detector"
@@ -98,19 +103,25 @@ def test_two_cpu_processes_train_one_model_and_rank_0_saves_it(aligned_dir, tmp_
         str(worker),
         "train",
         "--data",
-        str(aligned_dir),
+        str(data),
         "--output",
         str(detector),
         "--backbone",
         TEST_BACKBONE,
         "--epochs=1",
-        "--batch-size=4",
         "--val-fraction=0.34",
         "--device=cpu",
         "--workers=0",
+        *train_args,
     ]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    # A rank left waiting in a collective would hang until gloo's 30 min timeout.
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return out, detector
+
+
+def test_two_cpu_processes_train_one_model_and_rank_0_saves_it(aligned_dir, tmp_path):
+    out, detector = _launch(tmp_path, aligned_dir, "--batch-size=4")
     ranks = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     assert ranks[0]["weights"] == ranks[1]["weights"]
@@ -121,3 +132,21 @@ def test_two_cpu_processes_train_one_model_and_rank_0_saves_it(aligned_dir, tmp_
     saved = json.loads((detector / "config.json").read_text())
     assert _digest(load_file(detector / "model.safetensors")) == ranks[0]["weights"]
     assert saved["training"]["history"] == ranks[0]["history"]
+
+
+def test_a_rank_whose_whole_batch_fails_to_decode_keeps_step_with_the_others(aligned_dir, tmp_path):
+    """One training pair's real crop is corrupt; with one pair per batch, the rank that draws
+    it has nothing to train on at that step. Both ranks must still end with the same weights,
+    and the saved detector must name the file whichever rank met it."""
+    data = tmp_path / "data"
+    shutil.copytree(aligned_dir, data)
+    train_pairs, _ = split_by_source(read_aligned_dataset(data), 0.34, seed=0)
+    broken = Path(train_pairs[0].real)
+    broken.write_bytes(b"not a PNG")
+    out, detector = _launch(tmp_path, data, "--batch-size=1")
+    ranks = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["history"] == ranks[1]["history"]
+    saved = json.loads((detector / "config.json").read_text())
+    assert list(saved["training"]["skipped_files"]) == [str(broken)]
+    assert _digest(load_file(detector / "model.safetensors")) == ranks[0]["weights"]

@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +121,16 @@ def test_one_process_trains_after_an_accelerator_with_other_settings(tmp_path, a
     finally:
         AcceleratorState._reset_state()
     assert detector.config.training["history"]
+
+
+def test_a_corrupt_first_pair_is_skipped_and_named_not_fatal(tmp_path, aligned_dir):
+    # The input size comes from the pairs' crops: the first one failing to decode must not end
+    # the run before the training loop can skip and report it.
+    data = tmp_path / "data"
+    shutil.copytree(aligned_dir, data)
+    first = read_aligned_dataset(data)[0]
+    Path(first.real).write_bytes(b"not a PNG")
+    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=1, val_fraction=0.34, device="cpu")
+    detector = train_detector([data], tmp_path / "d", cfg)
+    assert list(detector.config.training["skipped_files"]) == [str(first.real)]
+    assert detector.config.input_size == 64

@@ -428,7 +428,7 @@ def fit(
         )
         for batch, labels, skipped in bar:
             _note(skipped, skipped_files)
-            if batch is None:
+            if not _every_rank_has_a_batch(accelerator, batch is not None):
                 continue
             batch = _with_features(batch, features, cache, device)
             with accelerator.autocast():
@@ -462,7 +462,35 @@ def fit(
                 skipped_files=skipped_files,
             )
         history.append(entry)
+    _gather_skipped(accelerator, skipped_files)
     return accelerator.unwrap_model(model).float().cpu().eval(), history, last_val
+
+
+def _every_rank_has_a_batch(accelerator, has_batch: bool) -> bool:
+    """Whether this step trains: on every rank or on none.
+
+    Under DDP each backward pass ends in a gradient all-reduce that every rank must join. A rank
+    whose whole batch failed to decode and skipped its step would leave the others waiting
+    there, or pair their all-reduces off by one step until the run hangs or the weights drift
+    apart. So when any rank has nothing to train on, all ranks skip that step (rare: it takes a
+    batch of files that all fail). One process: just whether it has a batch.
+    """
+    if accelerator.num_processes == 1:
+        return has_batch
+    flag = torch.tensor([float(has_batch)], device=accelerator.device)
+    return int(accelerator.reduce(flag, "sum").item()) == accelerator.num_processes
+
+
+def _gather_skipped(accelerator, skipped_files: dict[str, str] | None) -> None:
+    """Each rank decodes its own share of the training files; merge what every rank skipped,
+    so the detector rank 0 saves names every undecodable file, not only rank 0's."""
+    if skipped_files is None or accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    for ranks_files in gather_object([skipped_files]):
+        for path, reason in ranks_files.items():
+            skipped_files.setdefault(path, reason)
 
 
 @torch.no_grad()
@@ -572,7 +600,7 @@ def train_detector(
     if not pairs and not examples:
         raise ValueError("no training data: give aligned datasets or real/fake images")
     infos = [_dataset_info(d) for d in data]
-    crop = load_image(pairs[0].real).width if pairs else None
+    crop = _crop_size(pairs)
     method, det_config, model = build(cfg, input_size=crop, pipeline=pipeline, revision=revision)
     det_config.generator = next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None)
 
@@ -663,6 +691,17 @@ def train_detector(
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the directory is complete
     return detector
+
+
+def _crop_size(pairs: Sequence[AlignedPair]) -> int | None:
+    """The input size aligned pairs imply: the width of the first real crop that decodes. A
+    corrupt file is the training loop's to skip and report, not a reason to stop before it."""
+    for pair in pairs:
+        try:
+            return load_image(pair.real).width
+        except ImageDecodeError:
+            continue
+    return None
 
 
 class _feature_cache:
