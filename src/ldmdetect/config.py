@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ldmdetect import __version__
+from ldmdetect._version import __version__
 from ldmdetect.io.files import atomic_write_text
 
 CONFIG_NAME = "config.json"

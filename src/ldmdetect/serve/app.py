@@ -25,7 +25,7 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ldmdetect import __version__
+from ldmdetect._version import __version__
 from ldmdetect.io.images import ImageDecodeError, load_image
 from ldmdetect.serve.batcher import MicroBatcher
 from ldmdetect.serve.credentials import read_content_credentials
