@@ -8,6 +8,7 @@ from ldmdetect.io.crops import (
     crop,
     crop_boxes,
     ensure_min_size,
+    fit_short_side,
     grid_boxes,
     group_by_size,
     n_try_boxes,
@@ -182,3 +183,28 @@ def test_aligned_views_sit_on_the_grid_and_replay_a_seed():
         views["offsets"], aligned_views(whole, 40, step=8, tries=6, try_seed=2)["offsets"]
     )
     assert aligned_views(whole, 40, step=8)["offsets"].tolist() == [[8, 8]]
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((1000, 600), (427, 256)),  # one box halving (600 >= 512) to 500x300, then bicubic
+        ((600, 1000), (256, 427)),
+        ((2100, 2048), (262, 256)),  # three halvings to 262x256: no bicubic step left
+        ((100, 80), (320, 256)),  # small images are upscaled
+    ],
+)
+def test_fit_short_side_lands_the_short_side_on_size(size, expected):
+    assert fit_short_side(Image.new("RGB", size), 256).size == expected
+
+
+def test_fit_short_side_halves_with_a_box_filter_then_bicubic():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (600, 1000, 3), dtype=np.uint8))
+    halved = image.resize((500, 300), Image.Resampling.BOX)
+    expected = halved.resize((427, 256), Image.Resampling.BICUBIC)
+    assert np.array_equal(np.asarray(fit_short_side(image, 256)), np.asarray(expected))
+    same = Image.new("RGB", (300, 256))
+    assert fit_short_side(same, 256) is same
+    with pytest.raises(ValueError, match="at least 1"):
+        fit_short_side(image, 0)

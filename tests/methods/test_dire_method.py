@@ -21,7 +21,8 @@ from ldmdetect.features.dire import DireConfig, dire_maps, quantize_dire
 from ldmdetect.generative.components import pipeline_sources
 from ldmdetect.generative.tiny_pixel import write_tiny_pixel_pipeline
 from ldmdetect.io.augment import AugmentConfig
-from ldmdetect.io.images import load_image, save_png
+from ldmdetect.io.crops import center_box, crop, fit_short_side
+from ldmdetect.io.images import load_image, pil_to_uint8, save_png
 from ldmdetect.io.labeled import read_labeled
 
 runner = CliRunner()
@@ -53,12 +54,27 @@ def test_defaults_are_the_papers():
     method = methods.get("dire")
     defaults = method.defaults()
     assert defaults["backbone"] == "resnet50" and defaults["input_size"] == 224
-    assert defaults["feature"]["dire"] == {"image_size": 256, "steps": 20}
+    assert defaults["feature"]["dire"] == {"image_size": 256, "steps": 20, "fit_short_side": True}
     assert defaults["training"] == {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 0.0}
     assert method.required_components({"space": "pixel"}) == ("unet", "scheduler")
     assert set(method.required_components({})) == set(method.components)
     with pytest.raises(ValueError, match="space"):
         method.required_components({"space": "voxel"})
+
+
+def test_the_square_is_cut_from_the_image_resized_as_the_official_code_does(pixel_dir):
+    photo = _photo(96, 64)  # short side 2 x 32: one box halving to 48x32, then the center
+    method, config = _config(pixel_dir)
+    expected = pil_to_uint8(crop(fit_short_side(photo, 32), center_box(48, 32, 32)))
+    assert method.transform(config)(photo)["image"].equal(expected)
+    # fit_short_side=False: the center square at native resolution.
+    native_square = {"image_size": 32, "steps": 2, "fit_short_side": False}
+    method, config = _config(pixel_dir, dire=native_square)
+    native = pil_to_uint8(crop(photo, center_box(96, 64, 32)))
+    assert method.transform(config)(photo)["image"].equal(native)
+    # A config saved before the field existed keeps the native-resolution square it trained on.
+    config.feature["dire"] = {"image_size": 32, "steps": 2}
+    assert method.transform(config)(photo)["image"].equal(native)
 
 
 def test_views_are_offsets_into_the_reconstructed_square(pixel_dir):

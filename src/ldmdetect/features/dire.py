@@ -59,10 +59,15 @@ class DireConfig:
       has this size too).
     - ``steps``: DDIM steps of the inversion and, again, of the reconstruction (20: the
       paper's ``timestep_respacing ddim20``).
+    - ``fit_short_side``: resize each image so its short side is ``image_size`` before the
+      center square is cut, as the official code does (ADM's ``center_crop_arr``: box halving,
+      then bicubic). False cuts the square at native resolution, the habit of the other
+      methods here, which keeps the generator's pixel traces a resize would blur.
     """
 
     image_size: int = 256
     steps: int = 20
+    fit_short_side: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size < 1:

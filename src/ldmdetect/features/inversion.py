@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
-from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size
+from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size, fit_short_side
 from ldmdetect.io.images import pil_to_uint8
 
 
@@ -236,7 +236,12 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 class InversionTransform:
     """Image -> the center square to invert ("image") + aligned views ("crops", "offsets",
     "flips") of it resized to ``map_size``: the CPU side of every inversion-based method
-    (``fakeinversion``; ``dire`` with ``map_size == image_size``, where the resize is exact)."""
+    (``fakeinversion``; ``dire`` with ``map_size == image_size``, where the resize is exact).
+
+    The square is cut at native resolution (small images upscaled first), or, with
+    ``fit_short_side``, from the image resized so its short side is ``image_size`` (ADM's
+    preprocessing, which DIRE's official code uses): the whole width or height, not its middle.
+    """
 
     image_size: int
     map_size: int
@@ -244,11 +249,16 @@ class InversionTransform:
     tries: int = 1
     try_seed: int = 0
     train: bool = False
+    fit_short_side: bool = False
 
     def __call__(
         self, image: Image.Image, rng: np.random.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        image = ensure_min_size(image.convert("RGB"), self.image_size)
+        image = image.convert("RGB")
+        if self.fit_short_side:
+            image = fit_short_side(image, self.image_size)
+        else:
+            image = ensure_min_size(image, self.image_size)
         pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
         whole = resize_uint8(pixels[None], self.map_size)[0]
         views = aligned_views(

@@ -48,6 +48,30 @@ def ensure_min_size(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.BICUBIC)
 
 
+def fit_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the short side is exactly ``size`` (aspect kept), as ADM's ``center_crop_arr``
+    does before its center crop: halve with a box filter while the short side is at least
+    ``2 * size`` (an area average, no aliasing), then one bicubic step, up or down.
+
+    Unlike the crops above this resamples the image, which blurs a generator's pixel traces;
+    it is for methods whose published preprocessing does so (DIRE), so that their maps match
+    the paper's.
+    """
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(side // 2 for side in image.size), Image.Resampling.BOX)
+    width, height = image.size
+    # The short side lands exactly on `size`; rounding must not push the long side below it.
+    if width <= height:
+        new_size = (size, max(size, round(height * size / width)))
+    else:
+        new_size = (max(size, round(width * size / height)), size)
+    if new_size == image.size:
+        return image
+    return image.resize(new_size, Image.Resampling.BICUBIC)
+
+
 def center_box(width: int, height: int, size: int) -> Box:
     """The `size` x `size` box in the middle of the image (rounded towards top-left)."""
     _check_fits(width, height, size)

@@ -1,10 +1,11 @@
 """DIRE (Wang et al., ICCV 2023): a ResNet-50 on the diffusion reconstruction error map.
 
 Path of one image:
-1. transform (CPU): the ``dire.image_size`` (256) center crop, small images upscaled first, as
-   ``"image"``; views of ``input_size`` (224) at offsets into it (the center for 1 try, seeded
-   random for N tries, one random flipped-or-not view in training: the paper's RandomCrop +
-   flip / CenterCrop);
+1. transform (CPU): the image resized so its short side is ``dire.image_size`` (256), as the
+   official code does, then its center square, as ``"image"`` (``fit_short_side=False``: the
+   square cut at native resolution instead, small images upscaled first); views of
+   ``input_size`` (224) at offsets into it (the center for 1 try, seeded random for N tries,
+   one random flipped-or-not view in training: the paper's RandomCrop + flip / CenterCrop);
 2. feature step (device): DDIM inversion and reconstruction through the generator
    (``features.dire``: a pixel-space ``UNet2DModel`` as in the paper, or an LDM with the empty
    prompt), ``|x - x'|``, cached by image id;
@@ -127,7 +128,9 @@ class Dire(Method):
 
     @staticmethod
     def dire_config(config: DetectorConfig) -> DireConfig:
-        return DireConfig(**config.feature.get("dire", {}))
+        # Detectors saved before ``fit_short_side`` existed cut native-resolution squares;
+        # they keep doing so. New configs always record the field (``defaults()``).
+        return DireConfig(**{"fit_short_side": False, **config.feature.get("dire", {})})
 
     def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
         dire = self.dire_config(config)
@@ -135,7 +138,13 @@ class Dire(Method):
         view = min(config.input_size, dire.image_size)
         # The DIRE map has the square's size, so a view's offset is also its map's.
         return InversionTransform(
-            dire.image_size, dire.image_size, view, tries, config.try_seed, augment is not None
+            dire.image_size,
+            dire.image_size,
+            view,
+            tries,
+            config.try_seed,
+            augment is not None,
+            fit_short_side=dire.fit_short_side,
         )
 
     def build_features(
