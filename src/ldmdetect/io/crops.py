@@ -40,12 +40,15 @@ def ensure_min_size(image: Image.Image, size: int) -> Image.Image:
     short = min(width, height)
     if short >= size:
         return image
-    # The short side lands exactly on `size`; rounding must not push the long side below it.
+    return image.resize(_short_side_on(width, height, size), Image.Resampling.BICUBIC)
+
+
+def _short_side_on(width: int, height: int, size: int) -> tuple[int, int]:
+    """The (width, height) with the short side exactly `size`, aspect kept: rounding never
+    pushes the long side below it."""
     if width <= height:
-        new_size = (size, max(size, round(height * size / width)))
-    else:
-        new_size = (max(size, round(width * size / height)), size)
-    return image.resize(new_size, Image.Resampling.BICUBIC)
+        return size, max(size, round(height * size / width))
+    return max(size, round(width * size / height)), size
 
 
 def fit_short_side(image: Image.Image, size: int) -> Image.Image:
@@ -61,12 +64,7 @@ def fit_short_side(image: Image.Image, size: int) -> Image.Image:
         raise ValueError(f"size must be at least 1, got {size}")
     while min(image.size) >= 2 * size:
         image = image.resize(tuple(side // 2 for side in image.size), Image.Resampling.BOX)
-    width, height = image.size
-    # The short side lands exactly on `size`; rounding must not push the long side below it.
-    if width <= height:
-        new_size = (size, max(size, round(height * size / width)))
-    else:
-        new_size = (max(size, round(width * size / height)), size)
+    new_size = _short_side_on(*image.size, size)
     if new_size == image.size:
         return image
     return image.resize(new_size, Image.Resampling.BICUBIC)
