@@ -264,6 +264,32 @@ def test_scan_names_skipped_files_and_reports_missing_paths(tmp_path, detector_d
     assert "notes.txt" in result.output and "1 non-image file(s) skipped" in result.output
 
 
+def test_scan_to_a_file_leaves_no_journal_and_resumes_one(tmp_path, detector_dir, aligned_dir):
+    photos = sorted((aligned_dir / "real").glob("*.png"))[:3]
+    output = tmp_path / "scores.csv"
+    command = ["scan", *map(str, photos), "--detector", str(detector_dir), "--output"]
+    command += [str(output), "--device", "cpu", "--workers", "0"]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "scores.csv.partial").exists()
+    first = list(csv.DictReader(output.open()))
+    # An interrupted run's journal holding the first row: the rerun takes it and ends alike.
+    journal = tmp_path / "scores.csv.partial"
+    from ldmdetect.detector import Detector
+    from ldmdetect.engine.scan import scan
+
+    scan(Detector.from_pretrained(detector_dir, device="cpu"), photos[:1], journal=journal)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert f"resuming the interrupted scan recorded in {journal}" in result.output
+    again = list(csv.DictReader(output.open()))
+    assert not journal.exists()
+    assert [(r["path"], r["label"]) for r in again] == [(r["path"], r["label"]) for r in first]
+    # Row 1 was scored alone, not in a batch of 3: equal up to float summation order.
+    for a, b in zip(again, first, strict=True):
+        assert abs(float(a["score"]) - float(b["score"])) < 1e-6
+
+
 # Commands whose options have a counterpart in a config dataclass or an API function: the CLI
 # default must be that counterpart's (one default per setting).
 OWNERS = {

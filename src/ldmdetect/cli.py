@@ -720,6 +720,8 @@ def scan(
 ) -> None:
     """Score images; one row per file. Exit status 1 if any file failed, 0 otherwise.
 
+    With --output, rows are journaled batch by batch in OUTPUT.partial: rerunning an
+    interrupted scan with the same detector and settings scores only the files left.
     With --engine ray, --output is a new directory, for Parquet files.
     """
     from ldmdetect.engine.scan import ScanRow, write_rows
@@ -756,6 +758,11 @@ def scan(
         return
     model = _load_detector(detector, device, pipeline)
     found = search_images(paths)
+    # With --output, finished batches go to a journal beside it, so rerunning an interrupted
+    # scan scores only what is left; the output itself appears whole, at the end.
+    journal = None if output is None else output.with_name(output.name + ".partial")
+    if journal is not None and journal.is_file():
+        typer.echo(f"resuming the interrupted scan recorded in {journal}", err=True)
     rows = run_scan(
         model,
         found.files,
@@ -764,6 +771,7 @@ def scan(
         batch_size=batch_size,
         num_workers=_workers(workers),
         progress=output is not None,
+        journal=journal,
     )
     # A path that does not exist is a failed row like an undecodable file, not the end.
     rows += [ScanRow(str(p), None, "", "", "no such file or directory") for p in found.missing]
@@ -778,6 +786,7 @@ def scan(
         writer.writerows(asdict(r) for r in rows)
     else:
         write_rows(rows, output)
+        journal.unlink()
         flagged = sum(r.label == "generated" for r in rows)
         typer.echo(
             f"{len(rows)} files, {flagged} flagged as generated, "

@@ -3,6 +3,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from ldmdetect.detector import Detector
 from ldmdetect.engine.scan import scan, score_files, write_rows
@@ -51,3 +52,69 @@ def test_rows_written_as_csv_or_json(detector_dir, aligned_dir, tmp_path):
     assert len(as_csv) == len(as_json) == 7
     assert set(as_csv[0]) == {"path", "score", "label", "threshold", "error"}
     assert as_json[3]["score"] is None and as_json[3]["error"]
+
+
+class _Crash(Exception):
+    pass
+
+
+class _StopAfter:
+    """Wraps ``Detector.score_prepared``: counts the images scored, and raises as a crash
+    would once ``calls`` batches are done."""
+
+    def __init__(self, detector: Detector, calls: int | None = None) -> None:
+        self.score = type(detector).score_prepared.__get__(detector)
+        self.calls, self.images = calls, 0
+
+    def __call__(self, prepared, batch_size=64):
+        if self.calls is not None and self.calls == 0:
+            raise _Crash
+        if self.calls is not None:
+            self.calls -= 1
+        self.images += len(prepared)
+        return self.score(prepared, batch_size)
+
+
+def test_an_interrupted_scan_resumes_from_its_journal(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    paths = _inputs(tmp_path, aligned_dir)
+    expected = scan(detector, paths, fpr=0.05)
+    journal = tmp_path / "out.csv.partial"
+    detector.score_prepared = _StopAfter(detector, calls=2)
+    with pytest.raises(_Crash):
+        scan(detector, paths, fpr=0.05, batch_size=2, journal=journal)
+    # Two batches of two images, and the bad file met on the way, are on disk.
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 + 5 and json.loads(lines[0])["scan"]["threshold"] == "fpr_0.05"
+    detector.score_prepared = counter = _StopAfter(detector)
+    resumed = scan(detector, paths, fpr=0.05, batch_size=2, journal=journal)
+    assert counter.images == 2  # only the files the first run did not reach
+    assert [r.path for r in resumed] == [str(p) for p in paths]
+    assert [(r.label, r.error) for r in resumed] == [(r.label, r.error) for r in expected]
+    np.testing.assert_allclose(
+        [r.score or -1 for r in resumed], [r.score or -1 for r in expected], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_journal_row_cut_short_is_scored_again(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    paths = _inputs(tmp_path, aligned_dir)
+    journal = tmp_path / "out.json.partial"
+    done = scan(detector, paths[:2], journal=journal)
+    with journal.open("a") as out:
+        out.write('{"path": "' + str(paths[2]))  # the process died mid-line
+    detector.score_prepared = counter = _StopAfter(detector)
+    rows = scan(detector, paths, journal=journal)
+    assert counter.images == 4 and rows[:2] == done  # paths[2] and the three after the bad one
+    assert all(line.endswith("}") for line in journal.read_text().splitlines())
+
+
+def test_a_journal_of_other_settings_is_refused_by_name(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    paths = _inputs(tmp_path, aligned_dir)[:2]
+    journal = tmp_path / "out.csv.partial"
+    scan(detector, paths, fpr=0.05, journal=journal)
+    with pytest.raises(ValueError, match=r"out\.csv\.partial: .*other settings"):
+        scan(detector, paths, fpr=0.01, journal=journal)
+    with pytest.raises(ValueError, match="other settings"):
+        scan(detector, paths, fpr=0.05, tries=2, journal=journal)

@@ -1,13 +1,20 @@
-"""Score many files with a detector: batched, parallel decoding, one row per file."""
+"""Score many files with a detector: batched, parallel decoding, one row per file.
+
+A long scan can keep a journal (``scan(..., journal=PATH)``; the CLI's ``--output`` does):
+every finished batch's rows are appended to it as JSON lines, and a rerun with the same
+detector and settings takes the rows already there instead of scoring those files again, so
+an interrupted scan of a million uploads loses at most the batch in flight.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,30 +58,69 @@ def score_files(
     desc: str = "scoring",
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Scores for ``paths`` (NaN where a file failed) and {path: reason} for the failures."""
-    tries = tries or detector.config.default_tries
-    prepare = PrepareFile(detector.preparer(tries), perturbation, max_pixels)
     scores = np.full(len(paths), math.nan)
     errors: dict[str, str] = {}
+    batches = iter_scores(
+        detector,
+        paths,
+        tries=tries,
+        perturbation=perturbation,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        max_pixels=max_pixels,
+        progress=progress,
+        desc=desc,
+    )
+    for batch in batches:
+        for index, score, error in batch:
+            if error:
+                errors[str(paths[index])] = error
+            else:
+                scores[index] = score
+    return scores, errors
+
+
+def iter_scores(
+    detector: Detector,
+    paths: Sequence[str | Path],
+    *,
+    tries: int | None = None,
+    perturbation: Perturbation | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> Iterator[list[tuple[int, float | None, str]]]:
+    """Each device batch as it finishes: ``(index into paths, score, "")`` per scored file,
+    with ``(index, None, reason)`` for the files that failed since the last batch."""
+    tries = tries or detector.config.default_tries
+    prepare = PrepareFile(detector.preparer(tries), perturbation, max_pixels)
     pending: list[tuple[int, Sample]] = []
+    failed: list[tuple[int, float | None, str]] = []
     # Batches are counted in crops so that 10-try scans keep the same device batch size.
     images_per_batch = max(1, batch_size // tries)
 
-    def flush() -> None:
+    def flush() -> list[tuple[int, float | None, str]]:
+        done = list(failed)
         if pending:
             indices, prepared = zip(*pending, strict=True)
-            scores[list(indices)] = detector.score_prepared(list(prepared), batch_size)
-            pending.clear()
+            scores = detector.score_prepared(list(prepared), batch_size)
+            done += [(i, float(x), "") for i, x in zip(indices, scores, strict=True)]
+        pending.clear()
+        failed.clear()
+        return done
 
     results = load_each(paths, prepare, num_workers=num_workers, prefetch=2 * images_per_batch)
     for result in tqdm(results, total=len(paths), desc=desc, disable=not progress, unit="img"):
         if result.error is not None:
-            errors[result.path] = result.error
-            continue
-        pending.append((result.index, result.value))
+            failed.append((result.index, None, result.error))
+        else:
+            pending.append((result.index, result.value))
         if len(pending) >= images_per_batch:
-            flush()
-    flush()
-    return scores, errors
+            yield flush()
+    if pending or failed:
+        yield flush()
 
 
 @dataclass
@@ -95,27 +141,98 @@ def scan(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = False,
+    journal: str | os.PathLike | None = None,
 ) -> list[ScanRow]:
-    """One row per file: probability, decision at the FPR-calibrated threshold, or the error."""
+    """One row per file, in the order of ``paths``: probability, decision at the
+    FPR-calibrated threshold, or the error.
+
+    With ``journal``, rows are appended to that file batch by batch, and the rows an
+    interrupted scan with the same detector and settings left there are reused (see
+    :class:`ScanJournal`); the caller deletes it once the results are safely written.
+    """
     threshold_name, threshold = detector.config.threshold(fpr)
-    scores, errors = score_files(
+    tries = tries or detector.config.default_tries
+    paths = [str(p) for p in paths]
+    log = None
+    if journal is not None:
+        log = ScanJournal(journal, scan_settings(detector, tries, threshold_name, threshold))
+    rows = dict(log.rows) if log is not None else {}
+    todo = [p for p in dict.fromkeys(paths) if p not in rows]
+    batches = iter_scores(
         detector,
-        paths,
+        todo,
         tries=tries,
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
         desc="scan",
     )
-    rows = []
-    for path, score in zip(paths, scores, strict=True):
-        path = str(path)
-        if path in errors:
-            rows.append(ScanRow(path, None, "", threshold_name, errors[path]))
-        else:
-            label = "generated" if score > threshold else "real"
-            rows.append(ScanRow(path, float(score), label, threshold_name, ""))
-    return rows
+    for batch in batches:
+        finished = [
+            ScanRow(todo[i], None, "", threshold_name, error)
+            if error
+            else ScanRow(
+                todo[i], score, "generated" if score > threshold else "real", threshold_name, ""
+            )
+            for i, score, error in batch
+        ]
+        if log is not None:
+            log.append(finished)
+        rows.update((row.path, row) for row in finished)
+    return [rows[p] for p in paths]
+
+
+def scan_settings(
+    detector: Detector, tries: int, threshold_name: str, threshold: float
+) -> dict[str, object]:
+    """What a scan's rows depend on: the detector (a digest of its whole config, which names
+    its training run, thresholds and generator components), the tries and the threshold."""
+    config = json.dumps(detector.config.to_dict(), sort_keys=True, default=str)
+    return {
+        "detector": hashlib.sha256(config.encode()).hexdigest(),
+        "tries": tries,
+        "threshold": threshold_name,
+        "threshold_value": threshold,
+    }
+
+
+class ScanJournal:
+    """The rows of a scan in progress: a header line with its settings, then one JSON line
+    per file, appended (and flushed) batch by batch.
+
+    Reopening it with other settings is an error naming the file, so rows of another
+    detector or threshold never mix into a result. A last line cut short by the interruption
+    is dropped, and that file is scored again.
+    """
+
+    def __init__(self, path: str | os.PathLike, settings: dict[str, object]) -> None:
+        self.path = Path(path)
+        self.rows: dict[str, ScanRow] = {}
+        header = json.dumps({"scan": settings}, sort_keys=True) + "\n"
+        lines = self.path.read_text().splitlines(keepends=True) if self.path.is_file() else []
+        if lines and lines[0].endswith("\n"):
+            if json.loads(lines[0]) != json.loads(header):
+                raise ValueError(
+                    f"{self.path}: left by an interrupted scan with other settings "
+                    f"({lines[0].strip()}); delete it or write to another --output"
+                )
+            kept = [lines[0]]
+            for line in lines[1:]:
+                if not line.endswith("\n"):
+                    break
+                row = ScanRow(**json.loads(line))
+                self.rows[row.path] = row
+                kept.append(line)
+            if len(kept) < len(lines):
+                atomic_write_text(self.path, "".join(kept))
+        else:  # new, or interrupted before its header was whole
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, header)
+
+    def append(self, rows: Sequence[ScanRow]) -> None:
+        if rows:
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write("".join(json.dumps(asdict(row)) + "\n" for row in rows))
 
 
 def write_rows(rows: Sequence[ScanRow], output: str | os.PathLike) -> Path:
