@@ -50,6 +50,7 @@ def spy_fit(*args, **kwargs):
     model, history, last_val = fit(*args, **kwargs)
     record = {"weights": digest(model.state_dict()), "history": history}
     record["val_scores"] = last_val[0].tolist()
+    record["skipped"] = list(kwargs.get("skipped_files") or {})
     record["world_size"] = torch.distributed.get_world_size()  # raises unless distributed
     (out / f"rank-{rank}.json").write_text(json.dumps(record))
     return model, history, last_val
@@ -147,6 +148,8 @@ def test_a_rank_whose_whole_batch_fails_to_decode_keeps_step_with_the_others(ali
     ranks = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert ranks[0]["history"] == ranks[1]["history"]
+    # Only one rank met the file; after fit both know of it.
+    assert ranks[0]["skipped"] == ranks[1]["skipped"] == [str(broken)]
     saved = json.loads((detector / "config.json").read_text())
     assert list(saved["training"]["skipped_files"]) == [str(broken)]
     assert _digest(load_file(detector / "model.safetensors")) == ranks[0]["weights"]

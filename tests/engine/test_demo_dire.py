@@ -37,6 +37,7 @@ def test_dire_recipe_runs_the_demo_chain(tmp_path):
     assert 0.0 <= row["auc"] <= 1.0 and row["seconds_per_image"] > 0
     assert f"{label} / generated / jpeg:75, 1-try" in result.table  # its JPEG rows are kept
     saved = json.loads((tmp_path / "detectors" / "dire" / "config.json").read_text())
-    assert saved["feature"]["dire"] == {"image_size": 64, "steps": 2}
+    # The official resize is recorded; on the demo's eval_size squares it changes no pixel.
+    assert saved["feature"]["dire"] == {"image_size": 64, "steps": 2, "fit_short_side": True}
     assert saved["feature"]["space"] == "latent"  # the tiny generator is an LDM
     assert (tmp_path / "features" / "dire-train" / "cache.json").is_file()
