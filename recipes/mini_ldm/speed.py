@@ -1,10 +1,12 @@
 """Seconds per training step of the mini LDM recipe, with and without its speed settings.
 
-    python recipes/mini_ldm/speed.py [--steps 6] [--rounds 3] [--threads 2]
+    python recipes/mini_ldm/speed.py [--steps 6] [--rounds 3] [--threads 2] [--compile]
 
 Times the autoencoder step (fp32 vs. bf16 autocast) and the UNet step (torch's SDPA attention
 vs. diffusers' plain ``AttnProcessor``, each in fp32 and bf16) at the default config's sizes,
 variants interleaved round by round so that a change in machine load hits all of them alike.
+``--compile`` adds the default settings with train.py's ``--compile`` (torch.compile'd losses;
+their compile time is printed, not counted in the per-step times).
 Prints JSON with the median seconds per step and the full-retrain estimate of each setting.
 """
 
@@ -25,6 +27,7 @@ from diffusers.models.attention_processor import AttnProcessor
 from train import (
     SD_SCHEDULER_CONFIG,
     MiniLDMConfig,
+    _compiled,
     adamw_optimizer,
     build_autoencoder,
     build_unet,
@@ -38,20 +41,25 @@ def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def autoencoder_step(config: MiniLDMConfig, bf16: bool):
+def autoencoder_step(config: MiniLDMConfig, bf16: bool, compiled: bool = False):
     vae = build_autoencoder(config).train()
     optimizer = adamw_optimizer(vae.parameters(), config.ae_lr)
     photos = load_photos(training_photo_names(config))
     generator = torch.Generator().manual_seed(0)
 
+    def losses(images: torch.Tensor) -> torch.Tensor:
+        with _autocast(bf16):
+            posterior = vae.encode(images).latent_dist
+            decoded = vae.decode(posterior.sample()).sample.float()
+        return (decoded - images).pow(2).mean() + config.kl_weight * posterior.kl().mean()
+
+    losses = _compiled(losses, compiled)
+
     def step() -> None:
         images, _ = sample_patches(
             photos, config.ae_batch_size, config.patch_size, config.zoom_range, generator
         )
-        with _autocast(bf16):
-            posterior = vae.encode(images).latent_dist
-            decoded = vae.decode(posterior.sample()).sample.float()
-        loss = (decoded - images).pow(2).mean() + config.kl_weight * posterior.kl().mean()
+        loss = losses(images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), config.grad_clip)
@@ -60,7 +68,7 @@ def autoencoder_step(config: MiniLDMConfig, bf16: bool):
     return step
 
 
-def unet_step(config: MiniLDMConfig, bf16: bool, plain: bool):
+def unet_step(config: MiniLDMConfig, bf16: bool, plain: bool, compiled: bool = False):
     unet = build_unet(config).train()
     if plain:
         unet.set_attn_processor(AttnProcessor())
@@ -69,12 +77,17 @@ def unet_step(config: MiniLDMConfig, bf16: bool, plain: bool):
     shape = (config.unet_batch_size, config.latent_channels, config.latent_size, config.latent_size)
     text = torch.randn(config.unet_batch_size, 77, config.text_hidden_size)
 
+    def noise_loss(noisy: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        with _autocast(bf16):
+            prediction = unet(noisy, t, text).sample.float()
+        return F.mse_loss(prediction, noise)
+
+    noise_loss = _compiled(noise_loss, compiled)
+
     def step() -> None:
         latents, noise = torch.randn(shape), torch.randn(shape)
         t = torch.randint(1000, (shape[0],))
-        with _autocast(bf16):
-            prediction = unet(scheduler.add_noise(latents, noise, t), t, text).sample.float()
-        loss = F.mse_loss(prediction, noise)
+        loss = noise_loss(scheduler.add_noise(latents, noise, t), t, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
@@ -88,6 +101,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="the recipe trains with 2")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time the defaults with train.py --compile"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = MiniLDMConfig()
@@ -100,10 +116,17 @@ def main() -> None:
         "unet sdpa bf16": unet_step(config, bf16=True, plain=False),
         "unet plain bf16": unet_step(config, bf16=True, plain=True),
     }
+    if args.compile:
+        variants["autoencoder bf16 compiled"] = autoencoder_step(config, True, compiled=True)
+        variants["unet plain bf16 compiled"] = unet_step(config, True, plain=True, compiled=True)
+    warm_up: dict[str, float] = {}
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
-    for step in variants.values():
-        step()  # warm-up: allocator, kernels
+    for name, step in variants.items():
+        start = time.perf_counter()
+        step()  # warm-up: allocator, kernels, compilation
+        step()  # a compiled step's backward graph is also built on first use
+        warm_up[name] = round(time.perf_counter() - start, 1)
     for r in range(args.rounds):
         for name, step in variants.items():
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -116,8 +139,35 @@ def main() -> None:
     median_cpu = {name: round(statistics.median(t), 3) for name, t in cpu.items()}
 
     def retrain_minutes(ae: str, unet: str) -> float:
+        # Training steps only, plus the warm-up where it includes compilation.
         seconds = median[ae] * config.ae_steps + median[unet] * config.unet_steps
+        if args.compile and ae.endswith("compiled"):
+            seconds += warm_up[ae] + warm_up[unet]
         return round(seconds / 60, 1)
+
+    speedup = {
+        "autoencoder bf16 vs fp32": round(
+            median["autoencoder fp32"] / median["autoencoder bf16"], 2
+        ),
+        "unet plain vs sdpa (fp32)": round(median["unet sdpa fp32"] / median["unet plain fp32"], 2),
+        "unet plain bf16 vs sdpa fp32": round(
+            median["unet sdpa fp32"] / median["unet plain bf16"], 2
+        ),
+    }
+    if args.compile:
+        for phase in ("autoencoder bf16", "unet plain bf16"):
+            speedup[f"{phase} compiled vs eager"] = round(
+                median[phase] / median[f"{phase} compiled"], 2
+            )
+    estimates = {
+        "baseline (fp32, sdpa)": retrain_minutes("autoencoder fp32", "unet sdpa fp32"),
+        "defaults (bf16, plain attention)": retrain_minutes("autoencoder bf16", "unet plain bf16"),
+        "bf16 autoencoder, plain fp32 unet": retrain_minutes("autoencoder bf16", "unet plain fp32"),
+    }
+    if args.compile:
+        estimates["defaults with --compile (incl. compiling)"] = retrain_minutes(
+            "autoencoder bf16 compiled", "unet plain bf16 compiled"
+        )
 
     print(
         json.dumps(
@@ -126,26 +176,9 @@ def main() -> None:
                 "seconds_per_step_rounds": {k: [round(x, 3) for x in v] for k, v in times.items()},
                 # CPU seconds per step (all threads): less sensitive to other processes.
                 "cpu_seconds_per_step_median": median_cpu,
-                "speedup": {
-                    "autoencoder bf16 vs fp32": round(
-                        median["autoencoder fp32"] / median["autoencoder bf16"], 2
-                    ),
-                    "unet plain vs sdpa (fp32)": round(
-                        median["unet sdpa fp32"] / median["unet plain fp32"], 2
-                    ),
-                    "unet plain bf16 vs sdpa fp32": round(
-                        median["unet sdpa fp32"] / median["unet plain bf16"], 2
-                    ),
-                },
-                "full_retrain_minutes_estimate": {
-                    "baseline (fp32, sdpa)": retrain_minutes("autoencoder fp32", "unet sdpa fp32"),
-                    "defaults (bf16, plain attention)": retrain_minutes(
-                        "autoencoder bf16", "unet plain bf16"
-                    ),
-                    "bf16 autoencoder, plain fp32 unet": retrain_minutes(
-                        "autoencoder bf16", "unet plain fp32"
-                    ),
-                },
+                "speedup": speedup,
+                "full_retrain_minutes_estimate": estimates,
+                "warm_up_seconds": warm_up,
                 "steps": {"autoencoder": config.ae_steps, "unet": config.unet_steps},
                 "torch_threads": args.threads,
                 "cpu_count": os.cpu_count(),

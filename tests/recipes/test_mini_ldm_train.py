@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -164,6 +165,29 @@ def test_an_interrupted_run_resumes_to_the_same_weights(recipe: ModuleType, tmp_
     log_resumed = json.loads((resumed / "training_log.json").read_text())
     for phase, key in (("autoencoder", "loss"), ("autoencoder", "heldout_psnr"), ("unet", "loss")):
         assert log_resumed[phase][key] == log_whole[phase][key], (phase, key)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile on CPU needs a C++ compiler",
+)
+def test_compiled_steps_train_the_same_model(recipe: ModuleType, tmp_path: Path) -> None:
+    # --compile is a way of running the recipe: same noise, same maths, rounding apart.
+    config = tiny_config(recipe, bf16_autocast=False)
+    eager = recipe.train_mini_ldm(config, tmp_path / "eager", progress=False)
+    compiled = recipe.train_mini_ldm(
+        config, tmp_path / "compiled", progress=False, torch_compile=True
+    )
+    log_eager = json.loads((eager / "training_log.json").read_text())
+    log_compiled = json.loads((compiled / "training_log.json").read_text())
+    assert (log_eager["torch_compile"], log_compiled["torch_compile"]) == (False, True)
+    assert log_compiled["config"] == log_eager["config"]
+    for phase, key in (("autoencoder", "loss"), ("autoencoder", "kl"), ("unet", "loss")):
+        assert log_compiled[phase][key] == pytest.approx(log_eager[phase][key], rel=1e-3), key
+    expected, actual = _tensors(eager), _tensors(compiled)
+    assert expected.keys() == actual.keys()
+    for key, tensor in expected.items():
+        torch.testing.assert_close(actual[key], tensor, atol=2e-3, rtol=1e-2, msg=key)
 
 
 def test_a_changed_recipe_does_not_resume(recipe: ModuleType, tmp_path: Path) -> None:
