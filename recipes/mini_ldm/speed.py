@@ -27,10 +27,10 @@ from diffusers.models.attention_processor import AttnProcessor
 from train import (
     SD_SCHEDULER_CONFIG,
     MiniLDMConfig,
-    _compiled,
     adamw_optimizer,
     build_autoencoder,
     build_unet,
+    compile_loss,
     load_photos,
     sample_patches,
     training_photo_names,
@@ -53,7 +53,7 @@ def autoencoder_step(config: MiniLDMConfig, bf16: bool, compiled: bool = False):
             decoded = vae.decode(posterior.sample()).sample.float()
         return (decoded - images).pow(2).mean() + config.kl_weight * posterior.kl().mean()
 
-    losses = _compiled(losses, compiled)
+    losses = compile_loss(losses, compiled)
 
     def step() -> None:
         images, _ = sample_patches(
@@ -82,7 +82,7 @@ def unet_step(config: MiniLDMConfig, bf16: bool, plain: bool, compiled: bool = F
             prediction = unet(noisy, t, text).sample.float()
         return F.mse_loss(prediction, noise)
 
-    noise_loss = _compiled(noise_loss, compiled)
+    noise_loss = compile_loss(noise_loss, compiled)
 
     def step() -> None:
         latents, noise = torch.randn(shape), torch.randn(shape)

@@ -311,7 +311,7 @@ def adamw_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float) -> torc
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, fused=True)
 
 
-def _compiled(loss: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
+def compile_loss(loss: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
     """``loss`` through ``torch.compile`` when enabled, else as it is.
 
     On CPU, inductor fuses the group norms, SiLUs and autocast casts around each convolution
@@ -485,7 +485,7 @@ def _train_autoencoder(
         kl = posterior.kl().mean() / pixels
         return reconstruction + config.kl_weight * kl, l1, kl
 
-    losses = _compiled(losses, torch_compile)
+    losses = compile_loss(losses, torch_compile)
     vae.train()
     rate = _Rate()
     running = {"loss": 0.0, "l1": 0.0, "kl": 0.0}
@@ -619,7 +619,7 @@ def _train_unet(
             prediction = unet(noisy, timesteps, text).sample.float()
         return F.mse_loss(prediction, epsilon)
 
-    noise_loss = _compiled(noise_loss, torch_compile)
+    noise_loss = compile_loss(noise_loss, torch_compile)
     unet.train()
     running = 0.0
     rate = _Rate()
