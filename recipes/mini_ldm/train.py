@@ -318,7 +318,7 @@ def compile_loss(loss: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
     (about 40 % of an eager step); the convolutions stay oneDNN's. Only the loss function is
     compiled, so parameter names, checkpoints and saved weights are those of the eager models.
     ``fallback_random`` keeps eager's random stream (the posterior sample), so a compiled run
-    draws the same noise as an eager one and resumes to the same weights.
+    draws the same noise as an eager one.
     """
     if not enabled:
         return loss
