@@ -2,9 +2,10 @@
 
     python recipes/mini_ldm/speed.py [--steps 6] [--rounds 3] [--threads 2] [--compile]
 
-Times the autoencoder step (fp32 vs. bf16 autocast) and the UNet step (torch's SDPA attention
-vs. diffusers' plain ``AttnProcessor``, each in fp32 and bf16) at the default config's sizes,
-variants interleaved round by round so that a change in machine load hits all of them alike.
+Times the autoencoder step (fp32 vs. bf16 autocast, on full patches and on the small patches
+of its first steps) and the UNet step (torch's SDPA attention vs. diffusers' plain
+``AttnProcessor``, each in fp32 and bf16) at the default config's sizes, variants interleaved
+round by round so that a change in machine load hits all of them alike.
 ``--compile`` adds the default settings with train.py's ``--compile`` (torch.compile'd losses;
 their compile time is printed, not counted in the per-step times).
 Prints JSON with the median seconds per step and the full-retrain estimate of each setting.
@@ -41,7 +42,10 @@ def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def autoencoder_step(config: MiniLDMConfig, bf16: bool, compiled: bool = False):
+def autoencoder_step(
+    config: MiniLDMConfig, bf16: bool, compiled: bool = False, small: bool = False
+):
+    size = config.ae_small_patch_size if small else config.patch_size
     vae = build_autoencoder(config).train()
     optimizer = adamw_optimizer(vae.parameters(), config.ae_lr)
     photos = load_photos(training_photo_names(config))
@@ -56,9 +60,7 @@ def autoencoder_step(config: MiniLDMConfig, bf16: bool, compiled: bool = False):
     losses = compile_loss(losses, compiled)
 
     def step() -> None:
-        images, _ = sample_patches(
-            photos, config.ae_batch_size, config.patch_size, config.zoom_range, generator
-        )
+        images, _ = sample_patches(photos, config.ae_batch_size, size, config.zoom_range, generator)
         loss = losses(images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,6 +113,8 @@ def main() -> None:
     variants = {
         "autoencoder fp32": autoencoder_step(config, bf16=False),
         "autoencoder bf16": autoencoder_step(config, bf16=True),
+        "autoencoder fp32 small patches": autoencoder_step(config, bf16=False, small=True),
+        "autoencoder bf16 small patches": autoencoder_step(config, bf16=True, small=True),
         "unet sdpa fp32": unet_step(config, bf16=False, plain=False),
         "unet plain fp32": unet_step(config, bf16=False, plain=True),
         "unet sdpa bf16": unet_step(config, bf16=True, plain=False),
@@ -118,6 +122,9 @@ def main() -> None:
     }
     if args.compile:
         variants["autoencoder bf16 compiled"] = autoencoder_step(config, True, compiled=True)
+        variants["autoencoder bf16 small patches compiled"] = autoencoder_step(
+            config, True, compiled=True, small=True
+        )
         variants["unet plain bf16 compiled"] = unet_step(config, True, plain=True, compiled=True)
     warm_up: dict[str, float] = {}
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -139,10 +146,17 @@ def main() -> None:
     median_cpu = {name: round(statistics.median(t), 3) for name, t in cpu.items()}
 
     def retrain_minutes(ae: str, unet: str) -> float:
-        # Training steps only, plus the warm-up where it includes compilation.
-        seconds = median[ae] * config.ae_steps + median[unet] * config.unet_steps
+        # Training steps only (the autoencoder's first steps on small patches), plus the
+        # warm-up where it includes compilation.
+        small = ae.replace("bf16", "bf16 small patches").replace("fp32", "fp32 small patches")
+        small_steps = min(config.ae_small_patch_steps, config.ae_steps)
+        seconds = (
+            median[small] * small_steps
+            + median[ae] * (config.ae_steps - small_steps)
+            + median[unet] * config.unet_steps
+        )
         if args.compile and ae.endswith("compiled"):
-            seconds += warm_up[ae] + warm_up[unet]
+            seconds += warm_up[ae] + warm_up[small] + warm_up[unet]
         return round(seconds / 60, 1)
 
     speedup = {
@@ -179,7 +193,11 @@ def main() -> None:
                 "speedup": speedup,
                 "full_retrain_minutes_estimate": estimates,
                 "warm_up_seconds": warm_up,
-                "steps": {"autoencoder": config.ae_steps, "unet": config.unet_steps},
+                "steps": {
+                    "autoencoder": config.ae_steps,
+                    "autoencoder on small patches": config.ae_small_patch_steps,
+                    "unet": config.unet_steps,
+                },
                 "torch_threads": args.threads,
                 "cpu_count": os.cpu_count(),
                 "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],

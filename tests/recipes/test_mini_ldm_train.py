@@ -60,10 +60,12 @@ def tiny_config(recipe: ModuleType, **overrides):
 def test_recipe_defaults_are_the_shipped_models_logged_config(recipe: ModuleType) -> None:
     logged = mini_ldm_training_log()["config"]
     defaults = recipe.MiniLDMConfig().to_dict()
+    # Speed-only fields are logged when the run knew them, and may differ without changing
+    # the model; every other field must be the shipped model's.
     speed_only = set(recipe.SPEED_ONLY_FIELDS)
     # JSON has lists where the dataclass has tuples.
     as_logged = json.loads(json.dumps({k: v for k, v in defaults.items() if k not in speed_only}))
-    assert as_logged == logged
+    assert as_logged == {k: v for k, v in logged.items() if k not in speed_only}
     assert recipe.MiniLDMConfig.from_dict(logged) == recipe.MiniLDMConfig()
 
 
