@@ -431,6 +431,7 @@ def _feature_settings(
             "val_fraction",
             "seed",
             "device",
+            "channels_last",
             augment=("augment", lambda augment: augment.to_spec()),
         )
     )
@@ -497,6 +498,14 @@ def train(
     val_fraction: float | None = None,
     seed: int | None = None,
     device: Device = None,
+    channels_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last",
+            help="Train in channels-last memory format (default: on a GPU only; on a CPU it "
+            "speeds up EfficientNets and slows ConvNeXt).",
+        ),
+    ] = None,
     workers: Workers = None,
 ) -> None:
     """Train a detector (or calibrate a training-free one); saves config.json + weights."""
@@ -519,6 +528,7 @@ def train(
         seed=seed,
         num_workers=_workers(workers),
         device=device,
+        channels_last=channels_last,
         augment=AugmentConfig.from_spec(augment),
         feature=_feature_settings(feature, prompt_template, captioner),
     )

@@ -95,6 +95,37 @@ def test_training_is_deterministic_with_a_seed(tmp_path, aligned_dir):
         torch.testing.assert_close(p, q, msg=name)
 
 
+@pytest.mark.parametrize(("channels_last", "expected"), [(True, True), (None, False)])
+def test_channels_last_is_the_layout_trained_in_and_weights_are_saved_plain(
+    tmp_path, aligned_dir, monkeypatch, channels_last, expected
+):
+    # None (the default) means channels-last on a GPU only, so plain layout on this CPU run.
+    layouts = set()
+    forward = torch.nn.Conv2d.forward
+
+    def recording(self, x):
+        # Activations past the stem, with a spatial extent: only there is the layout visible.
+        if self.training and x.shape[1] > 3 and x.shape[-1] * x.shape[-2] > 1:
+            layouts.add(
+                x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            )
+        return forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", recording)
+    cfg = TrainConfig(
+        backbone="mobilenetv3_small_050",
+        epochs=1,
+        batch_size=8,
+        val_fraction=0.34,
+        device="cpu",
+        channels_last=channels_last,
+    )
+    detector = train_detector([aligned_dir], tmp_path / "d", cfg)
+    assert layouts == {expected}
+    assert all(t.is_contiguous() for t in detector.model.state_dict().values())
+    assert DetectorConfig.load(tmp_path / "d").training["config"]["channels_last"] is channels_last
+
+
 def test_empty_dataset_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest"):
         train_detector([tmp_path], tmp_path / "out")

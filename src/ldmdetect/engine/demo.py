@@ -342,6 +342,8 @@ def _train_config(cfg: DemoConfig, **fields: Any) -> TrainConfig:
         seed=cfg.seed,
         num_workers=cfg.num_workers,
         device="cpu",
+        # The demo's Lite0 towers train 1.7x faster in channels-last on a CPU (TrainConfig).
+        channels_last=True,
         **fields,
     )
 

@@ -73,6 +73,11 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
+    # Train in channels-last memory format. None: on a GPU (faster there for convolutions,
+    # and what Detector uses for inference), not on a CPU, where it depends on the network:
+    # training EfficientNet-Lite0 runs 1.7x faster, ResNet-18 alike, ConvNeXt-T 1.15x slower
+    # (2 cores). Only the memory layout changes; the saved weights are contiguous either way.
+    channels_last: bool | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fprs: tuple[float, ...] = FPR_TARGETS
     feature: dict[str, Any] = field(default_factory=dict)  # overrides of the method's settings
@@ -394,6 +399,9 @@ def fit(
     precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     _forget_accelerator_state(cpu, precision)
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
+    if _channels_last(cfg, cpu):
+        # Weights in channels-last make every convolution's output channels-last too.
+        model = model.to(memory_format=torch.channels_last)
     defaults = method.defaults().get("training", {})
     lr = cfg.lr or defaults.get("lr") or (1e-4 if cfg.pretrained else 1e-3)
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else defaults.get("wd", 0.05)
@@ -463,7 +471,13 @@ def fit(
             )
         history.append(entry)
     _gather_skipped(accelerator, skipped_files)
-    return accelerator.unwrap_model(model).float().cpu().eval(), history, last_val
+    model = accelerator.unwrap_model(model).float().cpu().eval()
+    return model.to(memory_format=torch.contiguous_format), history, last_val
+
+
+def _channels_last(cfg: TrainConfig, cpu: bool) -> bool:
+    """``cfg.channels_last``, where ``None`` means on a GPU only (see :class:`TrainConfig`)."""
+    return not cpu if cfg.channels_last is None else cfg.channels_last
 
 
 def _every_rank_has_a_batch(accelerator, has_batch: bool) -> bool:
