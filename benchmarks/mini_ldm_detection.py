@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ldmdetect.detector import Detector
-from ldmdetect.engine.demo import DemoConfig, resolve_generator, run_demo
+from ldmdetect.engine.demo import DemoConfig, ae_train_config, resolve_generator, run_demo
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.train import TrainConfig, train_detector
@@ -72,9 +72,9 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     "demo": Budget(),
-    # Twice the demo's training crops and epochs; the curve shows what each buys, and the
-    # ablations the demo's former backbone (resnet18 from random weights) and the former
-    # augmentation on the same pairs.
+    # Twice the demo's training crops, its 20 epochs; the curve shows what crops and epochs
+    # buy, and the ablations the demo's former backbone (resnet18 from random weights) and the
+    # former augmentation on the same pairs.
     "full": Budget(
         curve_crops=(8, 16, 32),
         curve_epochs=(1, 5, 10),
@@ -153,19 +153,7 @@ def _ae_train_config(cfg: DemoConfig, **overrides: Any) -> TrainConfig:
     ``--augment`` spec string, so that the JSON states it)."""
     if isinstance(overrides.get("augment"), str):
         overrides = overrides | {"augment": AugmentConfig.from_spec(overrides["augment"])}
-    base = TrainConfig(
-        method="ae",
-        backbone=cfg.backbone,
-        pretrained=cfg.pretrained,
-        lr=cfg.lr,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        val_fraction=0.2,
-        seed=cfg.seed,
-        num_workers=cfg.num_workers,
-        device="cpu",
-    )
-    return replace(base, **overrides)
+    return replace(ae_train_config(cfg), **overrides)
 
 
 def _score_point(
