@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ldmdetect.detector import Detector
-from ldmdetect.engine.demo import DemoConfig, run_demo
+from ldmdetect.engine.demo import DemoConfig, lare2_train_config, run_demo
 from ldmdetect.engine.evaluate import evaluate
-from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.engine.train import train_detector
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.mini import mini_ldm_dir
 from ldmdetect.io.labeled import read_labeled
@@ -39,11 +40,8 @@ def main() -> None:
         run_demo(demo, DemoConfig(methods=("lare2",), seed=args.seed), log=lambda _: None)
     data = demo / "data" / "lare2-train"
     examples = read_labeled([data / "real"], [data / "generated"])
-    lare = {
-        "image_size": defaults.eval_size,
-        "timestep": defaults.lare_timestep,
-        "ensemble": defaults.lare_ensemble,
-    }
+    base = lare2_train_config(replace(defaults, seed=args.seed, lare_epochs=args.epochs))
+    lare = base.feature["lare"]
     results = {}
     for pretrained in (True, False):
         for guidance in ("lare", "none"):
@@ -53,18 +51,7 @@ def main() -> None:
             train_detector(
                 [],
                 output,
-                TrainConfig(
-                    method="lare2",
-                    backbone=defaults.lare_backbone,
-                    pretrained=pretrained,
-                    input_size=defaults.lare_input_size,
-                    epochs=args.epochs,
-                    batch_size=defaults.batch_size,
-                    val_fraction=0.2,
-                    seed=args.seed,
-                    device="cpu",
-                    feature={"guidance": guidance, "lare": lare},
-                ),
+                replace(base, pretrained=pretrained, feature=base.feature | {"guidance": guidance}),
                 examples=examples,
                 pipeline=mini_ldm_dir(),
                 feature_cache=demo / "features" / "lare2-train",

@@ -415,6 +415,25 @@ def _real_vs_generated(run: _Run) -> Path:
     return data
 
 
+def lare2_train_config(cfg: DemoConfig) -> TrainConfig:
+    """How the demo trains ``lare2`` (also the base of benchmarks/lare2_ablation.py)."""
+    return _train_config(
+        cfg,
+        method="lare2",
+        backbone=cfg.lare_backbone,
+        pretrained=cfg.lare_pretrained,
+        input_size=cfg.lare_input_size,
+        epochs=cfg.lare_epochs,
+        feature={
+            "lare": {
+                "image_size": cfg.eval_size,
+                "timestep": cfg.lare_timestep,
+                "ensemble": cfg.lare_ensemble,
+            }
+        },
+    )
+
+
 def _train_lare2(run: _Run, output: Path) -> None:
     cfg = run.cfg
     run.log(
@@ -425,21 +444,7 @@ def _train_lare2(run: _Run, output: Path) -> None:
     train_detector(
         [],
         output,
-        _train_config(
-            cfg,
-            method="lare2",
-            backbone=cfg.lare_backbone,
-            pretrained=cfg.lare_pretrained,
-            input_size=cfg.lare_input_size,
-            epochs=cfg.lare_epochs,
-            feature={
-                "lare": {
-                    "image_size": cfg.eval_size,
-                    "timestep": cfg.lare_timestep,
-                    "ensemble": cfg.lare_ensemble,
-                }
-            },
-        ),
+        lare2_train_config(cfg),
         examples=read_labeled([data / "real"], [data / "generated"]),
         pipeline=run.pipeline,
         feature_cache=run.out / "features" / "lare2-train",
