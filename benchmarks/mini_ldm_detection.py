@@ -9,8 +9,8 @@ bootstrap intervals (reals and fakes resampled separately, as ``engine.evaluate`
 Held-out reals are crops of the held-out photos only (``eval_crops_per_image`` of each), enough
 of them that TPR at 1% FPR is resolved.
 
-Then a learning curve for ``ae`` on the first seed's data: held-out AUC against the number of
-training pairs (crops per training photo) and against the number of epochs, written as
+Then a learning curve for ``ae`` on the first seed's data: held-out AUC and TPR at 1% FPR
+against the number of training pairs (crops per training photo) and of epochs, written as
 ``learning_curve.png`` (and the numbers in the JSON), plus optional ablations (backbone,
 pretrained ImageNet weights, learning rate, augmentation) scored the same way, and under the
 demo's perturbations (JPEG-75).
@@ -73,8 +73,8 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     "demo": Budget(),
     # Twice the demo's training crops, its 20 epochs; the curve shows what crops and epochs
-    # buy, and the ablations the demo's former backbone (resnet18 from random weights) and the
-    # former augmentation on the same pairs.
+    # buy, and the ablations the demo's former backbone (resnet18 from random weights), former
+    # augmentation and former learning rate on the same pairs.
     "full": Budget(
         curve_crops=(8, 16, 32),
         curve_epochs=(1, 5, 10),
@@ -82,6 +82,7 @@ BUDGETS: dict[str, Budget] = {
             {"backbone": "resnet18", "pretrained": False, "lr": None},
             # The former augmentation: less JPEG, its grid always on the crop's corner.
             {"augment": "jpeg_prob=0.3,jpeg_quality=65-100,jpeg_grid_shift=0"},
+            {"lr": 1e-3},
         ),
         demo=DemoConfig(
             eval_crops_per_image=EVAL_CROPS_PER_IMAGE, train_crops_per_image=64, epochs=20
@@ -176,8 +177,9 @@ def _score_point(
     point: dict[str, Any] = {}
     for test_set, metrics in evaluation.result["generators"].items():
         point[test_set] = {m: round(metrics[m], 4) for m in METRICS}
-        ci = evaluation.result["intervals"]["generators"][test_set]["auc"]
-        point[test_set]["auc_ci95"] = [round(x, 4) for x in ci]
+        intervals = evaluation.result["intervals"]["generators"][test_set]
+        for metric, key in (("auc", "auc_ci95"), ("tpr@fpr=0.01", "tpr_ci95")):
+            point[test_set][key] = [round(x, 4) for x in intervals[metric]]
     for name, condition in evaluation.result["robustness"].items():
         point[name] = {
             test_set: {m: round(metrics[m], 4) for m in METRICS}
@@ -251,30 +253,41 @@ def learning_curve(
 
 
 def plot_learning_curve(curve: dict[str, Any], path: Path) -> Path:
-    """Two panels: held-out AUC (generated, held-out reconstructions) vs. pairs and epochs."""
+    """Held-out AUC (top) and TPR at 1% FPR (bottom) against training pairs (left) and epochs
+    (right), for generated images and held-out reconstructions, each with its 95% bootstrap
+    band. TPR gets its own row because AUC sits near 1 well before the headline TPR does."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    fig = Figure(figsize=(9, 6.4), layout="constrained")
     FigureCanvasAgg(fig)
     panels = (("by_pairs", "train_pairs", "training pairs"), ("by_epochs", "epochs", "epochs"))
-    for i, (key, x_key, x_label) in enumerate(panels):
-        ax = fig.add_subplot(1, 2, i + 1)
-        points = curve[key]
-        x = [p[x_key] for p in points]
-        for test_set, marker in (("generated", "o"), ("reconstructed (held-out)", "s")):
-            auc = np.array([p[test_set]["auc"] for p in points])
-            ci = np.array([p[test_set]["auc_ci95"] for p in points])
-            ax.plot(x, auc, marker=marker, label=test_set)
-            ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.15)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel(f"{x_label} (log scale)")
-        ax.set_ylabel("held-out AUC, 1-try (95% bootstrap band)")
-        low = min(0.5, min(p[t]["auc_ci95"][0] for p in points for t in ("generated",)))
-        ax.set_ylim(max(0.0, low - 0.02), 1.0)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("ae on the mini LDM: held-out AUC vs. training pairs and epochs (seed 0)")
+    rows = (("auc", "auc_ci95", "AUC"), ("tpr@fpr=0.01", "tpr_ci95", "TPR@1%FPR"))
+    for r, (metric, band, name) in enumerate(rows):
+        for c, (key, x_key, x_label) in enumerate(panels):
+            ax = fig.add_subplot(2, 2, 2 * r + c + 1)
+            points = curve[key]
+            x = [p[x_key] for p in points]
+            lows = []
+            for test_set, marker in (("generated", "o"), ("reconstructed (held-out)", "s")):
+                y = np.array([p[test_set][metric] for p in points])
+                ax.plot(x, y, marker=marker, label=test_set)
+                if all(band in p[test_set] for p in points):  # older JSON: AUC bands only
+                    ci = np.array([p[test_set][band] for p in points])
+                    ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.15)
+                    lows.append(ci[:, 0].min())
+                lows.append(y.min())
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(f"{x_label} (log scale)")
+            ax.set_ylabel(f"held-out {name}, 1-try")
+            ax.set_ylim(max(0.0, min(0.5, min(lows)) - 0.02), 1.0)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(
+        "ae on the mini LDM: held-out AUC and TPR@1%FPR vs. training pairs and epochs "
+        "(seed 0, 95% bootstrap bands)",
+        fontsize=10,
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     return path
