@@ -6,13 +6,16 @@ tiny test models gain nothing from more, and with the cores busy its thread pool
 40x slower (a 64 px tiny VAE round trip took 1.5 s with 2 threads, 40 ms with 1).
 """
 
+import importlib.util
 import os
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -23,6 +26,21 @@ from ldmdetect.io.images import load_image, save_png
 from ldmdetect.io.samples import sample_photos
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def import_script():
+    """Import a script kept beside the package (``benchmarks/``, ``recipes/``) as a module."""
+
+    def load(path: Path, name: str) -> ModuleType:
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses look their module up while being created
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,7 @@ stage on the meta device, and a timed run writes the JSON and the README table."
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -22,15 +20,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "feature_cost.py"
 
 
 @pytest.fixture(scope="module")
-def cost() -> ModuleType:
+def cost(import_script) -> ModuleType:
     """The benchmark script imported as a module (it is not part of the installed package)."""
-    name = "feature_cost_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while being created
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_script(SCRIPT, "feature_cost_benchmark")
 
 
 def test_every_registered_method_has_a_cost_spec(cost: ModuleType) -> None:

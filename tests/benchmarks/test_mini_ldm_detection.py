@@ -4,9 +4,7 @@ benchmark (seeds, curve, ablation, figure) on the random tiny pipeline."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -21,15 +19,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mini_ldm_detectio
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
+def bench(import_script) -> ModuleType:
     """The benchmark script imported as a module (it is not part of the installed package)."""
-    name = "mini_ldm_detection_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while being created
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_script(SCRIPT, "mini_ldm_detection_benchmark")
 
 
 def _seed(auc: float, tpr: float, interval: list[float]) -> dict:

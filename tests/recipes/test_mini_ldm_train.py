@@ -3,11 +3,9 @@ reproduces the shipped autoencoder's quality bar, writes the shipped layout, and
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -24,15 +22,9 @@ PSNR_TARGET_DB = 24.0
 
 
 @pytest.fixture(scope="module")
-def recipe() -> ModuleType:
+def recipe(import_script) -> ModuleType:
     """The recipe script imported as a module (it is not part of the installed package)."""
-    name = "mini_ldm_train_recipe"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, RECIPE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while being created
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_script(RECIPE, "mini_ldm_train_recipe")
 
 
 def tiny_config(recipe: ModuleType, **overrides):
