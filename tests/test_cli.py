@@ -66,11 +66,15 @@ def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir)
             "cpu",
             "--augment",
             "flip=0,jpeg_quality=70-90",
+            "--ema-decay",
+            "0.9",
         ],
     )
     assert result.exit_code == 0, result.output
     assert (det / "model.safetensors").is_file()
-    saved = json.loads((det / "config.json").read_text())["training"]["config"]["augment"]
+    trained = json.loads((det / "config.json").read_text())["training"]["config"]
+    assert trained["ema_decay"] == 0.9
+    saved = trained["augment"]
     augment = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     assert AugmentConfig(**augment) == AugmentConfig(flip=0.0, jpeg_quality=(70, 90))
 

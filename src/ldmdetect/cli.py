@@ -432,6 +432,7 @@ def _feature_settings(
             "seed",
             "device",
             "channels_last",
+            "ema_decay",
             augment=("augment", lambda augment: augment.to_spec()),
         )
     )
@@ -506,6 +507,13 @@ def train(
             "speeds up EfficientNets and slows ConvNeXt).",
         ),
     ] = None,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Save an exponential moving average of the weights with this decay (e.g. "
+            "0.995) instead of the last step's; default: the last step's."
+        ),
+    ] = None,
     workers: Workers = None,
 ) -> None:
     """Train a detector (or calibrate a training-free one); saves config.json + weights."""
@@ -529,6 +537,7 @@ def train(
         num_workers=_workers(workers),
         device=device,
         channels_last=channels_last,
+        ema_decay=ema_decay,
         augment=AugmentConfig.from_spec(augment),
         feature=_feature_settings(feature, prompt_template, captioner),
     )

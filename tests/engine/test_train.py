@@ -126,6 +126,49 @@ def test_channels_last_is_the_layout_trained_in_and_weights_are_saved_plain(
     assert DetectorConfig.load(tmp_path / "d").training["config"]["channels_last"] is channels_last
 
 
+def test_ema_saves_the_warmed_up_moving_average_of_every_step(tmp_path, aligned_dir, monkeypatch):
+    # Record the weights after every optimizer step, then average them by hand with the
+    # documented decay, min(ema_decay, 1 - step^(-2/3)); the saved weights must be that average.
+    steps: list[list[torch.Tensor]] = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        steps.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    decay = 0.6
+    cfg = TrainConfig(
+        backbone="mobilenetv3_small_050",
+        epochs=2,
+        batch_size=4,
+        val_fraction=0.34,
+        device="cpu",
+        ema_decay=decay,
+    )
+    detector = train_detector([aligned_dir], tmp_path / "d", cfg)
+    assert len(steps) >= 4
+    average = steps[0]
+    for k, weights in enumerate(steps[1:], start=2):
+        d = min(decay, 1 - k ** (-2 / 3))
+        average = [d * a + (1 - d) * w for a, w in zip(average, weights, strict=True)]
+    saved = [p for p in detector.model.parameters() if p.requires_grad]
+    assert len(saved) == len(average)
+    for a, p in zip(average, saved, strict=True):
+        torch.testing.assert_close(p, a, rtol=1e-4, atol=1e-6)
+    # ... and it is not simply the last step's weights.
+    assert any(not torch.allclose(p, w) for p, w in zip(saved, steps[-1], strict=True))
+    assert DetectorConfig.load(tmp_path / "d").training["config"]["ema_decay"] == decay
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
+def test_ema_decay_outside_the_open_unit_interval_is_an_error(tmp_path, aligned_dir, decay):
+    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=1, device="cpu", ema_decay=decay)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_detector([aligned_dir], tmp_path / "d", cfg)
+
+
 def test_empty_dataset_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest"):
         train_detector([tmp_path], tmp_path / "out")
