@@ -73,15 +73,16 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     "demo": Budget(),
     # Twice the demo's training crops, its 20 epochs; the curve shows what crops and epochs
-    # buy, and the ablations the demo's former backbone (resnet18 from random weights), former
-    # augmentation and former learning rate on the same pairs.
+    # buy, and the ablations the demo's former backbone (resnet18 from random weights), the
+    # library's default augmentation and the former learning rate on the same pairs.
     "full": Budget(
         curve_crops=(8, 16, 32),
         curve_epochs=(1, 5, 10),
         ablations=(
             {"backbone": "resnet18", "pretrained": False, "lr": None},
-            # The former augmentation: less JPEG, its grid always on the crop's corner.
-            {"augment": "jpeg_prob=0.3,jpeg_quality=65-100,jpeg_grid_shift=0"},
+            # The library's default augmentation (AugmentConfig): more and stronger JPEG,
+            # its grid shifted, where the demo's ae uses lighter JPEG (DemoConfig.augment).
+            {"augment": "jpeg_prob=0.5,jpeg_quality=50-100,jpeg_grid_shift=1"},
             {"lr": 1e-3},
         ),
         demo=DemoConfig(

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ldmdetect.engine.demo import DemoConfig, run_demo, split_photos
+from ldmdetect.engine.demo import DemoConfig, ae_train_config, run_demo, split_photos
+from ldmdetect.io.augment import AugmentConfig
 
 
 def test_split_is_by_subject():
@@ -15,6 +16,12 @@ def test_split_is_by_subject():
     assert not held & {p.stem.split("_")[0] for p in drawn["train"]}
     with pytest.raises(ValueError, match="giraffe"):
         split_photos(photos, ("giraffe",), 0, seed=0)
+
+
+def test_ae_trains_with_the_demos_augmentation_not_the_library_default():
+    cfg = DemoConfig(augment="jpeg_prob=0.25,jpeg_quality=70-90")
+    assert ae_train_config(cfg).augment == AugmentConfig(jpeg_prob=0.25, jpeg_quality=(70, 90))
+    assert ae_train_config(DemoConfig()).augment != AugmentConfig()
 
 
 def test_the_whole_chain_on_the_tiny_generator(tmp_path):
