@@ -57,15 +57,16 @@ class DemoConfig:
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True
     # Fine-tuning Lite0 at 2e-3 rather than 1e-3: on seeds the benchmark does not report (3, 4;
-    # --budget full) generated 1-try TPR@1%FPR rose from 0.88 / 0.96 to 1.00 / 1.00, more than
-    # 30 epochs at 1e-3 gave (0.96 / 0.96); 3e-4 fell to 0.00 / 0.40. None: the method's own.
+    # --budget full, the library's default augmentation) generated 1-try TPR@1%FPR rose from
+    # 0.88 / 0.96 to 1.00 / 1.00, more than 30 epochs at 1e-3 gave (0.96 / 0.96); 3e-4 fell to
+    # 0.00 / 0.40. None: the method's own.
     lr: float | None = 2e-3
     # ae's training augmentation (a --augment spec). Lighter JPEG than the library default
     # (AugmentConfig: half the crops, quality 50..100, shifted grid): the default's JPEG hides
     # the autoencoder's trace on too many training crops. On seeds the benchmark does not
     # report (3..7, --budget full) generated 1-try TPR@1%FPR was 1.00 / 0.90 / 0.98 / 1.00 /
     # 0.94 (mean 0.96) with this, 1.00 / 1.00 / 1.00 / 0.71 / 0.96 (mean 0.93) with the
-    # default; JPEG-75 AUC 0.97..0.99 either way, its TPR@1%FPR lower (mean 0.72 vs. 0.82).
+    # default; JPEG-75 AUC 0.97..1.00 either way, its TPR@1%FPR lower (mean 0.72 vs. 0.82).
     augment: str = "jpeg_prob=0.3,jpeg_quality=65-100,jpeg_grid_shift=0"
     input_size: int = 64
     train_crops_per_image: int = 32
