@@ -20,6 +20,12 @@ from ldmdetect.engine.train import (
 from ldmdetect.io.images import save_png
 
 
+def _small(**overrides) -> TrainConfig:
+    """A TrainConfig that trains the smallest timm network on the CPU in seconds."""
+    small = dict(backbone="mobilenetv3_small_050", epochs=1, val_fraction=0.34, device="cpu")
+    return TrainConfig(**(small | overrides))
+
+
 def test_split_keeps_every_source_on_one_side(aligned_dir):
     pairs = read_aligned_dataset(aligned_dir)
     train, val = split_by_source(pairs, 0.34, seed=0)
@@ -79,14 +85,7 @@ def test_detector_learns_the_autoencoder_trace(detector_dir):
 
 
 def test_training_is_deterministic_with_a_seed(tmp_path, aligned_dir):
-    cfg = TrainConfig(
-        backbone="mobilenetv3_small_050",
-        epochs=1,
-        batch_size=8,
-        val_fraction=0.34,
-        device="cpu",
-        seed=3,
-    )
+    cfg = _small(batch_size=8, seed=3)
     a = train_detector([aligned_dir], tmp_path / "a", cfg)
     b = train_detector([aligned_dir], tmp_path / "b", cfg)
     for (name, p), q in zip(
@@ -112,14 +111,7 @@ def test_channels_last_is_the_layout_trained_in_and_weights_are_saved_plain(
         return forward(self, x)
 
     monkeypatch.setattr(torch.nn.Conv2d, "forward", recording)
-    cfg = TrainConfig(
-        backbone="mobilenetv3_small_050",
-        epochs=1,
-        batch_size=8,
-        val_fraction=0.34,
-        device="cpu",
-        channels_last=channels_last,
-    )
+    cfg = _small(batch_size=8, channels_last=channels_last)
     detector = train_detector([aligned_dir], tmp_path / "d", cfg)
     assert layouts == {expected}
     assert all(t.is_contiguous() for t in detector.model.state_dict().values())
@@ -139,14 +131,7 @@ def test_ema_saves_the_warmed_up_moving_average_of_every_step(tmp_path, aligned_
 
     monkeypatch.setattr(torch.optim.AdamW, "step", recording)
     decay = 0.6
-    cfg = TrainConfig(
-        backbone="mobilenetv3_small_050",
-        epochs=2,
-        batch_size=4,
-        val_fraction=0.34,
-        device="cpu",
-        ema_decay=decay,
-    )
+    cfg = _small(epochs=2, batch_size=4, ema_decay=decay)
     detector = train_detector([aligned_dir], tmp_path / "d", cfg)
     assert len(steps) >= 4
     average = steps[0]
@@ -164,7 +149,7 @@ def test_ema_saves_the_warmed_up_moving_average_of_every_step(tmp_path, aligned_
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
 def test_ema_decay_outside_the_open_unit_interval_is_an_error(tmp_path, aligned_dir, decay):
-    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=1, device="cpu", ema_decay=decay)
+    cfg = _small(ema_decay=decay)
     with pytest.raises(ValueError, match="ema_decay"):
         train_detector([aligned_dir], tmp_path / "d", cfg)
 
@@ -175,7 +160,7 @@ def test_empty_dataset_is_an_error(tmp_path):
 
 
 def test_zero_epochs_still_calibrates_and_saves(tmp_path, aligned_dir):
-    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=0, val_fraction=0.34, device="cpu")
+    cfg = _small(epochs=0)
     detector = train_detector([aligned_dir], tmp_path / "d", cfg)
     assert detector.config.training["history"] == []
     assert "fpr_0.01" in detector.config.thresholds
@@ -189,7 +174,7 @@ def test_one_process_trains_after_an_accelerator_with_other_settings(tmp_path, a
 
     AcceleratorState._reset_state()  # as a fresh process: earlier tests trained here too
     Accelerator(cpu=True, mixed_precision="bf16")
-    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=1, val_fraction=0.34, device="cpu")
+    cfg = _small()
     try:
         detector = train_detector([aligned_dir], tmp_path / "d", cfg)
     finally:
@@ -204,7 +189,7 @@ def test_a_corrupt_first_pair_is_skipped_and_named_not_fatal(tmp_path, aligned_d
     shutil.copytree(aligned_dir, data)
     first = read_aligned_dataset(data)[0]
     Path(first.real).write_bytes(b"not a PNG")
-    cfg = TrainConfig(backbone="mobilenetv3_small_050", epochs=1, val_fraction=0.34, device="cpu")
+    cfg = _small()
     detector = train_detector([data], tmp_path / "d", cfg)
     assert list(detector.config.training["skipped_files"]) == [str(first.real)]
     assert detector.config.input_size == 64
