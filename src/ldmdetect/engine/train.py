@@ -80,8 +80,8 @@ class TrainConfig:
     channels_last: bool | None = None
     # Keep an exponential moving average of the weights (timm's ModelEmaV3, batch-norm
     # statistics included) and save and validate that instead of the last step's weights.
-    # The decay warms up as 1 - (1 + step)^(-2/3), capped here, so short runs are not pinned
-    # to the initial weights. None: the last step's weights.
+    # After k optimizer steps the decay is min(ema_decay, 1 - k^(-2/3)) (a warm-up), so short
+    # runs are not pinned to the initial weights. None: the last step's weights.
     ema_decay: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fprs: tuple[float, ...] = FPR_TARGETS
