@@ -17,6 +17,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,7 +83,26 @@ def aligned_dir(tmp_path_factory, tiny_pipeline_dir: Path, photo_dir: Path) -> P
 
 
 @pytest.fixture(scope="session")
-def detector_dir(tmp_path_factory, aligned_dir: Path) -> Path:
+def calibration_dir(tmp_path_factory, photo_dir: Path) -> Path:
+    """120 real 64 px crops, 20 from each of six photos in one subfolder per photo (six
+    sources): enough reals to resolve a 1% and a 5% threshold, too few for 0.1% (999)."""
+    from ldmdetect.io.crops import crop, crop_boxes
+
+    out = tmp_path_factory.mktemp("calibration")
+    for i, photo in enumerate(sorted(photo_dir.glob("*.png"))):
+        image = load_image(photo)
+        folder = out / photo.stem
+        folder.mkdir()
+        rng = np.random.default_rng(i)
+        for j, box in enumerate(
+            crop_boxes(image.width, image.height, 64, policy="random", n=20, rng=rng)
+        ):
+            save_png(crop(image, box), folder / f"{j:02d}.png")
+    return out
+
+
+@pytest.fixture(scope="session")
+def detector_dir(tmp_path_factory, aligned_dir: Path, calibration_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("detector")
     train_detector(
         [aligned_dir],
@@ -95,6 +115,7 @@ def detector_dir(tmp_path_factory, aligned_dir: Path) -> Path:
             val_fraction=0.34,
             device="cpu",
             seed=0,
+            calibration_reals=(str(calibration_dir),),
         ),
     )
     return out

@@ -25,7 +25,7 @@ def test_zoo_tiny_writes_a_pipeline(tmp_path):
     assert (tmp_path / "sd" / "vae" / "config.json").is_file()
 
 
-def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir):
+def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir, calibration_dir):
     data = tmp_path / "data"
     result = runner.invoke(
         app,
@@ -68,9 +68,12 @@ def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir)
             "flip=0,jpeg_quality=70-90",
             "--ema-decay",
             "0.9",
+            "--calibration-real",
+            str(calibration_dir),
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "fpr_0.001: unresolved (needs at least 999 reals, has 120)" in result.output
     assert (det / "model.safetensors").is_file()
     trained = json.loads((det / "config.json").read_text())["training"]["config"]
     assert trained["ema_decay"] == 0.9
@@ -131,13 +134,16 @@ def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir)
     assert len(rows) == 13
     assert rows[-1]["path"].endswith("zz-broken.png") and "empty" in rows[-1]["error"]
     assert all(r["label"] in {"real", "generated"} for r in rows[:-1])
+    assert all(r["verdict"] in {"real", "uncertain", "generated"} for r in rows[:-1])
     bad.unlink()
     result = runner.invoke(
         app,
         ["scan", str(data / "real"), "--detector", str(det), "--tries", "10", "--device", "cpu"],
     )
     assert result.exit_code == 0
-    assert result.output.splitlines()[0] == "path,score,label,threshold,error"
+    # Rows on stdout, the summary on stderr (so a pipe gets CSV only).
+    assert result.stdout.splitlines()[0] == "path,score,label,threshold,error,verdict"
+    assert "12 files," in result.stderr and "flagged as generated" in result.stderr
 
 
 def test_train_reports_on_the_main_process_only(tmp_path, aligned_dir, monkeypatch):
@@ -263,7 +269,8 @@ def test_scan_names_skipped_files_and_reports_missing_paths(tmp_path, detector_d
     )
     assert result.exit_code == 1  # the missing path is a failed row, the scan went on
     lines = result.output.splitlines()
-    assert any(line.startswith(str(folder / "a.png")) and ",," not in line for line in lines)
+    scored = [line.split(",") for line in lines if line.startswith(str(folder / "a.png"))]
+    assert len(scored) == 1 and float(scored[0][1]) >= 0 and scored[0][2] in {"real", "generated"}
     assert any(str(missing) in line and "no such file" in line for line in lines)
     assert "notes.txt" in result.output and "1 non-image file(s) skipped" in result.output
 

@@ -35,3 +35,26 @@ def test_unknown_keys_warn_and_bad_files_are_reported_with_the_path(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config.json"):
         DetectorConfig.load(tmp_path)
+
+
+def test_verdict_has_an_uncertain_band_between_two_calibrated_thresholds():
+    from ldmdetect.config import DecisionRule
+
+    config = DetectorConfig(thresholds={"0.5": 0.5, "fpr_0.01": 0.9, "fpr_0.05": 0.6})
+    rule = config.decision_rule(0.01)  # "auto": the next calibrated FPR bounds the band
+    assert (rule.threshold_name, rule.real_threshold_name) == ("fpr_0.01", "fpr_0.05")
+    assert [rule.verdict(s) for s in (0.95, 0.9, 0.7, 0.6, 0.1)] == [
+        "generated",
+        "uncertain",
+        "uncertain",
+        "real",
+        "real",
+    ]
+    assert [rule.label(s) for s in (0.95, 0.7)] == ["generated", "real"]
+    # No looser threshold, or no band asked for: the verdict is the label.
+    assert config.decision_rule(0.05).verdict(0.7) == "generated"
+    assert config.decision_rule(0.01, uncertain_fpr=None).verdict(0.7) == "real"
+    with pytest.raises(ValueError, match="must be larger"):
+        config.decision_rule(0.05, uncertain_fpr=0.01)
+    with pytest.raises(ValueError, match="lies above"):
+        DecisionRule(0.01, "a", 0.5, 0.05, "b", 0.6)

@@ -514,6 +514,13 @@ def train(
             "0.995) instead of the last step's; default: the last step's."
         ),
     ] = None,
+    calibration_real: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Real images of many sources (folder, repeatable) to calibrate the thresholds "
+            "on instead of the validation reals; first-level subfolders count as sources."
+        ),
+    ] = None,
     workers: Workers = None,
 ) -> None:
     """Train a detector (or calibrate a training-free one); saves config.json + weights."""
@@ -540,6 +547,7 @@ def train(
         ema_decay=ema_decay,
         augment=AugmentConfig.from_spec(augment),
         feature=_feature_settings(feature, prompt_template, captioner),
+        calibration_reals=tuple(str(p) for p in calibration_real or ()),
     )
     detector = train_detector(
         data or [],
@@ -568,7 +576,71 @@ def train(
     skipped = detector.config.training.get("skipped_files", {})
     for path, reason in skipped.items():
         typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"saved detector to {output}; thresholds {detector.config.thresholds}")
+    from ldmdetect.engine.calibrate import describe
+
+    typer.echo(f"saved detector to {output}")
+    typer.echo(describe(detector.config.calibration))
+
+
+@app.command(
+    context_settings=_defaults(
+        ConfigDefaults("ldmdetect.engine.calibrate:calibrate_detector", "batch_size", "device")
+    )
+)
+@_user_errors
+def calibrate(
+    detector: Annotated[str, typer.Option(help="Detector directory to calibrate.")],
+    real: Annotated[
+        list[Path],
+        typer.Option(
+            help="Real images like those you will scan: folder (recursive) or file, repeatable. "
+            "First-level subfolders count as sources."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option(help="Where the recalibrated detector goes (may be --detector).")
+    ],
+    tries: Annotated[
+        int | None, typer.Option(help="Views per image (default: the detector's).")
+    ] = None,
+    batch_size: int | None = None,
+    device: Device = None,
+    workers: Workers = None,
+    pipeline: PipelineOverride = None,
+) -> None:
+    """Re-derive every threshold from your own real images, without retraining.
+
+    Each threshold records how many reals and sources set it and a 95% upper bound on its
+    false-positive rate; one the reals cannot resolve (a 0.1% threshold needs 999) is recorded
+    as unresolved and refused by scan and serve. Unreadable files are named and skipped.
+    """
+    from ldmdetect.engine.calibrate import calibrate_detector, describe
+    from ldmdetect.generative.components import pipeline_sources
+
+    components = None
+    if pipeline is not None:
+        from ldmdetect.config import DetectorConfig
+        from ldmdetect.methods import get
+
+        config = DetectorConfig.load(detector)
+        components = pipeline_sources(pipeline, get(config.method).components)
+    result = calibrate_detector(
+        detector,
+        real,
+        output,
+        tries=tries,
+        batch_size=batch_size,
+        num_workers=_workers(workers),
+        device=device,
+        components=components,
+        progress=True,
+    )
+    for path in result.skipped:
+        typer.secho(f"skipped {path}: not an image file by its extension", err=True)
+    _finish(
+        result.errors,
+        f"{describe(result.config.calibration)}\nsaved calibrated detector to {result.output}",
+    )
 
 
 @app.command(
@@ -713,7 +785,7 @@ def evaluate(
 
 @app.command(
     context_settings=_defaults(
-        ConfigDefaults("ldmdetect.engine.scan:scan", "tries", "fpr", "batch_size")
+        ConfigDefaults("ldmdetect.engine.scan:scan", "tries", "fpr", "uncertain_fpr", "batch_size")
         | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
     )
 )
@@ -729,6 +801,13 @@ def scan(
         float | None,
         typer.Option(help="Label with the threshold calibrated at this false-positive rate."),
     ] = None,
+    uncertain_fpr: Annotated[
+        str | None,
+        typer.Option(
+            help="The verdict column's 'uncertain' band reaches down to the threshold "
+            "calibrated at this looser FPR ('auto': the next calibrated one; 'none': no band)."
+        ),
+    ] = None,
     batch_size: int | None = None,
     device: Device = None,
     workers: Workers = None,
@@ -739,6 +818,9 @@ def scan(
 ) -> None:
     """Score images; one row per file. Exit status 1 if any file failed, 0 otherwise.
 
+    Ends with the share flagged, and warns for each folder flagged far more often than the
+    threshold's calibrated false-positive rate allows for real images.
+
     With --output, rows are journaled batch by batch in OUTPUT.partial: rerunning an
     interrupted scan with the same detector and settings scores only the files left.
     With --engine ray, --output is a new directory, for Parquet files.
@@ -747,6 +829,7 @@ def scan(
     from ldmdetect.engine.scan import scan as run_scan
     from ldmdetect.io.datasets import search_images
 
+    band = _uncertain_fpr(uncertain_fpr)
     if _engine(engine) == "ray":
         if output is None:
             raise ValueError("--engine ray writes Parquet files: give --output DIRECTORY")
@@ -758,6 +841,7 @@ def scan(
             output,
             tries=tries,
             fpr=fpr,
+            uncertain_fpr=band,
             batch_size=batch_size,
             device=device,
             pipeline=pipeline,
@@ -787,6 +871,7 @@ def scan(
         found.files,
         tries=tries,
         fpr=fpr,
+        uncertain_fpr=band,
         batch_size=batch_size,
         num_workers=_workers(workers),
         progress=output is not None,
@@ -806,11 +891,7 @@ def scan(
     else:
         write_rows(rows, output)
         journal.unlink()
-        flagged = sum(r.label == "generated" for r in rows)
-        typer.echo(
-            f"{len(rows)} files, {flagged} flagged as generated, "
-            f"{sum(bool(r.error) for r in rows)} failed -> {output}"
-        )
+    _scan_summary(rows, model, fpr, output)
     for path in found.skipped:
         typer.secho(f"skipped {path}: not an image file by its extension", err=True)
     if found.skipped:
@@ -820,6 +901,38 @@ def scan(
         typer.secho(f"failed {row.path}: {row.error}", fg=typer.colors.YELLOW, err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _uncertain_fpr(value: str | None) -> float | str | None:
+    """--uncertain-fpr: 'auto', 'none' or a number."""
+    if value is None or value == "auto":
+        return "auto"
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--uncertain-fpr {value!r}: expected auto, none or a number") from None
+
+
+def _scan_summary(rows, detector, fpr: float | None, output: Path | None) -> None:
+    """The share flagged (to stderr when the rows go to stdout), and a warning per folder
+    flagged far above the calibrated FPR: a sign that the calibration does not fit the data."""
+    from ldmdetect.engine.scan import calibration_warnings
+
+    scored = [r for r in rows if r.score is not None]
+    flagged = sum(r.label == "generated" for r in scored)
+    uncertain = sum(r.verdict == "uncertain" for r in scored)
+    share = f" ({flagged / len(scored):.1%})" if scored else ""
+    target = f" at FPR {fpr:g}" if fpr is not None else " at the raw 0.5 rule"
+    typer.echo(
+        f"{len(rows)} files, {flagged} flagged as generated{share}{target}, {uncertain} "
+        f"uncertain, {sum(bool(r.error) for r in rows)} failed"
+        + (f" -> {output}" if output is not None else ""),
+        err=output is None,
+    )
+    for warning in calibration_warnings(rows, detector.config, fpr):
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command(

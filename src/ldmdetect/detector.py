@@ -202,8 +202,20 @@ class Detector:
 
     def label(self, scores: np.ndarray, fpr: float | None = None) -> np.ndarray:
         """Boolean "generated" decisions at the threshold calibrated for ``fpr``."""
-        _, threshold = self.config.threshold(fpr)
-        return np.asarray(scores) > threshold
+        rule = self.config.decision_rule(fpr, uncertain_fpr=None)
+        return np.array([rule.label(float(s)) == "generated" for s in np.ravel(scores)])
+
+    def verdict(
+        self,
+        scores: np.ndarray,
+        fpr: float | None = 0.01,
+        uncertain_fpr: float | str | None = "auto",
+    ) -> np.ndarray:
+        """A verdict per score, "generated", "uncertain" or "real", from the thresholds
+        calibrated at ``fpr`` and at the looser ``uncertain_fpr`` (see
+        :class:`~ldmdetect.config.DecisionRule`)."""
+        rule = self.config.decision_rule(fpr, uncertain_fpr)
+        return np.array([rule.verdict(float(s)) for s in np.ravel(scores)], dtype=object)
 
 
 def _views(sample: Sample) -> int:

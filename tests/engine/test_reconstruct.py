@@ -21,7 +21,10 @@ def test_pairs_have_matching_names_and_the_real_crop_is_the_source_pixels(aligne
     pairs = read_aligned_dataset(aligned_dir)
     assert len(pairs) == 6 * 4
     rows = list(csv.DictReader((aligned_dir / "manifest.csv").open()))
-    assert set(rows[0]) == {"path", "label", "pair_id", "source", "left", "top", "right", "bottom"}
+    assert set(rows[0]) == {
+        *("path", "label", "pair_id", "source", "left", "top", "right", "bottom"),
+        *("scale", "jpeg_quality"),
+    }
     for pair in pairs:
         assert pair.real.name == pair.reconstructed.name
         assert pair.real.parent.name == "real" and pair.reconstructed.parent.name == "reconstructed"

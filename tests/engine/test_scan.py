@@ -50,8 +50,12 @@ def test_rows_written_as_csv_or_json(detector_dir, aligned_dir, tmp_path):
     as_csv = list(csv.DictReader(write_rows(rows, tmp_path / "out.csv").open()))
     as_json = json.loads(write_rows(rows, tmp_path / "out.json").read_text())
     assert len(as_csv) == len(as_json) == 7
-    assert set(as_csv[0]) == {"path", "score", "label", "threshold", "error"}
-    assert as_json[3]["score"] is None and as_json[3]["error"]
+    assert set(as_csv[0]) == {"path", "score", "label", "verdict", "threshold", "error"}
+    assert as_json[3]["score"] is None and as_json[3]["error"] and not as_json[3]["verdict"]
+    rule = detector.config.decision_rule(0.01)
+    for row in as_json[:3] + as_json[4:]:
+        assert row["verdict"] == rule.verdict(row["score"])
+        assert row["label"] == rule.label(row["score"])
 
 
 class _Crash(Exception):
@@ -118,3 +122,31 @@ def test_a_journal_of_other_settings_is_refused_by_name(detector_dir, aligned_di
         scan(detector, paths, fpr=0.01, journal=journal)
     with pytest.raises(ValueError, match="other settings"):
         scan(detector, paths, fpr=0.05, tries=2, journal=journal)
+
+
+def test_folders_flagged_far_above_the_calibrated_fpr_are_warned_about():
+    from ldmdetect.config import DetectorConfig
+    from ldmdetect.engine.scan import ScanRow, calibration_warnings, folder_shares
+
+    def rows(folder: str, n: int, flagged: int) -> list[ScanRow]:
+        return [
+            ScanRow(
+                f"{folder}/{i}.jpg", 0.9, "generated" if i < flagged else "real", "fpr_0.01", ""
+            )
+            for i in range(n)
+        ]
+
+    config = DetectorConfig(
+        thresholds={"fpr_0.01": 0.5},
+        calibration={"n_real": 500, "thresholds": {"fpr_0.01": {"fpr_upper_95": 0.02}}},
+    )
+    scanned = rows("phones", 40, 12) + rows("camera", 40, 1) + rows("few", 4, 4)
+    scanned.append(ScanRow("phones/broken.jpg", None, "", "fpr_0.01", "truncated"))
+    shares = {s.folder: s for s in folder_shares(scanned)}
+    assert (shares["phones"].scored, shares["phones"].flagged) == (40, 12)
+    assert 0.15 < shares["phones"].share_low_95 < 0.3
+    warnings = calibration_warnings(scanned, config, 0.01)
+    # 30% of 40 is far above 1%; 1 of 40 is chance; 4 files are too few to say.
+    assert len(warnings) == 1 and warnings[0].startswith("phones: 12 of 40 files (30%)")
+    assert "ldmdetect calibrate" in warnings[0]
+    assert calibration_warnings(scanned, config, None) == []

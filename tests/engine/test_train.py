@@ -69,7 +69,19 @@ def test_trained_detector_directory(detector_dir):
     config = DetectorConfig.load(detector_dir)
     assert (detector_dir / "model.safetensors").is_file()
     assert config.method == "ae" and config.input_size == 64
-    assert set(config.thresholds) == {"0.5", "fpr_0.001", "fpr_0.01", "fpr_0.05"}
+    # Calibrated on the 120 reals of six sources (calibration_reals): 1% and 5% resolve,
+    # 0.1% would need 999 reals and is recorded as unresolved, not stored.
+    assert set(config.thresholds) == {"0.5", "fpr_0.01", "fpr_0.05"}
+    record = config.calibration
+    assert (record["n_real"], record["n_sources"]) == (120, 6)
+    assert record["thresholds"]["fpr_0.001"] == {
+        "fpr": 0.001,
+        "needs_n_real": 999,
+        "resolved": False,
+    }
+    one = record["thresholds"]["fpr_0.01"]
+    assert one["resolved"] and one["threshold"] == config.thresholds["fpr_0.01"]
+    assert one["flagged"] <= 1 and one["fpr_upper_95"] > 0.01
     assert config.generator["subfolder"] == "vae"
     assert config.training["pairs"]["val"] > 0
     history = config.training["history"]
@@ -163,7 +175,18 @@ def test_zero_epochs_still_calibrates_and_saves(tmp_path, aligned_dir):
     cfg = _small(epochs=0)
     detector = train_detector([aligned_dir], tmp_path / "d", cfg)
     assert detector.config.training["history"] == []
-    assert "fpr_0.01" in detector.config.thresholds
+    # The validation split's few reals (crops of two photos) resolve no threshold: each is
+    # recorded as unresolved with the count it needs, and only the raw 0.5 rule is stored.
+    assert detector.config.thresholds == {"0.5": 0.5}
+    record = detector.config.calibration
+    assert record["n_real"] == detector.config.training["pairs"]["val"]
+    assert record["n_sources"] == 2
+    assert {k: v["resolved"] for k, v in record["thresholds"].items()} == {
+        "fpr_0.001": False,
+        "fpr_0.01": False,
+        "fpr_0.05": False,
+    }
+    assert DetectorConfig.load(tmp_path / "d").calibration == record
 
 
 def test_one_process_trains_after_an_accelerator_with_other_settings(tmp_path, aligned_dir):

@@ -56,6 +56,12 @@ def test_detect_scores_like_the_detector_in_the_hugging_face_shape(client, detec
     name, threshold = detector.config.threshold(0.01)
     assert (body["threshold_name"], body["threshold"], body["fpr"]) == (name, threshold, 0.01)
     assert body["label"] == ("generated" if body["score"] > threshold else "real")
+    rule = detector.config.decision_rule(0.01)
+    assert body["verdict"] == rule.verdict(body["score"])
+    assert (body["real_threshold_name"], body["real_threshold"]) == (
+        "fpr_0.05",
+        detector.config.thresholds["fpr_0.05"],
+    )
     assert body["method"] == detector.config.method
     assert body["predictions"] == [
         {"label": "generated", "score": body["score"]},
@@ -168,6 +174,19 @@ def test_requested_fpr_uses_its_calibrated_threshold(client, detector, photo_jpe
 def test_fpr_without_a_calibrated_threshold_refuses_to_start(detector):
     with pytest.raises(ValueError, match="no threshold calibrated"):
         create_app(detector, fpr=0.2)
+
+
+def test_unresolved_threshold_is_refused_at_start_and_per_request(client, detector, photo_jpeg):
+    # 120 calibration reals cannot resolve 0.1%: never offered, never applied.
+    with pytest.raises(ValueError, match="needs at least 999"):
+        create_app(detector, fpr=0.001)
+    error = assert_clean_error(
+        client.post("/v1/detect?fpr=0.001", files=one(photo_jpeg)), 422, "unresolved"
+    )
+    assert "999" in error
+    info = client.get("/v1/detector").json()
+    assert 0.001 not in info["calibrated_fprs"]
+    assert info["calibration"]["thresholds"]["fpr_0.001"]["resolved"] is False
 
 
 # --- evidence maps and content credentials ----------------------------------------------------

@@ -17,6 +17,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn import metrics as _skm
 
+from ldmdetect.config import reals_needed
+
 __all__ = [
     "FPR_TARGETS",
     "accuracy",
@@ -24,10 +26,13 @@ __all__ = [
     "bootstrap_intervals",
     "bootstrap_samples",
     "compute_metrics",
+    "conformal_threshold",
+    "fpr_upper_bound",
     "generator_intervals",
     "mean_metrics",
     "oracle_accuracy",
     "percentile_interval",
+    "reals_needed",
     "roc_auc",
     "roc_curve",
     "threshold_at_fpr",
@@ -159,6 +164,39 @@ def threshold_at_fpr(real_scores: ArrayLike, fpr: float) -> float:
         return -math.inf
     # Partition instead of a full sort: only the (k+1)-th largest value is needed.
     return float(np.partition(r, r.size - 1 - k)[r.size - 1 - k])
+
+
+def conformal_threshold(real_scores: ArrayLike, fpr: float) -> tuple[float, int] | None:
+    """A threshold that flags a *new* real image with probability at most ``fpr``.
+
+    Split-conformal rule: with n exchangeable real scores, the (k+1)-th largest as threshold
+    (fake iff ``score > t``) flags a new real with probability at most (k+1)/(n+1); so take
+    k = floor(fpr * (n + 1)) - 1. Returns (t, k), or None when the reals cannot resolve ``fpr``
+    (n < :func:`reals_needed`): even their largest score would promise no such bound.
+    Unlike :func:`threshold_at_fpr`, which describes a test set, this is for a threshold that
+    will be applied to images not yet seen, which is what a stored threshold is.
+    """
+    r = _as_scores(real_scores, "real_scores")
+    if not 0.0 < fpr < 1.0:
+        raise ValueError(f"fpr must be in (0, 1), got {fpr}")
+    k = math.floor(fpr * (r.size + 1) + 1e-9) - 1
+    if k < 0 or r.size == 0:
+        return None
+    return float(np.partition(r, r.size - 1 - k)[r.size - 1 - k]), k
+
+
+def fpr_upper_bound(false_positives: int, n_real: int, level: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on a false-positive rate: ``false_positives``
+    of ``n_real`` reals flagged. With none flagged it is about 3 / n at 95%."""
+    from scipy.stats import beta
+
+    if n_real <= 0:
+        raise ValueError("fpr_upper_bound needs at least one real")
+    if not 0 <= false_positives <= n_real:
+        raise ValueError(f"false_positives must lie in [0, {n_real}], got {false_positives}")
+    if false_positives == n_real:
+        return 1.0
+    return float(beta.ppf(level, false_positives + 1, n_real - false_positives))
 
 
 def tpr_at_fpr(y_true: ArrayLike, scores: ArrayLike, fpr: float) -> float:

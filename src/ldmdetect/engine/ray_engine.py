@@ -34,7 +34,7 @@ import numpy as np
 from ldmdetect import methods
 from ldmdetect.engine.extract import ExtractSummary
 from ldmdetect.engine.loader import load_each
-from ldmdetect.engine.scan import PrepareFile
+from ldmdetect.engine.scan import PrepareFile, ScanRow, scan_row
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["RayScanSummary", "ray_extract", "ray_scan"]
@@ -112,6 +112,7 @@ class ScoreBatch:
         device: str,
         pipeline: str | None,
         max_pixels: int | None,
+        uncertain_fpr: float | str | None = "auto",
     ) -> None:
         from ldmdetect.detector import Detector
 
@@ -122,7 +123,7 @@ class ScoreBatch:
             self.detector.components = pipeline_sources(pipeline, self.detector.method.components)
         tries = tries or self.detector.config.default_tries
         self.prepare = PrepareFile(self.detector.preparer(tries), None, max_pixels)
-        self.threshold_name, self.threshold = self.detector.config.threshold(fpr)
+        self.rule = self.detector.config.decision_rule(fpr, uncertain_fpr)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
@@ -136,16 +137,15 @@ class ScoreBatch:
             probabilities = self.detector.score_prepared(samples, self.batch_size)
             for i, s in zip(indices, probabilities, strict=True):
                 scores[i] = float(s)
-        labels = [
-            "" if s is None else ("generated" if s > self.threshold else "real") for s in scores
+        rows = [
+            scan_row(path, score, failed.get(i, ""), self.rule)
+            for i, (path, score) in enumerate(zip(paths, scores, strict=True))
         ]
+        columns = {name: [getattr(r, name) for r in rows] for name in ScanRow.__dataclass_fields__}
         return pa.table(
             {
-                "path": pa.array(paths, pa.string()),
-                "score": pa.array(scores, pa.float64()),
-                "label": pa.array(labels, pa.string()),
-                "threshold": pa.array([self.threshold_name] * len(paths), pa.string()),
-                "error": pa.array([failed.get(i, "") for i in range(len(paths))], pa.string()),
+                name: pa.array(values, pa.float64() if name == "score" else pa.string())
+                for name, values in columns.items()
             }
         )
 
@@ -167,6 +167,7 @@ def ray_scan(
     *,
     tries: int | None = None,
     fpr: float | None = 0.01,
+    uncertain_fpr: float | str | None = "auto",
     batch_size: int = 64,
     device: str = "auto",
     pipeline: str | os.PathLike | None = None,
@@ -186,7 +187,7 @@ def ray_scan(
     _check_empty(output)
     # Fail here, once, rather than in every actor: the detector loads and has the threshold.
     config = Detector.from_pretrained(detector, device="cpu").config
-    config.threshold(fpr)
+    config.decision_rule(fpr, uncertain_fpr)
     views = tries or config.default_tries
     with ray_session(address) as ray:
         compute, per_actor, actor_device = _pool(ray, actors, device)
@@ -197,6 +198,7 @@ def ray_scan(
                 "detector": os.fspath(detector),
                 "tries": tries,
                 "fpr": fpr,
+                "uncertain_fpr": uncertain_fpr,
                 "batch_size": batch_size,
                 "device": actor_device,
                 "pipeline": None if pipeline is None else os.fspath(pipeline),

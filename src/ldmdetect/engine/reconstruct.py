@@ -32,10 +32,22 @@ from ldmdetect.io.crops import Box, crop_boxes, ensure_min_size
 from ldmdetect.io.datasets import find_images, read_manifest
 from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8, save_png, uint8_to_pil
+from ldmdetect.io.jpeg import JpegSettings, read_jpeg_settings, reencode_like
 
 MANIFEST_NAME = "manifest.csv"
 DATASET_INFO_NAME = "dataset.json"
-MANIFEST_FIELDS = ("path", "label", "pair_id", "source", "left", "top", "right", "bottom")
+MANIFEST_FIELDS = (
+    "path",
+    "label",
+    "pair_id",
+    "source",
+    "left",
+    "top",
+    "right",
+    "bottom",
+    "scale",
+    "jpeg_quality",
+)
 
 
 @dataclass
@@ -49,6 +61,21 @@ class ReconstructConfig:
     seed: int = 0
     batch_size: int = 8
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    # Crops are cut from the image at each of these scales (1 = native resolution; 0.5 =
+    # downscaled to half first, with antialiasing), ``crops_per_image`` at each scale the
+    # image is still large enough for. Users scan 2-50 Mpx photos at native resolution as
+    # well as resized copies; a detector that saw only one kind flags the other.
+    scales: tuple[float, ...] = (1.0,)
+    # Frequency alignment (DDA): a JPEG real's reconstruction is JPEG-encoded with the real's
+    # own quantisation tables and subsampling, and native-resolution crops are cut on the
+    # 16-pixel grid, so the pair differs by the autoencoder only, not by the high
+    # frequencies JPEG removed from the real (see ldmdetect.io.jpeg).
+    align_jpeg: bool = False
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(float(s) for s in self.scales)
+        if not self.scales or not all(0.0 < s <= 1.0 for s in self.scales):
+            raise ValueError(f"scales must lie in (0, 1], got {self.scales}")
 
 
 @dataclass
@@ -72,9 +99,11 @@ class AlignedPair:
 class _Crop:
     pair_id: str
     source: str
-    box: Box
+    box: Box  # in the (possibly downscaled) image the crop was cut from
     pixels: torch.Tensor  # uint8 (3, H, W)
     done: bool = False  # both PNGs already on disk (a resumed run)
+    scale: float = 1.0
+    jpeg: JpegSettings | None = None  # the real's settings, when its partner is aligned
 
 
 def pair_seed(seed: int, pair_id: str) -> int:
@@ -130,28 +159,57 @@ class _CropSource:
 
     def __call__(self, path: str) -> list[_Crop]:
         cfg = self.config
-        image = load_image(path, max_pixels=cfg.max_pixels)
+        original = load_image(path, max_pixels=cfg.max_pixels)
         name = self.names[path]
-        if cfg.crop_size > 0:
-            image = ensure_min_size(image, cfg.crop_size)
-            # Seeded by the image's name, so a rerun (resume) cuts exactly the same crops.
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
-            boxes = crop_boxes(
-                image.width,
-                image.height,
-                cfg.crop_size,
-                policy=cfg.crop_policy,
-                n=cfg.crops_per_image,
-                rng=rng,
-            )
-        else:
+        jpeg = read_jpeg_settings(path) if cfg.align_jpeg else None
+        crops: list[_Crop] = []
+        for scale in cfg.scales:
+            image = original if scale == 1.0 else _downscaled(original, scale)
+            if scale != 1.0 and min(image.size) < max(cfg.crop_size, 1):
+                continue  # too small at this scale; native crops still cover the image
+            if cfg.crop_size > 0:
+                image = ensure_min_size(image, cfg.crop_size)
+            # "name_c000" at native resolution (as before scales existed), "name_x0.5_c000".
+            prefix = name if scale == 1.0 else f"{name}_x{scale:g}"
+            for k, box in enumerate(self._boxes(image, prefix, aligned=jpeg and scale == 1.0)):
+                crops.append(
+                    _Crop(
+                        f"{prefix}_c{k:03d}",
+                        path,
+                        box,
+                        pil_to_uint8(image.crop(box)),
+                        scale=scale,
+                        jpeg=jpeg,
+                    )
+                )
+        return crops
+
+    def _boxes(self, image, name: str, *, aligned: bool) -> list[Box]:
+        cfg = self.config
+        if cfg.crop_size <= 0:
             f = self.scale_factor
-            boxes = [(0, 0, image.width - image.width % f, image.height - image.height % f)]
-        pixels = pil_to_uint8(image)
-        return [
-            _Crop(f"{name}_c{k:03d}", path, box, pixels[:, box[1] : box[3], box[0] : box[2]])
-            for k, box in enumerate(boxes)
-        ]
+            return [(0, 0, image.width - image.width % f, image.height - image.height % f)]
+        # Seeded by the image's name, so a rerun (resume) cuts exactly the same crops.
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
+        boxes = crop_boxes(
+            image.width,
+            image.height,
+            cfg.crop_size,
+            policy=cfg.crop_policy,
+            n=cfg.crops_per_image,
+            rng=rng,
+        )
+        if aligned:  # on the real's 16-pixel grid (JPEG's 4:2:0 macroblocks)
+            boxes = [(x - x % 16, y - y % 16, r - x % 16, b - y % 16) for x, y, r, b in boxes]
+        return boxes
+
+
+def _downscaled(image, scale: float):
+    """``image`` resized by ``scale`` (< 1) with Pillow's antialiasing filter."""
+    from PIL import Image
+
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _pair_paths(output: Path, pair_id: str) -> tuple[Path, Path]:
@@ -212,7 +270,10 @@ def build_aligned_dataset(
                 continue
             real_path, fake_path = _pair_paths(output, crop.pair_id)
             save_png(uint8_to_pil(crop.pixels), real_path)
-            save_png(uint8_to_pil(fake), fake_path)  # written last: marks the pair done
+            fake_image = uint8_to_pil(fake)
+            if crop.jpeg is not None:
+                fake_image = reencode_like(fake_image, crop.jpeg)
+            save_png(fake_image, fake_path)  # written last: marks the pair done
             summary.written += 1
 
     results = load_each(
@@ -265,6 +326,8 @@ def _manifest_rows(output: Path, crop: _Crop) -> list[dict]:
                 "top": top,
                 "right": right,
                 "bottom": bottom,
+                "scale": f"{crop.scale:g}",
+                "jpeg_quality": crop.jpeg.quality if crop.jpeg is not None else "",
             }
         )
     return rows

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ldmdetect.config import DecisionRule, DetectorConfig, fpr_key
 from ldmdetect.detector import Detector
 from ldmdetect.engine.loader import load_each
 from ldmdetect.io.files import atomic_write_text
@@ -125,11 +126,21 @@ def iter_scores(
 
 @dataclass
 class ScanRow:
+    """One file's result. ``label``: generated/real at the chosen threshold; ``verdict``:
+    generated/uncertain/real with the band between two calibrated thresholds."""
+
     path: str
     score: float | None
     label: str
     threshold: str
     error: str
+    verdict: str = ""
+
+
+def scan_row(path: str, score: float | None, error: str, rule: DecisionRule) -> ScanRow:
+    if error or score is None:
+        return ScanRow(path, None, "", rule.threshold_name, error or "no score")
+    return ScanRow(path, score, rule.label(score), rule.threshold_name, "", rule.verdict(score))
 
 
 def scan(
@@ -138,24 +149,26 @@ def scan(
     *,
     tries: int | None = None,
     fpr: float | None = 0.01,
+    uncertain_fpr: float | str | None = "auto",
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = False,
     journal: str | os.PathLike | None = None,
 ) -> list[ScanRow]:
     """One row per file, in the order of ``paths``: probability, decision at the
-    FPR-calibrated threshold, or the error.
+    FPR-calibrated threshold, the three-way verdict (see :class:`DecisionRule`; the band's
+    lower edge is the threshold at ``uncertain_fpr``), or the error.
 
     With ``journal``, rows are appended to that file batch by batch, and the rows an
     interrupted scan with the same detector and settings left there are reused (see
     :class:`ScanJournal`); the caller deletes it once the results are safely written.
     """
-    threshold_name, threshold = detector.config.threshold(fpr)
+    rule = detector.config.decision_rule(fpr, uncertain_fpr)
     tries = tries or detector.config.default_tries
     paths = [str(p) for p in paths]
     log = None
     if journal is not None:
-        log = ScanJournal(journal, scan_settings(detector, tries, threshold_name, threshold))
+        log = ScanJournal(journal, scan_settings(detector, tries, rule))
     rows = dict(log.rows) if log is not None else {}
     todo = [p for p in dict.fromkeys(paths) if p not in rows]
     batches = iter_scores(
@@ -168,32 +181,77 @@ def scan(
         desc="scan",
     )
     for batch in batches:
-        finished = [
-            ScanRow(todo[i], None, "", threshold_name, error)
-            if error
-            else ScanRow(
-                todo[i], score, "generated" if score > threshold else "real", threshold_name, ""
-            )
-            for i, score, error in batch
-        ]
+        finished = [scan_row(todo[i], score, error, rule) for i, score, error in batch]
         if log is not None:
             log.append(finished)
         rows.update((row.path, row) for row in finished)
     return [rows[p] for p in paths]
 
 
-def scan_settings(
-    detector: Detector, tries: int, threshold_name: str, threshold: float
-) -> dict[str, object]:
+def scan_settings(detector: Detector, tries: int, rule: DecisionRule) -> dict[str, object]:
     """What a scan's rows depend on: the detector (a digest of its whole config, which names
-    its training run, thresholds and generator components), the tries and the threshold."""
+    its training run, thresholds and generator components), the tries and the decision rule."""
     config = json.dumps(detector.config.to_dict(), sort_keys=True, default=str)
     return {
         "detector": hashlib.sha256(config.encode()).hexdigest(),
         "tries": tries,
-        "threshold": threshold_name,
-        "threshold_value": threshold,
+        **rule.describe(),
     }
+
+
+@dataclass(frozen=True)
+class FolderShare:
+    """How much of one folder a scan flagged, against what the calibration promises."""
+
+    folder: str
+    scored: int
+    flagged: int
+    share_low_95: float  # one-sided Clopper-Pearson lower bound on the flagged share
+
+    @property
+    def share(self) -> float:
+        return self.flagged / self.scored if self.scored else 0.0
+
+
+def folder_shares(rows: Sequence[ScanRow]) -> list[FolderShare]:
+    """Per folder of the scanned files: files scored, flagged as generated, and a 95% lower
+    bound on the flagged share (so a small folder's chance excess is not called a shift)."""
+    from scipy.stats import beta
+
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        if row.score is not None:
+            tally = counts.setdefault(str(Path(row.path).parent), [0, 0])
+            tally[0] += 1
+            tally[1] += row.label == "generated"
+    return [
+        FolderShare(folder, n, k, float(beta.ppf(0.05, k, n - k + 1)) if k else 0.0)
+        for folder, (n, k) in sorted(counts.items())
+    ]
+
+
+def calibration_warnings(
+    rows: Sequence[ScanRow], config: DetectorConfig, fpr: float | None, min_files: int = 10
+) -> list[str]:
+    """Folders flagged far more than the threshold's calibrated FPR allows for real images.
+
+    "Far": even the 95% lower bound of the folder's flagged share is above twice the target
+    FPR and above the calibration's own 95% upper bound on it. A folder of generated images
+    rightly trips this; a folder of real photos that does is a sign that the calibration reals
+    do not resemble them, which the message says along with the fix.
+    """
+    if fpr is None:
+        return []
+    record = config.calibration.get("thresholds", {}).get(fpr_key(fpr), {})
+    allowed = max(2 * fpr, record.get("fpr_upper_95", fpr))
+    return [
+        f"{share.folder}: {share.flagged} of {share.scored} files ({share.share:.0%}) flagged, "
+        f"far above the calibrated FPR of {fpr:g}; if these images are real, the detector's "
+        "calibration does not match them: recalibrate on real images like them with "
+        "`ldmdetect calibrate --detector DIR --real DIR --output DIR`"
+        for share in folder_shares(rows)
+        if share.scored >= min_files and share.share_low_95 > allowed
+    ]
 
 
 class ScanJournal:

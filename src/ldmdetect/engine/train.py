@@ -34,9 +34,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ldmdetect import methods
-from ldmdetect.config import DetectorConfig, fpr_key
+from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector
-from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc, threshold_at_fpr
+from ldmdetect.engine.calibrate import calibrate_detector, calibration_record
+from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc
 from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_aligned_dataset
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.components import pipeline_sources
@@ -49,7 +50,6 @@ __all__ = [
     "AugmentConfig",
     "TrainConfig",
     "build",
-    "calibrate",
     "fit",
     "fit_on_features",
     "train_detector",
@@ -85,6 +85,10 @@ class TrainConfig:
     ema_decay: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fprs: tuple[float, ...] = FPR_TARGETS
+    # Folders of real images the final model's thresholds are calibrated on instead of the
+    # validation reals: images of many sources like those the detector will scan (first-level
+    # subfolders count as sources). Empty: the validation split's reals.
+    calibration_reals: tuple[str, ...] = ()
     feature: dict[str, Any] = field(default_factory=dict)  # overrides of the method's settings
 
 
@@ -600,21 +604,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-# ---------------------------------------------------------------------------------- calibrate
-
-
-def calibrate(
-    config: DetectorConfig, real_scores: np.ndarray, fprs: Sequence[float], probabilistic: bool
-) -> str:
-    """Set ``config.thresholds`` from held-out real scores; returns what they were set on."""
-    config.thresholds = {"0.5": 0.5} if probabilistic else {}
-    if len(real_scores) == 0:
-        return "none: no held-out real images; only the 0.5 threshold is available"
-    for fpr in fprs:
-        config.thresholds[fpr_key(fpr)] = float(threshold_at_fpr(real_scores, fpr))
-    return f"{len(real_scores)} held-out real images"
-
-
 # ------------------------------------------------------------------------------------ driver
 
 
@@ -704,7 +693,16 @@ def train_detector(
             last_val = s, y
             model = model.cpu()
         real_scores = last_val[0][last_val[1] == 0] if last_val is not None else np.zeros(0)
-    calibration = calibrate(det_config, real_scores, cfg.fprs, method.probabilistic)
+    val_real_sources = [p.source for p in val_pairs] + [e.group for e in val_ex if e.label == 0]
+    det_config.thresholds, det_config.calibration = calibration_record(
+        real_scores,
+        cfg.fprs,
+        # The validation reals that scored (a file that failed to decode has no score).
+        sources=val_real_sources if len(val_real_sources) == len(real_scores) else None,
+        on=f"{len(real_scores)} held-out validation reals"
+        + (f" of {len(set(val_real_sources))} source images" if val_real_sources else ""),
+        probabilistic=method.probabilistic,
+    )
     det_config.training = {
         "data": [str(d) for d in data],
         "datasets": infos,
@@ -721,13 +719,24 @@ def train_detector(
         "skipped_files": skipped,
         "config": _jsonable(asdict(cfg)),
         "history": history,
-        "threshold_calibration": calibration,
+        "threshold_calibration": det_config.calibration["on"],
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(device),
     }
     detector = Detector(det_config, model, device="cpu")
     if is_main_process():  # every rank holds the same detector; one writes it
         detector.save_pretrained(output)
+        if cfg.calibration_reals:
+            calibrated = calibrate_detector(
+                output,
+                cfg.calibration_reals,
+                output,
+                fprs=cfg.fprs,
+                batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers,
+                device=str(device),
+            )
+            detector = Detector(calibrated.config, model, device="cpu")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the directory is complete
     return detector

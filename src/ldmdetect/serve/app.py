@@ -26,6 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ldmdetect._version import __version__
+from ldmdetect.config import DecisionRule
 from ldmdetect.io.images import ImageDecodeError, load_image
 from ldmdetect.serve.batcher import MicroBatcher
 from ldmdetect.serve.credentials import read_content_credentials
@@ -128,7 +129,9 @@ class _Scorer:
     ) -> None:
         self.detector = detector
         self.fpr = fpr
-        self.threshold_name, self.threshold = detector.config.threshold(fpr)
+        # Refuses an FPR the calibration did not resolve, so the server never starts on it.
+        self.rule = detector.config.decision_rule(fpr)
+        self.threshold_name, self.threshold = self.rule.threshold_name, self.rule.threshold
         self.max_pixels = max_pixels
         self.max_batch = max_batch
         self.batcher = MicroBatcher(
@@ -146,14 +149,15 @@ class _Scorer:
             self._slots[loop] = asyncio.Semaphore(self.max_batch)
         return self._slots[loop]
 
-    def threshold_for(self, fpr: float | None) -> tuple[float, str, float]:
+    def rule_for(self, fpr: float | None) -> DecisionRule:
+        """The decision rule at a request's ``?fpr=`` (the server's by default); an FPR the
+        detector has no resolved threshold for fails the request with the reason."""
         if fpr is None or fpr == self.fpr:
-            return self.fpr, self.threshold_name, self.threshold
+            return self.rule
         try:
-            name, value = self.detector.config.threshold(fpr)
+            return self.detector.config.decision_rule(fpr)
         except ValueError as err:
             raise RequestError(422, str(err)) from None
-        return fpr, name, value
 
     def _decode(self, data: bytes, image_format: str) -> tuple[Image.Image, dict | None, float]:
         start = time.perf_counter()
@@ -185,7 +189,7 @@ class _Scorer:
             raise RequestError(
                 415, f"not a supported image: the content is none of {SUPPORTED_FORMATS}"
             )
-        chosen_fpr, threshold_name, threshold = self.threshold_for(fpr)
+        rule = self.rule_for(fpr)
         async with self.slots():
             image, credentials, decode_ms = await asyncio.to_thread(
                 self._decode, data, image_format
@@ -201,10 +205,15 @@ class _Scorer:
         score = result.score
         body: dict[str, Any] = {
             "score": score,
-            "label": "generated" if score > threshold else "real",
-            "threshold": threshold,
-            "threshold_name": threshold_name,
-            "fpr": chosen_fpr,
+            "label": rule.label(score),
+            # generated / uncertain / real: the band between the two calibrated thresholds
+            # is where a score says too little to announce either.
+            "verdict": rule.verdict(score),
+            "threshold": rule.threshold,
+            "threshold_name": rule.threshold_name,
+            "real_threshold": rule.real_threshold,
+            "real_threshold_name": rule.real_threshold_name,
+            "fpr": rule.fpr,
             "method": self.detector.config.method,
             "detector": None,  # filled by the route
             # Hugging Face's image-classification shape; "real" = 1 - score only where the
@@ -337,8 +346,8 @@ def create_app(
         """What is being served: method, backbone, preprocessing, thresholds and limits."""
         config = detector.config.to_dict()
         config.pop("training", None)  # may name the server's training paths
-        keys = detector.config.thresholds
-        calibrated = sorted(float(k[len("fpr_") :]) for k in keys if k.startswith("fpr_"))
+        # Only thresholds the calibration resolved are offered; the record says the rest.
+        calibrated = sorted(float(k[len("fpr_") :]) for k in detector.config.resolved_fprs())
         return {
             "detector": name,
             "method": detector.config.method,
@@ -347,6 +356,7 @@ def create_app(
             "threshold_name": scorer.threshold_name,
             "thresholds": dict(detector.config.thresholds),
             "calibrated_fprs": calibrated,
+            "calibration": detector.config.calibration,
             "evidence_map": scorer.has_evidence,
             "limits": limits,
             "config": config,
@@ -369,7 +379,7 @@ def create_app(
     ) -> dict[str, Any]:
         """Score up to ``max_batch`` images; a bad image is an error row, not a failed request."""
         start = time.perf_counter()
-        scorer.threshold_for(fpr)  # an uncalibrated FPR fails the request, not each row
+        scorer.rule_for(fpr)  # an uncalibrated FPR fails the request, not each row
         files = await _file_parts(request, max_batch)
 
         async def one(index: int, upload: UploadFile) -> dict[str, Any]:

@@ -1,0 +1,198 @@
+"""Thresholds from real images: set at training time, or redone later on a user's own reals.
+
+A stored threshold is a promise about images not yet seen: "at fpr 0.01, about one real in a
+hundred is flagged". It keeps that promise only as far as its calibration reals resemble what
+is scanned, so every threshold carries what it was set on (how many reals, from how many
+sources) and a one-sided 95% upper bound on its false-positive rate, and a threshold that its
+reals are too few to resolve is recorded as unresolved and refused where it would be applied.
+``calibrate_detector`` re-derives every threshold of a saved detector from the user's own real
+images without retraining, for every method (training-free ones included), so an operator
+calibrates on their own traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ldmdetect.config import CONFIG_NAME, DetectorConfig, fpr_key, reals_needed
+from ldmdetect.engine.metrics import FPR_TARGETS, conformal_threshold, fpr_upper_bound
+from ldmdetect.io.datasets import search_images
+
+__all__ = [
+    "Calibration",
+    "calibrate_detector",
+    "calibration_record",
+    "describe",
+    "source_of",
+]
+
+
+def calibration_record(
+    real_scores: np.ndarray,
+    fprs: Sequence[float],
+    *,
+    sources: Sequence[str] | None = None,
+    on: str = "",
+    probabilistic: bool = True,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """(thresholds, calibration) for a detector config from held-out real scores.
+
+    Each target FPR gets the split-conformal threshold (a new real is flagged with probability
+    at most the target), stored only when the reals resolve it. The record says, per
+    threshold, how many of these reals it flags and the Clopper-Pearson 95% upper bound on its
+    false-positive rate, so a reader sees at once how much the number is worth.
+    """
+    scores = np.asarray(real_scores, dtype=np.float64)
+    thresholds: dict[str, float] = {"0.5": 0.5} if probabilistic else {}
+    n = int(scores.size)
+    record: dict[str, Any] = {
+        "on": on or f"{n} real images",
+        "n_real": n,
+        "n_sources": len(set(sources)) if sources is not None else None,
+        "rule": "split-conformal: the (k+1)-th largest real score, k = floor(fpr (n+1)) - 1",
+        "thresholds": {},
+    }
+    for fpr in sorted(fprs):
+        key = fpr_key(fpr)
+        entry: dict[str, Any] = {"fpr": fpr, "needs_n_real": reals_needed(fpr)}
+        found = conformal_threshold(scores, fpr) if n else None
+        if found is None:
+            entry["resolved"] = False
+        else:
+            value, _ = found
+            flagged = int(np.count_nonzero(scores > value))
+            entry |= {
+                "resolved": True,
+                "threshold": value,
+                "flagged": flagged,
+                "fpr_upper_95": fpr_upper_bound(flagged, n),
+            }
+            thresholds[key] = value
+        record["thresholds"][key] = entry
+    return thresholds, record
+
+
+def source_of(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """The source a real image counts for: its first folder under the ``--real`` root it was
+    found in (``reals/phone-a/x.jpg`` -> ``phone-a``), or the root itself for files directly in
+    it. Sources, not files, are what make a calibration hold on new data."""
+    path, root = Path(path), Path(root)
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return str(root)
+    return f"{root}/{parts[0]}" if len(parts) > 1 else str(root)
+
+
+@dataclass
+class Calibration:
+    """What ``calibrate_detector`` did: the new config, the reals it used, what it skipped."""
+
+    config: DetectorConfig
+    output: Path
+    n_real: int
+    sources: dict[str, int]
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def calibrate_detector(
+    detector: str | os.PathLike,
+    reals: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    fprs: Sequence[float] = FPR_TARGETS,
+    tries: int | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str = "auto",
+    components: dict[str, dict] | None = None,
+    progress: bool = False,
+) -> Calibration:
+    """Copy the detector at ``detector`` to ``output`` with every threshold re-derived from
+    the real images in ``reals`` (folders, searched recursively, or files).
+
+    Undecodable files are named in ``errors`` and left out; files that are not images by their
+    extension in ``skipped``; the rest calibrates. Weights and everything else are copied as
+    they are, so the new detector scores exactly as the old one and differs only in where its
+    thresholds sit.
+    """
+    from ldmdetect.detector import Detector
+    from ldmdetect.engine.scan import score_files
+
+    source = Path(detector)
+    model = Detector.from_pretrained(source, device=device, components=components)
+    files: list[Path] = []
+    sources: list[str] = []
+    skipped: list[str] = []
+    for root in reals:
+        found = search_images([root])
+        if found.missing:
+            raise FileNotFoundError(f"{os.fspath(root)}: no such file or directory")
+        skipped += [str(p) for p in found.skipped]
+        base = Path(root) if Path(root).is_dir() else Path(root).parent
+        files += found.files
+        sources += [source_of(p, base) for p in found.files]
+    if not files:
+        raise ValueError(f"no real images found in {', '.join(map(os.fspath, reals))}")
+    scores, errors = score_files(
+        model,
+        files,
+        tries=tries,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        desc="calibrate",
+    )
+    ok = ~np.isnan(scores)
+    if not ok.any():
+        raise ValueError("no real image could be decoded; nothing to calibrate on")
+    kept_sources = [s for s, good in zip(sources, ok, strict=True) if good]
+    config = model.config
+    tries = tries or config.default_tries
+    thresholds, record = calibration_record(
+        scores[ok],
+        fprs,
+        sources=kept_sources,
+        on=f"{int(ok.sum())} real images from {len(set(kept_sources))} source(s), {tries}-try",
+        probabilistic=model.method.probabilistic,
+    )
+    record["tries"] = tries
+    record["reals"] = [os.fspath(r) for r in reals]
+    new = DetectorConfig.from_dict(config.to_dict() | {"thresholds": thresholds})
+    new.calibration = record
+    out = Path(output)
+    if out.resolve() != source.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        for item in source.iterdir():
+            if item.is_file() and item.name != CONFIG_NAME:
+                shutil.copy2(item, out / item.name)
+    new.save(out)
+    counts: dict[str, int] = {}
+    for s in kept_sources:
+        counts[s] = counts.get(s, 0) + 1
+    return Calibration(new, out, int(ok.sum()), counts, errors, skipped)
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line per threshold for people: value, reals flagged, upper bound, or what it needs."""
+    lines = [f"calibrated on {record.get('on', '?')}"]
+    for key, entry in record.get("thresholds", {}).items():
+        if entry.get("resolved"):
+            lines.append(
+                f"  {key}: {entry['threshold']:.6g} (flags {entry['flagged']} of "
+                f"{record['n_real']}; FPR <= {entry['fpr_upper_95']:.2%} at 95%)"
+            )
+        else:
+            lines.append(
+                f"  {key}: unresolved (needs at least {entry['needs_n_real']} reals, "
+                f"has {record['n_real']})"
+            )
+    return "\n".join(lines)
