@@ -12,12 +12,14 @@ import torch
 from PIL import Image
 
 from ldmdetect.io.images import (
+    DECODE_FORMATS,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
     load_image,
     pil_to_tensor,
     save_png,
+    sniff_format,
     tensor_to_pil,
 )
 
@@ -290,6 +292,40 @@ def test_image_extensions_are_lowercase_with_dot():
     assert core <= IMAGE_EXTENSIONS
     assert IMAGE_EXTENSIONS - core <= {".avif", ".heic", ".heif"}
     assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)
+
+
+def _encoded(fmt: str) -> bytes:
+    """A small image in ``fmt`` (HEIF through pillow-heif, which Pillow cannot write)."""
+    buffer = io.BytesIO()
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.from_pillow(_gradient()).save(buffer)
+    else:
+        _gradient().save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", DECODE_FORMATS)
+def test_sniff_format_names_every_decodable_format_from_its_header(fmt):
+    data = _encoded(fmt)
+    assert sniff_format(data[:16]) == fmt
+    assert load_image(data).size == (32, 24)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n",
+        b"<!doctype html>",
+        b"\x00\x00\x01\x00\x01\x00\x10\x10",  # ICO: Pillow reads it, the allow-list does not
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",  # RIFF, but not WebP
+        b"\x00\x00\x00\x18ftypmp42isom",  # ISO-BMFF, but a video
+    ],
+)
+def test_sniff_format_refuses_what_load_image_refuses(header):
+    assert sniff_format(header) is None
 
 
 def test_tensor_round_trip():

@@ -81,6 +81,30 @@ def _register_optional_openers() -> None:
         pillow_heif.register_heif_opener()
 
 
+def sniff_format(header: bytes) -> str | None:
+    """The entry of `DECODE_FORMATS` that `load_image` would decode a file starting with
+    ``header`` as (its first 16 bytes suffice), or None when no installed decoder claims it.
+
+    Asks each decoder's own Pillow plugin, in the order ``Image.open`` tries them, so that a
+    service can refuse other content before decoding anything and never refuses a file that
+    ``ldmdetect scan`` scores. The content decides, never a file name or a declared content
+    type, which a client sets to anything it likes. Only the header is read: a file that passes
+    may still fail to decode. ISO-BMFF files whose brand is the generic ``mif1`` are claimed by
+    AVIF first, as ``Image.open`` does, though pillow-heif may be the one that decodes them.
+    """
+    _register_optional_openers()
+    prefix = bytes(header[:16])
+    for name in DECODE_FORMATS:
+        if name not in Image.OPEN:
+            Image.init()  # the plugins not loaded by default (AVIF)
+        accept = Image.OPEN[name][1]
+        claimed = accept(prefix) if accept is not None else True
+        # A string is Pillow's "would be this format, but its decoder is missing".
+        if claimed and not isinstance(claimed, str):
+            return name
+    return None
+
+
 # "I" is how older Pillow versions (and some TIFFs) present 16-bit samples; 0..65535 is assumed.
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
