@@ -159,6 +159,13 @@ def test_empty_dataset_is_an_error(tmp_path):
         train_detector([tmp_path], tmp_path / "out")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_cuda_is_an_error_not_a_cpu_run(tmp_path, aligned_dir):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train_detector([aligned_dir], tmp_path / "d", _small(device="cuda"))
+    assert not (tmp_path / "d").exists()
+
+
 def test_zero_epochs_still_calibrates_and_saves(tmp_path, aligned_dir):
     cfg = _small(epochs=0)
     detector = train_detector([aligned_dir], tmp_path / "d", cfg)

@@ -40,6 +40,7 @@ from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc, threshold_at_fpr
 from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_aligned_dataset
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.components import pipeline_sources
+from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.images import ImageDecodeError, load_image
 from ldmdetect.io.labeled import Example
@@ -400,7 +401,7 @@ def fit(
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
-    cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    cpu = resolve_device(cfg.device).type == "cpu"
     precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     _forget_accelerator_state(cpu, precision)
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
@@ -552,7 +553,7 @@ def fit_on_features(
     the validation scores. Same returns as :func:`fit`; the history has one entry."""
     if features is None:
         raise ValueError(f"method {method.name!r} fits on features but has no feature step")
-    device = torch.device("cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    device = resolve_device(cfg.device)
     collected: dict[str, list[torch.Tensor]] = {key: [] for key in features.keys}
     labels: list[torch.Tensor] = []
     loader = _loader(train_set, method, cfg, shuffle=False)
@@ -653,7 +654,7 @@ def train_detector(
         train_ex, val_ex = split_examples(examples, cfg.val_fraction, cfg.seed)
 
     start = time.perf_counter()
-    device = torch.device("cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    device = resolve_device(cfg.device)
     features = method.build_features(det_config, device=device)
     with _feature_cache(feature_cache, features) as cache:
         evaluate_prepare = method.prepare(det_config)

@@ -38,6 +38,7 @@ from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.cache import FeatureCache
+from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
 
@@ -92,7 +93,7 @@ class GeneratorFeatureStep(FeatureStep):
     never loads the UNet."""
 
     def __init__(self, sources: dict[str, dict], *, device: str | torch.device) -> None:
-        self.sources, self.device = sources, device
+        self.sources, self.device = sources, resolve_device(device)
         self._components = None
 
     @property
