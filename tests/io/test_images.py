@@ -16,6 +16,7 @@ from ldmdetect.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
+    as_unit_float,
     load_image,
     pil_to_tensor,
     save_png,
@@ -326,6 +327,20 @@ def test_sniff_format_names_every_decodable_format_from_its_header(fmt):
 )
 def test_sniff_format_refuses_what_load_image_refuses(header):
     assert sniff_format(header) is None
+
+
+def test_as_unit_float_takes_uint8_or_unit_floats_and_refuses_other_ranges():
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    unit = as_unit_float(pixels)
+    assert unit.dtype == torch.float32 and torch.equal(unit[0, :, 0, 0], torch.tensor([0, 0.2, 1]))
+    torch.testing.assert_close(as_unit_float(unit.double()), unit, rtol=0, atol=0)
+    assert as_unit_float(torch.empty(0, 3, 8, 8)).shape == (0, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got \[-1, 1\]"):
+        as_unit_float(unit * 2 - 1)
+    with pytest.raises(TypeError, match="int32"):
+        as_unit_float(pixels.int())
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\), got \(3, 4, 4\)"):
+        as_unit_float(unit[0])
 
 
 def test_tensor_round_trip():

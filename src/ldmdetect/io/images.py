@@ -299,6 +299,29 @@ def uint8_to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(tensor.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
 
 
+def as_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images, or float images in [0, 1], as float32 in [0, 1] (values checked).
+
+    What the generator-based features take: a batch straight from the loader (uint8) or one
+    already scaled; a float batch in another range ([-1, 1], 0..255) is refused rather than
+    silently turned into different features.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"expected uint8 or float images, got {images.dtype}")
+    images = images.float()
+    if images.numel():
+        lo, hi = images.aminmax()
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"expected float images in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]"
+            )
+    return images
+
+
 def save_png(image: Image.Image | torch.Tensor, path: str | os.PathLike) -> Path:
     """Write a lossless PNG atomically, creating parent folders; returns the path.
 
