@@ -259,6 +259,22 @@ def batch_to(batch: Batch, device: torch.device) -> Batch:
     }
 
 
+def view_windows(maps: torch.Tensor, batch: Batch, side: int, *, factor: int = 1) -> torch.Tensor:
+    """Every view's window of per-image maps: (B, C, H, W) -> (B * T, C, side, side), image-major.
+
+    A map computed once per image (a DIRE map, decoded inversions, LaRE's error on the latent
+    grid) is cut and flipped exactly as the batch's crops were, from the views' ``offsets``
+    (pixels) and ``flips``; ``factor`` puts pixel offsets on a coarser grid (the VAE's 8).
+    """
+    windows = []
+    for i in range(maps.shape[0]):
+        for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
+            top, left = y // factor, x // factor
+            window = maps[i, :, top : top + side, left : left + side]
+            windows.append(window.flip(-1) if flip else window)
+    return torch.stack(windows)
+
+
 _M = TypeVar("_M", bound=type[Method])
 _REGISTRY: dict[str, type[Method]] = {}
 
