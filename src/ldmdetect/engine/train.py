@@ -292,6 +292,12 @@ def _weights_source(pretrained: bool | str) -> str:
 
 
 def _lr_lambda(total_steps: int, warmup: int):
+    """Linear warmup reaching the full rate on step ``warmup - 1``, then a cosine to 0 at
+    ``total_steps``. From step ``warmup`` on this is transformers'
+    ``get_cosine_schedule_with_warmup``; that one's warmup lags a step behind and starts at a
+    rate of 0 (a first step that does nothing: the whole warmup when ``warmup`` is 1), so
+    swapping it in would change every trained detector."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
