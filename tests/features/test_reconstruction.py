@@ -2,7 +2,13 @@ import pytest
 import torch
 from skimage import data
 
-from ldmdetect.features.reconstruction import decode_latents, encode_latents, reconstruct
+from ldmdetect.features.reconstruction import (
+    decode_latents,
+    encode_latents,
+    reconstruct,
+    scale_latents,
+    unscale_latents,
+)
 from ldmdetect.generative.autoencoder import load_autoencoder
 from ldmdetect.generative.tiny import build_tiny_autoencoder
 
@@ -69,6 +75,17 @@ def test_shift_factor_is_applied_and_undone():
         expected = ((vae.decode(mean).sample + 1) / 2).clamp(0, 1)
     torch.testing.assert_close(latents, (mean - 0.5) * vae.config.scaling_factor)
     torch.testing.assert_close(decode_latents(vae, latents), expected)
+
+
+@pytest.mark.parametrize(("shift", "expected_shift"), [(None, 0.0), (0.0, 0.0), (0.1159, 0.1159)])
+def test_scale_latents_is_shift_then_scale_and_unscale_inverts_it(shift, expected_shift):
+    vae = build_tiny_autoencoder()
+    vae.register_to_config(scaling_factor=0.3611, shift_factor=shift)  # FLUX's pair, and SD's
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    scaled = scale_latents(vae, z)
+    torch.testing.assert_close(scaled, (z - expected_shift) * 0.3611, rtol=0, atol=0)
+    torch.testing.assert_close(unscale_latents(vae, scaled), z)
+    assert scale_latents(vae, z.bfloat16()).dtype == torch.bfloat16  # the caller's precision
 
 
 def test_low_precision_vae_takes_and_returns_float32(tiny_pipeline_dir, photos):

@@ -44,10 +44,18 @@ def test_resolve_device():
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
 
 
+def test_auto_picks_cuda_where_it_is_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == resolve_device(None) == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")  # an explicit choice is kept
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_resolve_device_rejects_cuda_without_cuda():
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        resolve_device("cuda")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_resolve_device_rejects_cuda_without_cuda(device):
+    with pytest.raises(ValueError, match="CUDA is not available; use device='cpu' or 'auto'"):
+        resolve_device(device)
 
 
 def test_default_dtype_on_cpu_is_float32():

@@ -12,12 +12,15 @@ import torch
 from PIL import Image
 
 from ldmdetect.io.images import (
+    DECODE_FORMATS,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
+    as_unit_float,
     load_image,
     pil_to_tensor,
     save_png,
+    sniff_format,
     tensor_to_pil,
 )
 
@@ -290,6 +293,54 @@ def test_image_extensions_are_lowercase_with_dot():
     assert core <= IMAGE_EXTENSIONS
     assert IMAGE_EXTENSIONS - core <= {".avif", ".heic", ".heif"}
     assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)
+
+
+def _encoded(fmt: str) -> bytes:
+    """A small image in ``fmt`` (HEIF through pillow-heif, which Pillow cannot write)."""
+    buffer = io.BytesIO()
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.from_pillow(_gradient()).save(buffer)
+    else:
+        _gradient().save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", DECODE_FORMATS)
+def test_sniff_format_names_every_decodable_format_from_its_header(fmt):
+    data = _encoded(fmt)
+    assert sniff_format(data[:16]) == fmt
+    assert load_image(data).size == (32, 24)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n",
+        b"<!doctype html>",
+        b"\x00\x00\x01\x00\x01\x00\x10\x10",  # ICO: Pillow reads it, the allow-list does not
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",  # RIFF, but not WebP
+        b"\x00\x00\x00\x18ftypmp42isom",  # ISO-BMFF, but a video
+    ],
+)
+def test_sniff_format_refuses_what_load_image_refuses(header):
+    assert sniff_format(header) is None
+
+
+def test_as_unit_float_takes_uint8_or_unit_floats_and_refuses_other_ranges():
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    unit = as_unit_float(pixels)
+    assert unit.dtype == torch.float32 and torch.equal(unit[0, :, 0, 0], torch.tensor([0, 0.2, 1]))
+    torch.testing.assert_close(as_unit_float(unit.double()), unit, rtol=0, atol=0)
+    assert as_unit_float(torch.empty(0, 3, 8, 8)).shape == (0, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got \[-1, 1\]"):
+        as_unit_float(unit * 2 - 1)
+    with pytest.raises(TypeError, match="int32"):
+        as_unit_float(pixels.int())
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\), got \(3, 4, 4\)"):
+        as_unit_float(unit[0])
 
 
 def test_tensor_round_trip():

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TEST_BACKBONE
 from ldmdetect import methods
 from ldmdetect.detector import Detector
 from ldmdetect.engine.evaluate import evaluate
 from ldmdetect.engine.scan import scan
-from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.engine.train import TrainConfig, make_config, train_detector
 from ldmdetect.io.images import load_image
 from ldmdetect.io.labeled import read_labeled
 
@@ -126,3 +127,18 @@ def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path
     score = detector.predict(load_image(files[0]))
     row = next(r for r in rows if Path(r.path).name == files[0].name)
     np.testing.assert_allclose(score[0], row.score, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_SETTINGS))
+def test_feature_steps_resolve_their_device_and_refuse_cuda_without_it(name, tiny_pipeline_dir):
+    method = methods.get(name)
+    cfg = TrainConfig(method=name, **_with_tiny_pipeline(TINY_SETTINGS[name], tiny_pipeline_dir))
+    pipeline = tiny_pipeline_dir if method.components else None
+    config = make_config(cfg, method, pipeline=pipeline)
+    step = method.build_features(config, device="auto")
+    if step is None:
+        pytest.skip(f"{name} reads pixels only: no feature step")
+    assert step.device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():  # asked for, not silently run on the CPU
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            method.build_features(config, device="cuda")

@@ -6,7 +6,7 @@ from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
 from ldmdetect.io.images import pil_to_uint8, uint8_to_pil
 from ldmdetect.methods.ae import AEReconstruction
-from ldmdetect.methods.registry import register_method
+from ldmdetect.methods.registry import register_method, view_windows
 
 
 def test_get_returns_the_registered_method():
@@ -70,3 +70,20 @@ def test_samples_carry_a_content_id_and_the_prompt(tmp_path):
     assert prepare(image)["prompt"] == ""
     (tmp_path / "x.txt").write_text("  a caption \n")
     assert prepare(image, path=tmp_path / "x.png", class_name="tench")["prompt"] == "a caption"
+
+
+def test_view_windows_cut_and_flip_each_views_window_image_major():
+    maps = torch.arange(2 * 2 * 8 * 8, dtype=torch.float32).view(2, 2, 8, 8)
+    batch = {
+        "offsets": torch.tensor([[[0, 0], [4, 2]], [[2, 4], [0, 0]]]),
+        "flips": torch.tensor([[False, True], [False, False]]),
+    }
+    windows = view_windows(maps, batch, 4)
+    assert windows.shape == (4, 2, 4, 4)
+    torch.testing.assert_close(windows[0], maps[0, :, 0:4, 0:4])
+    torch.testing.assert_close(windows[1], maps[0, :, 4:8, 2:6].flip(-1))
+    torch.testing.assert_close(windows[2], maps[1, :, 2:6, 4:8])
+    # Offsets are in pixels; on a grid `factor` times coarser they are divided by it.
+    coarse = view_windows(maps, batch, 2, factor=2)
+    torch.testing.assert_close(coarse[1], maps[0, :, 2:4, 1:3].flip(-1))
+    torch.testing.assert_close(coarse[2], maps[1, :, 1:3, 2:4])

@@ -15,6 +15,7 @@ from PIL import Image
 from serve_helpers import encode, png_bomb_header, raw_request
 
 from ldmdetect.detector import Detector
+from ldmdetect.io.images import DECODE_FORMATS, load_image
 from ldmdetect.serve import create_app, serve_in_thread
 from ldmdetect.serve.app import evidence_to_data_url
 
@@ -72,6 +73,34 @@ def test_detect_scores_like_the_detector_in_the_hugging_face_shape(client, detec
     assert body["image"] == {"format": "JPEG", "width": width, "height": height}
     assert body["timing"]["total_ms"] > 0 and body["timing"]["batch_size"] >= 1
     assert "evidence_map" not in body
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "content_type", "missing"),
+    [
+        ("HEIF", "phone.heic", "image/heic", "pillow-heif is not installed"),
+        ("AVIF", "browser.avif", "image/avif", "this Pillow was built without libavif"),
+    ],
+)
+def test_heic_and_avif_uploads_are_scored_as_scan_scores_them(
+    client, detector, photo_jpeg, fmt, name, content_type, missing
+):
+    if fmt not in DECODE_FORMATS:
+        pytest.skip(f"no {fmt} decoder: {missing}")
+    photo, buffer = load_image(photo_jpeg), io.BytesIO()
+    if fmt == "HEIF":
+        import pillow_heif  # Pillow reads HEIC through it but cannot write it
+
+        pillow_heif.from_pillow(photo).save(buffer, quality=90)
+    else:
+        photo.save(buffer, "AVIF", quality=90)
+    data = buffer.getvalue()
+    response = client.post("/v1/detect", files=one(data, name, content_type))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["score"] == pytest.approx(float(detector.predict([load_image(data)])[0]), abs=1e-5)
+    assert body["image"] == {"format": fmt, "width": photo.width, "height": photo.height}
+    assert fmt in client.get("/v1/detector").json()["formats"]
 
 
 def test_batch_scores_each_part_in_one_device_batch(detector, photo_jpeg):
@@ -158,6 +187,7 @@ def test_page_is_served_with_no_external_asset(client):
     assert 'type="file"' in html and 'id="verdict"' in html
     for external in ("http://", "https://", "//cdn"):
         assert external not in html
+    assert "{{" not in html and ", ".join(DECODE_FORMATS) in html  # what the service accepts
 
 
 def test_requested_fpr_uses_its_calibrated_threshold(client, detector, photo_jpeg):
@@ -341,7 +371,8 @@ def test_a_broken_manifest_is_null_not_an_error(client, photo_jpeg):
 
 def test_wrong_magic_bytes_are_refused_whatever_the_name_says(client):
     pdf = b"%PDF-1.4\n" + b"0" * 200
-    assert_clean_error(client.post("/v1/detect", files=one(pdf, "x.png", "image/png")), 415)
+    error = assert_clean_error(client.post("/v1/detect", files=one(pdf, "x.png", "image/png")), 415)
+    assert all(name in error for name in DECODE_FORMATS), error
     html = b"<html><script>alert(1)</script></html>"
     assert_clean_error(client.post("/v1/detect", files=one(html, "x.jpg", "image/jpeg")), 415)
 

@@ -41,6 +41,7 @@ from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc
 from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_aligned_dataset
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.components import pipeline_sources
+from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.images import ImageDecodeError, load_image
 from ldmdetect.io.labeled import Example
@@ -295,6 +296,12 @@ def _weights_source(pretrained: bool | str) -> str:
 
 
 def _lr_lambda(total_steps: int, warmup: int):
+    """Linear warmup reaching the full rate on step ``warmup - 1``, then a cosine to 0 at
+    ``total_steps``. From step ``warmup`` on this is transformers'
+    ``get_cosine_schedule_with_warmup``; that one's warmup lags a step behind and starts at a
+    rate of 0 (a first step that does nothing: the whole warmup when ``warmup`` is 1), so
+    swapping it in would change every trained detector."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -404,7 +411,7 @@ def fit(
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
-    cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    cpu = resolve_device(cfg.device).type == "cpu"
     precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     _forget_accelerator_state(cpu, precision)
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
@@ -556,7 +563,7 @@ def fit_on_features(
     the validation scores. Same returns as :func:`fit`; the history has one entry."""
     if features is None:
         raise ValueError(f"method {method.name!r} fits on features but has no feature step")
-    device = torch.device("cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    device = resolve_device(cfg.device)
     collected: dict[str, list[torch.Tensor]] = {key: [] for key in features.keys}
     labels: list[torch.Tensor] = []
     loader = _loader(train_set, method, cfg, shuffle=False)
@@ -642,7 +649,7 @@ def train_detector(
         train_ex, val_ex = split_examples(examples, cfg.val_fraction, cfg.seed)
 
     start = time.perf_counter()
-    device = torch.device("cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    device = resolve_device(cfg.device)
     features = method.build_features(det_config, device=device)
     with _feature_cache(feature_cache, features) as cache:
         evaluate_prepare = method.prepare(det_config)

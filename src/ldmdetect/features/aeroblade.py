@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, VQModel
 
-from ldmdetect.features.reconstruction import reconstruct
+from ldmdetect.features.reconstruction import from_vae_output, reconstruct, to_vae_input
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.loading import (
     ComponentSource,
@@ -124,10 +124,9 @@ def reconstruct_any(
     AEROBLADE's code does (``force_not_quantize=True``).
     """
     if isinstance(ae, VQModel):
-        x = (images.to(device=ae.device, dtype=torch.float32) * 2 - 1).to(ae.dtype)
-        latents = ae.encode(x).latents
-        decoded = ae.decode(latents, force_not_quantize=True).sample.float()
-        return ((decoded + 1) / 2).clamp_(0, 1).to(images.device)
+        latents = ae.encode(to_vae_input(ae, images)).latents
+        decoded = ae.decode(latents, force_not_quantize=True).sample
+        return from_vae_output(decoded).to(images.device)
     generator = list(generators) if generators is not None else None
     return reconstruct(ae, images, sample=True, generator=generator)  # type: ignore[arg-type]
 

@@ -30,7 +30,6 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 
 from ldmdetect.features.inversion import (
-    as_unit_float,
     ddim_invert,
     ddim_sample,
     decode_latents,
@@ -44,6 +43,7 @@ from ldmdetect.generative.loading import (
     load_component,
     resolve_device,
 )
+from ldmdetect.io.images import as_unit_float
 
 #: Components each kind of generator needs (``model_index.json`` names).
 PIXEL_COMPONENTS: tuple[str, ...] = ("unet", "scheduler")

@@ -26,14 +26,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler
+from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 from torch.nn import functional as F
 
+from ldmdetect.features.reconstruction import (
+    from_vae_output,
+    scale_latents,
+    to_vae_input,
+    unscale_latents,
+)
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
 from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size, fit_short_side
-from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
 
 @dataclass(frozen=True)
@@ -178,44 +184,21 @@ def ddim_sample(
     return _walk(scheduler, noise, embeddings, unet, guidance, unconditional)
 
 
-def _vae_shift(vae: torch.nn.Module) -> float:
-    shift = vae.config.get("shift_factor")
-    return 0.0 if shift is None else float(shift)
+@torch.inference_mode()
+def encode_latents(pixels: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
+    """Float images in [0, 1] (B, 3, S, S) -> scaled latents, float32, on the VAE's device:
+    the posterior *mean* (deterministic, as inversion wants), scaled as SD trains on
+    (:func:`~ldmdetect.features.reconstruction.scale_latents`, here in float32)."""
+    latents = vae.encode(to_vae_input(vae, pixels)).latent_dist.mean.float()
+    return scale_latents(vae, latents)
 
 
 @torch.inference_mode()
-def encode_latents(pixels: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
-    """Float images in [0, 1] (B, 3, S, S) -> scaled latents, float32: the posterior *mean*
-    (deterministic, as inversion wants), ``(z - shift) * scaling_factor`` as SD trains on."""
-    x = (pixels.to(vae.device) * 2 - 1).to(vae.dtype)
-    latents = vae.encode(x).latent_dist.mean.float()
-    return (latents - _vae_shift(vae)) * vae.config.scaling_factor
-
-
-@torch.inference_mode()
-def decode_latents(latents: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
-    """Scaled latents -> float32 images in [0, 1] (B, 3, S, S), on the latents' device."""
-    z = latents.float() / vae.config.scaling_factor + _vae_shift(vae)
-    images = vae.decode(z.to(vae.dtype)).sample.float()
-    return ((images + 1) / 2).clamp(0, 1)
-
-
-def as_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images, or float images in [0, 1], as float32 in [0, 1] (values checked)."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    if not images.is_floating_point():
-        raise TypeError(f"expected uint8 or float images, got {images.dtype}")
-    images = images.float()
-    if images.numel():
-        lo, hi = images.aminmax()
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(
-                f"expected float images in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]"
-            )
-    return images
+def decode_latents(latents: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
+    """Scaled latents -> float32 images in [0, 1] (B, 3, S, S), on the VAE's device; a
+    non-finite result is left for the caller, which knows whether the UNet made it."""
+    z = unscale_latents(vae, latents.float())
+    return from_vae_output(vae.decode(z.to(vae.dtype)).sample)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

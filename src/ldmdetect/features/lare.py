@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ldmdetect.features.reconstruction import scale_latents, to_vae_input
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
-from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
 
 @dataclass(frozen=True)
@@ -84,26 +85,13 @@ def resize_for_lare(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def _as_unit_float(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images of shape (B, 3, S, S), got {tuple(images.shape)}")
-    if tuple(images.shape[-2:]) != (size, size):
+    pixels = as_unit_float(images)
+    if tuple(pixels.shape[-2:]) != (size, size):
         raise ValueError(
             f"expected {size}x{size} images (LareConfig.image_size), got "
-            f"{images.shape[-2]}x{images.shape[-1]}; resize with resize_for_lare first"
+            f"{pixels.shape[-2]}x{pixels.shape[-1]}; resize with resize_for_lare first"
         )
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    if not images.is_floating_point():
-        raise TypeError(f"expected uint8 or float images, got {images.dtype}")
-    images = images.float()
-    if images.numel() == 0:
-        return images
-    lo, hi = images.aminmax()
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(
-            f"expected float images in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}]"
-        )
-    return images
+    return pixels
 
 
 @torch.inference_mode()
@@ -160,16 +148,12 @@ def lare_maps(
         ensemble_noise.append(torch.randn(ensemble, channels, side, side, generator=generator))
     device, dtype = components.device, components.dtype
 
-    # Scaled latents, as SD training computes them: (z - shift) * scaling_factor.
-    x = (pixels.to(device) * 2 - 1).to(vae.dtype)
-    posterior = vae.encode(x).latent_dist
+    # Scaled latents, as SD training computes them, in float32.
+    posterior = vae.encode(to_vae_input(vae, pixels)).latent_dist
     latents = posterior.mean.float()
     if config.sample_posterior:
         latents = latents + posterior.std.float() * torch.stack(posterior_noise).to(device)
-    shift = vae.config.get("shift_factor")
-    if shift is not None:
-        latents = latents - shift
-    latents = latents * vae.config.scaling_factor
+    latents = scale_latents(vae, latents)
 
     # Image-major: rows i*e .. i*e + e - 1 are image i's ensemble members.
     latents = latents.repeat_interleave(ensemble, dim=0)

@@ -2,7 +2,8 @@
 
 The aligned-dataset method trains on (image, reconstruction) pairs, LaRE and the inversion
 methods start from the scaled latents, and AEROBLADE measures the reconstruction distance;
-they all go through these three functions so that scaling conventions live in one place.
+they all go through these functions (or the four conventions under them: `to_vae_input`,
+`from_vae_output`, `scale_latents`, `unscale_latents`) so that scaling lives in one place.
 
 Every function returns float32 on the device of its input: the VAE's placement and dtype stay
 an implementation detail of the caller that loaded it.
@@ -11,7 +12,7 @@ an implementation detail of the caller that loaded it.
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, ModelMixin
 
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 
@@ -46,35 +47,66 @@ def _check_images(vae: AutoencoderKL, images: torch.Tensor) -> None:
         )
 
 
+def to_vae_input(ae: ModelMixin, images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> the autoencoder's input: [-1, 1] on its device, in its dtype.
+
+    Mapped in float32 before the cast, so that low precision only touches the model.
+    """
+    return (images.to(device=ae.device, dtype=torch.float32) * 2 - 1).to(ae.dtype)
+
+
+def from_vae_output(decoded: torch.Tensor) -> torch.Tensor:
+    """The autoencoder's decoded [-1, 1] images -> float32 images in [0, 1] (clamped)."""
+    return ((decoded.float() + 1) / 2).clamp_(0, 1)
+
+
+def _shift(vae: AutoencoderKL) -> float:
+    shift = vae.config.get("shift_factor")
+    return 0.0 if shift is None else float(shift)
+
+
+def scale_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
+    """Autoencoder latents ``z`` -> the latents a UNet works on: ``(z - shift) * scaling``.
+
+    ``scaling_factor`` and ``shift_factor`` come from the VAE's config; the shift is 0 (no
+    ``shift_factor``) for SD 1/2 and SDXL and set for SD3 and FLUX. Computed in ``z``'s dtype,
+    so the caller decides whether it runs in the VAE's precision or in float32.
+    """
+    shift = _shift(vae)
+    if shift:
+        z = z - shift
+    return z * vae.config.scaling_factor
+
+
+def unscale_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`scale_latents`, ``latents / scaling + shift``: the decoder's
+    input, in ``latents``' dtype."""
+    z = latents / vae.config.scaling_factor
+    shift = _shift(vae)
+    return z + shift if shift else z
+
+
 def _encode(
     vae: AutoencoderKL, images: torch.Tensor, sample: bool, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Scaled latents on the VAE's device and dtype."""
     _check_images(vae, images)
-    # Map to [-1, 1] in float32 before casting so that low precision only touches the model.
-    x = (images.to(device=vae.device, dtype=torch.float32) * 2 - 1).to(vae.dtype)
-    posterior = vae.encode(x).latent_dist
+    posterior = vae.encode(to_vae_input(vae, images)).latent_dist
     latents = posterior.sample(generator=generator) if sample else posterior.mode()
-    shift = vae.config.get("shift_factor")
-    if shift is not None:
-        latents = latents - shift
-    return latents * vae.config.scaling_factor
+    return scale_latents(vae, latents)
 
 
 def _decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1], float32, on the VAE's device."""
-    latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
-    shift = vae.config.get("shift_factor")
-    if shift is not None:
-        latents = latents + shift
-    decoded = vae.decode(latents).sample.float()
+    z = unscale_latents(vae, latents.to(device=vae.device, dtype=vae.dtype))
+    decoded = vae.decode(z).sample.float()
     if not torch.isfinite(decoded).all():
         # SD decoders overflow in float16; NaNs would otherwise flow silently into features.
         raise FloatingPointError(
             f"the autoencoder decoded non-finite values in {vae.dtype}; "
             "load it in float32 or bfloat16"
         )
-    return ((decoded + 1) / 2).clamp_(0, 1)
+    return from_vae_output(decoded)
 
 
 @torch.no_grad()

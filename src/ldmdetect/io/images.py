@@ -81,6 +81,30 @@ def _register_optional_openers() -> None:
         pillow_heif.register_heif_opener()
 
 
+def sniff_format(header: bytes) -> str | None:
+    """The entry of `DECODE_FORMATS` that `load_image` would decode a file starting with
+    ``header`` as (its first 16 bytes suffice), or None when no installed decoder claims it.
+
+    Asks each decoder's own Pillow plugin, in the order ``Image.open`` tries them, so that a
+    service can refuse other content before decoding anything and never refuses a file that
+    ``ldmdetect scan`` scores. The content decides, never a file name or a declared content
+    type, which a client sets to anything it likes. Only the header is read: a file that passes
+    may still fail to decode. ISO-BMFF files whose brand is the generic ``mif1`` are claimed by
+    AVIF first, as ``Image.open`` does, though pillow-heif may be the one that decodes them.
+    """
+    _register_optional_openers()
+    prefix = bytes(header[:16])
+    for name in DECODE_FORMATS:
+        if name not in Image.OPEN:
+            Image.init()  # the plugins not loaded by default (AVIF)
+        accept = Image.OPEN[name][1]
+        claimed = accept(prefix) if accept is not None else True
+        # A string is Pillow's "would be this format, but its decoder is missing".
+        if claimed and not isinstance(claimed, str):
+            return name
+    return None
+
+
 # "I" is how older Pillow versions (and some TIFFs) present 16-bit samples; 0..65535 is assumed.
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
@@ -273,6 +297,29 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
 def uint8_to_pil(tensor: torch.Tensor) -> Image.Image:
     """uint8 CHW RGB tensor -> PIL image (exact inverse of ``pil_to_uint8``)."""
     return Image.fromarray(tensor.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
+
+
+def as_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images, or float images in [0, 1], as float32 in [0, 1] (values checked).
+
+    What the generator-based features take: a batch straight from the loader (uint8) or one
+    already scaled; a float batch in another range ([-1, 1], 0..255) is refused rather than
+    silently turned into different features.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"expected uint8 or float images, got {images.dtype}")
+    images = images.float()
+    if images.numel():
+        lo, hi = images.aminmax()
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"expected float images in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]"
+            )
+    return images
 
 
 def save_png(image: Image.Image | torch.Tensor, path: str | os.PathLike) -> Path:

@@ -40,6 +40,7 @@ from ldmdetect.features.aeroblade import (
     load_autoencoders,
     reconstructions,
 )
+from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.crops import ensure_min_size
 from ldmdetect.io.images import as_pil, pil_to_uint8
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
@@ -99,9 +100,15 @@ class AerobladeFeature(FeatureStep):
     keys = ("reconstructions",)
 
     def __init__(
-        self, sources: list[dict[str, Any]], config: AerobladeConfig, *, device, size: int
+        self,
+        sources: list[dict[str, Any]],
+        config: AerobladeConfig,
+        *,
+        device: str | torch.device,
+        size: int,
     ) -> None:
-        self.sources, self.config, self.device, self.size = sources, config, device, size
+        self.sources, self.config, self.size = sources, config, size
+        self.device = resolve_device(device)
         self._autoencoders = None
 
     def settings(self) -> dict[str, Any]:
@@ -116,7 +123,7 @@ class AerobladeFeature(FeatureStep):
     @property
     def autoencoders(self):
         if self._autoencoders is None:
-            self._autoencoders = load_autoencoders(self.sources, device=torch.device(self.device))
+            self._autoencoders = load_autoencoders(self.sources, device=self.device)
         return self._autoencoders
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:

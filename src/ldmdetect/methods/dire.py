@@ -51,6 +51,7 @@ from ldmdetect.methods.registry import (
     Method,
     normalize,
     register_method,
+    view_windows,
 )
 from ldmdetect.models.classifier import BackboneClassifier
 
@@ -177,11 +178,6 @@ class Dire(Method):
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
         crops = batch["crops"]
         b, t, _, side, _ = crops.shape
-        views = []
-        for i in range(b):
-            for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
-                view = batch["dire"][i, :, y : y + side, x : x + side]
-                views.append(view.flip(-1) if flip else view)
         dtype = next(model.parameters()).dtype
-        maps = torch.stack(views).to(crops.device)
+        maps = view_windows(batch["dire"], batch, side).to(crops.device)
         return model(normalize(maps, config, dtype)).view(b, t)

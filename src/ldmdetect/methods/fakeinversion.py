@@ -39,6 +39,7 @@ from ldmdetect.methods.registry import (
     GeneratorFeatureStep,
     Method,
     register_method,
+    view_windows,
 )
 from ldmdetect.models.fakeinversion import FakeInversionNet
 
@@ -157,24 +158,17 @@ class FakeInversion(Method):
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
         crops = batch["crops"]
         b, t, _, side, _ = crops.shape
-        noise, reconstruction = [], []
-        for i in range(b):
-            for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
-                for source, into in (
-                    (batch["noise"], noise),
-                    (batch["reconstruction"], reconstruction),
-                ):
-                    view = source[i, :, y : y + side, x : x + side]
-                    into.append(view.flip(-1) if flip else view)
         dtype = next(model.parameters()).dtype
         device = crops.device
         mean = torch.tensor(config.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
         std = torch.tensor(config.std, device=device, dtype=dtype).view(1, 3, 1, 1)
         x = crops.flatten(0, 1).to(dtype)
-        regenerated = torch.stack(reconstruction).to(device=device, dtype=dtype)
+        noise = view_windows(batch["noise"], batch, side).to(device=device, dtype=dtype)
+        regenerated = view_windows(batch["reconstruction"], batch, side)
+        regenerated = regenerated.to(device=device, dtype=dtype)
         groups = [
             _normalized(x, mean, std),
-            _normalized(torch.stack(noise).to(device=device, dtype=dtype), mean, std),
+            _normalized(noise, mean, std),
             _normalized(regenerated, mean, std),
         ]
         if config.feature.get("residual", False):

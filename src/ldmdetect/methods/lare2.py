@@ -33,6 +33,7 @@ from ldmdetect.methods.registry import (
     Sample,
     normalize,
     register_method,
+    view_windows,
 )
 from ldmdetect.models.egre import EGRE, tower_normalization
 
@@ -188,13 +189,8 @@ class LaRE2(Method):
             return model(images, zeros).view(b, t, -1)
         lare = batch["lare"]
         factor = int(config.feature.get("latent_factor", 8))
-        side = crops.shape[-1] // factor
-        maps = []
-        for i in range(b):
-            for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
-                m = lare[i, :, y // factor : y // factor + side, x // factor : x // factor + side]
-                maps.append(m.flip(-1) if flip else m)
-        out = model(images, torch.stack(maps).to(dtype))
+        maps = view_windows(lare, batch, crops.shape[-1] // factor, factor=factor)
+        out = model(images, maps.to(dtype))
         return out.view(b, t, -1)
 
     def evidence(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:

@@ -38,6 +38,7 @@ from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.cache import FeatureCache
+from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
 
@@ -92,7 +93,7 @@ class GeneratorFeatureStep(FeatureStep):
     never loads the UNet."""
 
     def __init__(self, sources: dict[str, dict], *, device: str | torch.device) -> None:
-        self.sources, self.device = sources, device
+        self.sources, self.device = sources, resolve_device(device)
         self._components = None
 
     @property
@@ -256,6 +257,22 @@ def batch_to(batch: Batch, device: torch.device) -> Batch:
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+
+
+def view_windows(maps: torch.Tensor, batch: Batch, side: int, *, factor: int = 1) -> torch.Tensor:
+    """Every view's window of per-image maps: (B, C, H, W) -> (B * T, C, side, side), image-major.
+
+    A map computed once per image (a DIRE map, decoded inversions, LaRE's error on the latent
+    grid) is cut and flipped exactly as the batch's crops were, from the views' ``offsets``
+    (pixels) and ``flips``; ``factor`` puts pixel offsets on a coarser grid (the VAE's 8).
+    """
+    windows = []
+    for i in range(maps.shape[0]):
+        for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
+            top, left = y // factor, x // factor
+            window = maps[i, :, top : top + side, left : left + side]
+            windows.append(window.flip(-1) if flip else window)
+    return torch.stack(windows)
 
 
 _M = TypeVar("_M", bound=type[Method])

@@ -25,6 +25,7 @@ from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
+from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.registry import (
     Batch,
@@ -66,7 +67,7 @@ class VFMEmbedding(FeatureStep):
     keys = ("embedding",)
 
     def __init__(self, config: DetectorConfig, *, device: str | torch.device) -> None:
-        self.config, self.device = config, torch.device(device)
+        self.config, self.device = config, resolve_device(device)
         self._model: nn.Module | None = None
 
     def settings(self) -> dict[str, Any]:
@@ -178,9 +179,7 @@ class VFMProbe(Method):
         device: str | torch.device = "auto",
         components: dict[str, dict] | None = None,
     ) -> VFMEmbedding:
-        from ldmdetect.generative.loading import resolve_device
-
-        return VFMEmbedding(config, device=resolve_device(device))
+        return VFMEmbedding(config, device=device)
 
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
         embedding = batch["embedding"]

@@ -27,14 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ldmdetect._version import __version__
 from ldmdetect.config import DecisionRule
-from ldmdetect.io.images import ImageDecodeError, load_image
+from ldmdetect.io.images import DECODE_FORMATS, ImageDecodeError, load_image, sniff_format
 from ldmdetect.serve.batcher import MicroBatcher
 from ldmdetect.serve.credentials import read_content_credentials
 from ldmdetect.serve.limits import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
     BodyTooLarge,
-    sniff_image_format,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,9 @@ DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
 # 25 MP covers 24 MP camera photos; one decoded image then holds at most 75 MB of RGB, and at
 # most `max_batch` images are decoded at once, which bounds the server's image memory.
 DEFAULT_MAX_PIXELS = 25_000_000
-SUPPORTED_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF"
+# What `ldmdetect.io.images` decodes, so the service refuses nothing `ldmdetect scan` scores:
+# AVIF and HEIC/HEIF join JPEG, PNG, WebP, GIF, BMP and TIFF where their decoders are installed.
+SUPPORTED_FORMATS = ", ".join(DECODE_FORMATS)
 DETECT_PATHS = ("/v1/detect", "/v1/detect/batch")
 # Text fields are ignored; a few are allowed so that clients adding e.g. a "note" still work.
 MAX_FORM_FIELDS = 16
@@ -184,7 +185,7 @@ class _Scorer:
         start = time.perf_counter()
         if not data:
             raise RequestError(422, "empty file")
-        image_format = sniff_image_format(data[:16])
+        image_format = sniff_format(data[:16])
         if image_format is None:
             raise RequestError(
                 415, f"not a supported image: the content is none of {SUPPORTED_FORMATS}"
@@ -238,7 +239,8 @@ class _Scorer:
 
 
 def _page() -> str:
-    return resources.files("ldmdetect.serve").joinpath("static/index.html").read_text("utf-8")
+    html = resources.files("ldmdetect.serve").joinpath("static/index.html").read_text("utf-8")
+    return html.replace("{{formats}}", SUPPORTED_FORMATS)
 
 
 def create_app(
@@ -358,6 +360,7 @@ def create_app(
             "calibrated_fprs": calibrated,
             "calibration": detector.config.calibration,
             "evidence_map": scorer.has_evidence,
+            "formats": list(DECODE_FORMATS),
             "limits": limits,
             "config": config,
         }

@@ -17,29 +17,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Magic bytes of the formats `ldmdetect.io.images` decodes. The content decides, never the file
-# name or the declared content type, which a client sets to anything it likes.
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\xff\xd8\xff", "JPEG"),
-    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
-    (0, b"GIF87a", "GIF"),
-    (0, b"GIF89a", "GIF"),
-    (8, b"WEBP", "WEBP"),  # after "RIFF" + 4 size bytes, checked below
-    (0, b"BM", "BMP"),
-    (0, b"II*\x00", "TIFF"),
-    (0, b"MM\x00*", "TIFF"),
-)
-
-
-def sniff_image_format(data: bytes) -> str | None:
-    """Image format named by the leading bytes ("JPEG", "PNG", ...), or None if unsupported."""
-    for offset, magic, name in _MAGIC:
-        if data[offset : offset + len(magic)] == magic:
-            if name == "WEBP" and data[:4] != b"RIFF":
-                continue
-            return name
-    return None
-
 
 class BodyTooLarge(Exception):
     """The request body passed the byte limit while it was being received."""
