@@ -78,3 +78,29 @@ def test_evidence_map_covers_the_image(aligned_dir, tiny_pipeline_dir, tmp_path)
     evidence = detector.evidence_map(image)
     assert evidence.shape == (image.height, image.width)
     assert evidence.min() >= 0.0 and evidence.max() <= 1.0 and evidence.max() > evidence.min()
+
+
+@pytest.mark.parametrize(("family", "channels"), [("sdxl", 4), ("sd3", 16), ("flux", 16)])
+def test_trains_and_scans_on_every_family(family, channels, aligned_dir, tiny_family_dir, tmp_path):
+    from ldmdetect.detector import Detector
+
+    examples = read_labeled([aligned_dir / "real"], [aligned_dir / "reconstructed"])[::3]
+    cfg = TrainConfig(
+        method="lare2",
+        backbone="timm:mobilenetv3_small_050",
+        input_size=48,
+        epochs=1,
+        batch_size=8,
+        val_fraction=0.34,
+        device="cpu",
+        feature={"lare": {"image_size": 64, "ensemble": 1}},
+    )
+    directory = tiny_family_dir(family)
+    train_detector([], tmp_path / "d", cfg, examples=examples, pipeline=directory)
+    detector = Detector.from_pretrained(tmp_path / "d", device="cpu")
+    assert detector.config.feature["latent_channels"] == channels
+    denoiser = "unet" if family == "sdxl" else "transformer"
+    assert {"vae", denoiser, "text_encoder_2", "scheduler"} <= set(detector.config.components)
+    image = read_image(examples[0].path)
+    assert 0.0 <= float(detector.predict(image)[0]) <= 1.0
+    assert detector.features.components.family == family

@@ -439,6 +439,12 @@ def vae_scale_factor(source: Mapping[str, Any]) -> int:
     return 2 ** (len(config["block_out_channels"]) - 1)
 
 
+def vae_latent_channels(source: Mapping[str, Any]) -> int:
+    """Latent channels of the VAE at ``source`` (4 for SD/SDXL, 16 for SD3/FLUX), read from
+    its config alone."""
+    return int(_load_vae_config(ComponentSource.from_dict(dict(source)))["latent_channels"])
+
+
 def _load_vae_config(source: ComponentSource) -> dict[str, Any]:
     try:
         return AutoencoderKL.load_config(source.location, **source.hub_kwargs())
