@@ -26,8 +26,10 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ldmdetect.generative.families import (
+    PIXEL_PIPELINES,
     ROLES,
     Family,
+    family_for_pipeline_class,
     family_of_sources,
     get_family,
     pipeline_family,
@@ -394,8 +396,11 @@ def pipeline_sources(
     names = list(dict.fromkeys(names))
     if any(name != "vae" for name in names):
         index = read_model_index(source_id, revision=revision)
-        family = pipeline_family(source_id, revision=revision)
-        names = family.subfolders(names, present_components(index))
+        # A pixel-space pipeline has no family to expand names with; its components are
+        # recorded as named, and only the methods that drive it (DIRE) accept them.
+        if index["_class_name"] not in PIXEL_PIPELINES:
+            family = family_for_pipeline_class(index["_class_name"])
+            names = family.subfolders(names, present_components(index))
     return {
         name: ComponentSource(source_id, subfolder=name, revision=revision).to_dict()
         for name in names

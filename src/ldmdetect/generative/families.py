@@ -177,6 +177,10 @@ FAMILIES: dict[str, Family] = {
 }
 _BY_PIPELINE = {family.pipeline: family for family in FAMILIES.values()}
 
+#: Unconditional pixel-space pipelines (ADM-like ``UNet2DModel`` + scheduler): no family, but
+#: DIRE, the paper's setting, drives them.
+PIXEL_PIPELINES: tuple[str, ...] = ("DDPMPipeline", "DDIMPipeline")
+
 
 def family_for_pipeline_class(class_name: str) -> Family:
     """The family whose pipeline class is ``class_name``; any other class is refused."""
@@ -274,3 +278,11 @@ def family_of_sources(sources: Mapping[str, Mapping[str, Any]]) -> Family:
 def refuse(family: Family, method: str, why: str) -> UnsupportedFamily:
     """The one-line error for a method that cannot run on a family."""
     return UnsupportedFamily(f"method {method!r} cannot run on the {family.name} family: {why}")
+
+
+def method_family(sources: Mapping[str, Mapping[str, Any]], method: str) -> Family:
+    """:func:`family_of_sources` for ``method``, whose refusal names the method too."""
+    try:
+        return family_of_sources(sources)
+    except UnsupportedFamily as err:
+        raise UnsupportedFamily(f"method {method!r} cannot run on this generator: {err}") from None

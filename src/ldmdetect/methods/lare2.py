@@ -25,6 +25,7 @@ from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
+from ldmdetect.generative.families import method_family
 from ldmdetect.io.crops import aligned_views
 from ldmdetect.methods.registry import (
     Batch,
@@ -193,6 +194,7 @@ class LaRE2(Method):
         sources = components or config.components
         if not sources:
             raise ValueError("lare2 needs generator components (--pipeline ID_OR_DIR)")
+        method_family(sources, self.name)  # a generator no family describes is refused here
         # Recorded so that crops are taken at multiples of the latent grid (see module doc).
         config.feature.setdefault("latent_factor", latent_factor(sources))
         return LareFeature(
