@@ -212,3 +212,32 @@ def test_flux_packing_and_position_ids_are_the_pipelines():
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="odd"):
         pack_latents(torch.randn(1, 16, 7, 8))
+
+
+def test_sdxl_unet_gets_the_pooled_embedding_and_size_ids_its_pipeline_gives(
+    family_components, tiny_family_dir
+):
+    components = family_components("sdxl")
+    pipe = _pipeline("sdxl", tiny_family_dir("sdxl"))
+    conditioning = components.condition(["a cat", "a dog"])
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    timesteps = torch.tensor([500, 500])
+    ours = components.predict(latents, timesteps, conditioning)
+    time_ids = pipe._get_add_time_ids(
+        (64, 64), (0, 0), (64, 64), dtype=torch.float32, text_encoder_projection_dim=32
+    ).repeat(2, 1)
+    with torch.no_grad():
+        expected = pipe.unet(
+            latents,
+            timesteps,
+            encoder_hidden_states=conditioning.hidden,
+            added_cond_kwargs={"text_embeds": conditioning.pooled, "time_ids": time_ids},
+        ).sample
+        other_size = pipe.unet(
+            latents,
+            timesteps,
+            encoder_hidden_states=conditioning.hidden,
+            added_cond_kwargs={"text_embeds": conditioning.pooled, "time_ids": time_ids * 2},
+        ).sample
+    torch.testing.assert_close(ours, expected)
+    assert not torch.allclose(ours, other_size)  # the size ids do condition the UNet
