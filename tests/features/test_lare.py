@@ -281,3 +281,9 @@ def test_flow_lare_is_the_velocity_error_at_a_fixed_level(family, family_compone
             prediction = FluxPipeline._unpack_latents(out, SIZE, SIZE, 8)
     expected = (prediction - (noise - latents)).square().mean(0)
     torch.testing.assert_close(maps[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_flux_needs_an_even_latent_side(family_components):
+    odd = torch.zeros(1, 3, 72, 72, dtype=torch.uint8)  # a 9x9 latent: no 2x2 packing
+    with pytest.raises(ValueError, match="multiple of 16"):
+        lare_maps(odd, [""], [0], family_components("flux"), LareConfig(image_size=72))

@@ -241,3 +241,26 @@ def test_sdxl_unet_gets_the_pooled_embedding_and_size_ids_its_pipeline_gives(
         ).sample
     torch.testing.assert_close(ours, expected)
     assert not torch.allclose(ours, other_size)  # the size ids do condition the UNet
+
+
+def test_sd3_without_t5_pads_with_zeros_as_its_pipeline_does(tiny_family_dir, tmp_path):
+    import json
+
+    from diffusers import StableDiffusion3Pipeline
+
+    no_t5 = tmp_path / "sd3-no-t5"
+    shutil.copytree(tiny_family_dir("sd3"), no_t5)
+    index = json.loads((no_t5 / "model_index.json").read_text())
+    index["text_encoder_3"] = index["tokenizer_3"] = [None, None]
+    (no_t5 / "model_index.json").write_text(json.dumps(index))
+    components = load_sd_components(no_t5, device="cpu")
+    assert components.text_encoder_3 is None and "text_encoder_3" not in components.sources
+    conditioning = components.condition(["a cat"])
+    pipe = StableDiffusion3Pipeline.from_pretrained(no_t5, text_encoder_3=None, tokenizer_3=None)
+    with torch.no_grad():
+        hidden, _, pooled, _ = pipe.encode_prompt(
+            ["a cat"], None, None, device="cpu", do_classifier_free_guidance=False
+        )
+    torch.testing.assert_close(conditioning.hidden, hidden)
+    torch.testing.assert_close(conditioning.pooled, pooled)
+    assert not conditioning.hidden[:, 77:].any()  # T5's place holds zeros
