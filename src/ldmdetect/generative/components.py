@@ -245,7 +245,6 @@ class SDComponents:
             first, second = self._clip(0, prompts), self._clip(1, prompts)
             clip = torch.cat([first.hidden_states[-2], second.hidden_states[-2].to(dtype)], -1)
             pooled = torch.cat([first.text_embeds, second.text_embeds.to(dtype)], -1)
-            assert self.transformer is not None or self.text_encoder_3 is not None
             if self.text_encoder_3 is not None and self.tokenizer_3 is not None:
                 t5 = self._t5(self.text_encoder_3, self.tokenizer_3, prompts).to(dtype)
             else:
