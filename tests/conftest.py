@@ -55,6 +55,23 @@ def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"), seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline_dir: Path):
+    """``tiny_family_dir(family)``: a tiny pipeline directory of ``family`` (sd, sdxl, sd3,
+    flux), seed 0, written once per test session. Read-only, like ``tiny_pipeline_dir``."""
+    from ldmdetect.generative.tiny import write_tiny_family_pipeline
+
+    written: dict[str, Path] = {"sd": tiny_pipeline_dir}
+
+    def get(family: str) -> Path:
+        if family not in written:
+            directory = tmp_path_factory.mktemp(f"tiny-{family}")
+            written[family] = write_tiny_family_pipeline(directory, family, seed=0)
+        return written[family]
+
+    return get
+
+
 TEST_BACKBONE = "mobilenetv3_small_050"  # small timm CNN: fast on 2 CPU cores
 
 

@@ -25,6 +25,23 @@ def test_zoo_tiny_writes_a_pipeline(tmp_path):
     assert (tmp_path / "sd" / "vae" / "config.json").is_file()
 
 
+def test_zoo_tiny_writes_each_family_and_generate_runs_it(tmp_path):
+    result = runner.invoke(
+        app, ["zoo", "tiny", "--family", "flux", "--output", str(tmp_path / "f")]
+    )
+    assert result.exit_code == 0, result.output
+    index = json.loads((tmp_path / "f" / "model_index.json").read_text())
+    assert index["_class_name"] == "FluxPipeline"
+    args = ["generate", "--pipeline", str(tmp_path / "f"), "--output", str(tmp_path / "out")]
+    args += ["--prompt", "a cat", "--count", "1", "--size", "64", "--steps", "2"]
+    args += ["--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
+    result = runner.invoke(app, ["zoo", "tiny", "--family", "dalle", "--output", str(tmp_path)])
+    assert result.exit_code != 0 and "unknown tiny family 'dalle'" in result.output
+
+
 def test_reconstruct_train_evaluate_scan(tmp_path, tiny_pipeline_dir, photo_dir, calibration_dir):
     data = tmp_path / "data"
     result = runner.invoke(

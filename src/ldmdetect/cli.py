@@ -236,12 +236,13 @@ def _load_detector(source: str, device: str, pipeline: str | None = None):
 def zoo_tiny(
     output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
     seed: int = 0,
+    family: Annotated[str, typer.Option(help="Generator family: sd, sdxl, sd3 or flux.")] = "sd",
 ) -> None:
-    """Write a tiny random Stable-Diffusion-format pipeline (for tests, demos, smoke runs)."""
-    from ldmdetect.generative.tiny import write_tiny_pipeline
+    """Write a tiny random pipeline of a generator family (for tests, demos, smoke runs)."""
+    from ldmdetect.generative.tiny import write_tiny_family_pipeline
 
-    path = write_tiny_pipeline(output, seed=seed)
-    typer.echo(f"wrote tiny SD pipeline to {path}")
+    path = write_tiny_family_pipeline(output, family, seed=seed)
+    typer.echo(f"wrote tiny {family} pipeline to {path}")
 
 
 @zoo_app.command("mini")
@@ -275,7 +276,9 @@ def zoo_mini(
 )
 @_user_errors
 def generate(
-    pipeline: Annotated[str, typer.Option(help="SD-format pipeline: hub id or local directory.")],
+    pipeline: Annotated[
+        str, typer.Option(help="SD, SDXL, SD3 or FLUX.1 pipeline: hub id or local directory.")
+    ],
     output: Annotated[Path, typer.Option(help="Folder for the PNGs and prompts.csv.")],
     prompt: Annotated[list[str], typer.Option(help="Repeatable; prompts are used in turn.")],
     count: Annotated[int, typer.Option(help="Number of images.")] = 16,
@@ -286,7 +289,7 @@ def generate(
     batch_size: int | None = None,
     device: Device = None,
 ) -> None:
-    """Generate a set of fake images (e.g. a test set) with an SD-format pipeline."""
+    """Generate a set of fake images (e.g. a test set) with an SD/SDXL/SD3/FLUX pipeline."""
     from ldmdetect.generative.sampling import load_pipeline, write_generated
 
     pipe = load_pipeline(pipeline, device=device)

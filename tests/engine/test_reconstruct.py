@@ -158,3 +158,15 @@ def test_pair_seed_is_stable_and_distinct() -> None:
     assert all(0 <= s < 2**64 for s in seeds)
     # Additive seeding would collide here (seed + hash); mixing does not.
     assert pair_seed(1, "x") != pair_seed(0, "x") + 1
+
+
+def test_aligned_pairs_through_a_flux_autoencoder(tmp_path, tiny_family_dir, photo_dir):
+    cfg = ReconstructConfig(crop_size=32, crops_per_image=1, seed=0)
+    summary = build_aligned_dataset(
+        [photo_dir], tmp_path, autoencoder=tiny_family_dir("flux"), config=cfg, device="cpu"
+    )
+    assert summary.errors == {} and summary.pairs == 6
+    pair = read_aligned_dataset(tmp_path)[0]
+    real, fake = np.asarray(Image.open(pair.real)), np.asarray(Image.open(pair.reconstructed))
+    assert real.shape == fake.shape == (32, 32, 3)
+    assert not np.array_equal(real, fake)

@@ -2,6 +2,7 @@
 naming the source (the reconstructions themselves are tested in tests/methods/test_aeroblade.py)."""
 
 import pytest
+import torch
 
 from ldmdetect.features.aeroblade import autoencoder_source, load_autoencoders
 from ldmdetect.generative.loading import ComponentLoadError, ComponentSource
@@ -30,3 +31,16 @@ def test_unreachable_hub_id_is_a_clear_error(source_error):
     with pytest.raises(ComponentLoadError, match="autoencoder config") as info:
         load_autoencoders([source.to_dict()], device="cpu")
     source_error(info, hub_id, local=False)
+
+
+def test_a_pipeline_of_any_family_gives_its_16_channel_vae(tiny_family_dir):
+    from ldmdetect.features.aeroblade import reconstructions
+
+    directory = tiny_family_dir("sd3")
+    source = autoencoder_source(str(directory))
+    assert source == ComponentSource(str(directory), subfolder="vae")
+    (vae,) = load_autoencoders([source.to_dict()], device="cpu")
+    assert vae.config.latent_channels == 16
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = reconstructions([vae], images, ["a", "b"])
+    assert out.shape == (2, 1, 3, 32, 32) and out.dtype == torch.uint8

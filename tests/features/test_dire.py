@@ -119,18 +119,18 @@ def test_latent_dire_walks_the_posterior_mean_with_the_empty_prompt(latent):
     images = _images(2, size=64)
     config = DireConfig(image_size=64, steps=2)
     prompts: list[list[str]] = []
-    original = latent.encode_prompts
+    original = latent.condition
 
     def recording(batch):
         prompts.append(list(batch))
         return original(batch)
 
-    latent.encode_prompts = recording
+    latent.condition = recording
     try:
         maps = dire_maps(images, latent, config)
     finally:
-        del latent.encode_prompts
-    assert prompts == [["", ""]]
+        del latent.condition
+    assert prompts and all(batch == ["", ""] for batch in prompts)
     assert maps.shape == (2, 3, 64, 64) and maps.min() >= 0 and maps.max() <= 1
     z0 = encode_latents(images.float() / 255, latent.vae)
     embeddings = latent.encode_prompts(["", ""])

@@ -206,3 +206,84 @@ def test_bad_inputs_are_refused(components, images):
     with pytest.raises(ValueError, match="unet"):
         lare_maps(images, PROMPTS, SEEDS, no_unet, CONFIG)
     assert lare_maps(images[:0], [], [], components, CONFIG).shape == (0, 4, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def family_components(tiny_family_dir):
+    loaded = {}
+
+    def get(family):
+        if family not in loaded:
+            loaded[family] = load_sd_components(tiny_family_dir(family), device="cpu")
+        return loaded[family]
+
+    return get
+
+
+@pytest.mark.parametrize(("family", "channels"), [("sdxl", 4), ("sd3", 16), ("flux", 16)])
+def test_every_family_gives_maps_of_its_latent_channels(family, channels, family_components):
+    components = family_components(family)
+    config = LareConfig(image_size=SIZE, ensemble=2)
+    maps = lare_maps(images_of(2), PROMPTS[:2], SEEDS[:2], components, config)
+    assert maps.shape == (2, channels, SIZE // 8, SIZE // 8)
+    assert torch.isfinite(maps).all() and (maps > 0).all()
+    again = lare_maps(images_of(2)[1:], PROMPTS[1:2], SEEDS[1:2], components, config)
+    torch.testing.assert_close(again[0], maps[1], rtol=1e-4, atol=1e-4)
+    other = lare_maps(images_of(2), PROMPTS[:2], SEEDS[:2], components, LareConfig(SIZE, 600, 2))
+    assert not torch.allclose(other, maps)
+
+
+def images_of(n: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, SIZE, SIZE), generator=generator).to(torch.uint8)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_flow_lare_is_the_velocity_error_at_a_fixed_level(family, family_components):
+    """Written out with diffusers' primitives: ``scale_noise`` of an unshifted scheduler (its
+    timestep 200 is the level 0.2), the transformer called as the pipeline calls it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    components = family_components(family)
+    vae, transformer = components.vae, components.transformer
+    config = LareConfig(image_size=SIZE, ensemble=3, timestep=200)
+    image, prompt, seed = images_of(1), "a photo of a cat", 5
+    maps = lare_maps(image, [prompt], [seed], components, config)
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        posterior = vae.encode(image.float() / 255 * 2 - 1).latent_dist
+        z = posterior.sample(generator=generator)
+        latents = ((z - vae.config.shift_factor) * vae.config.scaling_factor).repeat(3, 1, 1, 1)
+        noise = torch.randn(latents.shape, generator=generator)
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+        t = torch.full((3,), 200.0)
+        noisy = scheduler.scale_noise(latents, t, noise)
+        conditioning = components.condition([prompt] * 3)
+        if family == "sd3":
+            prediction = transformer(
+                hidden_states=noisy,
+                timestep=t,
+                encoder_hidden_states=conditioning.hidden,
+                pooled_projections=conditioning.pooled,
+            ).sample
+        else:
+            packed = FluxPipeline._pack_latents(noisy, 3, 16, 8, 8)
+            out = transformer(
+                hidden_states=packed,
+                timestep=t / 1000,
+                guidance=torch.full((3,), 3.5),
+                pooled_projections=conditioning.pooled,
+                encoder_hidden_states=conditioning.hidden,
+                txt_ids=torch.zeros(conditioning.hidden.shape[1], 3),
+                img_ids=FluxPipeline._prepare_latent_image_ids(3, 4, 4, "cpu", torch.float32),
+            ).sample
+            prediction = FluxPipeline._unpack_latents(out, SIZE, SIZE, 8)
+    expected = (prediction - (noise - latents)).square().mean(0)
+    torch.testing.assert_close(maps[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_flux_needs_an_even_latent_side(family_components):
+    odd = torch.zeros(1, 3, 72, 72, dtype=torch.uint8)  # a 9x9 latent: no 2x2 packing
+    with pytest.raises(ValueError, match="multiple of 16"):
+        lare_maps(odd, [""], [0], family_components("flux"), LareConfig(image_size=72))

@@ -119,3 +119,26 @@ def test_non_finite_decodes_raise():
         vae.decoder.conv_out.bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite"):
         decode_latents(vae, torch.zeros(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_a_flow_familys_16_channel_autoencoder_scales_as_its_pipeline(family, tiny_family_dir):
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    vae = load_autoencoder(tiny_family_dir(family), device="cpu")
+    shift, scaling = vae.config.shift_factor, vae.config.scaling_factor
+    assert vae.config.latent_channels == 16 and shift not in (None, 0)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    latents = encode_latents(vae, images, sample=False)
+    assert latents.shape == (2, 16, 8, 8)
+    with torch.no_grad():
+        mean = vae.encode(images * 2 - 1).latent_dist.mean
+        torch.testing.assert_close(latents, (mean - shift) * scaling)
+        # What the pipeline does to its sampled latents before decoding (output_type="pil").
+        cls = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+        pipe = cls.from_pretrained(tiny_family_dir(family))
+        processed = pipe.image_processor.postprocess(
+            pipe.vae.decode(latents / scaling + shift).sample, output_type="pt"
+        )
+    torch.testing.assert_close(decode_latents(vae, latents), processed)
+    assert reconstruct(vae, images, sample=False).shape == images.shape

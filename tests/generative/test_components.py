@@ -117,3 +117,150 @@ def test_pipeline_directory_without_a_component_names_it(tiny_pipeline_dir, tmp_
     shutil.rmtree(partial / "unet")
     with pytest.raises(ComponentLoadError, match=r"UNet2DConditionModel.*unet"):
         load_sd_components(partial, device="cpu")
+
+
+FAMILY_CLASSES = {
+    "sdxl": {
+        "unet": "UNet2DConditionModel",
+        "text_encoder": "CLIPTextModel",
+        "text_encoder_2": "CLIPTextModelWithProjection",
+        "scheduler": "DDPMScheduler",
+    },
+    "sd3": {
+        "transformer": "SD3Transformer2DModel",
+        "text_encoder": "CLIPTextModelWithProjection",
+        "text_encoder_2": "CLIPTextModelWithProjection",
+        "text_encoder_3": "T5EncoderModel",
+        "tokenizer_3": "T5Tokenizer",
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+    },
+    "flux": {
+        "transformer": "FluxTransformer2DModel",
+        "text_encoder": "CLIPTextModel",
+        "text_encoder_2": "T5EncoderModel",
+        "tokenizer_2": "T5Tokenizer",
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def family_components(tiny_family_dir):
+    loaded = {}
+
+    def get(family):
+        if family not in loaded:
+            loaded[family] = load_sd_components(tiny_family_dir(family), device="cpu")
+        return loaded[family]
+
+    return get
+
+
+@pytest.mark.parametrize("family", list(FAMILY_CLASSES))
+def test_every_family_loads_its_classes_through_the_one_loader(family, family_components):
+    components = family_components(family)
+    assert components.family == family
+    for name, class_name in FAMILY_CLASSES[family].items():
+        assert type(getattr(components, name)).__name__ == class_name, name
+    assert components.vae.config.latent_channels == (4 if family == "sdxl" else 16)
+    assert not any(p.requires_grad for p in components.denoiser.parameters())
+
+
+def _pipeline(family, directory):
+    from ldmdetect.generative.families import get_family
+
+    pipe = get_family(family).pipeline_class().from_pretrained(directory)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("family", list(FAMILY_CLASSES))
+def test_conditioning_matches_the_family_pipelines_prompt_encoding(
+    family, family_components, tiny_family_dir
+):
+    components = family_components(family)
+    prompts = ["a photo of a cat", ""]
+    conditioning = components.condition(prompts)
+    pipe = _pipeline(family, tiny_family_dir(family))
+    with torch.no_grad():
+        if family == "sdxl":
+            hidden, _, pooled, _ = pipe.encode_prompt(
+                prompts, device="cpu", do_classifier_free_guidance=False
+            )
+        elif family == "sd3":
+            hidden, _, pooled, _ = pipe.encode_prompt(
+                prompts, None, None, device="cpu", do_classifier_free_guidance=False
+            )
+        else:
+            hidden, pooled, _ = pipe.encode_prompt(prompts, device="cpu")
+    torch.testing.assert_close(conditioning.hidden, hidden)
+    torch.testing.assert_close(conditioning.pooled, pooled)
+    assert not torch.equal(conditioning.hidden[0], conditioning.hidden[1])
+
+
+def test_flux_packing_and_position_ids_are_the_pipelines():
+    from diffusers import FluxPipeline
+
+    from ldmdetect.generative.components import latent_image_ids, pack_latents, unpack_latents
+
+    latents = torch.randn(2, 16, 8, 6)
+    packed = pack_latents(latents)
+    torch.testing.assert_close(packed, FluxPipeline._pack_latents(latents, 2, 16, 8, 6))
+    torch.testing.assert_close(unpack_latents(packed, 16, 8, 6), latents, rtol=0, atol=0)
+    expected = FluxPipeline._prepare_latent_image_ids(2, 4, 3, "cpu", torch.float32)
+    got = latent_image_ids(8, 6, device=torch.device("cpu"), dtype=torch.float32)
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="odd"):
+        pack_latents(torch.randn(1, 16, 7, 8))
+
+
+def test_sdxl_unet_gets_the_pooled_embedding_and_size_ids_its_pipeline_gives(
+    family_components, tiny_family_dir
+):
+    components = family_components("sdxl")
+    pipe = _pipeline("sdxl", tiny_family_dir("sdxl"))
+    conditioning = components.condition(["a cat", "a dog"])
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    timesteps = torch.tensor([500, 500])
+    ours = components.predict(latents, timesteps, conditioning)
+    time_ids = pipe._get_add_time_ids(
+        (64, 64), (0, 0), (64, 64), dtype=torch.float32, text_encoder_projection_dim=32
+    ).repeat(2, 1)
+    with torch.no_grad():
+        expected = pipe.unet(
+            latents,
+            timesteps,
+            encoder_hidden_states=conditioning.hidden,
+            added_cond_kwargs={"text_embeds": conditioning.pooled, "time_ids": time_ids},
+        ).sample
+        other_size = pipe.unet(
+            latents,
+            timesteps,
+            encoder_hidden_states=conditioning.hidden,
+            added_cond_kwargs={"text_embeds": conditioning.pooled, "time_ids": time_ids * 2},
+        ).sample
+    torch.testing.assert_close(ours, expected)
+    assert not torch.allclose(ours, other_size)  # the size ids do condition the UNet
+
+
+def test_sd3_without_t5_pads_with_zeros_as_its_pipeline_does(tiny_family_dir, tmp_path):
+    import json
+
+    from diffusers import StableDiffusion3Pipeline
+
+    no_t5 = tmp_path / "sd3-no-t5"
+    shutil.copytree(tiny_family_dir("sd3"), no_t5)
+    index = json.loads((no_t5 / "model_index.json").read_text())
+    index["text_encoder_3"] = index["tokenizer_3"] = [None, None]
+    (no_t5 / "model_index.json").write_text(json.dumps(index))
+    components = load_sd_components(no_t5, device="cpu")
+    assert components.text_encoder_3 is None and "text_encoder_3" not in components.sources
+    conditioning = components.condition(["a cat"])
+    pipe = StableDiffusion3Pipeline.from_pretrained(no_t5, text_encoder_3=None, tokenizer_3=None)
+    with torch.no_grad():
+        hidden, _, pooled, _ = pipe.encode_prompt(
+            ["a cat"], None, None, device="cpu", do_classifier_free_guidance=False
+        )
+    torch.testing.assert_close(conditioning.hidden, hidden)
+    torch.testing.assert_close(conditioning.pooled, pooled)
+    assert not conditioning.hidden[:, 77:].any()  # T5's place holds zeros

@@ -39,3 +39,13 @@ def test_mismatched_lengths_and_missing_pipelines_are_errors(pipeline, tmp_path)
         generate_images(pipeline, ["a", "b"], [1])
     with pytest.raises(ComponentLoadError):
         load_pipeline(tmp_path / "nothing-here", device="cpu")
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_every_family_generates_through_its_own_pipeline_class(family, tiny_family_dir, tmp_path):
+    from ldmdetect.generative.families import get_family
+
+    pipe = load_pipeline(tiny_family_dir(family), device="cpu")
+    assert type(pipe) is get_family(family).pipeline_class()
+    paths = write_generated(pipe, ["a cat", "a dog"], [0, 1], tmp_path, size=64, steps=2)
+    assert [p.is_file() for p in paths] == [True, True]

@@ -131,3 +131,52 @@ def test_tokenizer_and_text_encoder_agree_on_special_ids(pipeline):
     config = pipeline.text_encoder.config
     assert (config.bos_token_id, config.eos_token_id, config.vocab_size) == (bos, eos, 514)
     assert config.max_position_embeddings == pipeline.tokenizer.model_max_length == 77
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_each_family_loads_in_its_diffusers_pipeline_and_generates_64px(family, tiny_family_dir):
+    from ldmdetect.generative.families import get_family
+
+    directory = tiny_family_dir(family)
+    cls = get_family(family).pipeline_class()
+    assert json.loads((directory / "model_index.json").read_text())["_class_name"] == cls.__name__
+    assert not list(directory.rglob("*.bin"))
+    total = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+    assert total < 3_000_000
+    pipe = cls.from_pretrained(directory)
+    pipe.set_progress_bar_config(disable=True)
+
+    def generate(seed):
+        return pipe(
+            "a photo of a cat",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images
+
+    first = generate(0)
+    assert first.shape == (1, 64, 64, 3) and np.isfinite(first).all()
+    np.testing.assert_array_equal(first, generate(0))
+    assert not np.array_equal(first, generate(1))
+
+
+def test_t5_tokenizer_round_trips_and_ends_with_eos(tiny_family_dir):
+    from transformers import T5TokenizerFast
+
+    from ldmdetect.generative.tiny import t5_vocab_size
+
+    tokenizer = T5TokenizerFast.from_pretrained(tiny_family_dir("flux") / "tokenizer_2")
+    ids = tokenizer("a photo of a cat!").input_ids
+    assert ids[-1] == tokenizer.eos_token_id == 1
+    assert tokenizer.unk_token_id not in ids
+    assert max(ids) < t5_vocab_size()
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "a photo of a cat!"
+
+
+def test_unknown_tiny_family_is_refused(tmp_path):
+    from ldmdetect.generative.tiny import write_tiny_family_pipeline
+
+    with pytest.raises(ValueError, match="unknown tiny family 'kandinsky'"):
+        write_tiny_family_pipeline(tmp_path, "kandinsky")

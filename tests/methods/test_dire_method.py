@@ -216,3 +216,15 @@ def test_command_line_extract_train_scan(pixel_dir, aligned_dir, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert Path(rows).read_text().count("\n") == 7  # header + 6 images
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_latent_dire_through_every_family(family, tiny_family_dir):
+    method, config = _config(tiny_family_dir(family), dire={"image_size": 64, "steps": 2})
+    step = method.build_features(config, device="cpu")
+    assert config.feature["space"] == "latent"
+    denoiser = "unet" if family == "sdxl" else "transformer"
+    assert {"vae", denoiser, "text_encoder_2", "scheduler"} <= set(config.components)
+    batch = method.collate([method.prepare(config)(_photo(80, 72, seed=s)) for s in range(2)])
+    maps = step(batch)["dire"]
+    assert maps.shape == (2, 3, 64, 64) and maps.dtype == torch.uint8 and maps.any()

@@ -111,3 +111,31 @@ def test_feature_step_records_its_settings_and_needs_components(tiny_pipeline_di
     config.components = {}
     with pytest.raises(ValueError, match="--pipeline"):
         method.build_features(config, device="cpu")
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_every_family_gives_noise_and_reconstruction_maps(family, tiny_family_dir):
+    method, config = _config(tiny_family_dir(family), map_size=32)
+    step = method.build_features(config, device="cpu")
+    assert step.components.family == family
+    prepare = method.prepare(config)
+    batch = method.collate([prepare(_photo(seed=s)) for s in range(2)])
+    out = step(batch)
+    assert out["noise"].shape == out["reconstruction"].shape == (2, 3, 32, 32)
+    assert out["noise"].dtype == torch.uint8
+
+
+def test_flux_with_guidance_and_a_pixel_model_are_refused_in_one_line(tiny_family_dir, tmp_path):
+    from ldmdetect.generative.families import UnsupportedFamily
+    from ldmdetect.generative.tiny_pixel import write_tiny_pixel_pipeline
+
+    method, config = _config(
+        tiny_family_dir("flux"), inversion={"image_size": 64, "steps": 2, "guidance": 3.0}
+    )
+    with pytest.raises(UnsupportedFamily) as info:
+        method.build_features(config, device="cpu")
+    message = str(info.value)
+    assert "'fakeinversion'" in message and "flux family" in message and "\n" not in message
+    method, config = _config(write_tiny_pixel_pipeline(tmp_path / "ddpm"))
+    with pytest.raises(UnsupportedFamily, match="'fakeinversion' cannot run on this generator"):
+        method.build_features(config, device="cpu")

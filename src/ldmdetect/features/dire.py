@@ -10,9 +10,11 @@ Two kinds of generator, one DDIM implementation (:mod:`ldmdetect.features.invers
 - **pixel space** (the paper's: ADM at 256x256, unconditional): a ``UNet2DModel`` and its
   scheduler, e.g. a directory written by ``DDPMPipeline.save_pretrained``. The image in
   [-1, 1] is inverted and reconstructed directly.
-- **latent space** (a Stable-Diffusion-format LDM): the VAE's posterior mean is inverted and
-  reconstructed with the empty prompt ``""`` (the unconditional walk), decoded, and compared
-  with the image in pixel space, so DIRE also holds the autoencoder's reconstruction error.
+- **latent space** (an LDM of any family: SD 1/2, SDXL, SD3, FLUX.1): the VAE's posterior
+  mean is inverted and reconstructed with the empty prompt ``""`` (the unconditional walk),
+  decoded, and compared with the image in pixel space, so DIRE also holds the autoencoder's
+  reconstruction error. SD/SDXL walk DDIM; SD3/FLUX walk the flow's Euler ODE backwards and
+  forwards (:func:`~ldmdetect.features.inversion.invert_latents`).
 
 DDIM with eta 0 draws nothing, so a map depends only on (image, components, config): not on
 its batch, and not on a seed. Maps are float32 in [0, 1] here; :func:`quantize_dire` turns
@@ -34,6 +36,8 @@ from ldmdetect.features.inversion import (
     ddim_sample,
     decode_latents,
     encode_latents,
+    invert_latents,
+    regenerate_latents,
 )
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents, load_sd_components_from
@@ -77,6 +81,25 @@ class DireConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def generator_space(sources: Mapping[str, Mapping[str, Any]]) -> str:
+    """ "latent" for a flow transformer (SD3, FLUX), else the UNet's :func:`unet_space`."""
+    if "transformer" in sources:
+        return "latent"
+    if "unet" not in sources:
+        raise ValueError("DIRE needs a denoiser: the unet or transformer component")
+    return unet_space(sources["unet"])
+
+
+def space_sources(
+    sources: Mapping[str, Mapping[str, Any]], space: str
+) -> dict[str, Mapping[str, Any]]:
+    """The recorded sources a ``space`` needs: the unet and scheduler for pixel space; for
+    latent space every recorded component (a family's second and third text encoders too)."""
+    if space == "pixel":
+        return {k: v for k, v in sources.items() if k in PIXEL_COMPONENTS}
+    return dict(sources)
 
 
 def unet_space(source: Mapping[str, Any]) -> str:
@@ -125,15 +148,14 @@ def load_dire_components(
     pipeline's own config loaded into a ``DDPMScheduler``; only its config (betas, offsets,
     clipping, prediction type) is used, to build the DDIM walks.
     """
-    if "unet" not in sources or "scheduler" not in sources:
+    if "scheduler" not in sources:
         raise ValueError("DIRE needs at least the unet and scheduler components")
-    space = unet_space(sources["unet"])
+    space = generator_space(sources)
     if space == "latent":
-        names = space_components("latent")
-        missing = [n for n in names if n not in sources]
+        missing = [n for n in ("vae", "text_encoder", "tokenizer") if n not in sources]
         if missing:
             raise ValueError(f"DIRE through an LDM needs the {', '.join(missing)} components")
-        return load_sd_components_from({n: sources[n] for n in names}, device=device, dtype=dtype)
+        return load_sd_components_from(sources, device=device, dtype=dtype)
     device = resolve_device(device)
     components = SDComponents()
     for name, cls in (("unet", UNet2DModel), ("scheduler", DDPMScheduler)):
@@ -144,8 +166,10 @@ def load_dire_components(
 
 
 def _check_scheduler(components: SDComponents) -> None:
-    if components.unet is None or components.scheduler is None:
+    if components.denoiser is None or components.scheduler is None:
         raise ValueError("DIRE needs the unet and scheduler components")
+    if components.spec.flow_matching:
+        return
     prediction_type = components.scheduler.config.prediction_type
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(
@@ -171,7 +195,7 @@ def reconstruct(images: torch.Tensor, components: SDComponents, config: DireConf
         )
     if pixels.shape[0] == 0:
         return pixels.clone()
-    unet, scheduler_config = components.unet, components.scheduler.config
+    unet, scheduler_config = components.denoiser, components.scheduler.config
     with torch.inference_mode():
         if components.vae is None:
             if isinstance(unet, UNet2DModel) and (
@@ -191,10 +215,10 @@ def reconstruct(images: torch.Tensor, components: SDComponents, config: DireConf
                     f"image_size {side} is not a multiple of the autoencoder's downsampling "
                     f"factor {factor}"
                 )
-            embeddings = components.encode_prompts([""] * pixels.shape[0])
+            prompts = [""] * pixels.shape[0]
             z0 = encode_latents(pixels, components.vae)
-            zt = ddim_invert(z0, embeddings, unet, scheduler_config, steps=config.steps)
-            z0 = ddim_sample(zt, embeddings, unet, scheduler_config, steps=config.steps)
+            zt = invert_latents(components, z0, prompts, steps=config.steps)
+            z0 = regenerate_latents(components, zt, prompts, steps=config.steps)
             out = decode_latents(z0, components.vae)
     if not torch.isfinite(out).all():
         raise FloatingPointError(

@@ -16,11 +16,21 @@ opposite directions. Everything is deterministic (DDIM with eta 0), so a result 
 ``ddim_invert`` / ``ddim_sample`` also drive an unconditional pixel-space ``UNet2DModel`` (as in
 ADM, DIRE's generator): pass ``embeddings=None``. A UNet that learns its variance (twice the
 input's channels out, ADM's ``learn_sigma``) has its noise half used; DDIM ignores the variance.
+
+Every generator family inverts (:func:`invert_latents` / :func:`regenerate_latents`):
+
+- SD 1/2 and SDXL: the DDIM walks above, the UNet conditioned as its pipeline conditions it
+  (SDXL: pooled text embedding and size ``time_ids`` too).
+- SD3 and FLUX.1: the deterministic sampler of rectified flow is the Euler ODE solver, so the
+  inversion runs the same ODE backwards, from s = 0 up to s = 1 over the pipeline's own grid of
+  noise levels (:mod:`ldmdetect.generative.flow`), and the re-generation runs it forwards
+  again. FLUX.1 is guidance-distilled (its guidance is an input embedding, not two passes), so
+  ``guidance`` > 1 is refused for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,7 +47,9 @@ from ldmdetect.features.reconstruction import (
     unscale_latents,
 )
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
-from ldmdetect.generative.components import SDComponents
+from ldmdetect.generative.components import Conditioning, SDComponents
+from ldmdetect.generative.families import refuse
+from ldmdetect.generative.flow import euler_invert, euler_sample, flow_levels
 from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size, fit_short_side
 from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
@@ -113,31 +125,44 @@ def _noise_half(prediction: torch.Tensor, latents: torch.Tensor) -> torch.Tensor
     return prediction
 
 
-def _walk(
-    scheduler: DDIMScheduler | DDIMInverseScheduler,
-    latents: torch.Tensor,
-    embeddings: torch.Tensor | None,
+#: noise (or v) prediction for a batch of latents at one scheduler timestep.
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _unet_predictor(
     unet: torch.nn.Module,
+    embeddings: torch.Tensor | None,
     guidance: float,
     unconditional: torch.Tensor | None,
-) -> torch.Tensor:
+    rows: int,
+    device: torch.device,
+) -> Predictor:
     if embeddings is None:
         if guidance != 1.0:
             raise ValueError("guidance > 1 needs prompt embeddings (a text-conditioned UNet)")
     else:
         if guidance != 1.0 and unconditional is None:
             raise ValueError("guidance > 1 needs the unconditional embedding (of the prompt '')")
-        if embeddings.shape[0] != latents.shape[0]:
-            raise ValueError(f"got {latents.shape[0]} latents and {embeddings.shape[0]} embeddings")
-        embeddings = embeddings.to(device=latents.device, dtype=unet.dtype)
+        if embeddings.shape[0] != rows:
+            raise ValueError(f"got {rows} latents and {embeddings.shape[0]} embeddings")
+        embeddings = embeddings.to(device=device, dtype=unet.dtype)
     if unconditional is not None:
-        unconditional = unconditional.to(device=latents.device, dtype=unet.dtype)
+        unconditional = unconditional.to(device=device, dtype=unet.dtype)
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return _noise_prediction(unet, latents, t, embeddings, unconditional, guidance)
+
+    return predict
+
+
+def _walk(
+    scheduler: DDIMScheduler | DDIMInverseScheduler, latents: torch.Tensor, predict: Predictor
+) -> torch.Tensor:
     # The DDIM updates run in float32 whatever the UNet's dtype: the inversion's error
     # accumulates over the steps, and bf16 latents would dominate it.
     latents = latents.float()
     for t in scheduler.timesteps:
-        noise = _noise_prediction(unet, latents, t, embeddings, unconditional, guidance)
-        latents = scheduler.step(noise, t, latents).prev_sample
+        latents = scheduler.step(predict(latents, t), t, latents).prev_sample
     return latents
 
 
@@ -161,7 +186,10 @@ def ddim_invert(
     config (any SD scheduler's ``.config``). Returns float32 latents on the input's device.
     """
     scheduler = inverse_scheduler(scheduler_config, steps, latents.device)
-    return _walk(scheduler, latents, embeddings, unet, guidance, unconditional)
+    predict = _unet_predictor(
+        unet, embeddings, guidance, unconditional, latents.shape[0], latents.device
+    )
+    return _walk(scheduler, latents, predict)
 
 
 @torch.inference_mode()
@@ -181,7 +209,108 @@ def ddim_sample(
     levels, walked the other way. Arguments as there; float32 latents on the input's device.
     """
     scheduler = forward_scheduler(scheduler_config, steps, noise.device)
-    return _walk(scheduler, noise, embeddings, unet, guidance, unconditional)
+    predict = _unet_predictor(
+        unet, embeddings, guidance, unconditional, noise.shape[0], noise.device
+    )
+    return _walk(scheduler, noise, predict)
+
+
+def _family_predictor(
+    components: SDComponents,
+    conditioning: Conditioning,
+    unconditional: Conditioning | None,
+    guidance: float,
+) -> Predictor:
+    """The family's denoiser on a batch at one timestep, with classifier-free guidance
+    (unconditional and conditional rows in one pass) when ``guidance`` > 1."""
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        rows = latents.shape[0]
+        timesteps = torch.as_tensor(t, device=latents.device).reshape(-1).expand(rows)
+        if guidance == 1.0 or unconditional is None:
+            return components.predict(latents, timesteps, conditioning)
+        both = unconditional.expand(rows).cat(conditioning)
+        prediction = components.predict(
+            torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), both
+        )
+        uncond, cond = prediction.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    return predict
+
+
+def _family_walk(
+    components: SDComponents,
+    latents: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    steps: int,
+    guidance: float,
+    invert: bool,
+) -> torch.Tensor:
+    if components.denoiser is None or components.scheduler is None:
+        raise ValueError(f"inversion needs the {components.spec.denoiser} and scheduler components")
+    if guidance < 1.0:
+        raise ValueError(f"guidance must be >= 1 (1 = no guidance), got {guidance}")
+    if len(prompts) != latents.shape[0]:
+        raise ValueError(f"got {latents.shape[0]} latents and {len(prompts)} prompts")
+    if components.family == "flux" and guidance != 1.0:
+        raise refuse(
+            components.spec,
+            "inversion",
+            f"guidance {guidance} asks for classifier-free guidance, and FLUX.1 is "
+            "guidance-distilled (its guidance is an input embedding); use guidance 1",
+        )
+    conditioning = components.condition(list(prompts))
+    unconditional = components.condition([""]) if guidance != 1.0 else None
+    predict = _family_predictor(components, conditioning, unconditional, guidance)
+    config = components.scheduler.config
+    if components.spec.flow_matching:
+        height, width = latents.shape[-2:]
+        levels = flow_levels(config, steps, (height // 2) * (width // 2), family=components.family)
+        scale = config.num_train_timesteps
+
+        def velocity(x: torch.Tensor, level: float) -> torch.Tensor:
+            return predict(x, torch.tensor(level * scale, device=x.device))
+
+        walk = euler_invert if invert else euler_sample
+        return walk(latents, velocity, levels)
+    prediction_type = config.prediction_type
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(
+            f"DDIM inversion needs an epsilon or v_prediction UNet, not {prediction_type!r}"
+        )
+    make = inverse_scheduler if invert else forward_scheduler
+    return _walk(make(config, steps, latents.device), latents, predict)
+
+
+@torch.inference_mode()
+def invert_latents(
+    components: SDComponents,
+    latents: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    steps: int = 50,
+    guidance: float = 1.0,
+) -> torch.Tensor:
+    """Scaled clean latents (B, C, h, w) -> the noise that would have generated them, through
+    any family's deterministic sampler run backwards (DDIM for SD/SDXL, the flow's Euler ODE
+    from s = 0 up for SD3/FLUX), conditioned on ``prompts``. Float32, on the input's device."""
+    return _family_walk(components, latents, prompts, steps=steps, guidance=guidance, invert=True)
+
+
+@torch.inference_mode()
+def regenerate_latents(
+    components: SDComponents,
+    noise: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    steps: int = 50,
+    guidance: float = 1.0,
+) -> torch.Tensor:
+    """The counterpart of :func:`invert_latents`: noise -> clean latents through the same
+    levels, walked forwards (DDIM eta 0, or Euler down the flow's grid)."""
+    return _family_walk(components, noise, prompts, steps=steps, guidance=guidance, invert=False)
 
 
 @torch.inference_mode()
@@ -264,14 +393,16 @@ def invert_and_regenerate(
 
     ``images`` are uint8, or float in [0, 1], already ``config.image_size`` square (a center
     crop). ``prompts[i]`` is image i's caption; each distinct prompt is encoded once (see
-    :meth:`SDComponents.encode_prompts`). The VAE encodes the batch once (posterior mean), the
-    UNet runs ``steps`` times (``2 x steps`` with guidance) on the batch to invert and as many
-    to re-generate, and the VAE decodes both ends in one pass. Returns two float32 CPU tensors
+    :meth:`SDComponents.condition`). The VAE encodes the batch once (posterior mean), the
+    denoiser runs ``steps`` times (``2 x steps`` with guidance) on the batch to invert and as
+    many to re-generate (:func:`invert_latents`, :func:`regenerate_latents`: DDIM, or the
+    flow's Euler ODE), and the VAE decodes both ends in one pass. Returns two float32 CPU tensors
     in [0, 1] of the input's shape.
     """
-    vae, unet, scheduler = components.vae, components.unet, components.scheduler
-    if vae is None or unet is None or scheduler is None:
-        raise ValueError("invert_and_regenerate needs the vae, unet and scheduler components")
+    vae, denoiser, scheduler = components.vae, components.denoiser, components.scheduler
+    if vae is None or denoiser is None or scheduler is None:
+        name = components.spec.denoiser
+        raise ValueError(f"invert_and_regenerate needs the vae, {name} and scheduler components")
     pixels = as_unit_float(images)
     if tuple(pixels.shape[-2:]) != (config.image_size, config.image_size):
         raise ValueError(
@@ -289,27 +420,16 @@ def invert_and_regenerate(
         )
     if batch == 0:
         return pixels.clone(), pixels.clone()
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(
-            f"DDIM inversion needs an epsilon or v_prediction UNet, not {prediction_type!r}"
-        )
 
     with torch.inference_mode():
-        embeddings = components.encode_prompts(list(prompts))
-        unconditional = components.encode_prompts([""]) if config.guidance != 1.0 else None
         z0 = encode_latents(pixels, vae)
-        kwargs = {
-            "steps": config.steps,
-            "guidance": config.guidance,
-            "unconditional": unconditional,
-        }
-        zt = ddim_invert(z0, embeddings, unet, scheduler.config, **kwargs)
-        regenerated = ddim_sample(zt, embeddings, unet, scheduler.config, **kwargs)
+        kwargs = {"steps": config.steps, "guidance": config.guidance}
+        zt = invert_latents(components, z0, prompts, **kwargs)
+        regenerated = regenerate_latents(components, zt, prompts, **kwargs)
         decoded = decode_latents(torch.cat([zt, regenerated]), vae)
     if not torch.isfinite(decoded).all():
         raise FloatingPointError(
-            f"DDIM inversion produced non-finite values in {components.dtype}; load the "
+            f"the inversion produced non-finite values in {components.dtype}; load the "
             "components in float32 or bf16"
         )
     noise_image, reconstruction = decoded.cpu().chunk(2)

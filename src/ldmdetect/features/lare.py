@@ -7,6 +7,16 @@ velocity, for v-prediction models), averaged over the ``e`` draws: a (C, H/f, W/
 image. Images the LDM generated sit closer to its learned manifold, so their error is lower.
 One forward pass instead of DIRE's dozens of sampling steps is the point of the method.
 
+Every generator family (see :mod:`ldmdetect.generative.families`) has its LaRE:
+
+- SD 1/2 and SDXL (DDPM): ``scheduler.add_noise`` at ``timestep``, error against the noise
+  (or the velocity of a v-prediction UNet); SDXL's UNet also gets its pooled text embedding
+  and size ``time_ids``.
+- SD3 and FLUX.1 (rectified flow): the noise level is s = timestep / 1000,
+  x_s = (1 - s) x_0 + s e, and the error is against the velocity e - x_0 the transformer is
+  trained to predict; FLUX's latents are packed 2x2 for the pass and its prediction unpacked,
+  so every map has the latent grid and the family's latent channels (16).
+
 Everything here is a pure function of (image, prompt, seed, components, config): each image's
 random draws come from its own generator seeded with its own seed, so a map never depends on
 the batch the image ran in, and reruns are bit-identical.
@@ -25,6 +35,7 @@ from PIL import Image
 from ldmdetect.features.reconstruction import scale_latents, to_vae_input
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
+from ldmdetect.generative.flow import flow_noise, flow_velocity
 from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
 
@@ -35,7 +46,8 @@ class LareConfig:
     - ``image_size``: the whole image is resized (bicubic, no crop) to this square; official
       256 for SD v1.5 (a 32x32 latent).
     - ``timestep``: the single noise level, out of the scheduler's 1000 training steps;
-      official 200 (the paper sweeps it; low-noise steps keep the image's content).
+      official 200 (the paper sweeps it; low-noise steps keep the image's content). For the
+      flow families it is 1000 s: 200 means x_s = 0.8 x_0 + 0.2 e.
     - ``ensemble``: noise draws per image, averaged; official 4.
     - ``sample_posterior``: encode with a sample of the VAE posterior (official, as in SD
       training) rather than its mean. The sample is drawn once per image and shared by the
@@ -111,13 +123,15 @@ def lare_maps(
     (e, C, h, w). The draws do not depend on ``sample_posterior``, so toggling it changes the
     latent only.
 
-    The VAE runs once on the batch and the UNet once on all B x e noisy latents, in the
+    The VAE runs once on the batch and the denoiser once on all B x e noisy latents, in the
     components' dtype; noising and the error are computed in float32. The target is the noise,
-    or for ``prediction_type == "v_prediction"`` the velocity ``scheduler.get_velocity``.
+    or for ``prediction_type == "v_prediction"`` the velocity ``scheduler.get_velocity``; for
+    the flow families the velocity e - x_0 at level s = timestep / 1000.
     """
-    vae, unet, scheduler = components.vae, components.unet, components.scheduler
-    if vae is None or unet is None or scheduler is None:
-        raise ValueError("lare_maps needs the vae, unet and scheduler components")
+    vae, denoiser, scheduler = components.vae, components.denoiser, components.scheduler
+    if vae is None or denoiser is None or scheduler is None:
+        name = components.spec.denoiser
+        raise ValueError(f"lare_maps needs the vae, {name} and scheduler components")
     pixels = _as_unit_float(images, config.image_size)
     batch = pixels.shape[0]
     if len(prompts) != batch or len(seeds) != batch:
@@ -125,8 +139,9 @@ def lare_maps(
     num_steps = scheduler.config.num_train_timesteps
     if config.timestep >= num_steps:
         raise ValueError(f"timestep {config.timestep} is outside the scheduler's {num_steps}")
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type not in ("epsilon", "v_prediction"):
+    flow = components.spec.flow_matching
+    prediction_type = None if flow else scheduler.config.prediction_type
+    if not flow and prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(
             f"LaRE needs an epsilon or v_prediction UNet, the scheduler says {prediction_type!r}"
         )
@@ -137,6 +152,11 @@ def lare_maps(
             f"downsampling factor {factor}"
         )
     channels, side = vae.config.latent_channels, config.image_size // factor
+    if components.family == "flux" and side % 2:
+        raise ValueError(
+            f"FLUX packs 2x2 latent cells: image_size {config.image_size} must be a multiple "
+            f"of {2 * factor}"
+        )
     ensemble = config.ensemble
     if batch == 0:
         return torch.empty(0, channels, side, side)
@@ -158,17 +178,24 @@ def lare_maps(
     # Image-major: rows i*e .. i*e + e - 1 are image i's ensemble members.
     latents = latents.repeat_interleave(ensemble, dim=0)
     noise = torch.cat(ensemble_noise).to(device)
-    timesteps = torch.full((batch * ensemble,), config.timestep, dtype=torch.long, device=device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    if prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
+    if flow:
+        level = config.timestep / num_steps
+        noisy = flow_noise(latents, noise, level)
+        target = flow_velocity(latents, noise)
+        timesteps = torch.full((batch * ensemble,), level * num_steps, device=device)
     else:
-        target = noise
+        timesteps = torch.full(
+            (batch * ensemble,), config.timestep, dtype=torch.long, device=device
+        )
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        if prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
 
-    context = components.encode_prompts(prompts).to(device=device, dtype=unet.dtype)
-    context = context.repeat_interleave(ensemble, dim=0)
-    prediction = unet(noisy.to(unet.dtype), timesteps, encoder_hidden_states=context).sample
-    error = (prediction.float() - target).square()
+    conditioning = components.condition(prompts).repeat_interleave(ensemble)
+    prediction = components.predict(noisy, timesteps, conditioning)
+    error = (prediction - target).square()
     if not torch.isfinite(error).all():
         raise FloatingPointError(
             f"LaRE produced non-finite values in {dtype}; load the components in float32 or bf16"

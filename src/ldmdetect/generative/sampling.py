@@ -1,4 +1,5 @@
-"""Generate images with a Stable-Diffusion-format pipeline: the fakes of a test set.
+"""Generate images with a generator pipeline of any family (SD 1/2, SDXL, SD3, FLUX.1): the
+fakes of a test set. Each family runs through its own diffusers pipeline class.
 
 Each image has its own seeded generator, so an image depends only on (prompt, seed), never on
 which batch it was made in: a test set can be regenerated, extended or resumed exactly.
@@ -13,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from PIL import Image
 
+from ldmdetect.generative.families import pipeline_family
 from ldmdetect.generative.loading import ComponentSource, load_component
 from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import save_png
@@ -28,16 +30,19 @@ def load_pipeline(
     *,
     device: str | torch.device | None = "auto",
     dtype: torch.dtype | None = None,
-) -> StableDiffusionPipeline:
-    """A ``StableDiffusionPipeline`` from a hub id or a local directory, ready to sample."""
+) -> DiffusionPipeline:
+    """The family's pipeline (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``,
+    ``StableDiffusion3Pipeline`` or ``FluxPipeline``, from ``model_index.json``) from a hub id
+    or a local directory, ready to sample. Other pipeline classes are refused."""
     if not isinstance(source, ComponentSource):
         source = ComponentSource(str(source))
-    return load_component(StableDiffusionPipeline, source, device=device, dtype=dtype)
+    family = pipeline_family(source.id, revision=source.revision)
+    return load_component(family.pipeline_class(), source, device=device, dtype=dtype)
 
 
 @torch.inference_mode()
 def generate_images(
-    pipeline: StableDiffusionPipeline,
+    pipeline: DiffusionPipeline,
     prompts: Sequence[str],
     seeds: Sequence[int],
     *,
@@ -46,7 +51,11 @@ def generate_images(
     guidance_scale: float = 1.0,
     batch_size: int = 8,
 ) -> list[Image.Image]:
-    """One image per (prompt, seed) pair, ``size`` x ``size`` pixels."""
+    """One image per (prompt, seed) pair, ``size`` x ``size`` pixels.
+
+    ``guidance_scale`` is the pipeline's own: classifier-free guidance for SD, SDXL and SD3
+    (1 = off), the distilled guidance embedding's value for FLUX.1-dev.
+    """
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
     images: list[Image.Image] = []
@@ -69,7 +78,7 @@ def generate_images(
 
 
 def write_generated(
-    pipeline: StableDiffusionPipeline,
+    pipeline: DiffusionPipeline,
     prompts: Sequence[str],
     seeds: Sequence[int],
     output: str | os.PathLike,

@@ -1,21 +1,44 @@
-"""Tiny random generator components in Stable Diffusion's on-disk layout.
+"""Tiny random generator pipelines in the on-disk layout of every supported family.
 
-No model hub is reachable in tests or CI, so every code path that loads SD components is
-exercised on these: they are real diffusers/transformers models, saved with
-``save_pretrained`` and loaded back through the same ``from_pretrained`` calls users take.
+No model hub is reachable in tests or CI, so every code path that loads generator components is
+exercised on these: they are real diffusers/transformers models (SD 1/2, SDXL, SD3 and FLUX.1
+classes at tiny widths), saved with ``save_pretrained`` and loaded back through the same
+``from_pretrained`` calls users take; diffusers' own pipeline class of each family loads and runs
+them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
 
 from ldmdetect.io.files import atomic_write_text
 
@@ -84,12 +107,20 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def build_tiny_autoencoder(seed: int = 0) -> AutoencoderKL:
-    """An SD-shaped KL autoencoder (4 latent channels, 4 blocks -> factor 8) at tiny widths.
+def build_tiny_autoencoder(
+    seed: int = 0,
+    *,
+    latent_channels: int = 4,
+    scaling_factor: float = 0.18215,
+    shift_factor: float | None = None,
+) -> AutoencoderKL:
+    """An SD-shaped KL autoencoder (4 blocks -> factor 8) at tiny widths.
 
     The block count, not the width, fixes the downsampling factor, so shape logic written
-    against this model holds for SD 1.x/2.x/XL VAEs.
+    against this model holds for SD 1.x/2.x/XL VAEs (4 latent channels, the default) and, with
+    16 channels and a shift, for the SD3 and FLUX.1 ones, which drop the 1x1 quant convolutions.
     """
+    flow_vae = shift_factor is not None
     with _seeded(seed):
         return AutoencoderKL(
             in_channels=3,
@@ -98,10 +129,13 @@ def build_tiny_autoencoder(seed: int = 0) -> AutoencoderKL:
             up_block_types=("UpDecoderBlock2D",) * 4,
             block_out_channels=(8, 16, 16, 16),
             layers_per_block=1,
-            latent_channels=4,
+            latent_channels=latent_channels,
             norm_num_groups=4,
             sample_size=TINY_IMAGE_SIZE,
-            scaling_factor=0.18215,
+            scaling_factor=scaling_factor,
+            shift_factor=shift_factor,
+            use_quant_conv=not flow_vae,
+            use_post_quant_conv=not flow_vae,
         ).eval()
 
 
@@ -130,8 +164,13 @@ def build_tiny_text_encoder(
     num_layers: int = 2,
     num_heads: int = 4,
     intermediate_size: int | None = None,
-) -> CLIPTextModel:
-    """A CLIP text tower that reads the byte-level tokenizer's ids (vocab 514, 77 positions)."""
+    projection_dim: int | None = None,
+) -> CLIPTextModel | CLIPTextModelWithProjection:
+    """A CLIP text tower that reads the byte-level tokenizer's ids (vocab 514, 77 positions).
+
+    With ``projection_dim`` it is a ``CLIPTextModelWithProjection`` (SDXL's second encoder,
+    both of SD3's), whose projected pooled output conditions those models.
+    """
     bos_id, eos_id = byte_level_special_ids()
     config = CLIPTextConfig(
         vocab_size=eos_id + 1,
@@ -144,9 +183,11 @@ def build_tiny_text_encoder(
         eos_token_id=eos_id,
         # The tokenizer pads with its eos token, as SD's does.
         pad_token_id=eos_id,
+        projection_dim=projection_dim or hidden_size,
     )
+    cls = CLIPTextModel if projection_dim is None else CLIPTextModelWithProjection
     with _seeded(seed):
-        return CLIPTextModel(config).eval()
+        return cls(config).eval()
 
 
 def build_tiny_scheduler() -> DDIMScheduler:
@@ -185,5 +226,207 @@ def write_tiny_pipeline(output_dir: str | os.PathLike, *, seed: int = 0) -> Path
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    pipeline.save_pretrained(output_dir, safe_serialization=True)
+    return output_dir
+
+
+# The T5 tokenizer's vocabulary: the specials T5 reserves at ids 0-2, SentencePiece's word
+# marker, then single characters; any text tokenizes (unknown characters map to <unk>).
+T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
+_T5_SYMBOLS = string.ascii_letters + string.digits + string.punctuation
+
+
+def write_t5_tokenizer(output_dir: str | Path) -> Path:
+    """Write a T5 tokenizer (``tokenizer.json``: a Unigram model over single characters).
+
+    Built offline, without SentencePiece or T5's 32k-piece model, and loaded back by
+    ``T5TokenizerFast.from_pretrained`` like the real one: pad 0, eos 1 (appended to every
+    prompt), unk 2.
+    """
+    output_dir = Path(output_dir)
+    vocab = [(T5_PAD, 0.0), (T5_EOS, 0.0), (T5_UNK, 0.0), ("\u2581", -1.0)]
+    vocab += [(c, -2.0) for c in _T5_SYMBOLS] + [("\u2581" + c, -2.5) for c in _T5_SYMBOLS]
+    tokenizer = T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def t5_vocab_size() -> int:
+    """Ids the T5 tokenizer of :func:`write_t5_tokenizer` can emit."""
+    return 4 + 2 * len(_T5_SYMBOLS)
+
+
+def build_tiny_t5(seed: int = 0, d_model: int = 32) -> T5EncoderModel:
+    """A one-layer T5 encoder (relative positions: any prompt length) for the T5 tokenizer."""
+    config = T5Config(
+        vocab_size=t5_vocab_size(),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    with _seeded(seed):
+        return T5EncoderModel(config).eval()
+
+
+def build_tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
+    """An SDXL-style UNet: cross-attention over both encoders' hidden states (32 + 32) and
+    ``text_time`` added conditioning (pooled 32 + 6 size/crop ids x 8)."""
+    with _seeded(seed):
+        return UNet2DConditionModel(
+            sample_size=TINY_LATENT_SIZE,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            cross_attention_dim=64,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=32 + 6 * 8,
+        ).eval()
+
+
+def build_tiny_sd3_transformer(seed: int = 0) -> SD3Transformer2DModel:
+    """An MMDiT on 2x2 patches of 16-channel latents; text tokens of width 32 (the T5 width,
+    CLIP's padded to it), pooled projections of both CLIP encoders (32 + 32)."""
+    with _seeded(seed):
+        return SD3Transformer2DModel(
+            sample_size=TINY_LATENT_SIZE,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=64,
+            caption_projection_dim=16,
+            pooled_projection_dim=64,
+            pos_embed_max_size=16,
+        ).eval()
+
+
+def build_tiny_flux_transformer(seed: int = 0) -> FluxTransformer2DModel:
+    """A FLUX.1-dev-style transformer: tokens are 2x2-packed 16-channel latents (64 wide), T5
+    tokens of width 32, CLIP's pooled 32, a guidance embedding, 3-axis rotary positions."""
+    with _seeded(seed):
+        return FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=64,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
+            axes_dims_rope=(4, 6, 6),
+        ).eval()
+
+
+def build_tiny_sdxl_scheduler() -> EulerDiscreteScheduler:
+    """Euler with the noise schedule SDXL ships (the SD betas, ``leading`` spacing)."""
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+
+
+def build_tiny_flow_scheduler(family: str) -> FlowMatchEulerDiscreteScheduler:
+    """Flow-matching Euler as SD3 (static shift 3.0) or FLUX.1 (shift from the resolution)
+    ship it."""
+    if family == "sd3":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+
+
+def _clip_tokenizer(directory: Path) -> CLIPTokenizer:
+    return CLIPTokenizer.from_pretrained(write_byte_level_tokenizer(directory))
+
+
+def _tiny_sdxl(output_dir: Path, seed: int) -> StableDiffusionXLPipeline:
+    return StableDiffusionXLPipeline(
+        vae=build_tiny_autoencoder(seed=seed, scaling_factor=0.13025),
+        text_encoder=build_tiny_text_encoder(seed=seed),
+        text_encoder_2=build_tiny_text_encoder(seed=seed + 1, projection_dim=32),
+        tokenizer=_clip_tokenizer(output_dir / "tokenizer"),
+        tokenizer_2=_clip_tokenizer(output_dir / "tokenizer_2"),
+        unet=build_tiny_sdxl_unet(seed=seed),
+        scheduler=build_tiny_sdxl_scheduler(),
+    )
+
+
+def _tiny_sd3(output_dir: Path, seed: int) -> StableDiffusion3Pipeline:
+    return StableDiffusion3Pipeline(
+        transformer=build_tiny_sd3_transformer(seed=seed),
+        scheduler=build_tiny_flow_scheduler("sd3"),
+        vae=build_tiny_autoencoder(
+            seed=seed, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609
+        ),
+        text_encoder=build_tiny_text_encoder(seed=seed, projection_dim=32),
+        tokenizer=_clip_tokenizer(output_dir / "tokenizer"),
+        text_encoder_2=build_tiny_text_encoder(seed=seed + 1, projection_dim=32),
+        tokenizer_2=_clip_tokenizer(output_dir / "tokenizer_2"),
+        text_encoder_3=build_tiny_t5(seed=seed, d_model=64),
+        tokenizer_3=T5TokenizerFast.from_pretrained(write_t5_tokenizer(output_dir / "tokenizer_3")),
+    )
+
+
+def _tiny_flux(output_dir: Path, seed: int) -> FluxPipeline:
+    return FluxPipeline(
+        scheduler=build_tiny_flow_scheduler("flux"),
+        vae=build_tiny_autoencoder(
+            seed=seed, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159
+        ),
+        text_encoder=build_tiny_text_encoder(seed=seed),
+        tokenizer=_clip_tokenizer(output_dir / "tokenizer"),
+        text_encoder_2=build_tiny_t5(seed=seed, d_model=32),
+        tokenizer_2=T5TokenizerFast.from_pretrained(write_t5_tokenizer(output_dir / "tokenizer_2")),
+        transformer=build_tiny_flux_transformer(seed=seed),
+    )
+
+
+_FAMILY_BUILDERS = {"sdxl": _tiny_sdxl, "sd3": _tiny_sd3, "flux": _tiny_flux}
+TINY_FAMILIES: tuple[str, ...] = ("sd", *_FAMILY_BUILDERS)
+
+
+def write_tiny_family_pipeline(
+    output_dir: str | os.PathLike, family: str = "sd", *, seed: int = 0
+) -> Path:
+    """Write a tiny random pipeline of ``family`` (sd, sdxl, sd3 or flux) to ``output_dir``.
+
+    Each is its family's diffusers pipeline class, saved with ``save_pretrained``: e.g.
+    ``FluxPipeline.from_pretrained(output_dir)`` loads it offline and generates 64 px images.
+    """
+    if family == "sd":
+        return write_tiny_pipeline(output_dir, seed=seed)
+    if family not in _FAMILY_BUILDERS:
+        raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(TINY_FAMILIES)}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pipeline = _FAMILY_BUILDERS[family](output_dir, seed)
     pipeline.save_pretrained(output_dir, safe_serialization=True)
     return output_dir

@@ -39,12 +39,14 @@ from ldmdetect.features.dire import (
     SPACES,
     DireConfig,
     dire_maps,
+    generator_space,
     load_dire_components,
     quantize_dire,
     space_components,
-    unet_space,
+    space_sources,
 )
 from ldmdetect.features.inversion import InversionTransform
+from ldmdetect.generative.families import denoiser_name
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -156,23 +158,23 @@ class Dire(Method):
         components: dict[str, dict] | None = None,
     ) -> DireFeature:
         sources = components or config.components
-        if not sources or "unet" not in sources:
+        if not sources or not ({"unet", "transformer"} & set(sources)):
             raise ValueError("dire needs a diffusion model's components (--pipeline ID_OR_DIR)")
         space = _space(config.feature)
         if space == "auto":
             # Resolved once from the UNet's config and recorded, with only the components
             # that space needs, so the saved detector names exactly what it runs.
-            space = unet_space(sources["unet"])
+            space = generator_space(sources)
             config.feature["space"] = space
-            config.components = {
-                k: v for k, v in config.components.items() if k in space_components(space)
-            }
-        needed = space_components(space)
+            config.components = space_sources(config.components, space)
+        needed = [
+            {"unet": denoiser_name(sources) or "unet"}.get(n, n) for n in space_components(space)
+        ]
         missing = [n for n in needed if n not in sources]
         if missing:
             raise ValueError(f"dire ({space} space) needs the {', '.join(missing)} components")
         return DireFeature(
-            {n: sources[n] for n in needed}, self.dire_config(config), space=space, device=device
+            space_sources(sources, space), self.dire_config(config), space=space, device=device
         )
 
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:

@@ -34,6 +34,7 @@ from ldmdetect.features.inversion import (
     resize_uint8,
 )
 from ldmdetect.generative.captioners import Captioner, parse_captioner
+from ldmdetect.generative.families import method_family, refuse
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -146,9 +147,19 @@ class FakeInversion(Method):
         sources = components or config.components
         if not sources:
             raise ValueError("fakeinversion needs generator components (--pipeline ID_OR_DIR)")
+        inversion = self.inversion_config(config)
+        family = method_family(sources, self.name)
+        if family.name == "flux" and inversion.guidance != 1.0:
+            # Refused here, before any image is read, rather than on the first batch.
+            raise refuse(
+                family,
+                self.name,
+                "FLUX.1 is guidance-distilled, so its inversion takes no classifier-free "
+                f"guidance ({inversion.guidance}); set feature.inversion.guidance to 1",
+            )
         return InversionFeature(
             sources,
-            self.inversion_config(config),
+            inversion,
             parse_captioner(config.feature.get("captioner", DEFAULT_CAPTIONER), device=device),
             map_size=self.map_size(config),
             device=device,

@@ -25,6 +25,7 @@ from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
+from ldmdetect.generative.families import method_family
 from ldmdetect.io.crops import aligned_views
 from ldmdetect.methods.registry import (
     Batch,
@@ -102,6 +103,28 @@ def latent_factor(sources: dict[str, dict]) -> int:
     return vae_scale_factor(sources["vae"])
 
 
+def latent_channels(config: DetectorConfig) -> int:
+    """Channels of the LaRE map: recorded in the config, else the components' VAE's (4 for
+    SD/SDXL, 16 for SD3/FLUX; read from its config and recorded), else SD's 4.
+
+    A detector saved before the channels were recorded can only be an SD one (4): if its
+    pipeline is out of reach when it is loaded, that is what it gets, so loading a detector
+    never needs the generator (its features load lazily, on the first image).
+    """
+    if "latent_channels" not in config.feature:
+        if not config.components or "vae" not in config.components:
+            return 4
+        from ldmdetect.generative.components import vae_latent_channels
+        from ldmdetect.io.hub import SourceUnavailable
+
+        try:
+            channels = vae_latent_channels(config.components["vae"])
+        except SourceUnavailable:
+            return 4
+        config.feature["latent_channels"] = channels
+    return int(config.feature["latent_channels"])
+
+
 def _unguided(feature: dict[str, Any]) -> bool:
     guidance = feature.get("guidance", "lare")
     if guidance not in ("lare", "none"):
@@ -112,7 +135,10 @@ def _unguided(feature: dict[str, Any]) -> bool:
 @register_method
 class LaRE2(Method):
     name = "lare2"
-    summary = "LaRE^2: UNet latent reconstruction error guiding a CLIP RN50 (EGRE), CVPR 2024"
+    summary = (
+        "LaRE^2: latent reconstruction error of the generator's denoiser (UNet or flow "
+        "transformer) guiding a CLIP RN50 (EGRE), CVPR 2024"
+    )
     components = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
     def defaults(self) -> dict[str, Any]:
@@ -140,7 +166,7 @@ class LaRE2(Method):
         return EGRE(
             config.backbone,
             pretrained=pretrained,
-            lare_channels=int(config.feature.get("latent_channels", 4)),
+            lare_channels=latent_channels(config),
             input_size=config.input_size,
         )
 
@@ -169,6 +195,7 @@ class LaRE2(Method):
         sources = components or config.components
         if not sources:
             raise ValueError("lare2 needs generator components (--pipeline ID_OR_DIR)")
+        method_family(sources, self.name)  # a generator no family describes is refused here
         # Recorded so that crops are taken at multiples of the latent grid (see module doc).
         config.feature.setdefault("latent_factor", latent_factor(sources))
         return LareFeature(
@@ -184,7 +211,7 @@ class LaRE2(Method):
         dtype = next(model.parameters()).dtype
         images = normalize(crops.flatten(0, 1), config, dtype)
         if "lare" not in batch:  # guidance "none": the ablation without LaRE
-            channels = int(config.feature.get("latent_channels", 4))
+            channels = latent_channels(config)
             zeros = images.new_zeros(b * t, channels, 1, 1)
             return model(images, zeros).view(b, t, -1)
         lare = batch["lare"]

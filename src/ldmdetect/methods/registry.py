@@ -88,9 +88,9 @@ class FeatureStep(ABC):
 
 
 class GeneratorFeatureStep(FeatureStep):
-    """A feature step driven by SD-format generator components ({name: ComponentSource
-    dict}), loaded on the first image missing from the cache: training from a complete cache
-    never loads the UNet."""
+    """A feature step driven by a generator's components ({subfolder: ComponentSource dict},
+    of any family: SD, SDXL, SD3, FLUX), loaded on the first image missing from the cache:
+    training from a complete cache never loads the denoiser."""
 
     def __init__(self, sources: dict[str, dict], *, device: str | torch.device) -> None:
         self.sources, self.device = sources, resolve_device(device)
