@@ -970,7 +970,13 @@ def demo(
     ] = None,
 ) -> None:
     """The main job: train each method on the bundled photos, catch generated images."""
-    from ldmdetect.engine.demo import RECIPES, SUMMARY_COLUMNS, DemoConfig, run_demo
+    from ldmdetect.engine.demo import (
+        PHOTO_COLUMNS,
+        RECIPES,
+        SUMMARY_COLUMNS,
+        DemoConfig,
+        run_demo,
+    )
     from ldmdetect.engine.report import markdown_table
 
     chosen = tuple(RECIPES) if methods == "all" else tuple(m.strip() for m in methods.split(","))
@@ -978,6 +984,12 @@ def demo(
     result = run_demo(output, config, progress=True)
     typer.echo("\nheld-out real photos vs. each test set:")
     typer.echo(markdown_table(result.table, SUMMARY_COLUMNS, label="method / test set / inference"))
+    if result.photo_table:
+        typer.echo(
+            "share flagged at each detector's stored thresholds (calibrated on other sources' "
+            "photos), with the one-sided 95% upper bound at 1%:"
+        )
+        typer.echo(markdown_table(result.photo_table, PHOTO_COLUMNS, label="method / images"))
     for name, evaluation in result.evaluations.items():
         typer.echo(f"report ({name}): {evaluation.files['report']}")
     typer.echo(f"scan: {result.scan_path}")
