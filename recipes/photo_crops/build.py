@@ -67,7 +67,7 @@ PLANS: dict[str, tuple[Scale, ...]] = {
         Scale(128, factor=8, cap=3, min_megapixels=10.0),
     ),
     "calibration": (
-        Scale(128, fraction=2 / 3, cap=28, png_cap=4),
+        Scale(128, fraction=2 / 3, cap=20, png_cap=4),
         Scale(128, factor=2, cap=2, min_megapixels=1.5),
     ),
     "train": (
