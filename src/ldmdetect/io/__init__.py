@@ -1,4 +1,4 @@
-"""Image input/output: safe decoding, crops, perturbations, dataset layouts, bundled photos."""
+"""Image input/output: safe decoding, crops, perturbations, dataset layouts, real photographs."""
 
 from ldmdetect.io.crops import (
     CROP_POLICIES,
@@ -40,6 +40,12 @@ from ldmdetect.io.perturb import (
     resize,
     webp,
 )
+from ldmdetect.io.photo_corpus import (
+    fetch_photos,
+    photo_source,
+    photo_sources,
+    shipped_photo_crops,
+)
 from ldmdetect.io.samples import sample_photos, write_sample_photos
 
 __all__ = [
@@ -58,6 +64,7 @@ __all__ = [
     "crop",
     "crop_boxes",
     "ensure_min_size",
+    "fetch_photos",
     "find_images",
     "grid_boxes",
     "group_by_size",
@@ -66,6 +73,8 @@ __all__ = [
     "n_try_boxes",
     "parse_perturbation",
     "parse_perturbations",
+    "photo_source",
+    "photo_sources",
     "pil_to_tensor",
     "random_boxes",
     "read_manifest",
@@ -74,6 +83,7 @@ __all__ = [
     "sample_photos",
     "save_png",
     "search_images",
+    "shipped_photo_crops",
     "tensor_to_pil",
     "webp",
     "write_sample_photos",
