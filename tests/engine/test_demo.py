@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from ldmdetect.detector import Detector
 from ldmdetect.engine.demo import DemoConfig, ae_train_config, run_demo, split_photos
 from ldmdetect.io.augment import AugmentConfig
 
@@ -46,9 +47,22 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
         lare_epochs=1,
         methods=("ae", "lare2"),
         threads=None,
+        photo_limit=150,
     )
     result = run_demo(tmp_path, config, log=lambda _: None)
     assert set(result.evaluations) == {"ae", "lare2"}
+    # Thresholds from 150 crops of every calibration source; the test split's unseen sources
+    # counted at them, as shipped and recompressed, beside the generated images.
+    for name in ("ae", "lare2"):
+        calibration = Detector.from_pretrained(result.detector_dirs[name]).config.calibration
+        assert calibration["n_real"] == 150 and calibration["n_sources"] >= 3
+        native = next(k for k in result.photo_table if k.startswith(f"{name} / real photos"))
+        assert "unseen sources, native" in native and result.photo_table[native]["n"] == 150
+        row = result.photo_table[f"{name} / generated (unseen prompts)"]
+        assert row["n"] == 6 and 0 <= row["flagged@fpr=0.01"] <= 1
+        counts = result.flagged[name]
+        photos = next(v for k, v in counts.items() if k.endswith("native"))["fpr_0.01"]
+        assert sum(f for f, _ in photos["per_source"].values()) == photos["flagged"]
     # SynRIS: the generated images against the held-out reals a reverse image search matched
     matched = result.table["lare2 / generated / 1-try / SynRIS-matched reals"]
     assert (

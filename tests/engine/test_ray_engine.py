@@ -39,7 +39,7 @@ def _parquet_rows(output: Path) -> dict[str, dict]:
     import pyarrow.dataset as pds
 
     table = pds.dataset(str(output), format="parquet").to_table()
-    assert table.column_names == ["path", "score", "label", "threshold", "error"]
+    assert table.column_names == ["path", "score", "label", "threshold", "error", "verdict"]
     return {row["path"]: row for row in table.to_pylist()}
 
 

@@ -61,7 +61,7 @@ def labeled(aligned_dir: Path):
 
 
 @pytest.mark.parametrize("name", sorted(TINY_SETTINGS))
-def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path):
+def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path):
     method = methods.get(name)
     cfg = TrainConfig(
         method=name,
@@ -70,6 +70,8 @@ def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path
         val_fraction=0.34,
         device="cpu",
         seed=0,
+        # Every method, training-free ones too, calibrates on reals of several sources.
+        calibration_reals=(str(calibration_dir),),
         **_with_tiny_pipeline(TINY_SETTINGS[name], tiny_pipeline_dir),
     )
     out = tmp_path / "detector"
@@ -77,6 +79,11 @@ def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path
     trained = train_detector([], out, cfg, examples=labeled, pipeline=pipeline)
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert "fpr_0.01" in trained.config.thresholds
+    assert (trained.config.calibration["n_real"], trained.config.calibration["n_sources"]) == (
+        120,
+        6,
+    )
+    assert "fpr_0.001" not in trained.config.thresholds  # 120 reals cannot resolve 0.1%
     if method.trains:
         assert len(trained.config.training["history"]) == 1
     # Generator components are recorded by source, never saved with the weights.

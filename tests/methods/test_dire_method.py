@@ -181,7 +181,7 @@ def test_pixel_pipeline_end_to_end(pixel_dir, aligned_dir, tmp_path):
     np.testing.assert_allclose(trained.predict(image), score, rtol=1e-5, atol=1e-6)
 
 
-def test_command_line_extract_train_scan(pixel_dir, aligned_dir, tmp_path):
+def test_command_line_extract_train_scan(pixel_dir, aligned_dir, calibration_dir, tmp_path):
     real = tmp_path / "real"
     fake = tmp_path / "fake"
     for folder, source in ((real, "real"), (fake, "reconstructed")):
@@ -207,6 +207,7 @@ def test_command_line_extract_train_scan(pixel_dir, aligned_dir, tmp_path):
             *("--fake", str(fake), "--pipeline", str(pixel_dir), "--backbone", TEST_BACKBONE),
             *("--input-size", "24", "--epochs", "1", "--device", "cpu", "--workers", "0"),
             *("--features", str(cache), *feature),
+            *("--calibration-real", str(calibration_dir)),
         ],
     )
     assert result.exit_code == 0, result.output

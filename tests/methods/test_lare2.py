@@ -111,7 +111,9 @@ def test_trains_and_scans_on_every_family(family, channels, aligned_dir, tiny_fa
     assert detector.features.components.family == family
 
 
-def test_command_line_extract_train_scan_on_sd3(aligned_dir, tiny_family_dir, tmp_path):
+def test_command_line_extract_train_scan_on_sd3(
+    aligned_dir, tiny_family_dir, calibration_dir, tmp_path
+):
     runner = CliRunner()
     real, fake = tmp_path / "real", tmp_path / "fake"
     for folder, source in ((real, "real"), (fake, "reconstructed")):
@@ -145,6 +147,7 @@ def test_command_line_extract_train_scan_on_sd3(aligned_dir, tiny_family_dir, tm
                 "timm:mobilenetv3_small_050",
             ),
             *("--input-size", "48", "--epochs", "1", *common, "--features", str(cache), *feature),
+            *("--calibration-real", str(calibration_dir)),
         ],
     )
     assert result.exit_code == 0, result.output

@@ -52,3 +52,21 @@ def test_normalization_follows_the_backbone():
     assert backbone_normalization("resnet50")[0] == pytest.approx((0.485, 0.456, 0.406))
     clip_mean = backbone_normalization("eva02_large_patch14_224")[0]
     assert clip_mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small_050", "resnet18"])
+def test_a_fresh_head_starts_every_score_at_one_half(backbone):
+    # timm's EfficientNet/MobileNet init puts a one-logit head in [-1, 1]: logits of tens and
+    # a saturated sigmoid before the first step. The detector's head starts at zero instead.
+    model = BackboneClassifier(backbone, input_size=64).eval()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(images), torch.zeros(4))
+
+
+def test_fakeinversion_head_starts_at_zero():
+    from ldmdetect.models.fakeinversion import FakeInversionNet
+
+    model = FakeInversionNet("mobilenetv3_small_050").eval()
+    with torch.no_grad():
+        assert torch.equal(model(torch.randn(2, 9, 64, 64)), torch.zeros(2))

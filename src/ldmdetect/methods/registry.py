@@ -199,8 +199,11 @@ class Method(ABC):
         """Batch on the model's device (features added) -> logits (B, T, ...) for T views."""
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, ...) -> P(generated) (B, T). One logit and a sigmoid by default."""
-        return torch.sigmoid(logits.float())
+        """Logits (B, T, ...) -> P(generated) (B, T). One logit and a sigmoid by default.
+
+        In float64: float32's sigmoid is exactly 1.0 from a logit of about 17 on, and a
+        threshold cannot tell apart scores that have all become one number."""
+        return torch.sigmoid(logits.double())
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Training loss of one view per image: logits (B, ...) against labels (B,) in {0, 1}."""

@@ -137,6 +137,23 @@ def _hub_weight_files(backbone: str) -> tuple[str, ...]:
     return (own,) if own else ("model.safetensors", "pytorch_model.bin")
 
 
+def zero_head(model: nn.Module) -> nn.Module:
+    """Zero a fresh one-logit head, so training starts from P(generated) = 0.5 everywhere.
+
+    timm initialises EfficientNet and MobileNet heads uniformly in [-1/sqrt(fan_out),
+    +1/sqrt(fan_out)], which for one output is [-1, 1]: over 1280 pooled features the first
+    logits have a spread of about 20, so sigmoid starts saturated (a first loss near 5) and a
+    short fine-tune ends with real images at 1e-5 or at 1.0 exactly, thresholds unable to
+    separate them. A zero head is the usual start for a new head on a pretrained network.
+    """
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear):
+        nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+    return model
+
+
 class BackboneClassifier(nn.Module):
     """Binary real/generated classifier on top of any timm backbone.
 
@@ -162,6 +179,7 @@ class BackboneClassifier(nn.Module):
         if _accepts_img_size(backbone):
             kwargs["img_size"] = input_size
         self.net, self.weights_source = create_timm_model(backbone, pretrained, **kwargs)
+        zero_head(self.net)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> logits (B,)."""
