@@ -237,6 +237,8 @@ def main() -> None:
                 "device": str(resolve_device(args.device)),
                 "torch_threads": torch.get_num_threads(),
                 "cpu_count": os.cpu_count(),
+                # Other processes on the same cores slow both sides of every ratio, unevenly.
+                "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
                 "machine": platform.machine(),
                 "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 "repeats": args.repeats,
