@@ -46,3 +46,11 @@ def test_decoding_without_copies_keeps_ids(tmp_path):
         _noise(48, 32).save(path, quality=90, exif=exif.tobytes())
         reference = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
         assert image_id(load_image(path)) == image_id(reference)
+
+
+def test_a_photo_larger_than_one_memory_block_hashes_its_bytes_in_order():
+    # Pillow stores large images in several blocks (16 MB by default); the id streams them and
+    # must still hash exactly tobytes(), row after row.
+    image = _noise(2100, 2100, seed=1)
+    expected = hashlib.sha256(b"2100x2100:" + image.tobytes()).hexdigest()[:32]
+    assert image_id(image) == expected
