@@ -125,7 +125,7 @@ class Detector:
     def preparer(self, tries: int | None = None) -> PrepareImage:
         """The picklable per-image step (for loader workers): image -> sample, with its
         content id only where the feature step needs one (``feature_cache`` set, or noise
-        seeded per image): hashing the pixels costs half a decode."""
+        seeded per image): hashing the pixels costs two thirds of a decode."""
         return self.method.prepare(
             self.config,
             tries=tries or self.config.default_tries,

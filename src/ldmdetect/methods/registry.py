@@ -121,8 +121,8 @@ class PrepareImage:
 
     Picklable, so loader workers run it; the id is taken from the pixels as decoded (after any
     robustness perturbation, before training augmentation), so it matches what ``extract``
-    cached for the same file. It hashes every decoded pixel (36 MB for a 12 Mpx photo, about
-    half as long as decoding the JPEG), so it is left out where no feature step reads it.
+    cached for the same file. It hashes every decoded pixel (36 MB for a 12 Mpx photo, two
+    thirds as long as decoding the JPEG), so it is left out where no feature step reads it.
     """
 
     transform: Transform
