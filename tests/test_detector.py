@@ -2,8 +2,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ldmdetect import methods
+from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector, DetectorLoadError
-from ldmdetect.io.images import ImageDecodeError, pil_to_tensor
+from ldmdetect.features.cache import FeatureCache
+from ldmdetect.io.identity import image_id
+from ldmdetect.io.images import ImageDecodeError, load_image, pil_to_tensor
 
 
 def test_save_and_load_give_identical_predictions(detector_dir, aligned_dir, tmp_path):
@@ -61,3 +65,24 @@ def test_unreachable_hub_id_is_a_load_error(source_error):
     with pytest.raises(DetectorLoadError) as info:
         Detector.from_pretrained("nobody/no-such-detector")
     assert "HF_HUB_OFFLINE" in source_error(info, "nobody/no-such-detector", local=False)
+
+
+def test_content_ids_are_computed_only_for_a_feature_cache(tmp_path):
+    # vfm-probe reads an id only to key its feature cache: a scan without one skips the hash
+    # of every decoded pixel, and one with it stores each image under its usual id.
+    config = DetectorConfig(
+        method="vfm-probe", backbone="timm:tf_efficientnet_lite0", input_size=32
+    )
+    detector = Detector(config, methods.get("vfm-probe").build_model(config), device="cpu")
+    paths = []
+    for i, size in enumerate([(40, 30), (30, 40)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((size[1], size[0], 3), 60 * i, dtype=np.uint8)).save(paths[-1])
+    image = load_image(paths[0])
+    assert "id" not in detector.prepare(image)
+    uncached = detector.predict(paths)
+
+    detector.feature_cache = FeatureCache(tmp_path / "cache", settings=detector.features.settings())
+    assert detector.prepare(image)["id"] == image_id(image)
+    np.testing.assert_allclose(detector.predict(paths), uncached, rtol=1e-6)
+    assert set(detector.feature_cache.keys()) == {image_id(load_image(p)) for p in paths}

@@ -123,8 +123,16 @@ class Detector:
         return contextlib.nullcontext()
 
     def preparer(self, tries: int | None = None) -> PrepareImage:
-        """The picklable per-image step (for loader workers): image -> sample."""
-        return self.method.prepare(self.config, tries=tries or self.config.default_tries)
+        """The picklable per-image step (for loader workers): image -> sample, with its
+        content id only where the feature step needs one (``feature_cache`` set, or noise
+        seeded per image): hashing the pixels costs two thirds of a decode."""
+        return self.method.prepare(
+            self.config,
+            tries=tries or self.config.default_tries,
+            content_id=self.method.needs_content_id(
+                self.config, cached=self.feature_cache is not None
+            ),
+        )
 
     def prepare(self, image: Image.Image, tries: int | None = None) -> Sample:
         """One RGB image -> its sample (crops and whatever else the method reads)."""

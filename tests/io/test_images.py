@@ -16,6 +16,7 @@ from ldmdetect.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
+    as_pil,
     as_unit_float,
     load_image,
     pil_to_tensor,
@@ -152,6 +153,103 @@ def test_exif_orientation_is_applied(tmp_path):
     assert loaded.size == (20, 40)
     top, bottom = np.array(loaded.getpixel((10, 5))), np.array(loaded.getpixel((10, 35)))
     assert np.abs(top - RED).max() < 10 and np.abs(bottom - BLUE).max() < 10
+
+
+# What each EXIF orientation asks a viewer to do to the stored pixels, written out in numpy
+# (rows, columns) terms from the EXIF 2.3 table, independently of Pillow's transpose names.
+_VIEWER = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirror left-right
+    3: lambda a: a[::-1, ::-1],  # rotate 180
+    4: lambda a: a[::-1, :],  # mirror top-bottom
+    5: lambda a: a.transpose(1, 0, 2),  # mirror along the main diagonal
+    6: lambda a: np.rot90(a, k=-1),  # rotate 90 clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # mirror along the anti-diagonal
+    8: lambda a: np.rot90(a, k=1),  # rotate 90 counter-clockwise
+}
+
+
+def _blocks(columns: int = 3, rows: int = 2, side: int = 16) -> np.ndarray:
+    """Stored pixels: a grid of flat, distinct colours (flat so JPEG keeps them)."""
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    grid = np.array(colours[: columns * rows], dtype=np.uint8).reshape(rows, columns, 3)
+    return grid.repeat(side, axis=0).repeat(side, axis=1)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_shown_as_a_viewer_shows_it(tmp_path, orientation):
+    stored = _blocks()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(stored).save(path, quality=95, exif=exif.tobytes())
+    expected = _VIEWER[orientation](stored)
+    loaded = np.asarray(load_image(path)).astype(int)
+    assert loaded.shape == expected.shape
+    # Block centres only: JPEG blurs the edges between colours.
+    centres = np.s_[8::16, 8::16]
+    assert np.abs(loaded[centres] - expected[centres]).max() < 12
+    if orientation != 1:  # the tag is spent: metadata saved with the image cannot turn it twice
+        assert 0x0112 not in load_image(path).getexif()
+
+
+def test_unknown_orientation_keeps_the_stored_pixels(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 9  # not in the EXIF table: says nothing about how to show the pixels
+    path = tmp_path / "o9.png"
+    Image.fromarray(_blocks()).save(path, exif=exif.tobytes())
+    assert np.array_equal(np.asarray(load_image(path)), _blocks())
+
+
+def _images_allocated(fn) -> int:
+    """How many images Pillow allocates while ``fn`` runs: a copy is one more."""
+    before = Image.core.get_stats()["new_count"]
+    fn()
+    return Image.core.get_stats()["new_count"] - before
+
+
+@pytest.mark.parametrize(("orientation", "turns"), [(None, 0), (1, 0), (6, 1)])
+def test_upright_rgb_is_decoded_once_and_not_copied(tmp_path, orientation, turns):
+    # 12 Mpx phone photos are 36 MB of pixels each; every copy of them costs as much time as a
+    # good part of the decode. Only a needed rotation may allocate beyond the decode itself.
+    path = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    _gradient(64, 48).save(path, quality=90, exif=exif.tobytes())
+
+    def decode_only():
+        with open(path, "rb") as handle:
+            Image.open(handle).load()
+
+    load_image(path)  # first use registers plugins
+    assert _images_allocated(lambda: load_image(path)) == _images_allocated(decode_only) + turns
+
+
+def test_loaded_image_is_detached_from_its_file(tmp_path):
+    # No copy is made, but callers still get a plain image: no file to seek, no format.
+    path = tmp_path / "photo.jpg"
+    _gradient().save(path, quality=90)
+    loaded = load_image(path)
+    assert type(loaded) is Image.Image
+    assert loaded.format is None
+    assert np.array_equal(np.asarray(loaded), np.asarray(Image.open(path).convert("RGB")))
+
+
+def test_as_pil_passes_rgb_images_through_and_converts_the_rest():
+    rgb = _gradient()
+    assert as_pil(rgb) is rgb
+    gray = rgb.convert("L")
+    assert as_pil(gray).mode == "RGB"
+    assert np.array_equal(np.asarray(as_pil(gray))[..., 0], np.asarray(gray))
+
+
+def test_tiff_orientation_is_applied(tmp_path):
+    path = tmp_path / "rotated.tif"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_blocks()).save(path, exif=exif.tobytes())
+    assert np.array_equal(np.asarray(load_image(path)), _VIEWER[6](_blocks()))
 
 
 def test_gif_first_frame_is_used(tmp_path):

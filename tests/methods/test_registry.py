@@ -4,9 +4,11 @@ from PIL import Image
 
 from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
+from ldmdetect.features.cache import FeatureCache
+from ldmdetect.io.identity import image_id
 from ldmdetect.io.images import pil_to_uint8, uint8_to_pil
 from ldmdetect.methods.ae import AEReconstruction
-from ldmdetect.methods.registry import register_method, view_windows
+from ldmdetect.methods.registry import FeatureStep, register_method, view_windows
 
 
 def test_get_returns_the_registered_method():
@@ -61,8 +63,9 @@ def test_uint8_conversions_are_exact_inverses():
 
 def test_samples_carry_a_content_id_and_the_prompt(tmp_path):
     config = DetectorConfig(input_size=16, feature={"prompt_template": "a photo of a {class}"})
-    prepare = methods.get("ae").prepare(config)
+    prepare = methods.get("ae").prepare(config, content_id=True)
     image = _gradient(40, 30)
+    assert prepare(image)["id"] == image_id(image)
     # The id hashes pixels: the same picture under two names shares it; other pixels do not.
     assert prepare(image)["id"] == prepare(image.copy())["id"]
     assert prepare(image)["id"] != prepare(_gradient(41, 30))["id"]
@@ -87,3 +90,58 @@ def test_view_windows_cut_and_flip_each_views_window_image_major():
     coarse = view_windows(maps, batch, 2, factor=2)
     torch.testing.assert_close(coarse[1], maps[0, :, 2:4, 1:3].flip(-1))
     torch.testing.assert_close(coarse[2], maps[1, :, 1:3, 2:4])
+
+
+@pytest.mark.parametrize(
+    ("name", "feature", "uncached", "cached"),
+    [
+        ("ae", {}, False, False),  # pixels only: nothing reads an id
+        ("vfm-probe", {}, False, True),  # an id only keys the cache
+        ("dire", {}, False, True),
+        ("fakeinversion", {}, False, True),
+        ("lare2", {}, True, True),  # the UNet's noise is seeded by the id
+        ("lare2", {"guidance": "none"}, False, False),  # no feature step at all
+        ("aeroblade", {}, True, True),  # the autoencoders' noise is seeded by the id
+    ],
+)
+def test_content_id_only_where_a_feature_step_reads_it(name, feature, uncached, cached):
+    method = methods.get(name)
+    config = DetectorConfig(method=name, feature=feature)
+    assert method.needs_content_id(config, cached=False) is uncached
+    assert method.needs_content_id(config, cached=True) is cached
+    # With no say, a sample carries what a cached run (extraction, training) needs.
+    sample = method.prepare(config)(_gradient(96, 96))
+    assert ("id" in sample) is cached
+
+
+def test_pixel_only_samples_skip_the_hash():
+    sample = methods.get("ae").prepare(DetectorConfig(input_size=16))(_gradient(40, 30))
+    assert set(sample) == {"crops", "prompt"}
+
+
+class _MeanColour(FeatureStep):
+    """A feature step small enough to write out: each image's mean colour."""
+
+    keys = ("mean",)
+
+    def settings(self) -> dict:
+        return {"feature": "mean colour"}
+
+    def __call__(self, batch):
+        return {"mean": batch["crops"].float().mean(dim=(1, 3, 4))}
+
+
+def test_features_without_ids_are_computed_but_never_cached(tmp_path):
+    images = [_gradient(40, 30), _gradient(30, 40)]
+    config = DetectorConfig(input_size=16)
+    ae = methods.get("ae")
+    with_ids = ae.collate([ae.prepare(config, content_id=True)(i) for i in images])
+    without = ae.collate([ae.prepare(config, content_id=False)(i) for i in images])
+    step = _MeanColour()
+    expected = step.add_to(with_ids)["mean"]
+    assert torch.equal(step.add_to(without)["mean"], expected)
+    cache = FeatureCache(tmp_path / "cache", settings=step.settings())
+    with pytest.raises(ValueError, match="no content id"):
+        step.add_to(without, cache)
+    assert torch.equal(step.add_to(with_ids, cache)["mean"], expected)
+    assert set(cache.keys()) == {image_id(i) for i in images}

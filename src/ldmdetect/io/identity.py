@@ -11,10 +11,32 @@ import hashlib
 
 from PIL import Image
 
+# Bytes per chunk handed from the encoder to the hash: small enough to stay in cache. Pillow's
+# raw encoder needs room for one row of up to 4 bytes per pixel (as ``tobytes`` allows).
+_CHUNK = 1 << 16
+
 
 def image_id(image: Image.Image) -> str:
-    """32 hex digits of SHA-256 over the RGB pixels and the size."""
+    """32 hex digits of SHA-256 over the size and the RGB pixels (the bytes of ``tobytes()``).
+
+    The bytes are streamed from Pillow's raw encoder into the hash, chunk by chunk, instead of
+    being gathered first: ``tobytes()`` on a 12 Mpx photo builds a 36 MB copy and takes twice
+    as long as hashing it.
+    """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
+    rgb.load()
+    if rgb.width and rgb.height:
+        # The encoder ``tobytes`` itself uses (Pillow has no public streaming form of it).
+        encoder = Image._getencoder("RGB", "raw", "RGB")
+        try:
+            encoder.setimage(rgb.im, (0, 0, rgb.width, rgb.height))
+            status = 0
+            while not status:
+                _, status, chunk = encoder.encode(max(_CHUNK, rgb.width * 4))
+                digest.update(chunk)
+        finally:
+            encoder.cleanup()
+        if status < 0:
+            raise RuntimeError(f"Pillow's raw encoder failed ({status}) on a {rgb.size} image")
     return digest.hexdigest()[:32]

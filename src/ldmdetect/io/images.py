@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ldmdetect.io.files import atomic_path
 
@@ -147,7 +147,7 @@ def _describe_decode_failure(exc: BaseException) -> str:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Normalise any decoded mode to 8-bit RGB."""
+    """Normalise any decoded mode to 8-bit RGB; an RGB image is returned as it is (no copy)."""
     if image.mode in _SIXTEEN_BIT_MODES:
         # Pillow's own I;16 -> L conversion clips at 255 instead of scaling, which turns most of a
         # 16-bit image white. Scale 0..65535 to 0..255 with rounding.
@@ -161,7 +161,27 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+    # convert() to the same mode copies every pixel (36 MB for a 12 Mpx photo).
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# EXIF orientations 2-8 flip and/or rotate; 1 is upright, and other values mean nothing.
+_TURNED_ORIENTATIONS = frozenset(range(2, 9))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` as a viewer shows it: transposed where its EXIF orientation asks, else the
+    same object. ``ImageOps.exif_transpose`` copies every pixel even when there is nothing
+    to turn, so it is called only when there is."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation not in _TURNED_ORIENTATIONS:
+            return image
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        # Broken EXIF is common in the wild and says nothing about the pixels; keep them as
+        # stored rather than refusing an otherwise good image.
+        return image
 
 
 def _decode(stream: BinaryIO, label: str, max_pixels: int | None) -> Image.Image:
@@ -195,12 +215,11 @@ def _decode(stream: BinaryIO, label: str, max_pixels: int | None) -> Image.Image
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
             raise ImageDecodeError(label, _describe_decode_failure(exc)) from None
 
-        try:
-            oriented = ImageOps.exif_transpose(opened)
-        except Exception:
-            # Broken EXIF is common in the wild and says nothing about the pixels; keep them as
-            # stored rather than refusing an otherwise good image.
-            oriented = opened
+        oriented = _upright(opened)  # read from the file object: TIFF keeps its tags there
+        if oriented is opened:
+            # A plain image on the decoded pixels, not a copy of them, detached from the file
+            # about to close: what callers got when this was a copy (no seek, no format).
+            oriented = opened._new(opened.im)
         try:
             return _to_rgb(oriented)
         except (OSError, ValueError) as exc:
@@ -280,9 +299,10 @@ ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 
 def as_pil(image: ImageInput) -> Image.Image:
     """An RGB PIL image from a file path (safely decoded), a PIL image or a CHW [0, 1] tensor:
-    the inputs ``Detector.predict`` and friends accept."""
+    the inputs ``Detector.predict`` and friends accept. An RGB image is returned as it is:
+    nothing downstream draws on it, and a copy of a phone photo is 36 MB."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, torch.Tensor):
         return tensor_to_pil(image)
     return load_image(image)

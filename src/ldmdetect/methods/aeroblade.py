@@ -172,6 +172,10 @@ class Aeroblade(Method):
             )
         return AerobladeTransform(config.input_size, grid)
 
+    def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
+        # The autoencoders' sampling noise is seeded by the image's id, cache or not.
+        return True
+
     def build_features(
         self,
         config: DetectorConfig,

@@ -183,6 +183,10 @@ class LaRE2(Method):
             lare.image_size, crop, factor, tries, config.try_seed, augment is not None
         )
 
+    def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
+        # The UNet's noise is seeded by the image's id, cache or not; unguided has no step.
+        return not _unguided(config.feature)
+
     def build_features(
         self,
         config: DetectorConfig,

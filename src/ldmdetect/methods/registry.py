@@ -43,7 +43,8 @@ from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
 
 # One image's model input: tensors with a leading views dimension (T, ...) for per-view data
-# (crops), or per-image tensors (a resized whole image); plus "id" and "prompt" strings.
+# (crops), or per-image tensors (a resized whole image); plus the "prompt" string and, where
+# a feature step reads it (see ``Method.needs_content_id``), the "id" string.
 Sample = dict[str, Any]
 Batch = dict[str, Any]
 # picklable: (decoded RGB image, rng or None) -> sample. rng None = inference (deterministic).
@@ -69,6 +70,15 @@ class FeatureStep(ABC):
     ) -> Batch:
         """``batch`` with this step's features added: read from ``cache`` by image id where
         present, computed (in one call) for the rest and written back to ``cache``."""
+        if "id" not in batch:
+            if cache is not None:
+                raise ValueError(
+                    "these samples carry no content id, which a feature cache needs: prepare "
+                    "them with content_id=True (Detector.preparer does when its feature_cache "
+                    "is set)"
+                )
+            computed = self(batch)
+            return {**batch, **{k: computed[k].to(device or "cpu") for k in self.keys}}
         ids: list[str] = batch["id"]
         missing = [i for i, key in enumerate(ids) if cache is None or key not in cache]
         rows: dict[int, dict[str, torch.Tensor]] = {}
@@ -107,15 +117,18 @@ class GeneratorFeatureStep(FeatureStep):
 
 @dataclass(frozen=True)
 class PrepareImage:
-    """A method's transform plus what every sample carries: its content id and its prompt.
+    """A method's transform plus what every sample carries: its prompt and, with
+    ``content_id``, its content id.
 
     Picklable, so loader workers run it; the id is taken from the pixels as decoded (after any
     robustness perturbation, before training augmentation), so it matches what ``extract``
-    cached for the same file.
+    cached for the same file. It hashes every decoded pixel (36 MB for a 12 Mpx photo, two
+    thirds as long as decoding the JPEG), so it is left out where no feature step reads it.
     """
 
     transform: Transform
     prompt_template: str | None = None
+    content_id: bool = True
 
     def __call__(
         self,
@@ -126,7 +139,8 @@ class PrepareImage:
         rng: np.random.Generator | None = None,
     ) -> Sample:
         sample = self.transform(image, rng)
-        sample["id"] = image_id(image)
+        if self.content_id:
+            sample["id"] = image_id(image)
         sample["prompt"] = resolve_prompt(path, self.prompt_template, class_name)
         return sample
 
@@ -168,13 +182,30 @@ class Method(ABC):
         """The picklable CPU step: decoded image -> sample (see :data:`Sample`)."""
 
     def prepare(
-        self, config: DetectorConfig, *, tries: int = 1, augment: Any = None
+        self,
+        config: DetectorConfig,
+        *,
+        tries: int = 1,
+        augment: Any = None,
+        content_id: bool | None = None,
     ) -> PrepareImage:
-        """:meth:`transform` wrapped to add each sample's id and prompt."""
+        """:meth:`transform` wrapped to add each sample's prompt and, where ``content_id``,
+        its content id. None: whatever a run with a feature cache needs
+        (:meth:`needs_content_id` with ``cached=True``), as extraction and training may cache.
+        """
+        if content_id is None:
+            content_id = self.needs_content_id(config, cached=True)
         return PrepareImage(
             self.transform(config, tries=tries, augment=augment),
             config.feature.get("prompt_template"),
+            content_id,
         )
+
+    def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
+        """Whether samples must carry their content id: the key of a feature cache (when
+        ``cached``), and of per-image noise for feature steps that seed it by image (those
+        methods override this to say so). Methods that read pixels only never need it."""
+        return cached and type(self).build_features is not Method.build_features
 
     def build_features(
         self,
