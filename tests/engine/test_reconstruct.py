@@ -170,3 +170,55 @@ def test_aligned_pairs_through_a_flux_autoencoder(tmp_path, tiny_family_dir, pho
     real, fake = np.asarray(Image.open(pair.real)), np.asarray(Image.open(pair.reconstructed))
     assert real.shape == fake.shape == (32, 32, 3)
     assert not np.array_equal(real, fake)
+
+
+def test_crops_at_several_scales_and_frequency_aligned_jpeg_pairs(tmp_path, vae):
+    from ldmdetect.io.jpeg import read_jpeg_settings, reencode_like
+    from ldmdetect.io.samples import sample_photos
+
+    photo = Image.open(dict(sample_photos())["chelsea"]).convert("RGB")  # 451 x 300
+    source = tmp_path / "photos" / "cat.jpg"
+    source.parent.mkdir()
+    photo.save(source, quality=70)
+    out = tmp_path / "data"
+    config = ReconstructConfig(crop_size=64, crops_per_image=2, scales=(1.0, 0.5), align_jpeg=True)
+    build_aligned_dataset([source.parent], out, autoencoder=vae, config=config, device="cpu")
+    rows = [r for r in csv.DictReader((out / "manifest.csv").open()) if r["label"] == "real"]
+    assert sorted(r["pair_id"] for r in rows) == [
+        "cat_c000",
+        "cat_c001",
+        "cat_x0.5_c000",
+        "cat_x0.5_c001",
+    ]
+    assert {r["scale"] for r in rows} == {"1", "0.5"} and {r["jpeg_quality"] for r in rows} == {
+        "70"
+    }
+    settings = read_jpeg_settings(source)
+    decoded = Image.open(source).convert("RGB")
+    half = decoded.resize((226, 150), Image.Resampling.LANCZOS)
+    for row in rows:
+        box = tuple(int(row[k]) for k in ("left", "top", "right", "bottom"))
+        native = row["scale"] == "1"
+        if native:  # cut on the JPEG's 16-pixel grid, so both members share its blocks
+            assert box[0] % 16 == 0 and box[1] % 16 == 0
+        real = Image.open(out / row["path"])
+        expected = (decoded if native else half).crop(box)
+        np.testing.assert_array_equal(np.asarray(real), np.asarray(expected))
+        # The reconstruction went through the real's own quantisation tables: coding it again
+        # with them changes it little, unlike the raw decoder output would.
+        fake = Image.open(out / "reconstructed" / f"{row['pair_id']}.png")
+        again = np.asarray(reencode_like(fake, settings), dtype=float)
+        assert np.abs(again - np.asarray(fake, dtype=float)).mean() < 1.5
+    unaligned = tmp_path / "plain"
+    plain = ReconstructConfig(crop_size=64, crops_per_image=2, scales=(1.0, 0.5))
+    build_aligned_dataset([source.parent], unaligned, autoencoder=vae, config=plain, device="cpu")
+    fake = Image.open(unaligned / "reconstructed" / "cat_c000.png")
+    again = np.asarray(reencode_like(fake, settings), dtype=float)
+    assert np.abs(again - np.asarray(fake, dtype=float)).mean() > 1.5
+
+
+def test_scales_outside_the_unit_interval_are_refused():
+    with pytest.raises(ValueError, match="scales"):
+        ReconstructConfig(scales=(2.0,))
+    with pytest.raises(ValueError, match="scales"):
+        ReconstructConfig(scales=())
