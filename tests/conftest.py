@@ -72,6 +72,22 @@ def tiny_family_dir(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline_dir:
     return get
 
 
+@pytest.fixture(scope="session")
+def family_components(tiny_family_dir):
+    """``family_components(family)``: the tiny ``family`` pipeline's components, loaded once
+    per test session through the project's loader. Read-only."""
+    from ldmdetect.generative.components import load_sd_components
+
+    loaded = {}
+
+    def get(family: str):
+        if family not in loaded:
+            loaded[family] = load_sd_components(tiny_family_dir(family), device="cpu")
+        return loaded[family]
+
+    return get
+
+
 TEST_BACKBONE = "mobilenetv3_small_050"  # small timm CNN: fast on 2 CPU cores
 
 

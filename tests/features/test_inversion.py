@@ -168,18 +168,6 @@ def test_inversion_latents_follow_the_one_scaling_convention(shift):
     torch.testing.assert_close(decoded, reconstruction.decode_latents(vae, z0), rtol=0, atol=0)
 
 
-@pytest.fixture(scope="module")
-def family_components(tiny_family_dir):
-    loaded = {}
-
-    def get(family):
-        if family not in loaded:
-            loaded[family] = load_sd_components(tiny_family_dir(family), device="cpu")
-        return loaded[family]
-
-    return get
-
-
 @pytest.mark.parametrize(("family", "guidance"), [("sdxl", 1.0), ("sd3", 2.0), ("flux", 1.0)])
 def test_every_family_inverts_and_regenerates(family, guidance, family_components):
     components = family_components(family)

@@ -208,18 +208,6 @@ def test_bad_inputs_are_refused(components, images):
     assert lare_maps(images[:0], [], [], components, CONFIG).shape == (0, 4, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def family_components(tiny_family_dir):
-    loaded = {}
-
-    def get(family):
-        if family not in loaded:
-            loaded[family] = load_sd_components(tiny_family_dir(family), device="cpu")
-        return loaded[family]
-
-    return get
-
-
 @pytest.mark.parametrize(("family", "channels"), [("sdxl", 4), ("sd3", 16), ("flux", 16)])
 def test_every_family_gives_maps_of_its_latent_channels(family, channels, family_components):
     components = family_components(family)

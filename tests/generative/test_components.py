@@ -144,18 +144,6 @@ FAMILY_CLASSES = {
 }
 
 
-@pytest.fixture(scope="module")
-def family_components(tiny_family_dir):
-    loaded = {}
-
-    def get(family):
-        if family not in loaded:
-            loaded[family] = load_sd_components(tiny_family_dir(family), device="cpu")
-        return loaded[family]
-
-    return get
-
-
 @pytest.mark.parametrize("family", list(FAMILY_CLASSES))
 def test_every_family_loads_its_classes_through_the_one_loader(family, family_components):
     components = family_components(family)
