@@ -176,15 +176,16 @@ def _score_point(
         n_boot=200,
     )
     point: dict[str, Any] = {}
-    for test_set, metrics in evaluation.result["generators"].items():
+    clean, *perturbed = evaluation.conditions()
+    for test_set, metrics in clean.generators.items():
         point[test_set] = {m: round(metrics[m], 4) for m in METRICS}
-        intervals = evaluation.result["intervals"]["generators"][test_set]
+        intervals = clean.intervals["generators"][test_set]
         for metric, key in (("auc", "auc_ci95"), ("tpr@fpr=0.01", "tpr_ci95")):
             point[test_set][key] = [round(x, 4) for x in intervals[metric]]
-    for name, condition in evaluation.result["robustness"].items():
-        point[name] = {
+    for condition in perturbed:
+        point[condition.name.removesuffix(", 1-try")] = {
             test_set: {m: round(metrics[m], 4) for m in METRICS}
-            for test_set, metrics in condition["generators"].items()
+            for test_set, metrics in condition.generators.items()
         }
     return point
 

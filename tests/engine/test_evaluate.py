@@ -57,6 +57,18 @@ def test_report_structure_and_files(detector, eval_dirs, tmp_path):
             assert lo <= condition["mean"][key] <= hi
     lo, hi = result["intervals"]["generators"]["tiny-vae"]["auc"]
     assert f"{metrics['auc']:.4f} [{lo:.4f}, {hi:.4f}]" in report
+    # The typed view callers read: every condition once, in report order, same numbers.
+    conditions = evaluation.conditions()
+    assert [c.name for c in conditions] == [
+        "1-try",
+        "10-try",
+        "jpeg:75, 1-try",
+        "resize:0.5+jpeg:90, 1-try",
+        "format control jpeg:90",
+    ]
+    assert [c.kind for c in conditions] == ["tries"] * 2 + ["robustness"] * 2 + ["format_control"]
+    assert conditions[0].generators["tiny-vae"]["auc"] == pytest.approx(metrics["auc"])
+    assert conditions[-1].mean == pytest.approx(result["format_control"]["mean"])
 
 
 def test_intervals_are_seeded_and_optional(detector, eval_dirs):

@@ -800,15 +800,9 @@ def summary_table(
     rows: dict[str, dict[str, float]] = {}
     for name, evaluation in evaluations.items():
         method = (labels or {}).get(name, name)
-        res = evaluation.result
-        conditions = [(f"{t}-try", cond) for t, cond in res["tries"].items()]
-        conditions += [(f"{p}, 1-try", cond) for p, cond in res["robustness"].items()]
-        if res["format_control"]:
-            q = res["format_control"]["quality"]
-            conditions.append((f"format control jpeg:{q}", res["format_control"]))
-        for label, cond in conditions:
-            for test_set, metrics in cond["generators"].items():
+        for condition in evaluation.conditions():
+            for test_set, metrics in condition.generators.items():
                 row = {k: metrics[k] for k in SUMMARY_COLUMNS[:3]}
-                row["seconds_per_image"] = cond["seconds_per_image"]
-                rows[f"{method} / {test_set} / {label}"] = row
+                row["seconds_per_image"] = condition.seconds_per_image
+                rows[f"{method} / {test_set} / {condition.name}"] = row
     return rows

@@ -26,6 +26,19 @@ from ldmdetect.io.datasets import find_images
 from ldmdetect.io.perturb import Perturbation, parse_perturbation
 
 
+@dataclass(frozen=True)
+class Condition:
+    """One way an evaluation scored the images: clean with N tries, under a perturbation, or
+    the format control. ``generators`` holds the metrics per test set, ``mean`` their mean."""
+
+    name: str  # "1-try", "jpeg:75, 1-try", "format control jpeg:90"
+    kind: str  # "tries", "robustness" or "format_control"
+    generators: dict[str, dict[str, float]]
+    mean: dict[str, float]
+    intervals: dict | None
+    seconds_per_image: float
+
+
 @dataclass
 class Evaluation:
     """``result`` is what metrics.json holds; ``scores`` the clean scores for plots."""
@@ -33,6 +46,27 @@ class Evaluation:
     result: dict
     scores: dict
     files: dict[str, Path] = field(default_factory=dict)
+
+    def conditions(self) -> list[Condition]:
+        """Every scoring condition in report order: tries, then perturbations (1 try, as the
+        headline), then the format control. Callers read these instead of walking the dict."""
+        res = self.result
+        named = [(f"{t}-try", "tries", c) for t, c in res["tries"].items()]
+        named += [(f"{p}, 1-try", "robustness", c) for p, c in res["robustness"].items()]
+        if res.get("format_control"):
+            control = res["format_control"]
+            named.append((f"format control jpeg:{control['quality']}", "format_control", control))
+        return [
+            Condition(
+                name,
+                kind,
+                cond["generators"],
+                cond["mean"],
+                cond.get("intervals"),
+                cond["seconds_per_image"],
+            )
+            for name, kind, cond in named
+        ]
 
 
 def generator_sets(fake_dirs: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
