@@ -152,10 +152,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ablate-alignment", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--work", type=Path, default=Path("runs/real_photo_fpr"))
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     detectors: dict[str, Path] = {}
     if args.demo is not None:
