@@ -166,9 +166,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.demo is not None:
         detectors |= {d.name: d for d in sorted((args.demo / "detectors").iterdir())}
     detectors |= {d.name: d for d in args.detector}
+    generated_dir = args.generated or (args.demo / "data" / "generated" if args.demo else None)
     if args.ablate_alignment:
         detectors |= train_alignment_pair(args.work / "ablation", args.seed)
-    generated_dir = args.generated or (args.demo / "data" / "generated" if args.demo else None)
+        # Both runs generate the same images (same seed); score against them if none given.
+        generated_dir = generated_dir or args.work / "ablation" / "aligned" / "data" / "generated"
     generated = find_images([generated_dir]) if generated_dir else []
     crops = {
         c: write_crops(args.photos, args.work / "crops", args.per_photo, c) for c in CONDITIONS
