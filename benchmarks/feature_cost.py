@@ -28,7 +28,8 @@ is in its ``size_means``):
   method's models were built (weights + activations); CPU, the peak resident set size
   (``VmHWM``, reset through ``/proc/self/clear_refs``) above the RSS before the models were
   built, ``ru_maxrss`` where that cannot be reset.
-- on CUDA, model-FLOP utilisation per stage: achieved FLOP/s over the GPU's dense bf16 peak.
+- on CUDA, model-FLOP utilisation per stage: achieved FLOP/s over the GPU's dense bf16 peak
+  (H100, H200 and A100 by name; another GPU's from ``$LDMDETECT_PEAK_BF16_FLOPS``).
 
 On CUDA the generator components run in bf16 (as ``ldmdetect`` loads them), classifiers in
 fp32 under bf16 autocast (as ``Detector`` scores), convolutional models channels-last,
@@ -49,7 +50,7 @@ import resource
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,15 +161,29 @@ PEAK_BF16_FLOPS_EXACT: dict[str, float] = {"H100 PCIe": 756e12, "H100 NVL": 835e
 SIZES = (256, 512)
 
 
-def peak_bf16_flops(device_name: str) -> float | None:
-    """The GPU's dense bf16 peak from its name, None when unknown (no MFU then)."""
+# For a GPU the table does not know: its dense bf16 peak in FLOP/s, e.g. 362e12 (L40S).
+PEAK_ENV = "LDMDETECT_PEAK_BF16_FLOPS"
+
+
+def peak_bf16_flops(device_name: str, environ: Mapping[str, str] = os.environ) -> float | None:
+    """The GPU's dense bf16 peak from its name, else from ``$LDMDETECT_PEAK_BF16_FLOPS``;
+    None when neither knows it (no MFU then)."""
     for key, value in PEAK_BF16_FLOPS_EXACT.items():
         if key in device_name:
             return value
     for key, value in PEAK_BF16_FLOPS.items():
         if key in device_name:
             return value
-    return None
+    stated = environ.get(PEAK_ENV, "").strip()
+    if not stated:
+        return None
+    try:
+        peak = float(stated)
+    except ValueError:
+        peak = math.nan
+    if not math.isfinite(peak) or peak <= 0:
+        raise SystemExit(f"{PEAK_ENV}={stated!r}: expected a positive FLOP/s figure, e.g. 362e12")
+    return peak
 
 
 # --------------------------------------------------------------------------------------------

@@ -89,7 +89,13 @@ def test_peak_flops_table(cost: ModuleType) -> None:
     assert cost.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
     assert cost.peak_bf16_flops("NVIDIA H200") == 989.4e12
     assert cost.peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
-    assert cost.peak_bf16_flops("Tesla T4") is None
+    assert cost.peak_bf16_flops("Tesla T4", environ={}) is None
+    # A GPU the table does not know takes its peak from the environment; the table wins.
+    stated = {cost.PEAK_ENV: "362e12"}
+    assert cost.peak_bf16_flops("NVIDIA L40S", environ=stated) == 362e12
+    assert cost.peak_bf16_flops("NVIDIA H200", environ=stated) == 989.4e12
+    with pytest.raises(SystemExit, match="LDMDETECT_PEAK_BF16_FLOPS='fast'"):
+        cost.peak_bf16_flops("NVIDIA L40S", environ={cost.PEAK_ENV: "fast"})
 
 
 @pytest.fixture

@@ -150,3 +150,41 @@ def test_folders_flagged_far_above_the_calibrated_fpr_are_warned_about():
     assert len(warnings) == 1 and warnings[0].startswith("phones: 12 of 40 files (30%)")
     assert "ldmdetect calibrate" in warnings[0]
     assert calibration_warnings(scanned, config, None) == []
+
+
+def test_scan_output_helpers_journal_missing_rows_csv_and_summary(tmp_path):
+    from io import StringIO
+
+    from ldmdetect.engine.scan import (
+        ScanRow,
+        journal_path,
+        missing_rows,
+        scan_summary,
+        write_csv,
+    )
+
+    assert journal_path(None) is None
+    assert journal_path(tmp_path / "out.csv") == tmp_path / "out.csv.partial"
+    gone = missing_rows([tmp_path / "gone.png"])
+    assert gone == [ScanRow(str(tmp_path / "gone.png"), None, "", "", "no such file or directory")]
+    rows = [
+        ScanRow("a/1.png", 0.9, "generated", "fpr_0.01", "", "generated"),
+        ScanRow("a/2.png", 0.4, "real", "fpr_0.01", "", "uncertain"),
+        ScanRow("a/3.png", 0.1, "real", "fpr_0.01", "", "real"),
+        *gone,
+    ]
+    text = StringIO()
+    write_csv(rows, text)
+    table = list(csv.DictReader(StringIO(text.getvalue())))
+    assert [r["path"] for r in table] == [r.path for r in rows]
+    assert table[-1]["error"] == "no such file or directory" and table[-1]["score"] == ""
+    empty = StringIO()
+    write_csv([], empty)
+    assert empty.getvalue().strip() == "path"
+    assert scan_summary(rows, 0.01) == (
+        "4 files, 1 flagged as generated (33.3%) at FPR 0.01, 1 uncertain, 1 failed"
+    )
+    assert scan_summary(rows[:1], None, tmp_path / "o.csv") == (
+        f"1 files, 1 flagged as generated (100.0%) at the raw 0.5 rule, 0 uncertain, 0 failed "
+        f"-> {tmp_path / 'o.csv'}"
+    )

@@ -127,6 +127,9 @@ class DemoConfig:
     dire_epochs: int = 6
     seed: int = 0
     num_workers: int = 0
+    # Where the models run: the published figures are the CPU's; "cuda" (or "auto") runs the
+    # same recipes on a GPU.
+    device: str = "cpu"
     # Real photographs from sources the bundled photos are not (native-resolution crops that
     # ship with the package, split by source: ldmdetect.io.photo_corpus). ae also trains on
     # the train split's crops; every method's thresholds are calibrated on the calibration
@@ -252,7 +255,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
                 scales=cfg.ae_scales if training else (1.0,),
                 align_jpeg=cfg.align_jpeg and training,
             ),
-            device="cpu",
+            device=cfg.device,
             num_workers=cfg.num_workers,
             progress=progress,
         )
@@ -274,7 +277,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
 
     log(f"[3/6] generate {cfg.generated_images} images from unseen prompts and seeds")
     generated = out / "data" / "generated"
-    pipe = load_pipeline(pipeline, device="cpu")
+    pipe = load_pipeline(pipeline, device=cfg.device)
     prompts = [UNSEEN_PROMPTS[i % len(UNSEEN_PROMPTS)] for i in range(cfg.generated_images)]
     seeds = [SEED_OFFSET + cfg.seed * 1000 + i for i in range(cfg.generated_images)]
     write_generated(
@@ -314,7 +317,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
                 detector_dirs[name],
                 [reals.root],
                 detector_dirs[name],
-                device="cpu",
+                device=cfg.device,
                 num_workers=cfg.num_workers,
             )
         step(f"train_{name}")
@@ -322,7 +325,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
             f"[5/6] evaluate '{name}': held-out reals vs. held-out reconstructions and "
             "generated images, 1-try and 10-try"
         )
-        detector = Detector.from_pretrained(detector_dirs[name], device="cpu")
+        detector = Detector.from_pretrained(detector_dirs[name], device=cfg.device)
         if detector.features is not None:
             # Clean and 10-try conditions share pixels, so their features are computed once.
             detector.feature_cache = FeatureCache(
@@ -358,7 +361,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
     for f in samples:
         shutil.copyfile(f, scan_dir / f"{f.parent.name}-{f.name}")
     (scan_dir / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    first = Detector.from_pretrained(next(iter(detector_dirs.values())), device="cpu")
+    first = Detector.from_pretrained(next(iter(detector_dirs.values())), device=cfg.device)
     # At the 1% threshold where the calibration resolved it (the photo crops do), else the
     # raw 0.5 rule: a few validation reals resolve no threshold.
     fpr = 0.01 if "fpr_0.01" in first.config.resolved_fprs() else None
@@ -521,14 +524,14 @@ class _Run:
 
 
 def _train_config(cfg: DemoConfig, **fields: Any) -> TrainConfig:
-    """A recipe's TrainConfig: the demo's batch size, seed, workers and CPU device, and a 20%
+    """A recipe's TrainConfig: the demo's batch size, seed, workers and device, and a 20%
     validation split (which also calibrates the thresholds) unless the recipe says otherwise."""
     fields.setdefault("val_fraction", 0.2)
     return TrainConfig(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         num_workers=cfg.num_workers,
-        device="cpu",
+        device=cfg.device,
         # The demo's Lite0 towers train 1.7x faster in channels-last on a CPU (TrainConfig).
         channels_last=True,
         **fields,
@@ -590,7 +593,7 @@ def _real_vs_generated(run: _Run) -> Path:
     prompts = training_prompts(run.pipeline, run.splits["train"])
     count = cfg.lare_train_generated
     write_generated(
-        load_pipeline(run.pipeline, device="cpu"),
+        load_pipeline(run.pipeline, device=cfg.device),
         [prompts[i % len(prompts)] for i in range(count)],
         [TRAIN_SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
         data / "generated",

@@ -14,9 +14,10 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -304,3 +305,47 @@ def write_rows(rows: Sequence[ScanRow], output: str | os.PathLike) -> Path:
     writer.writeheader()
     writer.writerows(asdict(r) for r in rows)
     return atomic_write_text(output, text.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# A scan's output, as the command line and scripts write it
+
+
+def journal_path(output: str | os.PathLike | None) -> Path | None:
+    """Where a scan that writes ``output`` journals its finished batches: ``OUTPUT.partial``
+    beside it, so that rerunning an interrupted scan finds it. None for rows going to a stream,
+    which an interruption loses anyway."""
+    if output is None:
+        return None
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
+def missing_rows(paths: Iterable[str | os.PathLike]) -> list[ScanRow]:
+    """A failed row for each path that does not exist: a scan names it like an undecodable
+    file instead of stopping at it."""
+    return [ScanRow(str(path), None, "", "", "no such file or directory") for path in paths]
+
+
+def write_csv(rows: Sequence[ScanRow], stream: TextIO) -> None:
+    """Scan rows as CSV to a text stream (standard output); just a ``path`` header when
+    there are none."""
+    fields = list(ScanRow.__dataclass_fields__) if rows else ["path"]
+    writer = csv.DictWriter(stream, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in rows)
+
+
+def scan_summary(rows: Sequence[ScanRow], fpr: float | None, output: Path | None = None) -> str:
+    """One line: files, the share flagged at the threshold used, uncertain and failed ones,
+    and where the rows went."""
+    scored = [r for r in rows if r.score is not None]
+    flagged = sum(r.label == "generated" for r in scored)
+    uncertain = sum(r.verdict == "uncertain" for r in scored)
+    share = f" ({flagged / len(scored):.1%})" if scored else ""
+    target = f" at FPR {fpr:g}" if fpr is not None else " at the raw 0.5 rule"
+    return (
+        f"{len(rows)} files, {flagged} flagged as generated{share}{target}, {uncertain} "
+        f"uncertain, {sum(bool(r.error) for r in rows)} failed"
+        + (f" -> {output}" if output is not None else "")
+    )
