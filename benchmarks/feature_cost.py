@@ -6,12 +6,16 @@ classifier), each on a full-size architecture written out below from the publish
 (SD v1.5 / 2.x VAE and UNet, Kandinsky 2.1's MoVQ, ADM-256, BLIP-2 OPT-2.7b, CLIP RN50,
 ResNet-50, ConvNeXt-L, DINOv2 ViT-L/14, LPIPS VGG16) with random weights: cost depends on
 the architecture only, so nothing is downloaded. A method registered without a spec stops the
-benchmark with its name, so every new method must add one.
+benchmark with its name, so every new method must add one. The generator-backed methods also
+have a ``METHOD:FAMILY`` spec for SDXL, SD3.5-medium and FLUX.1-dev (``FAMILY_COSTS``: their
+denoisers, text encoders and autoencoders, driven as ``SDComponents.predict`` drives them),
+at 512 and 1024 px; a CPU counts their FLOPs but does not time them.
 
     python benchmarks/feature_cost.py --quick --threads 2 --markdown   # CPU, under 15 min
     python benchmarks/feature_cost.py --device cuda --output cuda.json  # bf16, both sizes
     python benchmarks/feature_cost.py --flops-only --method fakeinversion
     python benchmarks/feature_cost.py --table cpu.json cuda.json        # README table
+    python benchmarks/feature_cost.py --flops-only --method lare2:flux.1-dev  # a family row
 
 Figures, per method and per working size (256 and 512 px; what "size" means for each method
 is in its ``size_means``):
