@@ -98,18 +98,18 @@ def test_euler_sampling_with_the_loaded_components_is_the_pipelines_generation(
 
 # A trained flow model: the Euler inversion's round trip on a velocity field that bends.
 #
-# Rectified flow's Euler round trip (up the levels, then down again) misses by, per step, the
-# step's length times how much the velocity changes along it: it is exact on a straight flow,
-# and its error measures the trajectories' curvature. A randomly initialised network's output
-# hardly depends on where it is evaluated, so its field is nearly constant and its round trip
-# nearly exact: the tiny SD3 transformer gave 0.036 relative error at random and 0.156 after
-# 300 training steps on four latents (10 steps); the MLP below gives 0.003 at random against
-# 0.073 trained (16 steps, SD3 grid). Unlike DDIM on a random UNet, whose noise predictions turn into large, inconsistent
-# jumps, a random flow is no yardstick for the inversion. What holds, and what is checked, is
-# that on a model trained until it generates its data, whose trajectories curve as they commit
-# to one of the data's two modes, the round trip converges at first order: measured 0.160 /
-# 0.073 / 0.037 / 0.018 at 8 / 16 / 32 / 64 steps on SD3's grid of levels, 0.105 / 0.050 /
-# 0.025 / 0.013 on FLUX's (ratios 0.45 to 0.50 per doubling).
+# Rectified flow's Euler round trip (up the levels, then down again) misses by, per step, the step's
+# length times how much the velocity changes along it: it is exact on a straight flow, and its error
+# measures the trajectories' curvature. A randomly initialised network's output hardly depends on
+# where it is evaluated, so its field is nearly constant and its round trip nearly exact: the tiny
+# SD3 transformer gave 0.036 relative error at random and 0.156 after 300 training steps on four
+# latents (10 steps); the MLP below gives 0.003 at random against 0.073 trained (16 steps, SD3
+# grid). Unlike DDIM on a random UNet, whose noise predictions turn into large, inconsistent jumps,
+# a random flow is no yardstick for the inversion. What holds, and what is checked, is that on a
+# model trained until it generates its data, whose trajectories curve as they commit to one of the
+# data's two modes, the round trip converges at first order: measured 0.160 / 0.073 / 0.037 / 0.018
+# at 8 / 16 / 32 / 64 steps on SD3's grid of levels, 0.105 / 0.050 / 0.025 / 0.013 on FLUX's (ratios
+# 0.45 to 0.50 per doubling).
 
 FLOW_DIM = 8
 
