@@ -212,3 +212,84 @@ def test_greedy_caption_decodes_with_the_cache(cost: ModuleType) -> None:
     # per step, so the loop's matmuls grow with the caption length.
     head = 2 * 16 * 64  # FLOPs of the output projection per position
     assert counter.get_total_flops() > head * 2 * (cost.BLIP2_QUERY_TOKENS + 1 + 19)
+
+
+FAMILIES = ("sdxl", "sd3.5-medium", "flux.1-dev")
+GENERATOR_METHODS = ("lare2", "fakeinversion", "dire", "aeroblade")
+
+
+def test_every_generator_method_has_a_row_per_family(cost: ModuleType) -> None:
+    for family in FAMILIES:
+        for method in GENERATOR_METHODS:
+            spec = cost.COST_SPECS[f"{method}:{family}"]
+            assert spec.method == method
+            assert spec.sizes == (512, 1024)  # the families' native 1024 px, and 512
+            assert not spec.time_cpu  # FLUX.1-dev alone is 48 GB in float32
+    # The inversions walk the family's sampler: the methods' steps each way.
+    stages = cost.family_fakeinversion_pipeline(cost.FAMILY_COSTS[2])(512).stages
+    calls = {s.name: s.calls for s in stages}
+    assert calls["denoiser_inversion"] == calls["denoiser_regeneration"] == 50
+    stages = cost.family_dire_pipeline(cost.FAMILY_COSTS[1])(512).stages
+    calls = {s.name: s.calls for s in stages}
+    assert calls["denoiser_inversion"] == calls["denoiser_reconstruction"] == cost.DIRE_STEPS
+
+
+def _flux_pass_estimate(config: dict, size: int) -> float:
+    """FLOPs of one FLUX.1 transformer pass by hand: every token (2x2 latent patches and the
+    512 T5 tokens) through each block's per-token weights (attention projections and the 4x
+    MLP; the adaLN modulations run once per image), plus attention's two matmuls."""
+    width = config["num_attention_heads"] * config["attention_head_dim"]
+    double = 4 * width**2 + 2 * 4 * width**2  # q, k, v, out + the MLP, per stream
+    single = width * (3 * width + 4 * width) + (width + 4 * width) * width
+    tokens = (size // 16) ** 2 + 512
+    blocks = config["num_layers"] + config["num_single_layers"]
+    per_token = config["num_layers"] * double + config["num_single_layers"] * single
+    return 2 * tokens * per_token + 4 * tokens**2 * width * blocks
+
+
+def test_family_rows_scale_with_the_image_and_the_model(cost: ModuleType) -> None:
+    """The denoiser's FLOPs per pass, counted on meta at the published sizes: about 4x from
+    512 to 1024 px, FLUX.1-dev > SD3.5-medium > SDXL, and FLUX's pass as counted by hand."""
+    meta: dict = {}
+    per_pass: dict[tuple[str, int], int] = {}
+    encode: dict[tuple[str, int], int] = {}
+    for family in cost.FAMILY_COSTS:
+        spec = cost.COST_SPECS[f"lare2:{family.name}"]
+        for size in (512, 1024):
+            pipeline = spec.pipeline(size)
+            stages = {s.name: s for s in pipeline.stages}
+            one = replace(stages["denoiser"], rows=1)  # one row, not the 4-draw ensemble
+            per_pass[family.name, size] = cost.stage_flops(pipeline, one, meta)
+            encode[family.name, size] = cost.stage_flops(pipeline, stages["vae_encode"], meta)
+    for name in FAMILIES:
+        # 4x the latent cells; attention grows faster, FLUX's fixed 512 text tokens slower.
+        assert 3.3 < per_pass[name, 1024] / per_pass[name, 512] < 5, name
+        assert 4 <= encode[name, 1024] / encode[name, 512] < 4.6, name
+    for size in (512, 1024):
+        # FLUX: 11.9 B parameters on every token; SD3.5-medium: 2.24 B on every token; the
+        # SDXL UNet's 2.57 B sit mostly at its two coarse levels (1/2 and 1/4 of the latent).
+        assert per_pass["flux.1-dev", size] > 5 * per_pass["sd3.5-medium", size]
+        assert per_pass["sd3.5-medium", size] > 1.3 * per_pass["sdxl", size]
+        expected = _flux_pass_estimate(cost.FLUX1_DEV_TRANSFORMER, size)
+        assert per_pass["flux.1-dev", size] == pytest.approx(expected, rel=0.05)
+    # The SD3.5 and FLUX.1 autoencoders are one architecture (16 latent channels).
+    assert encode["sd3.5-medium", 512] == encode["flux.1-dev", 512]
+    # SDXL's UNet pass costs more than SD 1.5's at the same size.
+    sd15 = cost.COST_SPECS["lare2"].pipeline(512)
+    sd15_unet = replace(next(s for s in sd15.stages if s.name == "unet"), rows=1)
+    assert per_pass["sdxl", 512] > 1.5 * cost.stage_flops(sd15, sd15_unet, meta)
+
+
+def test_family_rows_come_at_their_own_sizes_unless_sizes_are_given(cost: ModuleType) -> None:
+    report = cost.main(["--flops-only", "--method", "aeroblade:sdxl"])
+    assert set(report["methods"]["aeroblade:sdxl"]["sizes"]) == {"512", "1024"}
+    report = cost.main(["--flops-only", "--method", "aeroblade:sdxl", "--sizes", "64"])
+    assert set(report["methods"]["aeroblade:sdxl"]["sizes"]) == {"64"}
+    # A CPU run counts them but does not time them (the models do not fit in float32).
+    report = cost.main(
+        ["--quick", "--method", "aeroblade:sdxl", "--sizes", "64", "--device", "cpu"]
+    )
+    entry = report["methods"]["aeroblade:sdxl"]
+    assert "not timed on a CPU" in entry["timing"] and "images_per_s" not in entry["sizes"]["64"]
+    assert "| aeroblade:sdxl | 64 |" in cost.markdown([report])
+    assert "| FLOPs only |" in cost.markdown([report])
