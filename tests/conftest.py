@@ -60,25 +60,47 @@ TEST_BACKBONE = "mobilenetv3_small_050"  # small timm CNN: fast on 2 CPU cores
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six real photos from the packages' sample data, downsized for speed."""
-    out = tmp_path_factory.mktemp("photos")
-    for name, path in sample_photos()[:6]:
+    return _photos(tmp_path_factory, "photos", sample_photos()[:6])
+
+
+def _photos(tmp_path_factory: pytest.TempPathFactory, name: str, photos: list) -> Path:
+    out = tmp_path_factory.mktemp(name)
+    for stem, path in photos:
         image = load_image(path)
         image.thumbnail((160, 160))
-        save_png(image, out / f"{name}.png")
+        save_png(image, out / f"{stem}.png")
+    return out
+
+
+def _aligned(tmp_path_factory, name: str, pipeline: Path, photos: Path) -> Path:
+    out = tmp_path_factory.mktemp(name)
+    build_aligned_dataset(
+        [photos],
+        out,
+        autoencoder=pipeline,
+        config=ReconstructConfig(crop_size=64, crops_per_image=4, seed=0),
+        device="cpu",
+    )
     return out
 
 
 @pytest.fixture(scope="session")
 def aligned_dir(tmp_path_factory, tiny_pipeline_dir: Path, photo_dir: Path) -> Path:
-    out = tmp_path_factory.mktemp("aligned")
-    build_aligned_dataset(
-        [photo_dir],
-        out,
-        autoencoder=tiny_pipeline_dir,
-        config=ReconstructConfig(crop_size=64, crops_per_image=4, seed=0),
-        device="cpu",
-    )
-    return out
+    """real/ and reconstructed/ (the tiny pipeline's VAE): 24 crops each of ``photo_dir``."""
+    return _aligned(tmp_path_factory, "aligned", tiny_pipeline_dir, photo_dir)
+
+
+@pytest.fixture(scope="session")
+def heldout_aligned_dir(tmp_path_factory, tiny_pipeline_dir: Path) -> Path:
+    """Like ``aligned_dir``, from the six sample photos ``photo_dir`` leaves out (other
+    subjects; the motorcycle stereo pair stays together): data a detector trained on
+    ``aligned_dir`` has never seen, for end-to-end tests that assert it learned something.
+
+    The tiny pipeline's VAE has random weights, so its reconstructions lose the photo's
+    colours and textures: a detector that learns anything at all separates them.
+    """
+    photos = _photos(tmp_path_factory, "heldout-photos", sample_photos()[6:])
+    return _aligned(tmp_path_factory, "heldout-aligned", tiny_pipeline_dir, photos)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,10 @@
 """Every registered method, end to end on tiny components: train or calibrate -> save ->
-load -> scan (with a bad file) -> evaluate -> predict. A new method registers, adds its tiny
-settings below, and passes this test without any other change to the engine."""
+load -> scan (with a bad file) -> evaluate on held-out photos -> predict. A new method
+registers, adds its tiny settings below, and passes this test without any other change to the
+engine.
+
+Each method trains on the reals and tiny-VAE reconstructions of six photos and is evaluated on
+those of six others: where it can learn in a few steps it must separate them (see LEARNS)."""
 
 import json
 from pathlib import Path
@@ -45,8 +49,33 @@ TINY_SETTINGS: dict[str, dict] = {
 }
 
 
+# What each method must show on held-out photos, or why it cannot in a test's time: overrides
+# of TINY_SETTINGS and the least held-out AUC. The tiny VAE has random weights, so its
+# reconstructions lose the photos' colours and textures, and a detector that learns anything
+# separates them. At 32 px mobilenetv3's last stages see 1x1 maps, whose batch-norm statistics
+# over a batch of 8 are noise: CNN methods train on the whole 64 px crop (ae: 0.93 after 5
+# epochs, 0.95 after 8; lare2: 0.97 after 5; measured with seed 0).
+LEARNS: dict[str, tuple[dict, float] | str] = {
+    "ae": ({"input_size": 64, "epochs": 8}, 0.9),
+    "lare2": ({"input_size": 64, "epochs": 5}, 0.9),
+    # a linear probe on ImageNet EfficientNet-Lite0 features, fitted in closed form: 0.998
+    "vfm-probe": ({}, 0.9),
+    # Trains nothing, so there is nothing to learn: it checks AEROBLADE's premise instead, that
+    # the autoencoder's own outputs reconstruct closer than photos. 0.90 with the random-VGG
+    # LPIPS used offline; a lower bar, since LPIPS with ImageNet VGG weights measures otherwise.
+    "aeroblade": ({}, 0.75),
+    # Features from the random tiny UNet's 2-step DDIM reconstruction or inversion: 12 epochs
+    # at 64 px reached only 0.75-0.81 (dire) and 0.84-0.87 (fakeinversion) held-out AUC, so a
+    # bar these pass in a few steps would not tell learning from luck. Their contract (train,
+    # save, load, scan, evaluate, predict) is still checked below.
+    "dire": "the random tiny UNet's DIRE maps do not separate within a few epochs",
+    "fakeinversion": "the random tiny UNet's inversions do not separate within a few epochs",
+}
+
+
 def test_every_registered_method_has_tiny_settings():
     assert set(methods.list_methods()) <= set(TINY_SETTINGS)
+    assert set(methods.list_methods()) <= set(LEARNS)
 
 
 def _with_tiny_pipeline(settings: dict, pipeline: Path) -> dict:
@@ -60,16 +89,19 @@ def labeled(aligned_dir: Path):
 
 
 @pytest.mark.parametrize("name", sorted(TINY_SETTINGS))
-def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path):
+def test_method_contract(
+    name, labeled, aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, tmp_path
+):
     method = methods.get(name)
+    learns = LEARNS[name]
+    settings = TINY_SETTINGS[name] | (learns[0] if isinstance(learns, tuple) else {})
     cfg = TrainConfig(
         method=name,
-        epochs=1,
         batch_size=8,
         val_fraction=0.34,
         device="cpu",
         seed=0,
-        **_with_tiny_pipeline(TINY_SETTINGS[name], tiny_pipeline_dir),
+        **{"epochs": 1} | _with_tiny_pipeline(settings, tiny_pipeline_dir),
     )
     out = tmp_path / "detector"
     pipeline = tiny_pipeline_dir if method.components else None
@@ -77,7 +109,7 @@ def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert "fpr_0.01" in trained.config.thresholds
     if method.trains:
-        assert len(trained.config.training["history"]) == 1
+        assert len(trained.config.training["history"]) == cfg.epochs
     # Generator components are recorded by source, never saved with the weights.
     assert set(trained.config.components) == set(method.components)
     assert not list(out.glob("*/diffusion_pytorch_model*"))
@@ -101,11 +133,13 @@ def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, tmp_path
 
     evaluation = evaluate(
         detector,
-        [aligned_dir / "real"],
-        {"tiny": [aligned_dir / "reconstructed"]},
+        [heldout_aligned_dir / "real"],
+        {"tiny": [heldout_aligned_dir / "reconstructed"]},
         tries=(1, 2),
     )
-    assert 0.0 <= evaluation.result["mean"]["auc"] <= 1.0
+    if isinstance(learns, tuple):  # held-out reconstructions score above held-out photos
+        auc = evaluation.result["mean"]["auc"]
+        assert auc >= learns[1], f"{name}: held-out AUC {auc:.3f} < {learns[1]}"
     assert set(evaluation.result["tries"]) == {"1", "2"}
     # accuracy at the fixed 0.5 cut is reported only where the score is a probability
     assert ("acc" in evaluation.result["mean"]) == method.probabilistic
