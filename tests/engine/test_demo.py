@@ -24,42 +24,56 @@ def test_ae_trains_with_the_demos_augmentation_not_the_library_default():
     assert ae_train_config(DemoConfig()).augment != AugmentConfig()
 
 
+# The tiny generator's random weights make its images and reconstructions lose the photos'
+# colours and textures, so a detector that learns anything separates them from held-out reals.
+# Both CNNs see the whole 64 px crop: at 32 px mobilenetv3's last stages see 1x1 maps and
+# training this short learned nothing reliable (ae on generated images: 0.78 at 32 px, 1.0 at
+# 64 px; lare2: 0.56 and 1.0; seed 0).
+MIN_AUC = 0.9
+
+
 def test_the_whole_chain_on_the_tiny_generator(tmp_path):
     config = DemoConfig(
         generator="tiny",
         backbone="mobilenetv3_small_050",
         pretrained=False,
-        input_size=32,
+        input_size=64,
         train_crops_per_image=4,
         eval_size=64,
         eval_crops_per_image=2,
         generated_images=6,
         generation_steps=2,
-        epochs=3,
+        epochs=5,
         batch_size=8,
         lare_backbone="timm:mobilenetv3_small_050",
         lare_pretrained=False,
-        lare_input_size=48,
+        lare_input_size=64,
         lare_ensemble=2,
         lare_train_crops_per_image=2,
         lare_train_generated=8,
-        lare_epochs=1,
+        lare_epochs=5,
         methods=("ae", "lare2"),
         threads=None,
     )
     result = run_demo(tmp_path, config, log=lambda _: None)
     assert set(result.evaluations) == {"ae", "lare2"}
+    # Held-out fakes score above held-out reals, for both methods and both kinds of fake.
+    for row in (
+        "ae / generated / 1-try",
+        "ae / reconstructed (held-out) / 1-try",
+        "lare2 / generated / 1-try",
+        "lare2 / reconstructed (held-out) / 1-try",
+    ):
+        assert result.table[row]["auc"] >= MIN_AUC, (row, result.table[row]["auc"])
     # SynRIS: the generated images against the held-out reals a reverse image search matched
     matched = result.table["lare2 / generated / 1-try / SynRIS-matched reals"]
-    assert (
-        0.0 <= matched["auc"] <= 1.0 and "ae / generated / 1-try / unmatched reals" in result.table
-    )
+    assert matched["auc"] >= MIN_AUC
+    assert "ae / generated / 1-try / unmatched reals" in result.table
     assert (tmp_path / "synris" / "ae" / "synris" / "pairs.csv").is_file()
     assert "lare2 / generated / 1-try" in result.table
     assert "ae / generated / 10-try" in result.table
     assert "ae / reconstructed (held-out) / format control jpeg:90" in result.table
-    row = result.table["ae / generated / 1-try"]
-    assert 0.0 <= row["auc"] <= 1.0 and row["seconds_per_image"] > 0
+    assert result.table["ae / generated / 1-try"]["seconds_per_image"] > 0
     train = {p.stem.split("_")[0] for p in (tmp_path / "photos" / "train").glob("*.png")}
     held = {p.stem.split("_")[0] for p in (tmp_path / "photos" / "heldout").glob("*.png")}
     assert held and not train & held
