@@ -9,14 +9,14 @@ from ldmdetect.engine.synris.assign import match_to_pool
 from ldmdetect.io.images import load_image, save_png
 
 
-def test_each_real_used_once_unless_reuse_is_allowed(known, embedder, tmp_path):
+def test_each_real_used_once_unless_reuse_is_allowed(synris_known, embedder, tmp_path):
     # Two fakes of one source (the second mirrored): both are closest to the same copy.
     fakes = tmp_path / "fakes"
-    astronaut = load_image(known / "fake" / "astronaut.png")
+    astronaut = load_image(synris_known / "fake" / "astronaut.png")
     save_png(astronaut, fakes / "astronaut.png")
     save_png(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT), fakes / "astronaut_mirror.png")
-    save_png(load_image(known / "fake" / "coffee.png"), fakes / "coffee.png")
-    pool = [known / "pool"]
+    save_png(load_image(synris_known / "fake" / "coffee.png"), fakes / "coffee.png")
+    pool = [synris_known / "pool"]
 
     once = run_synris(tmp_path / "once", fake=[fakes], real_pool=pool, embedder=embedder)
     reals = [p.real for p in once.pairs]
@@ -40,7 +40,10 @@ def test_each_real_used_once_unless_reuse_is_allowed(known, embedder, tmp_path):
     assert reuse.summary["max_uses_of_one_real"] == 2
 
     # A pool smaller than the fakes cannot pair each fake with its own real.
-    small_pool = [known / "pool" / "copy_coffee.jpg", known / "pool" / "copy_flower.jpg"]
+    small_pool = [
+        synris_known / "pool" / "copy_coffee.jpg",
+        synris_known / "pool" / "copy_flower.jpg",
+    ]
     with pytest.raises(ValueError, match="allow reuse"):
         run_synris(tmp_path / "small", fake=[fakes], real_pool=small_pool, embedder=embedder)
 

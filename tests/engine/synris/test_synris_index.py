@@ -7,12 +7,12 @@ import torch
 from ldmdetect.engine.synris import build_pool_index, embed_files, run_synris
 
 
-def test_index_is_reused_while_the_pool_is_unchanged(known, embedder, tmp_path):
+def test_index_is_reused_while_the_pool_is_unchanged(synris_known, embedder, tmp_path):
     pool = tmp_path / "pool"
     pool.mkdir()
-    for path in sorted((known / "pool").glob("*.jpg"))[:8]:
+    for path in sorted((synris_known / "pool").glob("*.jpg"))[:8]:
         (pool / path.name).write_bytes(path.read_bytes())
-    fakes = [known / "fake" / "coffee.png", known / "fake" / "flower.png"]
+    fakes = [synris_known / "fake" / "coffee.png", synris_known / "fake" / "flower.png"]
     first = run_synris(tmp_path / "out", fake=fakes, real_pool=[pool], embedder=embedder)
     assert first.summary["index_reused"] is False
     again = run_synris(tmp_path / "out", fake=fakes, real_pool=[pool], embedder=embedder)
@@ -27,8 +27,8 @@ def test_index_is_reused_while_the_pool_is_unchanged(known, embedder, tmp_path):
     assert not changed.pairs[0].real.endswith("copy_coffee.jpg")
 
 
-def test_embed_files_gives_unit_rows_and_names_unreadable_files(known, embedder):
-    paths = [known / "fake" / "coffee.png", known / "fake" / "truncated.png"]
+def test_embed_files_gives_unit_rows_and_names_unreadable_files(synris_known, embedder):
+    paths = [synris_known / "fake" / "coffee.png", synris_known / "fake" / "truncated.png"]
     kept, vectors, errors = embed_files(embedder, paths, batch_size=1)
     assert kept == [str(paths[0])]
     assert list(errors) == [str(paths[1])]
@@ -36,6 +36,6 @@ def test_embed_files_gives_unit_rows_and_names_unreadable_files(known, embedder)
     assert torch.allclose(torch.from_numpy(vectors).norm(dim=1), torch.ones(1), atol=1e-5)
 
 
-def test_pool_without_a_readable_image_is_an_error(known, embedder, tmp_path):
+def test_pool_without_a_readable_image_is_an_error(synris_known, embedder, tmp_path):
     with pytest.raises(ValueError, match="no readable real images"):
-        build_pool_index(embedder, [known / "pool" / "broken.jpg"], tmp_path)
+        build_pool_index(embedder, [synris_known / "pool" / "broken.jpg"], tmp_path)

@@ -5,8 +5,8 @@ import json
 from ldmdetect.engine.synris import read_pairs_jsonl, run_synris
 
 
-def test_pairs_jsonl_skips_and_counts_unusable_entries(known, embedder, tmp_path):
-    fake, real = known / "fake", known / "pool"
+def test_pairs_jsonl_skips_and_counts_unusable_entries(synris_known, embedder, tmp_path):
+    fake, real = synris_known / "fake", synris_known / "pool"
     (tmp_path / "text.png").write_text("not an image")
     (tmp_path / "rel.png").write_bytes((fake / "flower.png").read_bytes())
     lines = [

@@ -4,11 +4,17 @@ from ldmdetect.detector import Detector
 from ldmdetect.engine.synris import synris_row
 
 
-def test_synris_row_for_the_demo(known, embedder, detector_dir, photo_dir, tmp_path):
+def test_synris_row_for_the_demo(synris_known, embedder, detector_dir, photo_dir, tmp_path):
     detector = Detector.from_pretrained(detector_dir, device="cpu")
-    fakes = sorted((known / "fake").glob("*.png"))[:4]
+    fakes = sorted((synris_known / "fake").glob("*.png"))[:4]
     row = synris_row(
-        detector, fakes, [known / "pool"], [photo_dir], tmp_path, embedder=embedder, n_boot=100
+        detector,
+        fakes,
+        [synris_known / "pool"],
+        [photo_dir],
+        tmp_path,
+        embedder=embedder,
+        n_boot=100,
     )
     assert row.synris.summary["allow_reuse"] is True
     rows = row.table_rows("ae / generated / 1-try")

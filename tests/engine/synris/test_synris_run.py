@@ -21,23 +21,25 @@ def _copy_of(fake_path: str) -> str:
     return f"copy_{Path(fake_path).stem}.jpg"
 
 
-def test_known_answer_retrieves_the_perturbed_copies(known, sources, embedder, tmp_path):
+def test_known_answer_retrieves_the_perturbed_copies(
+    synris_known, synris_sources, embedder, tmp_path
+):
     result = run_synris(
-        tmp_path, fake=[known / "fake"], real_pool=[known / "pool"], embedder=embedder
+        tmp_path, fake=[synris_known / "fake"], real_pool=[synris_known / "pool"], embedder=embedder
     )
-    assert len(result.pairs) == len(sources)
+    assert len(result.pairs) == len(synris_sources)
     for pair in result.pairs:
         assert pair.real.endswith(_copy_of(pair.fake)), pair
     # Bad files in either set are named and skipped, not fatal.
     assert set(result.errors) == {
-        str(known / "pool" / "broken.jpg"),
-        str(known / "fake" / "truncated.png"),
+        str(synris_known / "pool" / "broken.jpg"),
+        str(synris_known / "fake" / "truncated.png"),
     }
     summary = json.loads((tmp_path / "synris.json").read_text())
     assert summary["embedder"]["name"] == OFFLINE_EMBEDDER
     assert "offline package" in summary["embedder"]["weights_source"]
     assert summary["n_pool"] == 12 and summary["max_uses_of_one_real"] == 1
-    assert summary["non_image_files"] == [str(known / "fake" / "notes.txt")]
+    assert summary["non_image_files"] == [str(synris_known / "fake" / "notes.txt")]
     # pairs.csv round-trips; similarities are cosines, the copies' well above chance.
     read = read_pairs_csv(tmp_path / "pairs.csv")
     assert [(p.fake, p.real) for p in read] == [(p.fake, p.real) for p in result.pairs]
@@ -46,15 +48,20 @@ def test_known_answer_retrieves_the_perturbed_copies(known, sources, embedder, t
         assert sheet.width == 2 * 160 + 18 and sheet.height > 6 * 160
     assert (tmp_path / "index.faiss").is_file()
     pool = json.loads((tmp_path / "pool.json").read_text())
-    assert len(pool["files"]) == 12 and list(pool["errors"]) == [str(known / "pool" / "broken.jpg")]
+    assert len(pool["files"]) == 12 and list(pool["errors"]) == [
+        str(synris_known / "pool" / "broken.jpg")
+    ]
 
 
 def test_evaluate_pairs_reports_matched_next_to_unmatched(
-    known, embedder, detector_dir, photo_dir, tmp_path
+    synris_known, embedder, detector_dir, photo_dir, tmp_path
 ):
     detector = Detector.from_pretrained(detector_dir, device="cpu")
     run_synris(
-        tmp_path / "syn", fake=[known / "fake"], real_pool=[known / "pool"], embedder=embedder
+        tmp_path / "syn",
+        fake=[synris_known / "fake"],
+        real_pool=[synris_known / "pool"],
+        embedder=embedder,
     )
     pairs = tmp_path / "syn" / "pairs.csv"
     evaluation = evaluate(
@@ -90,7 +97,7 @@ def test_evaluate_pairs_reports_matched_next_to_unmatched(
     )
 
 
-def test_cli_synris_then_evaluate_pairs(known, detector_dir, photo_dir, tmp_path):
+def test_cli_synris_then_evaluate_pairs(synris_known, detector_dir, photo_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "syn"
     result = runner.invoke(
@@ -98,9 +105,9 @@ def test_cli_synris_then_evaluate_pairs(known, detector_dir, photo_dir, tmp_path
         [
             "synris",
             "--fake",
-            str(known / "fake"),
+            str(synris_known / "fake"),
             "--real-pool",
-            str(known / "pool"),
+            str(synris_known / "pool"),
             "--output",
             str(out),
             "--embedder",

@@ -9,8 +9,8 @@ from PIL import Image
 from ldmdetect.engine.synris import Pair, write_contact_sheet
 
 
-def test_contact_sheet_rows_and_a_grey_tile_for_a_vanished_file(known, tmp_path):
-    fake, pool = known / "fake", known / "pool"
+def test_contact_sheet_rows_and_a_grey_tile_for_a_vanished_file(synris_known, tmp_path):
+    fake, pool = synris_known / "fake", synris_known / "pool"
     pairs = [
         Pair(str(fake / "coffee.png"), str(pool / "copy_coffee.jpg"), 0.9),
         Pair(str(fake / "flower.png"), str(tmp_path / "gone.jpg"), 0.2),
