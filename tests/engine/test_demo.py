@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LEARNING_BACKBONE
 from ldmdetect.detector import Detector
 from ldmdetect.engine.demo import DemoConfig, ae_train_config, run_demo, split_photos
 from ldmdetect.io.augment import AugmentConfig
@@ -25,12 +26,20 @@ def test_ae_trains_with_the_demos_augmentation_not_the_library_default():
     assert ae_train_config(DemoConfig()).augment != AugmentConfig()
 
 
+# The tiny generator's random weights make its images and reconstructions lose the photos'
+# colours and textures, so a detector that learns anything separates them from held-out reals.
+# Both CNNs are ResNet-10t on the whole 64 px crop, and lare2 sees 16 generated images: with
+# mobilenetv3 or 8 generated images the rows passed by seed luck (lare2 on generated images
+# 0.5-1.0 over seeds 0-2), with these settings every row was 1.0 at seeds 0, 1 and 2.
+MIN_AUC = 0.9
+
+
 def test_the_whole_chain_on_the_tiny_generator(tmp_path):
     config = DemoConfig(
         generator="tiny",
-        backbone="mobilenetv3_small_050",
+        backbone=LEARNING_BACKBONE,
         pretrained=False,
-        input_size=32,
+        input_size=64,
         train_crops_per_image=4,
         eval_size=64,
         eval_crops_per_image=2,
@@ -38,13 +47,13 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
         generation_steps=2,
         epochs=3,
         batch_size=8,
-        lare_backbone="timm:mobilenetv3_small_050",
+        lare_backbone=f"timm:{LEARNING_BACKBONE}",
         lare_pretrained=False,
-        lare_input_size=48,
+        lare_input_size=64,
         lare_ensemble=2,
         lare_train_crops_per_image=2,
-        lare_train_generated=8,
-        lare_epochs=1,
+        lare_train_generated=16,
+        lare_epochs=5,
         methods=("ae", "lare2"),
         threads=None,
         photo_limit=150,
@@ -63,17 +72,23 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
         counts = result.flagged[name]
         photos = next(v for k, v in counts.items() if k.endswith("native"))["fpr_0.01"]
         assert sum(f for f, _ in photos["per_source"].values()) == photos["flagged"]
+    # Held-out fakes score above held-out reals, for both methods and both kinds of fake.
+    for row in (
+        "ae / generated / 1-try",
+        "ae / reconstructed (held-out) / 1-try",
+        "lare2 / generated / 1-try",
+        "lare2 / reconstructed (held-out) / 1-try",
+    ):
+        assert result.table[row]["auc"] >= MIN_AUC, (row, result.table[row]["auc"])
     # SynRIS: the generated images against the held-out reals a reverse image search matched
     matched = result.table["lare2 / generated / 1-try / SynRIS-matched reals"]
-    assert (
-        0.0 <= matched["auc"] <= 1.0 and "ae / generated / 1-try / unmatched reals" in result.table
-    )
+    assert matched["auc"] >= MIN_AUC
+    assert "ae / generated / 1-try / unmatched reals" in result.table
     assert (tmp_path / "synris" / "ae" / "synris" / "pairs.csv").is_file()
     assert "lare2 / generated / 1-try" in result.table
     assert "ae / generated / 10-try" in result.table
     assert "ae / reconstructed (held-out) / format control jpeg:90" in result.table
-    row = result.table["ae / generated / 1-try"]
-    assert 0.0 <= row["auc"] <= 1.0 and row["seconds_per_image"] > 0
+    assert result.table["ae / generated / 1-try"]["seconds_per_image"] > 0
     train = {p.stem.split("_")[0] for p in (tmp_path / "photos" / "train").glob("*.png")}
     held = {p.stem.split("_")[0] for p in (tmp_path / "photos" / "heldout").glob("*.png")}
     assert held and not train & held

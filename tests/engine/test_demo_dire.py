@@ -2,15 +2,16 @@
 
 import json
 
+from conftest import LEARNING_BACKBONE
 from ldmdetect.engine.demo import DemoConfig, run_demo
 
 
 def test_dire_recipe_runs_the_demo_chain(tmp_path):
     config = DemoConfig(
         generator="tiny",
-        backbone="mobilenetv3_small_050",
+        backbone=LEARNING_BACKBONE,
         pretrained=False,
-        input_size=32,
+        input_size=64,
         train_crops_per_image=2,
         eval_size=64,
         eval_crops_per_image=2,
@@ -19,13 +20,13 @@ def test_dire_recipe_runs_the_demo_chain(tmp_path):
         batch_size=8,
         methods=("dire",),
         perturbations=("jpeg:75",),
-        dire_backbone="mobilenetv3_small_050",
+        dire_backbone=LEARNING_BACKBONE,
         dire_pretrained=False,
-        dire_input_size=48,
+        dire_input_size=64,
         dire_steps=2,
         lare_train_crops_per_image=2,
-        lare_train_generated=8,
-        dire_epochs=1,
+        lare_train_generated=16,
+        dire_epochs=3,
         synris=False,
         threads=None,
     )
@@ -34,7 +35,14 @@ def test_dire_recipe_runs_the_demo_chain(tmp_path):
     assert set(result.evaluations) == {"dire"}
     label = "dire (2+2 DDIM steps)"  # the table names the steps it ran
     row = result.table[f"{label} / generated / 1-try"]
-    assert 0.0 <= row["auc"] <= 1.0 and row["seconds_per_image"] > 0
+    assert row["seconds_per_image"] > 0
+    # The tiny generator's random weights make its images and reconstructions lose the
+    # photos' colours and textures: held-out fakes must score above held-out reals. ResNet-10t
+    # on 64 px maps learns this in 3 epochs (AUC 1.0 at seeds 0 and 1); mobilenetv3 reached
+    # only 0.75-0.87 after 12 epochs in the method contract test.
+    for kind in ("generated", "reconstructed (held-out)"):
+        auc = result.table[f"{label} / {kind} / 1-try"]["auc"]
+        assert auc >= 0.9, (kind, auc)
     assert f"{label} / generated / jpeg:75, 1-try" in result.table  # its JPEG rows are kept
     saved = json.loads((tmp_path / "detectors" / "dire" / "config.json").read_text())
     # The official resize is recorded; on the demo's eval_size squares it changes no pixel.

@@ -42,7 +42,7 @@ def test_report_structure_and_files(detector, eval_dirs, tmp_path):
     assert result["format_control"]["quality"] == 90
     assert list(result["errors"]) == [str(eval_dirs / "tiny-vae" / "broken.png")]
     assert result["settings"]["mixed_formats"] is False
-    for name in ("report.md", "roc.png", "histograms.png"):
+    for name in ("report.md", "roc.png", "roc_logfpr.png", "histograms.png"):
         assert (tmp_path / name).is_file()
     report = (tmp_path / "report.md").read_text()
     assert "10-try" in report and "broken.png" in report

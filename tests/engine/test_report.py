@@ -10,7 +10,12 @@ import pytest
 from PIL import Image
 
 from ldmdetect.engine import report as R
-from ldmdetect.engine.metrics import compute_metrics, generator_intervals, mean_metrics
+from ldmdetect.engine.metrics import (
+    compute_metrics,
+    generator_intervals,
+    mean_metrics,
+    tpr_at_fpr,
+)
 
 
 def _condition(real: np.ndarray, gens: dict[str, np.ndarray], intervals: bool = False) -> dict:
@@ -118,10 +123,10 @@ def test_write_report(tmp_path: Path, evaluation: tuple[dict, dict]) -> None:
     result, scores = evaluation
     out = tmp_path / "nested" / "run"
     paths = R.write_report(result, scores, out)
-    assert set(paths) == {"metrics", "report", "roc", "histograms"}
+    assert set(paths) == {"metrics", "report", "roc", "roc_logfpr", "histograms"}
     assert paths["metrics"] == out / "metrics.json" and paths["report"] == out / "report.md"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["metrics.json", "report.md", "roc.png", "histograms.png"]
+        ["metrics.json", "report.md", "roc.png", "roc_logfpr.png", "histograms.png"]
     )  # no temp files left behind
     loaded = json.loads(paths["metrics"].read_text())
     assert list(loaded) == list(result)  # insertion order kept, not sorted
@@ -133,6 +138,16 @@ def test_write_report(tmp_path: Path, evaluation: tuple[dict, dict]) -> None:
     assert paths["report"].read_text() == R.render_markdown(result)
     _assert_png(paths["roc"])
     _assert_png(paths["histograms"])
+    # 300 reals cannot resolve 0.1% FPR: the log axis starts at 1/300.
+    assert _png_text(paths["roc_logfpr"])["Description"].startswith(
+        f"ROC, FPR axis log scale from {1 / 300:.6g} to 1; guides at FPR 0.01, 0.05"
+    )
+    plots = paths["report"].read_text().split("## Plots")[1].split("##")[0]
+    assert "`roc_logfpr.png`" in plots
+    assert "from 0.00333 (1/n_real, 300 reals) to 1 and guides at 1%, 5% FPR" in plots
+    big = {**result, "mean": {**result["mean"], "n_real": 1000}}
+    plots = R.render_markdown(big).split("## Plots")[1].split("##")[0]
+    assert "from 0.001 to 1 and guides at 0.1%, 1%, 5% FPR" in plots
 
 
 def test_write_report_overwrites(tmp_path: Path, evaluation: tuple[dict, dict]) -> None:
@@ -158,6 +173,48 @@ def test_plots_accept_logits_and_single_generator(tmp_path: Path) -> None:
     assert R.plot_histograms(scores, tmp_path / "h.png") == tmp_path / "h.png"
     _assert_png(tmp_path / "roc.png")
     _assert_png(tmp_path / "h.png")
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    _assert_png(path)
+    with Image.open(path) as im:
+        return dict(im.text)
+
+
+def test_roc_logfpr_axis_starts_at_the_smaller_resolvable_fpr(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    fakes = {"sd": rng.normal(2, 1, 500)}
+    many = {"real": rng.normal(0, 1, 5000), "generators": fakes}
+    few = {"real": rng.normal(0, 1, 40), "generators": fakes}
+
+    fig, floor = R._roc_logfpr_figure(many)
+    (ax,) = fig.axes
+    assert floor == 1e-3 and ax.get_xscale() == "log"
+    assert ax.get_xlim() == pytest.approx((1e-3, 1.0))
+    guides = sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":")
+    assert guides == pytest.approx([0.001, 0.01, 0.05])
+    # The curve is the ROC: at each guide it shows the TPR of the best threshold within it.
+    y = np.r_[np.zeros(5000), np.ones(500)]
+    s = np.r_[many["real"], fakes["sd"]]
+    step = ax.lines[0]
+    xs, ys = step.get_xdata(), step.get_ydata()
+    for fpr in (0.01, 0.05):
+        shown = ys[np.searchsorted(xs, fpr, side="right") - 1]
+        assert shown == pytest.approx(tpr_at_fpr(y, s, fpr), abs=1 / 500)
+
+    fig, floor = R._roc_logfpr_figure(few)  # 40 reals: one false positive is already 2.5%
+    (ax,) = fig.axes
+    assert floor == pytest.approx(1 / 40)
+    assert ax.get_xlim() == pytest.approx((1 / 40, 1.0))
+    guides = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+    assert guides == pytest.approx([0.05])  # 0.1% and 1% are below what 40 reals resolve
+
+    path = R.plot_roc_logfpr(few, tmp_path / "roc_logfpr.png")
+    text = _png_text(path)
+    assert text["Description"] == "ROC, FPR axis log scale from 0.025 to 1; guides at FPR 0.05"
+    assert R.log_fpr_floor(1) == 1.0 and R.log_fpr_floor(10**6) == 1e-3
+    with pytest.raises(ValueError, match="n_real=0"):
+        R.log_fpr_floor(0)
 
 
 def test_shared_bins() -> None:

@@ -1,5 +1,9 @@
 """Evaluation outputs: metrics.json for machines, report.md for people, ROC and histogram PNGs.
 
+Two ROC plots: ``roc.png`` on linear axes, and ``roc_logfpr.png`` with a log-scale FPR axis,
+where the 0.1-5% FPR a deployed detector runs at is wide enough to read (on linear axes it is
+the leftmost few pixels).
+
 The result mapping (what metrics.json holds)::
 
     {"settings": {...},                      # free-form: detector, tries, perturbations, paths
@@ -31,9 +35,11 @@ from ldmdetect.io.files import atomic_path, atomic_write_text
 
 __all__ = [
     "DEFAULT_COLUMNS",
+    "log_fpr_floor",
     "markdown_table",
     "plot_histograms",
     "plot_roc",
+    "plot_roc_logfpr",
     "render_markdown",
     "write_report",
 ]
@@ -50,6 +56,16 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
 
 _HIST_BINS = 50
 _TPR_PREFIX = "tpr@fpr="
+# The log-FPR plot's axis starts here, or at 1/n_real when the reals cannot resolve it; the
+# guides mark the FPRs that the tpr@fpr columns report.
+LOG_FPR_FLOOR = 1e-3
+LOG_FPR_GUIDES: tuple[float, ...] = (0.001, 0.01, 0.05)
+
+
+def _percent(fpr: float) -> str:
+    """0.001 -> "0.1%", 0.01 -> "1%": guide labels as the text names them."""
+    return f"{fpr:.1%}".replace(".0%", "%")
+
 
 THRESHOLD_NOTE = (
     "TPR@FPR=x: the threshold t is set on the real images only, at the (k+1)-th largest real "
@@ -208,6 +224,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     if result.get("synris"):
         parts.append(_synris_text(result["synris"], columns))
 
+    parts.append(_plots_text(result["mean"]))
+
     parts.append("## Notes\n")
     parts.append(THRESHOLD_NOTE + "\n")
     if result.get("intervals"):
@@ -232,6 +250,35 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         parts.append("".join(f"- `{path}`: {reason}\n" for path, reason in errors.items()))
     parts.extend(_small_sample_notes(result["mean"]))
     return "\n".join(parts)
+
+
+def log_fpr_floor(n_real: int) -> float:
+    """Where the log-FPR axis starts: 0.1%, or 1/n_real when fewer than 1000 reals cannot
+    resolve a smaller FPR (one false positive is already 1/n_real)."""
+    if n_real < 1:
+        raise ValueError(f"need at least one real score, got n_real={n_real}")
+    return max(LOG_FPR_FLOOR, 1.0 / n_real)
+
+
+def _plots_text(mean: Mapping[str, Any]) -> str:
+    """The Plots section: what each PNG shows, with the log-FPR axis's start for these reals."""
+    n_real = mean.get("n_real")
+    if isinstance(n_real, (int, np.integer)) and n_real > 0:
+        floor = log_fpr_floor(int(n_real))
+        start = f"{floor:.3g}" + (f" (1/n_real, {n_real} reals)" if floor > LOG_FPR_FLOOR else "")
+        shown = [g for g in LOG_FPR_GUIDES if g >= floor]
+    else:
+        start, shown = "max(0.001, 1/n_real)", list(LOG_FPR_GUIDES)
+    guides = f"guides at {', '.join(map(_percent, shown))} FPR" if shown else "no FPR guides"
+    return (
+        "## Plots\n\n"
+        "- `roc.png`: ROC per generator against the reals, linear axes.\n"
+        f"- `roc_logfpr.png`: the same ROC with a log-scale FPR axis from {start} to 1 and "
+        f"{guides}, so the low-FPR regime a deployed detector runs in is readable; the curve "
+        "is a step (the TPR of the best threshold with at most that FPR), and its left edge is "
+        "the TPR at FPR up to the axis start, zero included.\n"
+        "- `histograms.png`: score histograms per generator over the reals.\n"
+    )
 
 
 def _synris_text(synris: Mapping[str, Any], columns: Sequence[str]) -> str:
@@ -287,10 +334,13 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
     return fig
 
 
-def _save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
-    # Written through a temporary file, so a reader never sees half a PNG.
+def _save_png(
+    fig: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> Path:
+    # Written through a temporary file, so a reader never sees half a PNG. ``metadata`` goes
+    # into the PNG's text chunks (e.g. what the axes show), readable without decoding pixels.
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, metadata=dict(metadata or {}))
     return Path(path)
 
 
@@ -315,6 +365,58 @@ def plot_roc(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     return _save_png(fig, path)
+
+
+def _roc_logfpr_figure(scores: Mapping[str, Any]) -> tuple[Any, float]:
+    """The log-FPR ROC figure and where its FPR axis starts (see :func:`plot_roc_logfpr`)."""
+    real, gens = _split_scores(scores)
+    floor = log_fpr_floor(real.size)
+    fig = _new_figure((6.0, 5.5))
+    ax = fig.add_subplot()
+    for name, fake in gens.items():
+        y = np.r_[np.zeros(real.size, np.int8), np.ones(fake.size, np.int8)]
+        fpr, tpr, _ = roc_curve(y, np.r_[real, fake])
+        # A step, not a line: between two ROC points no threshold reaches more TPR without
+        # the next point's FPR. FPR 0 has no place on a log axis: points below the floor are
+        # drawn on it, so the left edge reads as the TPR at FPR <= floor.
+        ax.step(np.maximum(fpr, floor), tpr, where="post", lw=1.5, label=name)
+    chance = np.logspace(math.log10(floor), 0, 200)
+    ax.plot(chance, chance, ls="--", lw=1, color="grey", label="chance")
+    for guide in LOG_FPR_GUIDES:
+        if guide >= floor:
+            ax.axvline(guide, color="black", lw=0.8, ls=":", alpha=0.7)
+            ax.annotate(
+                _percent(guide),
+                (guide, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -12),
+                textcoords="offset points",
+                fontsize="small",
+            )
+    ax.set_xscale("log")
+    ax.set(
+        xlim=(floor, 1.0),
+        ylim=(0, 1.01),
+        xlabel=f"False positive rate, log scale (n_real = {real.size})",
+        ylabel="True positive rate (fakes detected)",
+        title="ROC per generator vs reals, low-FPR regime",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize="small")
+    return fig, floor
+
+
+def plot_roc_logfpr(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """The ROC with a log-scale FPR axis from 0.1% (or 1/n_real with fewer reals) to 1, with
+    guides at 0.1%, 1% and 5% FPR; saves a PNG whose ``Description`` text chunk states the
+    axis, so a reader can check which FPR range it shows."""
+    fig, floor = _roc_logfpr_figure(scores)
+    guides = [g for g in LOG_FPR_GUIDES if g >= floor]
+    description = (
+        f"ROC, FPR axis log scale from {floor:.6g} to 1; "
+        f"guides at FPR {', '.join(f'{g:g}' for g in guides) or 'none (too few reals)'}"
+    )
+    return _save_png(fig, path, {"Title": "ROC (log FPR)", "Description": description})
 
 
 def _shared_bins(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -367,7 +469,8 @@ def _json_default(obj: Any) -> Any:
 def write_report(
     result: Mapping[str, Any], scores: Mapping[str, Any], output_dir: str | os.PathLike[str]
 ) -> dict[str, Path]:
-    """Write metrics.json, report.md, roc.png and histograms.png into ``output_dir``.
+    """Write metrics.json, report.md, roc.png, roc_logfpr.png and histograms.png into
+    ``output_dir``.
 
     Text is rendered before anything is written, so a malformed result leaves no partial
     report. metrics.json is strict JSON (no NaN), readable by any tool, in insertion order.
@@ -380,5 +483,6 @@ def write_report(
         "metrics": atomic_write_text(out / "metrics.json", metrics_json),
         "report": atomic_write_text(out / "report.md", markdown),
         "roc": plot_roc(scores, out / "roc.png"),
+        "roc_logfpr": plot_roc_logfpr(scores, out / "roc_logfpr.png"),
         "histograms": plot_histograms(scores, out / "histograms.png"),
     }
