@@ -1,8 +1,9 @@
 """Per-image cost of every detection method: FLOPs, images/s, peak memory; prints JSON.
 
-Every registered method (``ldmdetect.methods``) has a cost spec here: the stages its feature
-step and classifier run per image (VAE encode, UNet passes, decodes, captioning, the
-classifier), each on a full-size architecture written out below from the published configs
+Every registered method (``ldmdetect.methods``) has a cost spec in its method package
+(``cost.py``, returned by ``Method.cost_specs``): the stages its feature step and classifier
+run per image (VAE encode, UNet passes, decodes, captioning, the classifier), each on a
+full-size architecture written out there from the published configs
 (SD v1.5 / 2.x VAE and UNet, Kandinsky 2.1's MoVQ, ADM-256, BLIP-2 OPT-2.7b, CLIP RN50,
 ResNet-50, ConvNeXt-L, DINOv2 ViT-L/14, LPIPS VGG16) with random weights: cost depends on
 the architecture only, so nothing is downloaded. A method registered without a spec stops the
@@ -58,96 +59,30 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# --------------------------------------------------------------------------------------------
-# Architectures (values from the published configs)
-
-# runwayml/stable-diffusion-v1-5 unet/config.json (non-default values).
-SD15_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "attention_head_dim": 8,
-    "cross_attention_dim": 768,
-    "norm_num_groups": 32,
-}
-# runwayml/stable-diffusion-v1-5 vae/config.json. The SD 2.x VAE (stable-diffusion-2-base,
-# 2-1) has the same architecture, so AEROBLADE's SD1 and SD2 autoencoders cost the same.
-SD_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 512,
-    "scaling_factor": 0.18215,
-}
-# kandinsky-community/kandinsky-2-1 movq/config.json (MoVQ: spatially normalised decoder).
-KANDINSKY21_MOVQ: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 4,
-    "down_block_types": ("DownEncoderBlock2D",) * 3 + ("AttnDownEncoderBlock2D",),
-    "up_block_types": ("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 3,
-    "num_vq_embeddings": 16384,
-    "block_out_channels": (128, 256, 256, 512),
-    "vq_embed_dim": 4,
-    "layers_per_block": 2,
-    "norm_type": "spatial",
-}
-# openai/clip-vit-large-patch14 text tower, SD v1's text encoder.
-SD15_TEXT_ENCODER: dict[str, Any] = {
-    "vocab_size": 49408,
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "max_position_embeddings": 77,
-    "hidden_act": "quick_gelu",
-    "projection_dim": 768,
-}
-# ADM's 256x256 unconditional model (guided-diffusion's 256x256_diffusion_uncond.pt, the
-# generator DIRE inverts; its README flags): num_channels 256, channel_mult (1, 1, 2, 2, 4, 4)
-# for 256 px, num_res_blocks 2, attention_resolutions 32,16,8 (downsampling rates 8, 16, 32:
-# the three lowest levels, and the middle block), num_head_channels 64, resblock_updown
-# (resnet down/upsampling), use_scale_shift_norm, learn_sigma (6 output channels). As a
-# diffusers UNet2DModel this has 552.8 M parameters, as ADM's checkpoint.
-ADM256_UNCOND: dict[str, Any] = {
-    "sample_size": 256,
-    "in_channels": 3,
-    "out_channels": 6,
-    "block_out_channels": (256, 256, 512, 512, 1024, 1024),
-    "layers_per_block": 2,
-    "down_block_types": ("ResnetDownsampleBlock2D",) * 3 + ("AttnDownBlock2D",) * 3,
-    "up_block_types": ("AttnUpBlock2D",) * 3 + ("ResnetUpsampleBlock2D",) * 3,
-    "downsample_type": "resnet",
-    "upsample_type": "resnet",
-    "resnet_time_scale_shift": "scale_shift",
-    "attention_head_dim": 64,
-    "norm_num_groups": 32,
-    "add_attention": True,
-}
-DIRE_STEPS = 20  # DIRE: DDIM with 20 respaced steps, for the inversion and again to reconstruct
-# facebook/opt-2.7b config.json: BLIP-2 OPT-2.7b's language model.
-OPT_2_7B: dict[str, Any] = {
-    "vocab_size": 50272,
-    "hidden_size": 2560,
-    "num_hidden_layers": 32,
-    "ffn_dim": 10240,
-    "num_attention_heads": 32,
-    "word_embed_proj_dim": 2560,
-    "max_position_embeddings": 2048,
-}
-BLIP2_QUERY_TOKENS = 32  # the Q-Former's learned queries, prepended to the language model's input
-CAPTION_TOKENS = 20  # greedy caption length
-FAKEINVERSION_STEPS = 50  # DDIM steps each way (inversion, then re-generation)
-AEROBLADE_AUTOENCODERS = ("sd1_vae", "sd2_vae", "kandinsky21_movq")
+from ldmdetect import methods
+from ldmdetect.methods.cost import (  # noqa: F401  (names the tests and older callers use)
+    BLIP2_QUERY_TOKENS,
+    CAPTION_TOKENS,
+    OPT_2_7B,
+    SD_UNET_MODEL,
+    SD_VAE_MODEL,
+    TEXT_MODEL,
+    Blip2Prefix,
+    CostSpec,
+    Model,
+    Pipeline,
+    Stage,
+    _call,
+    _decode,
+    _encode,
+    _greedy_caption,
+    _images,
+    _latents,
+    _lm_full_sequence,
+    _opt,
+    _unet,
+)
+from ldmdetect.methods.dire.cost import DIRE_STEPS  # noqa: F401
 
 # Dense bf16 tensor-core peak FLOP/s by device name (vendor data sheets, without sparsity).
 PEAK_BF16_FLOPS: dict[str, float] = {
@@ -172,180 +107,7 @@ def peak_bf16_flops(device_name: str) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Model builders: each runs under a ``torch.device`` context (meta for counting)
-
-
-def _diffusers(cls_name: str, config: dict[str, Any]) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        import diffusers
-
-        return getattr(diffusers, cls_name)(**config)
-
-    return build
-
-
-def _text_encoder() -> nn.Module:
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(CLIPTextConfig(**SD15_TEXT_ENCODER))
-
-
-def _blip2_config():
-    from transformers import Blip2Config, OPTConfig
-
-    # Blip2Config's vision and Q-Former defaults are BLIP-2's (ViT-g/14 at 224, 12-layer
-    # Q-Former); its OPT defaults are not OPT-2.7b's, so those are given.
-    return Blip2Config(
-        text_config=OPTConfig(**OPT_2_7B).to_dict(), num_query_tokens=BLIP2_QUERY_TOKENS
-    )
-
-
-class Blip2Prefix(nn.Module):
-    """BLIP-2 up to the language model: ViT-g, the Q-Former over its tokens, the projection
-    to OPT's width. Image (B, 3, 224, 224) -> the language model's prefix (B, 32, 2560)."""
-
-    def __init__(self, attention: str = "sdpa") -> None:
-        super().__init__()
-        from transformers import Blip2QFormerModel, Blip2VisionModel
-
-        config = _blip2_config()
-        for sub in (config.vision_config, config.qformer_config):
-            sub._attn_implementation = attention
-        self.vision = Blip2VisionModel(config.vision_config)
-        self.qformer = Blip2QFormerModel(config.qformer_config)
-        hidden = config.qformer_config.hidden_size
-        self.query_tokens = nn.Parameter(torch.zeros(1, BLIP2_QUERY_TOKENS, hidden))
-        self.projection = nn.Linear(hidden, OPT_2_7B["hidden_size"])
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        tokens = self.vision(pixels).last_hidden_state
-        queries = self.query_tokens.expand(pixels.shape[0], -1, -1)
-        out = self.qformer(query_embeds=queries, encoder_hidden_states=tokens)
-        return self.projection(out.last_hidden_state)
-
-
-def _opt(attention: str) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        from transformers import OPTConfig, OPTForCausalLM
-
-        config = OPTConfig(**OPT_2_7B)
-        config._attn_implementation = attention
-        return OPTForCausalLM(config)
-
-    return build
-
-
-def _timm_classifier(name: str, size: int) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        from ldmdetect.models.classifier import BackboneClassifier
-
-        return BackboneClassifier(name, input_size=size)
-
-    return build
-
-
-def _egre() -> nn.Module:
-    from ldmdetect.models.egre import EGRE
-
-    return EGRE("openclip:RN50", input_size=224)  # timm resnet50_clip.openai architecture
-
-
-def _fakeinversion_net() -> nn.Module:
-    from ldmdetect.models.fakeinversion import FakeInversionNet
-
-    return FakeInversionNet("resnet50")
-
-
-def _lpips() -> nn.Module:
-    from ldmdetect.models.lpips import LPIPSMap
-
-    return LPIPSMap(2, pretrained=False)  # AEROBLADE's default layer (VGG16 relu2_2)
-
-
-class VFMProbe(nn.Module):
-    """The frozen foundation model's pooled embedding and the linear probe on it."""
-
-    def __init__(self, name: str = "vit_large_patch14_dinov2", size: int = 224) -> None:
-        super().__init__()
-        import timm
-
-        from ldmdetect.models.vfm import LinearProbe
-
-        self.body = timm.create_model(name, pretrained=False, num_classes=0, img_size=size)
-        self.probe = LinearProbe(self.body.num_features)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.probe(self.body(images))
-
-
-# --------------------------------------------------------------------------------------------
-# Stages and specs
-
-
-@dataclass(frozen=True)
-class Model:
-    """One network a method runs: how to build it and how the GPU path treats it."""
-
-    name: str
-    build: Callable[[], nn.Module]
-    #: generator components run in the package's generator dtype (bf16 on CUDA); classifiers
-    #: keep fp32 weights and run under autocast, as ``Detector`` runs them
-    generator: bool = True
-    #: convolutional: channels-last on CUDA
-    convolutional: bool = True
-    #: submodules ``--compile`` compiles ("" = the module's forward)
-    compile: tuple[str, ...] = ("",)
-
-
-Inputs = Callable[[int, torch.device, torch.dtype], tuple[Any, ...]]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of a method's per-image path.
-
-    ``run(model, *inputs(rows))`` is one call; ``rows`` rows per image go into it (the LaRE
-    ensemble, the two decoded ends of an inversion, an image and its reconstructions), and
-    it runs ``calls`` times per image (the UNet passes of a sampling loop). ``per_image``
-    False: it runs once per distinct prompt and is cached, so it is not in an image's total.
-    """
-
-    name: str
-    model: str
-    inputs: Inputs
-    run: Callable[..., Any]
-    rows: int = 1
-    calls: int = 1
-    per_image: bool = True
-    #: times taken from another stage (same architecture and shapes) instead of measured
-    same_as: str | None = None
-    #: on a CPU with --quick, estimated from FLOPs at this stage's achieved FLOP rate
-    estimate_quick_cpu_from: str | None = None
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """A method's stages at one working size, and the models they use."""
-
-    models: tuple[Model, ...]
-    stages: tuple[Stage, ...]
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class CostSpec:
-    """How much one registered method costs per image: ``pipeline(size)`` lays out its
-    stages at a working size (see ``size_means``)."""
-
-    name: str
-    method: str
-    what: str
-    size_means: str
-    default_size: int
-    pipeline: Callable[[int], Pipeline]
-    #: quick CPU runs time this spec (False: FLOPs only, e.g. a variant of a timed method)
-    time_quick_cpu: bool = True
-
+# Specs: each method package's ``cost.py``, found through the method registry
 
 COST_SPECS: dict[str, CostSpec] = {}
 
@@ -357,11 +119,19 @@ def register(spec: CostSpec) -> CostSpec:
     return spec
 
 
+def collect_specs() -> dict[str, CostSpec]:
+    """``COST_SPECS`` with every registered method's specs (``Method.cost_specs``) added,
+    methods registered since the last call included; specs added by hand stay."""
+    for name in methods.list_methods():
+        for spec in methods.get(name).cost_specs():
+            if spec.method == name:  # a subclass inherits its parent's specs, not its name
+                COST_SPECS.setdefault(spec.name, spec)
+    return COST_SPECS
+
+
 def missing_specs() -> list[str]:
     """Registered methods without a cost spec."""
-    from ldmdetect import methods
-
-    covered = {spec.method for spec in COST_SPECS.values()}
+    covered = {spec.method for spec in collect_specs().values()}
     return [name for name in methods.list_methods() if name not in covered]
 
 
@@ -371,324 +141,13 @@ def check_specs() -> None:
     if missing:
         raise SystemExit(
             f"benchmarks/feature_cost.py: no cost spec for the registered method(s) "
-            f"{', '.join(missing)}; add one (register(CostSpec(...))) describing the stages "
-            "its features and classifier run per image"
+            f"{', '.join(missing)}; add one to its method package (a cost.py whose "
+            "specs Method.cost_specs returns) describing the stages its features and "
+            "classifier run per image"
         )
 
 
-# Input makers: (rows, device, dtype) -> call arguments.
-
-
-def _images(size: int, channels: int = 3) -> Inputs:
-    return lambda rows, device, dtype: (
-        torch.randn(rows, channels, size, size, device=device, dtype=dtype),
-    )
-
-
-def _latents(side: int, context: bool = True) -> Inputs:
-    def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-        x = torch.randn(rows, 4, side, side, device=device, dtype=dtype)
-        t = torch.full((rows,), 500, device=device, dtype=torch.long)
-        if not context:
-            return x, t
-        return x, t, torch.randn(rows, 77, 768, device=device, dtype=dtype)
-
-    return make
-
-
-def _tokens(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-    return (torch.zeros(rows, 77, dtype=torch.long, device=device),)
-
-
-def _encode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    dist = vae.encode(x).latent_dist
-    return dist.mean + dist.std * torch.randn_like(dist.std)  # a posterior sample
-
-
-def _decode(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    return vae.decode(z).sample
-
-
-def _movq_roundtrip(movq: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    latents = movq.encode(x).latents  # AEROBLADE decodes MoVQ latents without re-quantising
-    return movq.decode(latents, force_not_quantize=True).sample
-
-
-def _vae_roundtrip(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return _decode(vae, _encode(vae, x))
-
-
-def _unet(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
-    return unet(x, t, encoder_hidden_states=context).sample
-
-
-def _pixel_unet(unet: nn.Module, x: torch.Tensor, t: torch.Tensor):
-    return unet(x, t).sample
-
-
-def _call(model: nn.Module, *args: Any) -> Any:
-    return model(*args)
-
-
-def _greedy_caption(lm: nn.Module, prefix: torch.Tensor) -> torch.Tensor:
-    """A cached greedy decode of ``CAPTION_TOKENS`` tokens after BLIP-2's 32-query prefix
-    (+ BOS): what ``generate`` runs, without its bookkeeping."""
-    out = lm(inputs_embeds=prefix, use_cache=True)
-    token = out.logits[:, -1:].argmax(-1)
-    for _ in range(CAPTION_TOKENS - 1):
-        out = lm(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
-        token = out.logits[:, -1:].argmax(-1)
-    return token
-
-
-def _prefix(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-    width = OPT_2_7B["hidden_size"]
-    return (torch.randn(rows, BLIP2_QUERY_TOKENS + 1, width, device=device, dtype=dtype),)
-
-
-def _lm_full_sequence(lm: nn.Module, embeds: torch.Tensor) -> Any:
-    return lm(inputs_embeds=embeds, use_cache=False)
-
-
-def _egre_inputs(lare_side: int) -> Inputs:
-    def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-        images = torch.randn(rows, 3, 224, 224, device=device)
-        return images, torch.rand(rows, 4, lare_side, lare_side, device=device)
-
-    return make
-
-
-def _lpips_inputs(size: int, candidates: int) -> Inputs:
-    def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-        # rows = (1 + candidates) per image: the view and its reconstructions share one pass
-        n = rows // (1 + candidates)
-        a = torch.rand(n, 3, size, size, device=device)
-        return a, torch.rand(n, candidates, 3, size, size, device=device)
-
-    return make
-
-
-def _classifier(name: str, size: int) -> Model:
-    return Model(f"classifier_{name}_{size}", _timm_classifier(name, size), generator=False)
-
-
-SD_UNET_MODEL = Model("sd15_unet", _diffusers("UNet2DConditionModel", SD15_UNET))
-SD_VAE_MODEL = Model("sd_vae", _diffusers("AutoencoderKL", SD_VAE), compile=("encoder", "decoder"))
-TEXT_MODEL = Model("sd15_text_encoder", _text_encoder, convolutional=False)
-
-
-def ae_pipeline(backbone: str) -> Callable[[int], Pipeline]:
-    def pipeline(size: int) -> Pipeline:
-        model = _classifier(backbone, size)
-        return Pipeline(
-            (model,),
-            (Stage("classifier", model.name, _images(size), _call),),
-            "1-try: the center crop only; no generator at test time",
-        )
-
-    return pipeline
-
-
-def lare2_pipeline(size: int) -> Pipeline:
-    ensemble, side = 4, size // 8  # LareConfig defaults: t=200, 4 noise draws
-    egre = Model("egre_clip_rn50", _egre, generator=False)
-    stages = (
-        Stage("vae_encode", SD_VAE_MODEL.name, _images(size), _encode),
-        # The ensemble's noisy latents are rows of the one UNet batch (B x 4 rows).
-        Stage("unet", SD_UNET_MODEL.name, _latents(side), _unet, rows=ensemble),
-        Stage("text_encoder", TEXT_MODEL.name, _tokens, _call, per_image=False),
-        Stage("classifier", egre.name, _egre_inputs(min(224, size) // 8), _call),
-    )
-    return Pipeline(
-        (SD_VAE_MODEL, SD_UNET_MODEL, TEXT_MODEL, egre),
-        stages,
-        "prompt embeddings are cached per distinct prompt (class-name prompts), so the text "
-        "encoder is listed per prompt and left out of the image's total",
-    )
-
-
-def dire_pipeline(size: int) -> Pipeline:
-    adm = Model("adm256_uncond", _diffusers("UNet2DModel", ADM256_UNCOND))
-    classifier = _classifier("resnet50", 224)
-    stages = (
-        Stage("unet_ddim_inversion", adm.name, _pixels_t(size), _pixel_unet, calls=DIRE_STEPS),
-        Stage(
-            "unet_ddim_reconstruction",
-            adm.name,
-            _pixels_t(size),
-            _pixel_unet,
-            calls=DIRE_STEPS,
-            same_as="unet_ddim_inversion",
-        ),
-        Stage("classifier", classifier.name, _images(224), _call),
-    )
-    return Pipeline(
-        (adm, classifier),
-        stages,
-        f"ADM works on pixels: {DIRE_STEPS} DDIM inversion + {DIRE_STEPS} reconstruction "
-        "passes; the DIRE image |x - x'| goes to a ResNet-50 at 224",
-    )
-
-
-def _pixels_t(size: int) -> Inputs:
-    def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-        x = torch.randn(rows, 3, size, size, device=device, dtype=dtype)
-        return x, torch.full((rows,), 500, device=device, dtype=torch.long)
-
-    return make
-
-
-def fakeinversion_pipeline(size: int) -> Pipeline:
-    side, steps = size // 8, FAKEINVERSION_STEPS
-    prefix = Model("blip2_vision_qformer", Blip2Prefix, convolutional=False, compile=("",))
-    lm = Model("blip2_opt_2.7b", _opt("sdpa"), convolutional=False, compile=())
-    classifier = Model("fakeinversion_resnet50", _fakeinversion_net, generator=False)
-    stages = (
-        Stage("caption_vision_qformer", prefix.name, _images(224), _call),
-        Stage(
-            "caption_language_model",
-            lm.name,
-            _prefix,
-            _greedy_caption,
-            estimate_quick_cpu_from="caption_vision_qformer",
-        ),
-        Stage("text_encoder", TEXT_MODEL.name, _tokens, _call),
-        Stage("vae_encode", SD_VAE_MODEL.name, _images(size), _encode),
-        Stage("unet_ddim_inversion", SD_UNET_MODEL.name, _latents(side), _unet, calls=steps),
-        Stage(
-            "unet_ddim_regeneration",
-            SD_UNET_MODEL.name,
-            _latents(side),
-            _unet,
-            calls=steps,
-            same_as="unet_ddim_inversion",
-        ),
-        Stage("vae_decode", SD_VAE_MODEL.name, _latent_inputs(side), _decode, rows=2),
-        Stage("classifier", classifier.name, _images(224, 9), _call),
-    )
-    return Pipeline(
-        (prefix, lm, TEXT_MODEL, SD_VAE_MODEL, SD_UNET_MODEL, classifier),
-        stages,
-        f"BLIP-2 OPT-2.7b caption ({CAPTION_TOKENS} greedy tokens) -> DDIM inversion "
-        f"({steps} steps, guidance 1) -> re-generation ({steps}) -> both ends decoded in one "
-        "batch -> 9-channel ResNet-50 at 224",
-    )
-
-
-def _latent_inputs(side: int) -> Inputs:
-    return lambda rows, device, dtype: (
-        torch.randn(rows, 4, side, side, device=device, dtype=dtype),
-    )
-
-
-def aeroblade_pipeline(size: int) -> Pipeline:
-    movq = Model(
-        "kandinsky21_movq",
-        _diffusers("VQModel", KANDINSKY21_MOVQ),
-        compile=("encoder", "decoder"),
-    )
-    lpips = Model("lpips_vgg16_layer2", _lpips, generator=False)
-    k = len(AEROBLADE_AUTOENCODERS)
-    stages = (
-        Stage("sd1_vae_roundtrip", SD_VAE_MODEL.name, _images(size), _vae_roundtrip),
-        Stage(
-            "sd2_vae_roundtrip",
-            SD_VAE_MODEL.name,
-            _images(size),
-            _vae_roundtrip,
-            same_as="sd1_vae_roundtrip",
-        ),
-        Stage("kandinsky21_movq_roundtrip", movq.name, _images(size), _movq_roundtrip),
-        Stage("lpips", lpips.name, _lpips_inputs(size, k), _call, rows=1 + k),
-    )
-    return Pipeline(
-        (SD_VAE_MODEL, movq, lpips),
-        stages,
-        "three autoencoder round trips (SD1 and SD2 VAEs share one architecture, so SD2's "
-        "time is SD1's) and one LPIPS pass over the view and its three reconstructions",
-    )
-
-
-def vfm_pipeline(size: int) -> Pipeline:
-    model = Model("dinov2_vit_l14_probe", VFMProbe, generator=False, convolutional=False)
-    return Pipeline(
-        (model,),
-        (Stage("embedding_and_probe", model.name, _images(224), _call),),
-        "every image is resized to 224 (short side) and center-cropped: the cost does not "
-        "depend on the working size",
-    )
-
-
-register(
-    CostSpec(
-        "ae",
-        "ae",
-        "tf_efficientnetv2_b0 classifier on the raw crop (the method's default backbone)",
-        "crop side (input_size)",
-        256,
-        ae_pipeline("tf_efficientnetv2_b0"),
-    )
-)
-register(
-    CostSpec(
-        "ae:convnext_large",
-        "ae",
-        "ConvNeXt-L classifier on the raw crop (the README's real-data backbone)",
-        "crop side (input_size)",
-        256,
-        ae_pipeline("convnext_large"),
-    )
-)
-register(
-    CostSpec(
-        "lare2",
-        "lare2",
-        "SD v1.5 VAE encode + one UNet pass on 4 noised latents (t=200) + EGRE on CLIP RN50",
-        "LaRE's whole-image resize (lare.image_size); EGRE's crop is min(224, size)",
-        256,
-        lare2_pipeline,
-    )
-)
-register(
-    CostSpec(
-        "dire",
-        "dire",
-        f"ADM-256 unconditional: {DIRE_STEPS} + {DIRE_STEPS} DDIM passes, ResNet-50 at 224",
-        "the pixel UNet's input side",
-        256,
-        dire_pipeline,
-    )
-)
-register(
-    CostSpec(
-        "fakeinversion",
-        "fakeinversion",
-        "BLIP-2 caption, SD v1.5 DDIM inversion + re-generation (50 + 50), decodes, ResNet-50",
-        "the inverted center crop (inversion.image_size)",
-        512,
-        fakeinversion_pipeline,
-    )
-)
-register(
-    CostSpec(
-        "aeroblade",
-        "aeroblade",
-        "SD1, SD2 and Kandinsky 2.1 autoencoder round trips + LPIPS VGG16 (layer 2)",
-        "the view (input_size)",
-        512,
-        aeroblade_pipeline,
-    )
-)
-register(
-    CostSpec(
-        "vfm-probe",
-        "vfm-probe",
-        "DINOv2 ViT-L/14 embedding at 224 + linear probe",
-        "none: images are resized to 224",
-        224,
-        vfm_pipeline,
-    )
-)
+collect_specs()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Every registered method, end to end on tiny components: train or calibrate -> save ->
-load -> scan (with a bad file) -> evaluate -> predict. A new method registers, adds its tiny
-settings below, and passes this test without any other change to the engine."""
+load -> scan (with a bad file) -> evaluate -> predict. A new method package gives its tiny
+settings (``Method.tiny_settings``) and passes this test without any other change."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_BACKBONE
 from ldmdetect import methods
 from ldmdetect.detector import Detector
 from ldmdetect.engine.evaluate import evaluate
@@ -18,36 +17,16 @@ from ldmdetect.engine.train import TrainConfig, make_config, train_detector
 from ldmdetect.io.images import load_image
 from ldmdetect.io.labeled import read_labeled
 
-# Small settings per method, so each runs in seconds on tiny components.
+# Each method package's tiny settings (``Method.tiny_settings``), so each runs in seconds.
 TINY_SETTINGS: dict[str, dict] = {
-    "ae": {"backbone": TEST_BACKBONE, "input_size": 32},
-    # the pipeline's VAE (the fixture's path is filled in by the test)
-    "aeroblade": {"input_size": 32, "feature": {"aeroblade": {"autoencoders": ["<tiny>"]}}},
-    "vfm-probe": {"backbone": "timm:tf_efficientnet_lite0", "input_size": 32},
-    "lare2": {
-        "backbone": f"timm:{TEST_BACKBONE}",
-        "input_size": 48,
-        "feature": {"lare": {"image_size": 64, "ensemble": 2}},
-    },
-    "dire": {
-        "backbone": TEST_BACKBONE,
-        "input_size": 32,
-        "feature": {"dire": {"image_size": 64, "steps": 2}},
-    },
-    "fakeinversion": {
-        "backbone": TEST_BACKBONE,
-        "input_size": 32,
-        "feature": {
-            "inversion": {"image_size": 64, "steps": 2},
-            "captioner": "fixed:a photo",
-            "map_size": 32,
-        },
-    },
+    name: methods.get(name).tiny_settings for name in methods.list_methods()
 }
 
 
 def test_every_registered_method_has_tiny_settings():
     assert set(methods.list_methods()) <= set(TINY_SETTINGS)
+    missing = [name for name, settings in TINY_SETTINGS.items() if settings is None]
+    assert missing == [], f"methods without tiny_settings: {missing}"
 
 
 def _with_tiny_pipeline(settings: dict, pipeline: Path) -> dict:
@@ -62,6 +41,20 @@ def labeled(aligned_dir: Path):
 
 @pytest.mark.parametrize("name", sorted(TINY_SETTINGS))
 def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path):
+    check_contract(name, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path)
+
+
+def test_a_method_from_a_new_package_passes_the_contract(
+    throwaway_method, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
+):
+    """A package outside ldmdetect registers through its entry point; nothing else changes."""
+    name = throwaway_method()
+    assert name not in TINY_SETTINGS and name in methods.list_methods()
+    check_contract(name, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path)
+
+
+def check_contract(name, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path):
+    """Train or calibrate -> save -> load -> scan -> evaluate -> serve -> predict."""
     method = methods.get(name)
     cfg = TrainConfig(
         method=name,
@@ -72,7 +65,7 @@ def test_method_contract(name, labeled, aligned_dir, tiny_pipeline_dir, calibrat
         seed=0,
         # Every method, training-free ones too, calibrates on reals of several sources.
         calibration_reals=(str(calibration_dir),),
-        **_with_tiny_pipeline(TINY_SETTINGS[name], tiny_pipeline_dir),
+        **_with_tiny_pipeline(method.tiny_settings, tiny_pipeline_dir),
     )
     out = tmp_path / "detector"
     pipeline = tiny_pipeline_dir if method.components else None

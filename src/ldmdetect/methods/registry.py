@@ -15,7 +15,13 @@ and feature extraction are written once for all of them:
    one logit and a sigmoid or two classes and a softmax is the method's to say.
 
 Plus whether the method ``trains`` (or only calibrates thresholds on real images), its default
-config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``. Two optional
+config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``.
+
+A method is a package, ``ldmdetect/methods/<name>/`` or any distribution's that names it under
+the entry-point group ``ldmdetect.methods``: the method, its feature step, its settings, its
+tiny settings for the contract test (:attr:`Method.tiny_settings`) and its cost spec
+(:meth:`Method.cost_specs`, for ``benchmarks/feature_cost.py``). The registry finds them, so
+adding a method touches no other file. Two optional
 hooks: :meth:`Method.evidence` (maps a person can look at) and :meth:`Method.fit_features`
 (closed-form fitting on cached features, e.g. a logistic-regression probe). Training
 data is either aligned pairs (a real image and its reconstruction, augmented identically by
@@ -156,6 +162,17 @@ class Method(ABC):
     probabilistic: ClassVar[bool] = True
     #: Generator components (``model_index.json`` names) its feature step is built from.
     components: ClassVar[tuple[str, ...]] = ()
+    #: ``TrainConfig`` fields that make the method run in seconds on tiny components: what the
+    #: contract test trains, saves, loads and scans every method with. ``"<tiny>"`` anywhere
+    #: in them stands for a tiny Stable Diffusion pipeline's directory.
+    tiny_settings: ClassVar[dict[str, Any] | None] = None
+
+    def cost_specs(self) -> Sequence[Any]:
+        """Per-image cost specs on full-size architectures
+        (:class:`ldmdetect.methods.cost.CostSpec`), the default configuration first; what
+        ``benchmarks/feature_cost.py`` measures. None by default: the benchmark then stops,
+        naming the method."""
+        return ()
 
     def defaults(self) -> dict[str, Any]:
         """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...)."""
@@ -311,6 +328,36 @@ def view_windows(maps: torch.Tensor, batch: Batch, side: int, *, factor: int = 1
 
 _M = TypeVar("_M", bound=type[Method])
 _REGISTRY: dict[str, type[Method]] = {}
+#: Distributions register method packages under this entry-point group: the entry point names
+#: a module (importing it registers the method) or a :class:`Method` subclass.
+ENTRY_POINT_GROUP = "ldmdetect.methods"
+_LOADED_ENTRY_POINTS: set[tuple[str, str]] = set()
+
+
+def load_entry_points() -> None:
+    """Import the method packages other distributions name under :data:`ENTRY_POINT_GROUP`
+    (each once). One that fails to import is reported and skipped, so a broken plug-in
+    cannot take the built-in methods down with it."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        key = (entry.name, entry.value)
+        if key in _LOADED_ENTRY_POINTS:
+            continue
+        _LOADED_ENTRY_POINTS.add(key)
+        try:
+            loaded = entry.load()
+        except Exception as err:  # a plug-in's own error, whatever its type
+            warnings.warn(
+                f"method entry point {entry.name} = {entry.value} failed to load "
+                f"({type(err).__name__}: {err}); skipped",
+                stacklevel=2,
+            )
+            continue
+        is_method = isinstance(loaded, type) and issubclass(loaded, Method)
+        if is_method and _REGISTRY.get(loaded.name) is not loaded:
+            register_method(loaded)
 
 
 def register_method(cls: _M) -> _M:
@@ -321,12 +368,21 @@ def register_method(cls: _M) -> _M:
     return cls
 
 
+def unregister_method(name: str) -> None:
+    """Forget the method ``name`` (a throwaway method in a test); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
 def list_methods() -> list[str]:
+    """Every registered method's name: the built-in packages and the entry points'."""
+    load_entry_points()
     return sorted(_REGISTRY)
 
 
 def get(name: str) -> Method:
     """The method registered as ``name``; unknown names get close matches in the error."""
+    if name not in _REGISTRY:
+        load_entry_points()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

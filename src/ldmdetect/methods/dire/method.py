@@ -47,6 +47,7 @@ from ldmdetect.features.dire import (
 )
 from ldmdetect.features.inversion import InversionTransform
 from ldmdetect.generative.families import denoiser_name
+from ldmdetect.methods.dire.settings import TINY
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -107,6 +108,13 @@ class Dire(Method):
     summary = "DIRE: ResNet-50 on |x - DDIM reconstruction| through a diffusion model, ICCV 2023"
     # An LDM's; a pixel-space UNet2DModel needs only the unet and scheduler.
     components = LATENT_COMPONENTS
+
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.dire.cost import cost_specs
+
+        return cost_specs()
 
     def defaults(self) -> dict[str, Any]:
         return {

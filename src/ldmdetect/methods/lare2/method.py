@@ -27,6 +27,7 @@ from ldmdetect.config import DetectorConfig
 from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.families import method_family
 from ldmdetect.io.crops import aligned_views
+from ldmdetect.methods.lare2.settings import TINY
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -140,6 +141,13 @@ class LaRE2(Method):
         "transformer) guiding a CLIP RN50 (EGRE), CVPR 2024"
     )
     components = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.lare2.cost import cost_specs
+
+        return cost_specs()
 
     def defaults(self) -> dict[str, Any]:
         return {

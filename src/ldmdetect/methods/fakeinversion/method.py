@@ -35,6 +35,7 @@ from ldmdetect.features.inversion import (
 )
 from ldmdetect.generative.captioners import Captioner, parse_captioner
 from ldmdetect.generative.families import method_family, refuse
+from ldmdetect.methods.fakeinversion.settings import TINY
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -100,6 +101,13 @@ class FakeInversion(Method):
     name = "fakeinversion"
     summary = "FakeInversion: image + decoded DDIM inversion and re-generation, CVPR 2024"
     components = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.fakeinversion.cost import cost_specs
+
+        return cost_specs()
 
     def defaults(self) -> dict[str, Any]:
         return {

@@ -35,6 +35,7 @@ from ldmdetect.methods.registry import (
     normalize,
     register_method,
 )
+from ldmdetect.methods.vfm_probe.settings import TINY
 from ldmdetect.models.vfm import (
     DEFAULT_VFM,
     LinearProbe,
@@ -138,6 +139,13 @@ def fit_linear_probe(
 class VFMProbe(Method):
     name = "vfm-probe"
     summary = "logistic-regression probe on a frozen vision foundation model (DINOv2 default)"
+
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.vfm_probe.cost import cost_specs
+
+        return cost_specs()
 
     def defaults(self) -> dict[str, Any]:
         return {

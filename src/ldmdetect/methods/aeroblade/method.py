@@ -43,6 +43,7 @@ from ldmdetect.features.aeroblade import (
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.crops import ensure_min_size
 from ldmdetect.io.images import as_pil, pil_to_uint8
+from ldmdetect.methods.aeroblade.settings import TINY
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
 from ldmdetect.models.lpips import LPIPSMap, lpips_distance, lpips_map
 
@@ -148,6 +149,13 @@ class Aeroblade(Method):
     summary = "AEROBLADE: LPIPS to the closest LDM-autoencoder reconstruction, training-free"
     trains = False
     probabilistic = False
+
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.aeroblade.cost import cost_specs
+
+        return cost_specs()
 
     def defaults(self) -> dict[str, Any]:
         return {

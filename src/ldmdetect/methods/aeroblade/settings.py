@@ -1,0 +1,13 @@
+"""Settings of ``aeroblade``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: ``TrainConfig`` fields for a run of seconds on tiny components (the contract test's);
+#: ``"<tiny>"`` stands for a tiny Stable Diffusion pipeline's directory.
+TINY: dict[str, Any] = {
+    "input_size": 32,
+    # the tiny pipeline's VAE
+    "feature": {"aeroblade": {"autoencoders": ["<tiny>"]}},
+}

@@ -1,0 +1,13 @@
+"""Settings of ``lare2``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: ``TrainConfig`` fields for a run of seconds on tiny components (the contract test's);
+#: ``"<tiny>"`` stands for a tiny Stable Diffusion pipeline's directory.
+TINY: dict[str, Any] = {
+    "backbone": "timm:mobilenetv3_small_050",
+    "input_size": 48,
+    "feature": {"lare": {"image_size": 64, "ensemble": 2}},
+}

@@ -1,0 +1,9 @@
+"""Settings of ``vfm-probe``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: ``TrainConfig`` fields for a run of seconds on tiny components (the contract test's);
+#: ``"<tiny>"`` stands for a tiny Stable Diffusion pipeline's directory.
+TINY: dict[str, Any] = {"backbone": "timm:tf_efficientnet_lite0", "input_size": 32}
