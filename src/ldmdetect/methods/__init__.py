@@ -8,6 +8,7 @@ method); other distributions add theirs under the entry-point group ``ldmdetect.
 import importlib
 import pkgutil
 
+from ldmdetect.methods.configure import make_config
 from ldmdetect.methods.registry import (
     ENTRY_POINT_GROUP,
     Method,
@@ -17,6 +18,7 @@ from ldmdetect.methods.registry import (
     register_method,
     unregister_method,
 )
+from ldmdetect.methods.settings import MethodSettings
 
 
 def _import_method_packages() -> None:
@@ -30,8 +32,10 @@ _import_method_packages()
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Method",
+    "MethodSettings",
     "get",
     "list_methods",
+    "make_config",
     "normalize",
     "register_method",
     "unregister_method",

@@ -47,6 +47,7 @@ from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
+from ldmdetect.methods.settings import MethodSettings
 
 # One image's model input: tensors with a leading views dimension (T, ...) for per-view data
 # (crops), or per-image tensors (a resized whole image); plus the "prompt" string and, where
@@ -166,6 +167,21 @@ class Method(ABC):
     #: contract test trains, saves, loads and scans every method with. ``"<tiny>"`` anywhere
     #: in them stands for a tiny Stable Diffusion pipeline's directory.
     tiny_settings: ClassVar[dict[str, Any] | None] = None
+    #: The typed, frozen form of ``config.feature`` (defaults written once, there).
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
+
+    def settings(self, config: DetectorConfig) -> MethodSettings:
+        """``config.feature`` as this method's :attr:`Settings` (validated)."""
+        return self.Settings.from_feature(config.feature, method=self.name)
+
+    def resolve(
+        self, config: DetectorConfig, settings: MethodSettings, *, pretrained: bool | str
+    ) -> dict[str, Any]:
+        """What a fresh config leaves open and the method settles once, when the config is
+        made (:func:`ldmdetect.methods.make_config`): {DetectorConfig field: value}, e.g. the
+        ``feature`` dict with the VAE's latent channels recorded. Nothing later writes into
+        a config, so a detector does not depend on what was built before it was saved."""
+        return {}
 
     def cost_specs(self) -> Sequence[Any]:
         """Per-image cost specs on full-size architectures
@@ -175,8 +191,9 @@ class Method(ABC):
         return ()
 
     def defaults(self) -> dict[str, Any]:
-        """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...)."""
-        return {}
+        """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...);
+        ``feature`` is always its :attr:`Settings`' defaults."""
+        return {"feature": self.Settings().to_feature()}
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
         """The generator components these feature settings need (``components`` by default)."""
