@@ -213,8 +213,8 @@ class Throwaway(Method):
         crops = batch["crops"]
         b, t = crops.shape[:2]
         dtype = next(model.parameters()).dtype
-        out = model(normalize(crops.flatten(0, 1), config, dtype)).view(b, t, -1)
-        return out[..., 0] if out.shape[-1] == 1 else out
+        # (B, T, 1) for one logit: the engine reads it as (B, T) (Method.class_logits)
+        return model(normalize(crops.flatten(0, 1), config, dtype)).view(b, t, -1)
 
     def cost_specs(self):
         from ldmdetect.methods.cost import CostSpec, Model, Pipeline, Stage, _call, _images

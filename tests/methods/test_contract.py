@@ -12,7 +12,7 @@ import torch
 from ldmdetect import methods
 from ldmdetect.detector import Detector
 from ldmdetect.engine.evaluate import evaluate
-from ldmdetect.engine.scan import scan
+from ldmdetect.engine.scan import scan, write_rows
 from ldmdetect.engine.train import TrainConfig, make_config, train_detector
 from ldmdetect.io.images import load_image
 from ldmdetect.io.labeled import read_labeled
@@ -142,3 +142,51 @@ def test_feature_steps_resolve_their_device_and_refuse_cuda_without_it(name, tin
     if not torch.cuda.is_available():  # asked for, not silently run on the CPU
         with pytest.raises(ValueError, match="CUDA is not available"):
             method.build_features(config, device="cuda")
+
+
+def test_a_three_class_method_passes_the_contract_with_per_class_outputs(
+    throwaway_method, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
+):
+    """K > 2: per-class probabilities beside the score, in predict_proba, scan rows (and
+    their CSV columns) and the service reply; the score is 1 - P(real)."""
+    classes = ("real", "sd", "flux")
+    name = throwaway_method(classes)
+    assert methods.get(name).classes == classes
+    check_contract(name, labeled, aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path)
+    detector = Detector.from_pretrained(tmp_path / "detector", device="cpu")
+    files = sorted((aligned_dir / "real").glob("*.png"))[:3]
+    probabilities = detector.predict_proba(files)
+    assert probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(detector.predict(files), 1 - probabilities[:, 0], rtol=1e-12)
+
+    rows = scan(detector, files, fpr=None, journal=tmp_path / "scan.jsonl")
+    assert [list(r.probabilities) for r in rows] == [list(classes)] * 3
+    assert scan(detector, files, fpr=None, journal=tmp_path / "scan.jsonl") == rows  # resumed
+    np.testing.assert_allclose([r.probabilities["sd"] for r in rows], probabilities[:, 1])
+    out = write_rows(rows, tmp_path / "scan.csv")
+    header = out.read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["p_real", "p_sd", "p_flux"]
+
+    from fastapi.testclient import TestClient
+
+    from ldmdetect.serve import create_app
+
+    with TestClient(create_app(detector)) as client:
+        body = client.post(
+            "/v1/detect", files={"file": ("a.png", files[0].read_bytes(), "image/png")}
+        ).json()
+    assert list(body["probabilities"]) == list(classes)
+    # one image per device batch there, three here: float32 sums in another order
+    assert body["probabilities"]["flux"] == pytest.approx(probabilities[0, 2], rel=1e-6)
+
+
+def test_binary_scan_rows_and_replies_keep_their_shape(tmp_path):
+    """Two classes: no per-class columns, the CSV and JSON rows as they were."""
+    from ldmdetect.engine.scan import ScanRow
+
+    rows = [ScanRow("a.png", 0.25, "real", "0.5", "", "real")]
+    header = write_rows(rows, tmp_path / "scan.csv").read_text().splitlines()[0]
+    assert header == "path,score,label,threshold,error,verdict"
+    saved = json.loads(write_rows(rows, tmp_path / "scan.json").read_text())
+    assert list(saved[0]) == ["path", "score", "label", "threshold", "error", "verdict"]

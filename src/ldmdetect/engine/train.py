@@ -328,7 +328,7 @@ def score_loader(
         logits = method.logits(model, batch, config)
         y = y.to(device)
         losses.append(method.loss(logits[:, 0], y).item())
-        scores.append(method.probabilities(logits).mean(dim=1).double().cpu())
+        scores.append(method.scores(logits).mean(dim=1).double().cpu())
         labels.append(y.cpu())
     return torch.cat(scores).numpy(), torch.cat(labels).numpy(), float(np.mean(losses))
 

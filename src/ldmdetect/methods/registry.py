@@ -11,8 +11,9 @@ and feature extraction are written once for all of them:
    config names (like ``model_index.json``), never saved with the detector's weights, and it
    reads from or writes to a :class:`~ldmdetect.features.cache.FeatureCache` by image id.
    Methods that only look at pixels have none.
-3. ``logits(model, batch, config)`` -> ``probabilities`` / ``loss``: the model's scoring. Whether
-   one logit and a sigmoid or two classes and a softmax is the method's to say.
+3. ``logits(model, batch, config)`` -> ``scores`` (P(generated), or the method's own score),
+   ``probabilities`` (one per class of :attr:`Method.classes`) and ``loss``: the model's
+   scoring. Whether one logit and a sigmoid or K classes and a softmax is the method's to say.
 
 Plus whether the method ``trains`` (or only calibrates thresholds on real images), its default
 config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``.
@@ -163,6 +164,9 @@ class Method(ABC):
     probabilistic: ClassVar[bool] = True
     #: Generator components (``model_index.json`` names) its feature step is built from.
     components: ClassVar[tuple[str, ...]] = ()
+    #: The classes its outputs are over, the real one first. The score is P("generated"), or
+    #: 1 - P(real) for methods without a "generated" class (attribution to generators).
+    classes: ClassVar[tuple[str, ...]] = ("real", "generated")
     #: ``TrainConfig`` fields that make the method run in seconds on tiny components: what the
     #: contract test trains, saves, loads and scans every method with. ``"<tiny>"`` anywhere
     #: in them stands for a tiny Stable Diffusion pipeline's directory.
@@ -261,17 +265,39 @@ class Method(ABC):
 
     @abstractmethod
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
-        """Batch on the model's device (features added) -> logits (B, T, ...) for T views."""
+        """Batch on the model's device (features added) -> logits for T views: (B, T) for
+        one logit, (B, T, K) for K (see :meth:`class_logits`)."""
+
+    def class_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits as (B, T, K): one logit per view ((B, T), a binary method's) gets K = 1."""
+        return logits if logits.dim() == 3 else logits.unsqueeze(-1)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, ...) -> P(generated) (B, T). One logit and a sigmoid by default.
+        """Logits -> per-class probabilities (B, T, len(classes)), in float64: float32's
+        sigmoid is exactly 1.0 from a logit of about 17 on, and a threshold cannot tell apart
+        scores that have all become one number. One logit: a sigmoid gives P(classes[1]);
+        several: a softmax."""
+        logits = self.class_logits(logits).double()
+        if logits.shape[-1] == 1:
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p, p], dim=-1)
+        return logits.softmax(dim=-1)
 
-        In float64: float32's sigmoid is exactly 1.0 from a logit of about 17 on, and a
-        threshold cannot tell apart scores that have all become one number."""
-        return torch.sigmoid(logits.double())
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, ...) -> the score per view (B, T): P(generated) (see :attr:`classes`)."""
+        if len(self.classes) == 2 and self.class_logits(logits).shape[-1] == 1:
+            return torch.sigmoid(self.class_logits(logits).double())[..., 0]
+        probabilities = self.probabilities(logits)
+        if "generated" in self.classes:
+            return probabilities[..., self.classes.index("generated")]
+        return 1 - probabilities[..., 0]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Training loss of one view per image: logits (B, ...) against labels (B,) in {0, 1}."""
+        """Training loss of one view per image: logits (B, ...) against labels (B,), class
+        indices: binary cross-entropy on one logit, cross-entropy on several."""
+        if logits.dim() > 1 and logits.shape[-1] > 1:
+            return nn.functional.cross_entropy(logits.float(), labels.long())
+        logits = logits.reshape(labels.shape)
         return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
     # Optional hooks. A method overrides them only when it has what they ask for.

@@ -187,8 +187,11 @@ class Aeroblade(Method):
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
         return -self.distances(model, batch).min(dim=1).values[:, None]
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float()  # the score itself: -distance, not a probability
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("aeroblade's score is a distance: it has no probabilities")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.full((), float("nan"))  # nothing is trained

@@ -255,8 +255,5 @@ class LaRE2(Method):
         high = error.amax(dim=(1, 2), keepdim=True)
         return 1 - (error - low) / (high - low).clamp_min(1e-12)
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.double().softmax(dim=-1)[..., 1]  # float64: see Method.probabilities
-
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits.float(), labels.long())
