@@ -259,3 +259,104 @@ def synris_known(tmp_path_factory):
     (root / "fake" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     (root / "fake" / "notes.txt").write_text("not an image")
     return root
+
+
+THROWAWAY_METHOD = '''"""A method from a package outside ldmdetect, found by its entry point."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ldmdetect.config import IMAGENET_MEAN, IMAGENET_STD
+from ldmdetect.methods import Method, normalize, register_method
+from ldmdetect.methods.ae import CropTransform
+
+CLASSES = {classes!r}
+
+
+class TinyNet(nn.Module):
+    """Crops (N, 3, S, S) -> one logit per crop (two classes) or one per class."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.head = nn.Linear(4, 1 if classes == 2 else classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@register_method
+class Throwaway(Method):
+    name = {name!r}
+    summary = "a tiny CNN on crops, registered from outside the package"
+    classes = CLASSES
+    tiny_settings = {{"input_size": 32}}
+
+    def defaults(self):
+        return {{"backbone": "tiny-cnn", "input_size": 32}}
+
+    def normalization(self, backbone):
+        return IMAGENET_MEAN, IMAGENET_STD
+
+    def build_model(self, config, *, pretrained=False):
+        return TinyNet(len(self.classes))
+
+    def transform(self, config, *, tries=1, augment=None):
+        return CropTransform(config.input_size, tries, config.try_seed, augment)
+
+    def logits(self, model, batch, config):
+        crops = batch["crops"]
+        b, t = crops.shape[:2]
+        dtype = next(model.parameters()).dtype
+        # (B, T, 1) for one logit: the engine reads it as (B, T) (Method.class_logits)
+        return model(normalize(crops.flatten(0, 1), config, dtype)).view(b, t, -1)
+
+    def cost_specs(self):
+        from ldmdetect.methods.cost import CostSpec, Model, Pipeline, Stage, _call, _images
+
+        def pipeline(size):
+            net = Model("throwaway_tiny_cnn", lambda: TinyNet(len(CLASSES)), generator=False)
+            stage = Stage("classifier", net.name, _images(size), _call)
+            return Pipeline((net,), (stage,), "the tiny CNN on one crop")
+
+        return (CostSpec(self.name, self.name, "tiny CNN", "crop side", 32, pipeline),)
+'''
+
+
+@pytest.fixture
+def throwaway_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``throwaway_method(classes=("real", "generated"))``: the name of a method whose package
+    lives outside ldmdetect (in ``tmp_path``, on ``sys.path``) and registers through an
+    installed distribution's entry point, as a third-party package would. Forgotten after the
+    test."""
+    import importlib
+
+    from ldmdetect.methods import ENTRY_POINT_GROUP, registry
+
+    made: list[tuple[str, str]] = []
+
+    def make(classes: tuple[str, ...] = ("real", "generated")) -> str:
+        name = f"throwaway-{len(classes)}-classes"
+        module = f"throwaway_method_{len(classes)}"
+        site = tmp_path / "site"
+        (site / module).mkdir(parents=True)
+        (site / module / "__init__.py").write_text(
+            THROWAWAY_METHOD.format(classes=tuple(classes), name=name)
+        )
+        info = site / f"{module}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {module}\n")
+        monkeypatch.syspath_prepend(str(site))
+        importlib.invalidate_caches()
+        made.append((name, module))
+        return name
+
+    yield make
+    for name, module in made:
+        registry.unregister_method(name)
+        registry._LOADED_ENTRY_POINTS.discard((name, module))
+        sys.modules.pop(module, None)

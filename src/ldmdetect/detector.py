@@ -139,14 +139,39 @@ class Detector:
         return self.preparer(tries)(image)
 
     @torch.inference_mode()
-    def score_batch(self, samples: Sequence[Sample]) -> torch.Tensor:
-        """Samples -> P(generated) per view (B, T) on the CPU; features added on the device."""
+    def logits_batch(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """Samples -> the method's float32 logits per view (B, T[, K]); features added on the
+        device."""
         batch = batch_to(self.method.collate(samples), self.device)
         if self.features is not None:
             batch = self.features.add_to(batch, self.feature_cache, device=self.device)
         with self._autocast():
             logits = self.method.logits(self.model, batch, self.config)
-        return self.method.probabilities(logits.float()).cpu()
+        return logits.float()
+
+    @torch.inference_mode()
+    def score_batch(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """Samples -> P(generated) (or the method's score) per view (B, T) on the CPU."""
+        return self.method.scores(self.logits_batch(samples)).cpu()
+
+    @torch.inference_mode()
+    def score_and_probabilities(
+        self, prepared: Sequence[Sample], batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image samples -> (scores (N,), per-class probabilities (N, K) over
+        ``method.classes``), each the mean over the image's views, from one pass."""
+        if not prepared:
+            return np.zeros(0), np.zeros((0, len(self.method.classes)))
+        per_batch = max(1, batch_size // _views(prepared[0]))
+        scores, probabilities = [], []
+        for i in range(0, len(prepared), per_batch):
+            logits = self.logits_batch(prepared[i : i + per_batch])
+            scores.append(self.method.scores(logits).mean(dim=1).cpu())
+            probabilities.append(self.method.probabilities(logits).mean(dim=1).cpu())
+        return (
+            torch.cat(scores).double().numpy(),
+            torch.cat(probabilities).double().numpy(),
+        )
 
     def score_prepared(self, prepared: Sequence[Sample], batch_size: int = 64) -> np.ndarray:
         """Per-image samples -> mean probability per image (the N-try rule).
@@ -175,16 +200,32 @@ class Detector:
         decoded raises ``ImageDecodeError`` naming it; use ``ldmdetect.engine.scan`` to score
         many files without stopping on bad ones.
         """
+        return self.score_prepared(self._prepared(images, tries), batch_size)
+
+    def predict_proba(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        tries: int | None = None,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Per-class probabilities (N, K), columns in the order of ``method.classes``; the
+        score :meth:`predict` gives is P("generated") (1 - P(real) without that class).
+        Methods whose score is not a probability (``aeroblade``) have none and raise."""
+        return self.score_and_probabilities(self._prepared(images, tries), batch_size)[1]
+
+    def _prepared(
+        self, images: ImageInput | Sequence[ImageInput], tries: int | None
+    ) -> list[Sample]:
         if isinstance(images, str | os.PathLike | Image.Image) or (
             isinstance(images, torch.Tensor) and images.dim() == 3
         ):
             images = [images]
         prepare = self.preparer(tries)
-        prepared = [
+        return [
             prepare(as_pil(image), path=image if isinstance(image, str | os.PathLike) else None)
             for image in images
         ]
-        return self.score_prepared(prepared, batch_size)
 
     @property
     def evidence_map(self):

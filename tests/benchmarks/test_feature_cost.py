@@ -46,6 +46,18 @@ def test_a_method_without_a_cost_spec_stops_the_benchmark(cost: ModuleType) -> N
         del _REGISTRY[unnamed.name]
 
 
+def test_a_method_from_a_new_package_brings_its_cost_spec(cost: ModuleType, throwaway_method):
+    """The benchmark finds a third-party method package's spec through the registry alone."""
+    name = throwaway_method()
+    assert name in methods.list_methods()
+    cost.check_specs()  # does not raise: the package's spec is found
+    try:
+        report = cost.main(["--flops-only", "--method", name, "--sizes", "64"])
+        assert report["methods"][name]["sizes"]["64"]["flops_per_image"] > 0
+    finally:
+        cost.COST_SPECS.pop(name, None)
+
+
 def test_flops_per_stage_on_meta(cost: ModuleType) -> None:
     """FLOPs follow the stages' calls and rows, and the LaRE / DIRE ratio is the stages'."""
     meta: dict = {}

@@ -1,6 +1,7 @@
 """The dire method: views into the cached map, the generator's space resolved and recorded,
 lossless maps, and the command line from extract to scan on a pixel-space pipeline."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -114,11 +115,13 @@ def test_logits_classify_the_dire_map_at_each_view(pixel_dir):
 
 
 def test_space_is_resolved_from_the_unet_and_recorded(pixel_dir, tiny_pipeline_dir):
+    # Resolved once, when the config is made; building the features writes nothing into it.
     method, config = _config(pixel_dir)
-    assert set(config.components) == set(method.components)  # before: unknown space
-    step = method.build_features(config, device="cpu")
     assert config.feature["space"] == "pixel"
     assert set(config.components) == {"unet", "scheduler"}
+    before = copy.deepcopy(config)
+    step = method.build_features(config, device="cpu")
+    assert config == before
     assert step.settings()["space"] == "pixel" and set(step.sources) == {"unet", "scheduler"}
     # A --pipeline override names every component; the pixel space takes what it needs.
     override = pipeline_sources(pixel_dir, method.components)
@@ -127,8 +130,11 @@ def test_space_is_resolved_from_the_unet_and_recorded(pixel_dir, tiny_pipeline_d
         "scheduler",
     }
     method, config = _config(tiny_pipeline_dir)
-    step = method.build_features(config, device="cpu")
     assert config.feature["space"] == "latent" and set(config.components) == set(method.components)
+    # A config with the space left to "auto" (made by hand) is resolved without being written.
+    config.feature["space"] = "auto"
+    assert method.build_features(config, device="cpu").space == "latent"
+    assert config.feature["space"] == "auto"
     config.components = {}
     with pytest.raises(ValueError, match="--pipeline"):
         method.build_features(config, device="cpu")

@@ -145,3 +145,22 @@ def test_features_without_ids_are_computed_but_never_cached(tmp_path):
         step.add_to(without, cache)
     assert torch.equal(step.add_to(with_ids, cache)["mean"], expected)
     assert set(cache.keys()) == {image_id(i) for i in images}
+
+
+def test_binary_scores_are_unchanged_and_probabilities_cover_both_classes():
+    """One logit: the score is sigmoid(logit) in float64, exactly as before; the per-class
+    probabilities are (1 - p, p). Two logits (lare2): the softmax's second column."""
+    assert all(methods.get(n).classes == ("real", "generated") for n in methods.list_methods())
+    ae, lare2 = methods.get("ae"), methods.get("lare2")
+    one = torch.randn(4, 3) * 20
+    assert torch.equal(ae.scores(one), torch.sigmoid(one.double()))
+    assert torch.equal(ae.scores(one[..., None]), ae.scores(one))  # (B, T, 1) reads as (B, T)
+    probabilities = ae.probabilities(one)
+    assert probabilities.shape == (4, 3, 2) and probabilities.dtype == torch.float64
+    assert torch.equal(probabilities[..., 1], ae.scores(one))
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(4, 3, dtype=torch.float64))
+    two = torch.randn(4, 3, 2)
+    assert torch.equal(lare2.scores(two), two.double().softmax(dim=-1)[..., 1])
+    # aeroblade's score is a distance: no probabilities
+    with pytest.raises(NotImplementedError, match="distance"):
+        methods.get("aeroblade").probabilities(torch.zeros(2, 1))

@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 from ldmdetect import methods
 from ldmdetect.engine.loader import load_each
 from ldmdetect.engine.scan import PrepareFile
-from ldmdetect.engine.train import TrainConfig, make_config
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.datasets import resolve_sources
@@ -57,16 +56,17 @@ def extract_features(
     embedding), and must match the detector's that will read the cache.
     Bad files are reported in the summary and skipped; the rest are cached.
     """
-    from ldmdetect.engine.train import build
-
     method = methods.get(method_name)
-    cfg = TrainConfig(
-        method=method_name, feature=dict(feature or {}), backbone=backbone, input_size=input_size
+    # The same config training makes (the probe's reachable backbone and weights' source
+    # included), so the cache's settings match the detector's that will read it.
+    config = methods.make_config(
+        method,
+        backbone=backbone,
+        input_size=input_size,
+        feature=dict(feature or {}),
+        pipeline=pipeline,
+        revision=revision,
     )
-    if method.components:
-        config = make_config(cfg, method, pipeline=pipeline, revision=revision)
-    else:  # the config (backbone, weights source) comes from building the method
-        _, config, _ = build(cfg)
     step = method.build_features(config, device=resolve_device(device))
     if step is None:
         raise ValueError(f"method {method_name!r} has no features to extract with {feature}")

@@ -303,21 +303,17 @@ def ray_extract(
     same picture under two names at the same moment may both store it; the copies are
     identical (each map's noise is seeded by the image id), and readers take either.
     """
-    from ldmdetect.engine.train import TrainConfig, make_config
     from ldmdetect.features.cache import FeatureCache
     from ldmdetect.io.datasets import resolve_sources
 
     method = methods.get(method_name)
     if not method.components:
         raise ValueError(f"method {method_name!r} has no generator features to extract")
-    config = make_config(
-        TrainConfig(method=method_name, feature=dict(feature or {})),
-        method,
-        pipeline=pipeline,
-        revision=revision,
+    config = methods.make_config(
+        method, feature=dict(feature or {}), pipeline=pipeline, revision=revision
     )
-    # Built lazily (no component is loaded here): it settles the config and the cache's
-    # settings, and a cache made with other settings is refused before any actor starts.
+    # Built lazily (no component is loaded here): it settles the cache's settings, and a
+    # cache made with other settings is refused before any actor starts.
     step = method.build_features(config, device="cpu")
     assert step is not None
     FeatureCache(output, settings=step.settings())

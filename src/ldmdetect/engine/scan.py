@@ -93,9 +93,11 @@ def iter_scores(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: bool = False,
     desc: str = "scoring",
-) -> Iterator[list[tuple[int, float | None, str]]]:
+    classes: bool = False,
+) -> Iterator[list[tuple]]:
     """Each device batch as it finishes: ``(index into paths, score, "")`` per scored file,
-    with ``(index, None, reason)`` for the files that failed since the last batch."""
+    with ``(index, None, reason)`` for the files that failed since the last batch. With
+    ``classes``, a fourth item: {class: probability} (None for a failed file)."""
     tries = tries or detector.config.default_tries
     prepare = PrepareFile(detector.preparer(tries), perturbation, max_pixels)
     pending: list[tuple[int, Sample]] = []
@@ -107,8 +109,17 @@ def iter_scores(
         done = list(failed)
         if pending:
             indices, prepared = zip(*pending, strict=True)
-            scores = detector.score_prepared(list(prepared), batch_size)
-            done += [(i, float(x), "") for i, x in zip(indices, scores, strict=True)]
+            if classes:
+                scores, probabilities = detector.score_and_probabilities(prepared, batch_size)
+                names = detector.method.classes
+                done = [(*f, None) for f in done]
+                done += [
+                    (i, float(x), "", dict(zip(names, map(float, p), strict=True)))
+                    for i, x, p in zip(indices, scores, probabilities, strict=True)
+                ]
+            else:
+                scores = detector.score_prepared(list(prepared), batch_size)
+                done += [(i, float(x), "") for i, x in zip(indices, scores, strict=True)]
         pending.clear()
         failed.clear()
         return done
@@ -138,10 +149,32 @@ class ScanRow:
     verdict: str = ""
 
 
-def scan_row(path: str, score: float | None, error: str, rule: DecisionRule) -> ScanRow:
+@dataclass
+class ClassScanRow(ScanRow):
+    """A row of a method of more than two classes: with {class: probability} (CSV columns
+    ``p_<class>``). Two-class methods' rows stay :class:`ScanRow`, column for column."""
+
+    probabilities: dict[str, float] | None = None
+
+
+def scan_row(
+    path: str,
+    score: float | None,
+    error: str,
+    rule: DecisionRule,
+    probabilities: dict[str, float] | None = None,
+) -> ScanRow:
     if error or score is None:
         return ScanRow(path, None, "", rule.threshold_name, error or "no score")
-    return ScanRow(path, score, rule.label(score), rule.threshold_name, "", rule.verdict(score))
+    label, verdict = rule.label(score), rule.verdict(score)
+    if probabilities is None:
+        return ScanRow(path, score, label, rule.threshold_name, "", verdict)
+    return ClassScanRow(path, score, label, rule.threshold_name, "", verdict, probabilities)
+
+
+def read_row(fields: dict) -> ScanRow:
+    """A row from its JSON fields (a journal line)."""
+    return ClassScanRow(**fields) if "probabilities" in fields else ScanRow(**fields)
 
 
 def scan(
@@ -180,9 +213,12 @@ def scan(
         num_workers=num_workers,
         progress=progress,
         desc="scan",
+        classes=len(detector.method.classes) > 2,
     )
     for batch in batches:
-        finished = [scan_row(todo[i], score, error, rule) for i, score, error in batch]
+        finished = [
+            scan_row(todo[i], score, error, rule, *more) for i, score, error, *more in batch
+        ]
         if log is not None:
             log.append(finished)
         rows.update((row.path, row) for row in finished)
@@ -279,7 +315,7 @@ class ScanJournal:
             for line in lines[1:]:
                 if not line.endswith("\n"):
                     break
-                row = ScanRow(**json.loads(line))
+                row = read_row(json.loads(line))
                 self.rows[row.path] = row
                 kept.append(line)
             if len(kept) < len(lines):
@@ -300,10 +336,16 @@ def write_rows(rows: Sequence[ScanRow], output: str | os.PathLike) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix.lower() == ".json":
         return atomic_write_text(output, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    # One "p_<class>" column per class, only for methods of more than two classes.
+    classes = next((list(r.probabilities) for r in rows if getattr(r, "probabilities", None)), [])
+    fields = list(ScanRow.__dataclass_fields__)
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(ScanRow.__dataclass_fields__))
+    writer = csv.DictWriter(text, fieldnames=fields + [f"p_{c}" for c in classes])
     writer.writeheader()
-    writer.writerows(asdict(r) for r in rows)
+    for row in rows:
+        values = asdict(row)
+        per_class = values.pop("probabilities", None) or {}
+        writer.writerow({**values, **{f"p_{c}": per_class.get(c) for c in classes}})
     return atomic_write_text(output, text.getvalue())
 
 

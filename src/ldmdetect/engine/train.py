@@ -40,7 +40,6 @@ from ldmdetect.engine.calibrate import calibrate_detector, calibration_record
 from ldmdetect.engine.metrics import FPR_TARGETS, roc_auc
 from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_aligned_dataset
 from ldmdetect.features.cache import FeatureCache
-from ldmdetect.generative.components import pipeline_sources
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.images import ImageDecodeError, load_image
@@ -230,28 +229,17 @@ def make_config(
     pipeline: str | os.PathLike | None = None,
     revision: str | None = None,
 ) -> DetectorConfig:
-    """A fresh detector config: the method's defaults, overridden by ``cfg``."""
-    defaults = method.defaults()
-    backbone = cfg.backbone or defaults.get("backbone", "tf_efficientnetv2_b0")
-    mean, std = method.normalization(backbone)
-    feature = _merged(defaults.get("feature", {}), cfg.feature)
-    needed = method.required_components(feature)
-    components: dict[str, dict] = {}
-    if needed:
-        if pipeline is None:
-            raise ValueError(
-                f"method {cfg.method!r} computes features with a generator's "
-                f"{', '.join(needed)}: pass --pipeline (hub id or directory)"
-            )
-        components = pipeline_sources(pipeline, needed, revision=revision)
-    return DetectorConfig(
-        method=cfg.method,
-        backbone=backbone,
-        input_size=cfg.input_size or input_size or defaults.get("input_size", 256),
-        mean=tuple(mean),
-        std=tuple(std),
-        feature=feature,
-        components=components,
+    """A fresh detector config from a training config: :func:`ldmdetect.methods.make_config`
+    with ``cfg``'s backbone, input size (else ``input_size``, the aligned crops'), feature
+    overrides and pretrained choice."""
+    return methods.make_config(
+        method,
+        backbone=cfg.backbone,
+        input_size=cfg.input_size or input_size,
+        feature=cfg.feature,
+        pipeline=pipeline,
+        revision=revision,
+        pretrained=cfg.pretrained or None,
     )
 
 
@@ -273,17 +261,6 @@ def build(
     model = method.build_model(config, pretrained=pretrained)
     config.weights_source = str(getattr(model, "weights_source", _weights_source(pretrained)))
     return method, config, model
-
-
-def _merged(defaults: dict, overrides: dict) -> dict:
-    """Nested overrides on top of defaults: ``{"lare": {"timestep": 100}}`` keeps the rest."""
-    out = json.loads(json.dumps(defaults))
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _weights_source(pretrained: bool | str) -> str:
@@ -351,7 +328,7 @@ def score_loader(
         logits = method.logits(model, batch, config)
         y = y.to(device)
         losses.append(method.loss(logits[:, 0], y).item())
-        scores.append(method.probabilities(logits).mean(dim=1).double().cpu())
+        scores.append(method.scores(logits).mean(dim=1).double().cpu())
         labels.append(y.cpu())
     return torch.cat(scores).numpy(), torch.cat(labels).numpy(), float(np.mean(losses))
 

@@ -1,11 +1,42 @@
-"""Detection methods by name: ``ldmdetect.methods.get("ae")``."""
+"""Detection methods by name: ``ldmdetect.methods.get("ae")``.
 
-from ldmdetect.methods import ae as _ae  # noqa: F401  (registers "ae")
-from ldmdetect.methods import aeroblade as _aeroblade  # noqa: F401  (registers "aeroblade")
-from ldmdetect.methods import dire as _dire  # noqa: F401  (registers "dire")
-from ldmdetect.methods import fakeinversion as _fi  # noqa: F401  (registers "fakeinversion")
-from ldmdetect.methods import lare2 as _lare2  # noqa: F401  (registers "lare2")
-from ldmdetect.methods import vfm_probe as _vfm_probe  # noqa: F401  (registers "vfm-probe")
-from ldmdetect.methods.registry import Method, get, list_methods, normalize, register_method
+Every subpackage of ``ldmdetect.methods`` is a method package (importing it registers its
+method); other distributions add theirs under the entry-point group ``ldmdetect.methods``
+(:data:`~ldmdetect.methods.registry.ENTRY_POINT_GROUP`), loaded on first look-up.
+"""
 
-__all__ = ["Method", "get", "list_methods", "normalize", "register_method"]
+import importlib
+import pkgutil
+
+from ldmdetect.methods.configure import make_config
+from ldmdetect.methods.registry import (
+    ENTRY_POINT_GROUP,
+    Method,
+    get,
+    list_methods,
+    normalize,
+    register_method,
+    unregister_method,
+)
+from ldmdetect.methods.settings import MethodSettings
+
+
+def _import_method_packages() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.ispkg:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_method_packages()
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Method",
+    "MethodSettings",
+    "get",
+    "list_methods",
+    "make_config",
+    "normalize",
+    "register_method",
+    "unregister_method",
+]

@@ -11,11 +11,18 @@ and feature extraction are written once for all of them:
    config names (like ``model_index.json``), never saved with the detector's weights, and it
    reads from or writes to a :class:`~ldmdetect.features.cache.FeatureCache` by image id.
    Methods that only look at pixels have none.
-3. ``logits(model, batch, config)`` -> ``probabilities`` / ``loss``: the model's scoring. Whether
-   one logit and a sigmoid or two classes and a softmax is the method's to say.
+3. ``logits(model, batch, config)`` -> ``scores`` (P(generated), or the method's own score),
+   ``probabilities`` (one per class of :attr:`Method.classes`) and ``loss``: the model's
+   scoring. Whether one logit and a sigmoid or K classes and a softmax is the method's to say.
 
 Plus whether the method ``trains`` (or only calibrates thresholds on real images), its default
-config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``. Two optional
+config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``.
+
+A method is a package, ``ldmdetect/methods/<name>/`` or any distribution's that names it under
+the entry-point group ``ldmdetect.methods``: the method, its feature step, its settings, its
+tiny settings for the contract test (:attr:`Method.tiny_settings`) and its cost spec
+(:meth:`Method.cost_specs`, for ``benchmarks/feature_cost.py``). The registry finds them, so
+adding a method touches no other file. Two optional
 hooks: :meth:`Method.evidence` (maps a person can look at) and :meth:`Method.fit_features`
 (closed-form fitting on cached features, e.g. a logistic-regression probe). Training
 data is either aligned pairs (a real image and its reconstruction, augmented identically by
@@ -41,6 +48,7 @@ from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
+from ldmdetect.methods.settings import MethodSettings
 
 # One image's model input: tensors with a leading views dimension (T, ...) for per-view data
 # (crops), or per-image tensors (a resized whole image); plus the "prompt" string and, where
@@ -156,10 +164,40 @@ class Method(ABC):
     probabilistic: ClassVar[bool] = True
     #: Generator components (``model_index.json`` names) its feature step is built from.
     components: ClassVar[tuple[str, ...]] = ()
+    #: The classes its outputs are over, the real one first. The score is P("generated"), or
+    #: 1 - P(real) for methods without a "generated" class (attribution to generators).
+    classes: ClassVar[tuple[str, ...]] = ("real", "generated")
+    #: ``TrainConfig`` fields that make the method run in seconds on tiny components: what the
+    #: contract test trains, saves, loads and scans every method with. ``"<tiny>"`` anywhere
+    #: in them stands for a tiny Stable Diffusion pipeline's directory.
+    tiny_settings: ClassVar[dict[str, Any] | None] = None
+    #: The typed, frozen form of ``config.feature`` (defaults written once, there).
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
+
+    def settings(self, config: DetectorConfig) -> MethodSettings:
+        """``config.feature`` as this method's :attr:`Settings` (validated)."""
+        return self.Settings.from_feature(config.feature, method=self.name)
+
+    def resolve(
+        self, config: DetectorConfig, settings: MethodSettings, *, pretrained: bool | str
+    ) -> dict[str, Any]:
+        """What a fresh config leaves open and the method settles once, when the config is
+        made (:func:`ldmdetect.methods.make_config`): {DetectorConfig field: value}, e.g. the
+        ``feature`` dict with the VAE's latent channels recorded. Nothing later writes into
+        a config, so a detector does not depend on what was built before it was saved."""
+        return {}
+
+    def cost_specs(self) -> Sequence[Any]:
+        """Per-image cost specs on full-size architectures
+        (:class:`ldmdetect.methods.cost.CostSpec`), the default configuration first; what
+        ``benchmarks/feature_cost.py`` measures. None by default: the benchmark then stops,
+        naming the method."""
+        return ()
 
     def defaults(self) -> dict[str, Any]:
-        """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...)."""
-        return {}
+        """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...);
+        ``feature`` is always its :attr:`Settings`' defaults."""
+        return {"feature": self.Settings().to_feature()}
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
         """The generator components these feature settings need (``components`` by default)."""
@@ -227,17 +265,39 @@ class Method(ABC):
 
     @abstractmethod
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
-        """Batch on the model's device (features added) -> logits (B, T, ...) for T views."""
+        """Batch on the model's device (features added) -> logits for T views: (B, T) for
+        one logit, (B, T, K) for K (see :meth:`class_logits`)."""
+
+    def class_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits as (B, T, K): one logit per view ((B, T), a binary method's) gets K = 1."""
+        return logits if logits.dim() == 3 else logits.unsqueeze(-1)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, ...) -> P(generated) (B, T). One logit and a sigmoid by default.
+        """Logits -> per-class probabilities (B, T, len(classes)), in float64: float32's
+        sigmoid is exactly 1.0 from a logit of about 17 on, and a threshold cannot tell apart
+        scores that have all become one number. One logit: a sigmoid gives P(classes[1]);
+        several: a softmax."""
+        logits = self.class_logits(logits).double()
+        if logits.shape[-1] == 1:
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p, p], dim=-1)
+        return logits.softmax(dim=-1)
 
-        In float64: float32's sigmoid is exactly 1.0 from a logit of about 17 on, and a
-        threshold cannot tell apart scores that have all become one number."""
-        return torch.sigmoid(logits.double())
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, ...) -> the score per view (B, T): P(generated) (see :attr:`classes`)."""
+        if len(self.classes) == 2 and self.class_logits(logits).shape[-1] == 1:
+            return torch.sigmoid(self.class_logits(logits).double())[..., 0]
+        probabilities = self.probabilities(logits)
+        if "generated" in self.classes:
+            return probabilities[..., self.classes.index("generated")]
+        return 1 - probabilities[..., 0]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Training loss of one view per image: logits (B, ...) against labels (B,) in {0, 1}."""
+        """Training loss of one view per image: logits (B, ...) against labels (B,), class
+        indices: binary cross-entropy on one logit, cross-entropy on several."""
+        if logits.dim() > 1 and logits.shape[-1] > 1:
+            return nn.functional.cross_entropy(logits.float(), labels.long())
+        logits = logits.reshape(labels.shape)
         return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
     # Optional hooks. A method overrides them only when it has what they ask for.
@@ -311,6 +371,36 @@ def view_windows(maps: torch.Tensor, batch: Batch, side: int, *, factor: int = 1
 
 _M = TypeVar("_M", bound=type[Method])
 _REGISTRY: dict[str, type[Method]] = {}
+#: Distributions register method packages under this entry-point group: the entry point names
+#: a module (importing it registers the method) or a :class:`Method` subclass.
+ENTRY_POINT_GROUP = "ldmdetect.methods"
+_LOADED_ENTRY_POINTS: set[tuple[str, str]] = set()
+
+
+def load_entry_points() -> None:
+    """Import the method packages other distributions name under :data:`ENTRY_POINT_GROUP`
+    (each once). One that fails to import is reported and skipped, so a broken plug-in
+    cannot take the built-in methods down with it."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        key = (entry.name, entry.value)
+        if key in _LOADED_ENTRY_POINTS:
+            continue
+        _LOADED_ENTRY_POINTS.add(key)
+        try:
+            loaded = entry.load()
+        except Exception as err:  # a plug-in's own error, whatever its type
+            warnings.warn(
+                f"method entry point {entry.name} = {entry.value} failed to load "
+                f"({type(err).__name__}: {err}); skipped",
+                stacklevel=2,
+            )
+            continue
+        is_method = isinstance(loaded, type) and issubclass(loaded, Method)
+        if is_method and _REGISTRY.get(loaded.name) is not loaded:
+            register_method(loaded)
 
 
 def register_method(cls: _M) -> _M:
@@ -321,12 +411,21 @@ def register_method(cls: _M) -> _M:
     return cls
 
 
+def unregister_method(name: str) -> None:
+    """Forget the method ``name`` (a throwaway method in a test); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
 def list_methods() -> list[str]:
+    """Every registered method's name: the built-in packages and the entry points'."""
+    load_entry_points()
     return sorted(_REGISTRY)
 
 
 def get(name: str) -> Method:
     """The method registered as ``name``; unknown names get close matches in the error."""
+    if name not in _REGISTRY:
+        load_entry_points()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -135,12 +135,21 @@ class _Scorer:
         self.threshold_name, self.threshold = self.rule.threshold_name, self.rule.threshold
         self.max_pixels = max_pixels
         self.max_batch = max_batch
+        # Methods of more than two classes also give each class's probability.
+        self.classes = detector.method.classes if len(detector.method.classes) > 2 else None
         self.batcher = MicroBatcher(
-            lambda images: detector.predict(images), max_batch=max_batch, max_wait_ms=batch_wait_ms
+            self._score_with_classes if self.classes else lambda images: detector.predict(images),
+            max_batch=max_batch,
+            max_wait_ms=batch_wait_ms,
         )
         self.has_evidence = callable(getattr(detector, "evidence_map", None))
         self.probabilistic = detector.method.probabilistic
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _score_with_classes(self, images: list) -> tuple:
+        """(scores, per-class probabilities) of a batch of decoded images."""
+        prepare = self.detector.preparer()
+        return self.detector.score_and_probabilities([prepare(image) for image in images])
 
     def slots(self) -> asyncio.Semaphore:
         # At most `max_batch` decoded images are alive at once (memory bound); one semaphore per
@@ -231,6 +240,8 @@ class _Scorer:
                 "batch_size": result.batch_size,
             },
         }
+        if result.probabilities is not None and self.classes:
+            body["probabilities"] = dict(zip(self.classes, result.probabilities, strict=True))
         if filename is not None:
             body["filename"] = _client_text(filename)
         if evidence and self.has_evidence:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-ScoreFn = Callable[[list[Image.Image]], np.ndarray]
+# images -> scores (N,), or (scores (N,), per-class probabilities (N, K))
+ScoreFn = Callable[[list[Image.Image]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class BatchResult:
     batch_size: int  # images in the device batch this one was part of
     queued_ms: float  # from submit to the start of its batch
     score_ms: float  # the batch's scoring time
+    #: per-class probabilities, where the scorer gives them (methods of more than two classes)
+    probabilities: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -95,6 +98,10 @@ class MicroBatcher:
             scores = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.score_fn, images
             )
+            probabilities: list | None = None
+            if isinstance(scores, tuple):
+                scores, per_class = scores
+                probabilities = [tuple(map(float, row)) for row in np.asarray(per_class)]
             scores = np.asarray(scores, dtype=np.float64).reshape(-1)
             if scores.shape[0] != len(items):
                 raise RuntimeError(f"scorer returned {scores.shape[0]} scores for {len(items)}")
@@ -106,7 +113,7 @@ class MicroBatcher:
         finally:
             self.batches_run += 1
         score_ms = (time.perf_counter() - start) * 1000.0
-        for item, score in zip(items, scores, strict=True):
+        for j, (item, score) in enumerate(zip(items, scores, strict=True)):
             if not item.future.done():
                 item.future.set_result(
                     BatchResult(
@@ -114,6 +121,7 @@ class MicroBatcher:
                         batch_size=len(items),
                         queued_ms=(start - item.submitted) * 1000.0,
                         score_ms=score_ms,
+                        probabilities=None if probabilities is None else probabilities[j],
                     )
                 )
 

@@ -28,6 +28,7 @@ in the detector's config when the feature step is first built.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -36,7 +37,6 @@ from torch import nn
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.dire import (
     LATENT_COMPONENTS,
-    SPACES,
     DireConfig,
     dire_maps,
     generator_space,
@@ -47,6 +47,7 @@ from ldmdetect.features.dire import (
 )
 from ldmdetect.features.inversion import InversionTransform
 from ldmdetect.generative.families import denoiser_name
+from ldmdetect.methods.dire.settings import TINY, DireSettings
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -94,13 +95,6 @@ class DireFeature(GeneratorFeatureStep):
         return {"dire": quantize_dire(dire_maps(batch["image"], self.components, self.config))}
 
 
-def _space(feature: dict[str, Any]) -> str:
-    space = feature.get("space", "auto")
-    if space not in SPACES:
-        raise ValueError(f"dire: feature space must be one of {', '.join(SPACES)}, not {space!r}")
-    return space
-
-
 @register_method
 class Dire(Method):
     name = "dire"
@@ -108,11 +102,20 @@ class Dire(Method):
     # An LDM's; a pixel-space UNet2DModel needs only the unet and scheduler.
     components = LATENT_COMPONENTS
 
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.dire.cost import cost_specs
+
+        return cost_specs()
+
+    Settings = DireSettings
+
     def defaults(self) -> dict[str, Any]:
         return {
             "backbone": "resnet50",
             "input_size": 224,
-            "feature": {"dire": DireConfig().to_dict(), "space": "auto"},
+            **super().defaults(),
             # The official training config (utils/config.py, utils/trainer.py): Adam
             # (0.9, 0.999) at 1e-4, no weight decay, no clipping, BCE on one logit, ImageNet
             # pretrained ResNet-50 (--pretrained), batch 64 (--batch-size 64); its lr/10 on a
@@ -121,19 +124,29 @@ class Dire(Method):
         }
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
-        space = _space(feature)
+        space = DireSettings.from_feature(feature, method=self.name).space
         return self.components if space == "auto" else space_components(space)
+
+    def resolve(
+        self, config: DetectorConfig, settings: DireSettings, *, pretrained: bool | str
+    ) -> dict[str, Any]:
+        """The generator's space, from its UNet's config, and only the components that space
+        needs: the saved detector names exactly what it runs."""
+        if settings.space != "auto" or not config.components:
+            return {}
+        space = generator_space(config.components)
+        return {
+            "feature": replace(settings, space=space).to_feature(),
+            "components": space_sources(config.components, space),
+        }
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return BackboneClassifier(
             config.backbone, input_size=config.input_size, pretrained=pretrained
         )
 
-    @staticmethod
-    def dire_config(config: DetectorConfig) -> DireConfig:
-        # Detectors saved before ``fit_short_side`` existed cut native-resolution squares;
-        # they keep doing so. New configs always record the field (``defaults()``).
-        return DireConfig(**{"fit_short_side": False, **config.feature.get("dire", {})})
+    def dire_config(self, config: DetectorConfig) -> DireConfig:
+        return self.settings(config).dire
 
     def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
         dire = self.dire_config(config)
@@ -160,13 +173,9 @@ class Dire(Method):
         sources = components or config.components
         if not sources or not ({"unet", "transformer"} & set(sources)):
             raise ValueError("dire needs a diffusion model's components (--pipeline ID_OR_DIR)")
-        space = _space(config.feature)
-        if space == "auto":
-            # Resolved once from the UNet's config and recorded, with only the components
-            # that space needs, so the saved detector names exactly what it runs.
+        space = self.settings(config).space
+        if space == "auto":  # a config made elsewhere: resolved here, recorded nowhere
             space = generator_space(sources)
-            config.feature["space"] = space
-            config.components = space_sources(config.components, space)
         needed = [
             {"unet": denoiser_name(sources) or "unet"}.get(n, n) for n in space_components(space)
         ]

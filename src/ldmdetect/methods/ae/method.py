@@ -18,6 +18,7 @@ from ldmdetect.config import DetectorConfig
 from ldmdetect.io.augment import AugmentConfig, augmented_crop
 from ldmdetect.io.crops import crop, ensure_min_size, n_try_boxes
 from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.methods.ae.settings import TINY, AESettings
 from ldmdetect.methods.registry import Batch, Method, Sample, normalize, register_method
 from ldmdetect.models.classifier import BackboneClassifier
 
@@ -57,8 +58,16 @@ class AEReconstruction(Method):
     name = "ae"
     summary = "classifier trained on real images vs. their LDM-autoencoder reconstructions"
 
+    tiny_settings = TINY
+    Settings = AESettings
+
+    def cost_specs(self):
+        from ldmdetect.methods.ae.cost import cost_specs
+
+        return cost_specs()
+
     def defaults(self) -> dict[str, Any]:
-        return {"backbone": "tf_efficientnetv2_b0", "input_size": 256}
+        return {"backbone": "tf_efficientnetv2_b0", "input_size": 256, **super().defaults()}
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return BackboneClassifier(

@@ -35,6 +35,12 @@ from ldmdetect.features.inversion import (
 )
 from ldmdetect.generative.captioners import Captioner, parse_captioner
 from ldmdetect.generative.families import method_family, refuse
+from ldmdetect.methods.fakeinversion.settings import (
+    DEFAULT_CAPTIONER,
+    DEFAULT_MAP_SIZE,
+    TINY,
+    FakeInversionSettings,
+)
 from ldmdetect.methods.registry import (
     Batch,
     GeneratorFeatureStep,
@@ -44,8 +50,7 @@ from ldmdetect.methods.registry import (
 )
 from ldmdetect.models.fakeinversion import FakeInversionNet
 
-DEFAULT_CAPTIONER = "blip2"  # Salesforce/blip2-opt-2.7b, the paper's
-DEFAULT_MAP_SIZE = 224
+__all__ = ["DEFAULT_CAPTIONER", "DEFAULT_MAP_SIZE", "FakeInversion", "InversionFeature"]
 
 
 class InversionFeature(GeneratorFeatureStep):
@@ -101,36 +106,32 @@ class FakeInversion(Method):
     summary = "FakeInversion: image + decoded DDIM inversion and re-generation, CVPR 2024"
     components = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
+    tiny_settings = TINY
+
+    def cost_specs(self):
+        from ldmdetect.methods.fakeinversion.cost import cost_specs
+
+        return cost_specs()
+
+    Settings = FakeInversionSettings
+
     def defaults(self) -> dict[str, Any]:
-        return {
-            "backbone": "resnet50",
-            "input_size": 224,
-            "feature": {
-                "inversion": InversionConfig().to_dict(),
-                "captioner": DEFAULT_CAPTIONER,
-                "map_size": DEFAULT_MAP_SIZE,
-                "residual": False,
-            },
-        }
+        return {"backbone": "resnet50", "input_size": 224, **super().defaults()}
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return FakeInversionNet(
-            config.backbone,
-            residual=bool(config.feature.get("residual", False)),
-            pretrained=pretrained,
+            config.backbone, residual=self.settings(config).residual, pretrained=pretrained
         )
 
-    @staticmethod
-    def inversion_config(config: DetectorConfig) -> InversionConfig:
-        return InversionConfig(**config.feature.get("inversion", {}))
+    def inversion_config(self, config: DetectorConfig) -> InversionConfig:
+        return self.settings(config).inversion
 
-    @staticmethod
-    def map_size(config: DetectorConfig) -> int:
-        return int(config.feature.get("map_size", DEFAULT_MAP_SIZE))
+    def map_size(self, config: DetectorConfig) -> int:
+        return self.settings(config).map_size
 
     def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
-        inversion = self.inversion_config(config)
-        map_size = self.map_size(config)
+        settings = self.settings(config)
+        inversion, map_size = settings.inversion, settings.map_size
         # Views come from the map, so they can be no larger than it.
         view = min(config.input_size, map_size)
         return InversionTransform(
@@ -147,7 +148,8 @@ class FakeInversion(Method):
         sources = components or config.components
         if not sources:
             raise ValueError("fakeinversion needs generator components (--pipeline ID_OR_DIR)")
-        inversion = self.inversion_config(config)
+        settings = self.settings(config)
+        inversion = settings.inversion
         family = method_family(sources, self.name)
         if family.name == "flux" and inversion.guidance != 1.0:
             # Refused here, before any image is read, rather than on the first batch.
@@ -160,10 +162,10 @@ class FakeInversion(Method):
         return InversionFeature(
             sources,
             inversion,
-            parse_captioner(config.feature.get("captioner", DEFAULT_CAPTIONER), device=device),
-            map_size=self.map_size(config),
+            parse_captioner(settings.captioner, device=device),
+            map_size=settings.map_size,
             device=device,
-            prompt_template=config.feature.get("prompt_template"),
+            prompt_template=settings.prompt_template,
         )
 
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
@@ -182,7 +184,7 @@ class FakeInversion(Method):
             _normalized(noise, mean, std),
             _normalized(regenerated, mean, std),
         ]
-        if config.feature.get("residual", False):
+        if self.settings(config).residual:
             # A zero residual is the natural zero, so it is scaled but not shifted.
             groups.append((x - regenerated).abs() / 255.0 / std)
         out = model(torch.cat(groups, dim=1))

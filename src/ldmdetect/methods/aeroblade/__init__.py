@@ -1,0 +1,25 @@
+"""AEROBLADE (Ricker et al., CVPR 2024): training-free detection by autoencoder reconstruction.
+
+The method package: ``method`` (the method, its transform and feature step), ``settings``
+(its tiny settings) and ``cost`` (its per-image cost spec).
+"""
+
+from ldmdetect.methods.aeroblade.method import (
+    Aeroblade,
+    AerobladeConfig,
+    AerobladeFeature,
+    AerobladeTransform,
+    Explanation,
+    explain,
+    resolve_autoencoders,
+)
+
+__all__ = [
+    "Aeroblade",
+    "AerobladeConfig",
+    "AerobladeFeature",
+    "AerobladeTransform",
+    "Explanation",
+    "explain",
+    "resolve_autoencoders",
+]

@@ -1,0 +1,101 @@
+"""Per-image cost of ``aeroblade`` (``benchmarks/feature_cost.py`` reads it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ldmdetect.methods.cost import (
+    SD_VAE_MODEL,
+    CostSpec,
+    Inputs,
+    Model,
+    Pipeline,
+    Stage,
+    _call,
+    _diffusers,
+    _images,
+    _vae_roundtrip,
+)
+
+# kandinsky-community/kandinsky-2-1 movq/config.json (MoVQ: spatially normalised decoder).
+KANDINSKY21_MOVQ: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "down_block_types": ("DownEncoderBlock2D",) * 3 + ("AttnDownEncoderBlock2D",),
+    "up_block_types": ("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 3,
+    "num_vq_embeddings": 16384,
+    "block_out_channels": (128, 256, 256, 512),
+    "vq_embed_dim": 4,
+    "layers_per_block": 2,
+    "norm_type": "spatial",
+}
+
+
+AEROBLADE_AUTOENCODERS = ("sd1_vae", "sd2_vae", "kandinsky21_movq")
+
+
+def _movq_roundtrip(movq: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    latents = movq.encode(x).latents  # AEROBLADE decodes MoVQ latents without re-quantising
+    return movq.decode(latents, force_not_quantize=True).sample
+
+
+def _lpips() -> nn.Module:
+    from ldmdetect.models.lpips import LPIPSMap
+
+    return LPIPSMap(2, pretrained=False)  # AEROBLADE's default layer (VGG16 relu2_2)
+
+
+def _lpips_inputs(size: int, candidates: int) -> Inputs:
+    def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
+        # rows = (1 + candidates) per image: the view and its reconstructions share one pass
+        n = rows // (1 + candidates)
+        a = torch.rand(n, 3, size, size, device=device)
+        return a, torch.rand(n, candidates, 3, size, size, device=device)
+
+    return make
+
+
+def aeroblade_pipeline(size: int) -> Pipeline:
+    movq = Model(
+        "kandinsky21_movq",
+        _diffusers("VQModel", KANDINSKY21_MOVQ),
+        compile=("encoder", "decoder"),
+    )
+    lpips = Model("lpips_vgg16_layer2", _lpips, generator=False)
+    k = len(AEROBLADE_AUTOENCODERS)
+    stages = (
+        Stage("sd1_vae_roundtrip", SD_VAE_MODEL.name, _images(size), _vae_roundtrip),
+        Stage(
+            "sd2_vae_roundtrip",
+            SD_VAE_MODEL.name,
+            _images(size),
+            _vae_roundtrip,
+            same_as="sd1_vae_roundtrip",
+        ),
+        Stage("kandinsky21_movq_roundtrip", movq.name, _images(size), _movq_roundtrip),
+        Stage("lpips", lpips.name, _lpips_inputs(size, k), _call, rows=1 + k),
+    )
+    return Pipeline(
+        (SD_VAE_MODEL, movq, lpips),
+        stages,
+        "three autoencoder round trips (SD1 and SD2 VAEs share one architecture, so SD2's "
+        "time is SD1's) and one LPIPS pass over the view and its three reconstructions",
+    )
+
+
+def cost_specs() -> tuple[CostSpec, ...]:
+    """The method's cost specs: the default configuration first."""
+    return (
+        CostSpec(
+            "aeroblade",
+            "aeroblade",
+            "SD1, SD2 and Kandinsky 2.1 autoencoder round trips + LPIPS VGG16 (layer 2)",
+            "the view (input_size)",
+            512,
+            aeroblade_pipeline,
+        ),
+    )

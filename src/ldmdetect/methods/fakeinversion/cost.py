@@ -1,0 +1,87 @@
+"""Per-image cost of ``fakeinversion`` (``benchmarks/feature_cost.py`` reads it)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ldmdetect.methods.cost import (
+    CAPTION_TOKENS,
+    SD_UNET_MODEL,
+    SD_VAE_MODEL,
+    TEXT_MODEL,
+    Blip2Prefix,
+    CostSpec,
+    Model,
+    Pipeline,
+    Stage,
+    _call,
+    _decode,
+    _encode,
+    _greedy_caption,
+    _images,
+    _latent_inputs,
+    _latents,
+    _opt,
+    _prefix,
+    _tokens,
+    _unet,
+)
+
+FAKEINVERSION_STEPS = 50  # DDIM steps each way (inversion, then re-generation)
+
+
+def _fakeinversion_net() -> nn.Module:
+    from ldmdetect.models.fakeinversion import FakeInversionNet
+
+    return FakeInversionNet("resnet50")
+
+
+def fakeinversion_pipeline(size: int) -> Pipeline:
+    side, steps = size // 8, FAKEINVERSION_STEPS
+    prefix = Model("blip2_vision_qformer", Blip2Prefix, convolutional=False, compile=("",))
+    lm = Model("blip2_opt_2.7b", _opt("sdpa"), convolutional=False, compile=())
+    classifier = Model("fakeinversion_resnet50", _fakeinversion_net, generator=False)
+    stages = (
+        Stage("caption_vision_qformer", prefix.name, _images(224), _call),
+        Stage(
+            "caption_language_model",
+            lm.name,
+            _prefix,
+            _greedy_caption,
+            estimate_quick_cpu_from="caption_vision_qformer",
+        ),
+        Stage("text_encoder", TEXT_MODEL.name, _tokens, _call),
+        Stage("vae_encode", SD_VAE_MODEL.name, _images(size), _encode),
+        Stage("unet_ddim_inversion", SD_UNET_MODEL.name, _latents(side), _unet, calls=steps),
+        Stage(
+            "unet_ddim_regeneration",
+            SD_UNET_MODEL.name,
+            _latents(side),
+            _unet,
+            calls=steps,
+            same_as="unet_ddim_inversion",
+        ),
+        Stage("vae_decode", SD_VAE_MODEL.name, _latent_inputs(side), _decode, rows=2),
+        Stage("classifier", classifier.name, _images(224, 9), _call),
+    )
+    return Pipeline(
+        (prefix, lm, TEXT_MODEL, SD_VAE_MODEL, SD_UNET_MODEL, classifier),
+        stages,
+        f"BLIP-2 OPT-2.7b caption ({CAPTION_TOKENS} greedy tokens) -> DDIM inversion "
+        f"({steps} steps, guidance 1) -> re-generation ({steps}) -> both ends decoded in one "
+        "batch -> 9-channel ResNet-50 at 224",
+    )
+
+
+def cost_specs() -> tuple[CostSpec, ...]:
+    """The method's cost specs: the default configuration first."""
+    return (
+        CostSpec(
+            "fakeinversion",
+            "fakeinversion",
+            "BLIP-2 caption, SD v1.5 DDIM inversion + re-generation (50 + 50), decodes, ResNet-50",
+            "the inverted center crop (inversion.image_size)",
+            512,
+            fakeinversion_pipeline,
+        ),
+    )

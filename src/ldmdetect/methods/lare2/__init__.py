@@ -1,0 +1,23 @@
+"""LaRE^2 (Luo et al., CVPR 2024): latent reconstruction error + error-guided refinement.
+
+The method package: ``method`` (the method, its transform and feature step), ``settings``
+(its tiny settings) and ``cost`` (its per-image cost spec).
+"""
+
+from ldmdetect.methods.lare2.method import (
+    DEFAULT_PROMPT_TEMPLATE,
+    LaRE2,
+    LareFeature,
+    LareTransform,
+    latent_channels,
+    latent_factor,
+)
+
+__all__ = [
+    "DEFAULT_PROMPT_TEMPLATE",
+    "LaRE2",
+    "LareFeature",
+    "LareTransform",
+    "latent_channels",
+    "latent_factor",
+]
