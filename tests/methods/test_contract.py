@@ -55,7 +55,13 @@ def test_method_contract(
     name, labeled, aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
 ):
     check_contract(
-        name, labeled, aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
+        name,
+        labeled,
+        aligned_dir,
+        heldout_aligned_dir,
+        tiny_pipeline_dir,
+        calibration_dir,
+        tmp_path,
     )
 
 
@@ -72,7 +78,13 @@ def test_a_method_from_a_new_package_passes_the_contract(
     name = throwaway_method()
     assert name not in TINY_SETTINGS and name in methods.list_methods()
     check_contract(
-        name, labeled, aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
+        name,
+        labeled,
+        aligned_dir,
+        heldout_aligned_dir,
+        tiny_pipeline_dir,
+        calibration_dir,
+        tmp_path,
     )
 
 
@@ -188,7 +200,13 @@ def test_a_three_class_method_passes_the_contract_with_per_class_outputs(
     name = throwaway_method(classes)
     assert methods.get(name).classes == classes
     check_contract(
-        name, labeled, aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
+        name,
+        labeled,
+        aligned_dir,
+        heldout_aligned_dir,
+        tiny_pipeline_dir,
+        calibration_dir,
+        tmp_path,
     )
     detector = Detector.from_pretrained(tmp_path / "detector", device="cpu")
     files = sorted((aligned_dir / "real").glob("*.png"))[:3]
