@@ -79,6 +79,9 @@ BLIP2_QUERY_TOKENS = 32  # the Q-Former's learned queries, prepended to the lang
 CAPTION_TOKENS = 20  # greedy caption length
 
 
+CLIP_TOKENS = 77  # the CLIP text encoders' prompt length
+
+
 def _diffusers(cls_name: str, config: dict[str, Any]) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import diffusers
@@ -211,6 +214,12 @@ class CostSpec:
     pipeline: Callable[[int], Pipeline]
     #: quick CPU runs time this spec (False: FLOPs only, e.g. a variant of a timed method)
     time_quick_cpu: bool = True
+    #: the working sizes of this spec, unless ``--sizes`` names others (None: the
+    #: benchmark's ``SIZES``)
+    sizes: tuple[int, ...] | None = None
+    #: CPU runs time this spec (False: FLOPs only there, for models too big for a CPU's
+    #: memory in float32, e.g. FLUX.1-dev's 48 GB transformer)
+    time_cpu: bool = True
 
 
 def _images(size: int, channels: int = 3) -> Inputs:
@@ -225,13 +234,17 @@ def _latents(side: int, context: bool = True) -> Inputs:
         t = torch.full((rows,), 500, device=device, dtype=torch.long)
         if not context:
             return x, t
-        return x, t, torch.randn(rows, 77, 768, device=device, dtype=dtype)
+        return x, t, torch.randn(rows, CLIP_TOKENS, 768, device=device, dtype=dtype)
 
     return make
 
 
 def _tokens(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-    return (torch.zeros(rows, 77, dtype=torch.long, device=device),)
+    return (torch.zeros(rows, CLIP_TOKENS, dtype=torch.long, device=device),)
+
+
+def _token_inputs(length: int) -> Inputs:
+    return lambda rows, device, dtype: (torch.zeros(rows, length, dtype=torch.long, device=device),)
 
 
 def _encode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -291,9 +304,9 @@ def _pixels_t(size: int) -> Inputs:
     return make
 
 
-def _latent_inputs(side: int) -> Inputs:
+def _latent_inputs(side: int, channels: int = 4) -> Inputs:
     return lambda rows, device, dtype: (
-        torch.randn(rows, 4, side, side, device=device, dtype=dtype),
+        torch.randn(rows, channels, side, side, device=device, dtype=dtype),
     )
 
 

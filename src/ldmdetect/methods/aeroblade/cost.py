@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,6 +19,11 @@ from ldmdetect.methods.cost import (
     _diffusers,
     _images,
     _vae_roundtrip,
+)
+from ldmdetect.methods.family_costs import (
+    FAMILY_COSTS,
+    FAMILY_SIZES,
+    FamilyCost,
 )
 
 # kandinsky-community/kandinsky-2-1 movq/config.json (MoVQ: spatially normalised decoder).
@@ -87,8 +93,41 @@ def aeroblade_pipeline(size: int) -> Pipeline:
     )
 
 
+def family_aeroblade_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
+    def pipeline(size: int) -> Pipeline:
+        lpips = Model("lpips_vgg16_layer2", _lpips, generator=False)
+        stages = (
+            Stage("vae_roundtrip", family.vae.name, _images(size), _vae_roundtrip),
+            Stage("lpips", lpips.name, _lpips_inputs(size, 1), _call, rows=2),
+        )
+        return Pipeline(
+            (family.vae, lpips),
+            stages,
+            f"{family.hub_id}'s autoencoder alone: one round trip (also what `ldmdetect "
+            "reconstruct` spends per `ae` training image) and LPIPS over the view and its "
+            "reconstruction",
+        )
+
+    return pipeline
+
+
+def family_spec(family: FamilyCost) -> CostSpec:
+    """``aeroblade:<family>``: the same path on one of the modern generator families."""
+    return CostSpec(
+        f"aeroblade:{family.name}",
+        "aeroblade",
+        f"{family.hub_id}-sized autoencoder round trip + LPIPS VGG16 (layer 2)",
+        "the view (input_size)",
+        512,
+        family_aeroblade_pipeline(family),
+        sizes=FAMILY_SIZES,
+        time_cpu=False,
+    )
+
+
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first."""
+    """The method's cost specs: the default configuration first, then one per generator
+    family (``METHOD:FAMILY``)."""
     return (
         CostSpec(
             "aeroblade",
@@ -98,4 +137,5 @@ def cost_specs() -> tuple[CostSpec, ...]:
             512,
             aeroblade_pipeline,
         ),
+        *(family_spec(family) for family in FAMILY_COSTS),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ldmdetect.methods.cost import (
@@ -11,10 +12,21 @@ from ldmdetect.methods.cost import (
     Stage,
     _call,
     _classifier,
+    _decode,
     _diffusers,
+    _encode,
     _images,
+    _latent_inputs,
     _pixel_unet,
     _pixels_t,
+)
+from ldmdetect.methods.family_costs import (
+    FAMILY_COSTS,
+    FAMILY_SIZES,
+    FamilyCost,
+    _family_denoiser,
+    _family_models,
+    _text_stages,
 )
 
 # ADM's 256x256 unconditional model (guided-diffusion's 256x256_diffusion_uncond.pt, the
@@ -66,8 +78,52 @@ def dire_pipeline(size: int) -> Pipeline:
     )
 
 
+def family_dire_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
+    def pipeline(size: int) -> Pipeline:
+        side, channels = size // 8, family.latent_channels
+        classifier = _classifier("resnet50", 224)
+        stages = (
+            Stage("vae_encode", family.vae.name, _images(size), _encode),
+            *_text_stages(family, per_image=False),
+            _family_denoiser(family, "denoiser_inversion", side, calls=DIRE_STEPS),
+            _family_denoiser(
+                family,
+                "denoiser_reconstruction",
+                side,
+                calls=DIRE_STEPS,
+                same_as="denoiser_inversion",
+            ),
+            Stage("vae_decode", family.vae.name, _latent_inputs(side, channels), _decode),
+            Stage("classifier", classifier.name, _images(224), _call),
+        )
+        return Pipeline(
+            _family_models(family, classifier),
+            stages,
+            f"{family.hub_id}: VAE encode, {DIRE_STEPS} inversion + {DIRE_STEPS} "
+            "reconstruction passes conditioned on the empty prompt (encoded once, cached), "
+            "one decode, the DIRE image to a ResNet-50 at 224",
+        )
+
+    return pipeline
+
+
+def family_spec(family: FamilyCost) -> CostSpec:
+    """``dire:<family>``: the same path on one of the modern generator families."""
+    return CostSpec(
+        f"dire:{family.name}",
+        "dire",
+        f"{family.hub_id}-sized latent DIRE: {DIRE_STEPS} + {DIRE_STEPS} passes, decode, ResNet-50",
+        "the reconstructed square (dire.image_size)",
+        256,
+        family_dire_pipeline(family),
+        sizes=FAMILY_SIZES,
+        time_cpu=False,
+    )
+
+
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first."""
+    """The method's cost specs: the default configuration first, then one per generator
+    family (``METHOD:FAMILY``)."""
     return (
         CostSpec(
             "dire",
@@ -77,4 +133,5 @@ def cost_specs() -> tuple[CostSpec, ...]:
             256,
             dire_pipeline,
         ),
+        *(family_spec(family) for family in FAMILY_COSTS),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from ldmdetect.methods.cost import (
@@ -25,6 +27,14 @@ from ldmdetect.methods.cost import (
     _prefix,
     _tokens,
     _unet,
+)
+from ldmdetect.methods.family_costs import (
+    FAMILY_COSTS,
+    FAMILY_SIZES,
+    FamilyCost,
+    _family_denoiser,
+    _family_models,
+    _text_stages,
 )
 
 FAKEINVERSION_STEPS = 50  # DDIM steps each way (inversion, then re-generation)
@@ -73,8 +83,63 @@ def fakeinversion_pipeline(size: int) -> Pipeline:
     )
 
 
+def family_fakeinversion_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
+    def pipeline(size: int) -> Pipeline:
+        side, steps, channels = size // 8, FAKEINVERSION_STEPS, family.latent_channels
+        prefix = Model("blip2_vision_qformer", Blip2Prefix, convolutional=False)
+        lm = Model("blip2_opt_2.7b", _opt("sdpa"), convolutional=False, compile=())
+        classifier = Model("fakeinversion_resnet50", _fakeinversion_net, generator=False)
+        stages = (
+            Stage("caption_vision_qformer", prefix.name, _images(224), _call),
+            Stage(
+                "caption_language_model",
+                lm.name,
+                _prefix,
+                _greedy_caption,
+                estimate_quick_cpu_from="caption_vision_qformer",
+            ),
+            *_text_stages(family, per_image=True),
+            Stage("vae_encode", family.vae.name, _images(size), _encode),
+            _family_denoiser(family, "denoiser_inversion", side, calls=steps),
+            _family_denoiser(
+                family,
+                "denoiser_regeneration",
+                side,
+                calls=steps,
+                same_as="denoiser_inversion",
+            ),
+            Stage("vae_decode", family.vae.name, _latent_inputs(side, channels), _decode, rows=2),
+            Stage("classifier", classifier.name, _images(224, 9), _call),
+        )
+        return Pipeline(
+            _family_models(family, prefix, lm, classifier),
+            stages,
+            f"{family.hub_id}: BLIP-2 caption -> every text encoder on it (per image) -> "
+            f"inversion ({steps} steps, guidance 1) -> re-generation ({steps}) -> both ends "
+            "decoded -> 9-channel ResNet-50 at 224",
+        )
+
+    return pipeline
+
+
+def family_spec(family: FamilyCost) -> CostSpec:
+    """``fakeinversion:<family>``: the same path on one of the modern generator families."""
+    return CostSpec(
+        f"fakeinversion:{family.name}",
+        "fakeinversion",
+        f"BLIP-2 caption, {family.hub_id}-sized inversion + re-generation (50 + 50), "
+        "decodes, ResNet-50",
+        "the inverted center crop (inversion.image_size)",
+        512,
+        family_fakeinversion_pipeline(family),
+        sizes=FAMILY_SIZES,
+        time_cpu=False,
+    )
+
+
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first."""
+    """The method's cost specs: the default configuration first, then one per generator
+    family (``METHOD:FAMILY``)."""
     return (
         CostSpec(
             "fakeinversion",
@@ -84,4 +149,5 @@ def cost_specs() -> tuple[CostSpec, ...]:
             512,
             fakeinversion_pipeline,
         ),
+        *(family_spec(family) for family in FAMILY_COSTS),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,25 +24,37 @@ from ldmdetect.methods.cost import (
     _tokens,
     _unet,
 )
+from ldmdetect.methods.family_costs import (
+    FAMILY_COSTS,
+    FAMILY_SIZES,
+    FamilyCost,
+    _family_denoiser,
+    _family_models,
+    _text_stages,
+)
 
 
-def _egre() -> nn.Module:
-    from ldmdetect.models.egre import EGRE
+def _egre(lare_channels: int = 4) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        from ldmdetect.models.egre import EGRE
 
-    return EGRE("openclip:RN50", input_size=224)  # timm resnet50_clip.openai architecture
+        # timm resnet50_clip.openai architecture; the LaRE map has the latent's channels
+        return EGRE("openclip:RN50", input_size=224, lare_channels=lare_channels)
+
+    return build
 
 
-def _egre_inputs(lare_side: int) -> Inputs:
+def _egre_inputs(lare_side: int, channels: int = 4) -> Inputs:
     def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
         images = torch.randn(rows, 3, 224, 224, device=device)
-        return images, torch.rand(rows, 4, lare_side, lare_side, device=device)
+        return images, torch.rand(rows, channels, lare_side, lare_side, device=device)
 
     return make
 
 
 def lare2_pipeline(size: int) -> Pipeline:
     ensemble, side = 4, size // 8  # LareConfig defaults: t=200, 4 noise draws
-    egre = Model("egre_clip_rn50", _egre, generator=False)
+    egre = Model("egre_clip_rn50", _egre(), generator=False)
     stages = (
         Stage("vae_encode", SD_VAE_MODEL.name, _images(size), _encode),
         # The ensemble's noisy latents are rows of the one UNet batch (B x 4 rows).
@@ -57,8 +70,44 @@ def lare2_pipeline(size: int) -> Pipeline:
     )
 
 
+def family_lare2_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
+    def pipeline(size: int) -> Pipeline:
+        ensemble, side, channels = 4, size // 8, family.latent_channels
+        egre = Model(f"egre_clip_rn50_{channels}ch", _egre(channels), generator=False)
+        stages = (
+            Stage("vae_encode", family.vae.name, _images(size), _encode),
+            _family_denoiser(family, "denoiser", side, rows=ensemble),
+            *_text_stages(family, per_image=False),
+            Stage("classifier", egre.name, _egre_inputs(min(224, size) // 8, channels), _call),
+        )
+        return Pipeline(
+            _family_models(family, egre),
+            stages,
+            f"{family.hub_id}: VAE encode, one denoiser pass on the {ensemble} noised latents "
+            f"(the ensemble in one batch), EGRE on the {channels}-channel LaRE map; the prompt "
+            "encoders run once per distinct prompt (cached), so they are left out of the total",
+        )
+
+    return pipeline
+
+
+def family_spec(family: FamilyCost) -> CostSpec:
+    """``lare2:<family>``: the same path on one of the modern generator families."""
+    return CostSpec(
+        f"lare2:{family.name}",
+        "lare2",
+        f"{family.hub_id}-sized VAE encode + one denoiser pass on 4 noised latents + EGRE",
+        "LaRE's whole-image resize (lare.image_size); EGRE's crop is min(224, size)",
+        256,
+        family_lare2_pipeline(family),
+        sizes=FAMILY_SIZES,
+        time_cpu=False,
+    )
+
+
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first."""
+    """The method's cost specs: the default configuration first, then one per generator
+    family (``METHOD:FAMILY``)."""
     return (
         CostSpec(
             "lare2",
@@ -68,4 +117,5 @@ def cost_specs() -> tuple[CostSpec, ...]:
             256,
             lare2_pipeline,
         ),
+        *(family_spec(family) for family in FAMILY_COSTS),
     )
