@@ -7,11 +7,16 @@ full-size architecture written out there from the published configs
 (SD v1.5 / 2.x VAE and UNet, Kandinsky 2.1's MoVQ, ADM-256, BLIP-2 OPT-2.7b, CLIP RN50,
 ResNet-50, ConvNeXt-L, DINOv2 ViT-L/14, LPIPS VGG16) with random weights: cost depends on
 the architecture only, so nothing is downloaded. A method registered without a spec stops the
-benchmark with its name, so every new method must add one.
+benchmark with its name, so every new method must add one. The generator-backed methods also
+have a ``METHOD:FAMILY`` spec for SDXL, SD3.5-medium and FLUX.1-dev (their packages build them
+from ``ldmdetect.methods.family_costs``: the families' denoisers, text encoders and
+autoencoders, driven as ``SDComponents.predict`` drives them), at 512 and 1024 px; a CPU
+counts their FLOPs but does not time them.
 
     python benchmarks/feature_cost.py --quick --threads 2 --markdown   # CPU, under 15 min
     python benchmarks/feature_cost.py --device cuda --output cuda.json  # bf16, both sizes
     python benchmarks/feature_cost.py --flops-only --method fakeinversion
+    python benchmarks/feature_cost.py --flops-only --method lare2:flux.1-dev  # a family row
     python benchmarks/feature_cost.py --table cpu.json cuda.json        # README table
 
 Figures, per method and per working size (256 and 512 px; what "size" means for each method
@@ -29,7 +34,8 @@ is in its ``size_means``):
   method's models were built (weights + activations); CPU, the peak resident set size
   (``VmHWM``, reset through ``/proc/self/clear_refs``) above the RSS before the models were
   built, ``ru_maxrss`` where that cannot be reset.
-- on CUDA, model-FLOP utilisation per stage: achieved FLOP/s over the GPU's dense bf16 peak.
+- on CUDA, model-FLOP utilisation per stage: achieved FLOP/s over the GPU's dense bf16 peak
+  (H100, H200 and A100 by name; another GPU's from ``$LDMDETECT_PEAK_BF16_FLOPS``).
 
 On CUDA the generator components run in bf16 (as ``ldmdetect`` loads them), classifiers in
 fp32 under bf16 autocast (as ``Detector`` scores), convolutional models channels-last,
@@ -50,7 +56,7 @@ import resource
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +88,14 @@ from ldmdetect.methods.cost import (  # noqa: F401  (names the tests and older c
     _opt,
     _unet,
 )
-from ldmdetect.methods.dire.cost import DIRE_STEPS  # noqa: F401
+from ldmdetect.methods.dire.cost import DIRE_STEPS, family_dire_pipeline  # noqa: F401
+from ldmdetect.methods.fakeinversion.cost import family_fakeinversion_pipeline  # noqa: F401
+from ldmdetect.methods.family_costs import (  # noqa: F401  (names the tests use)
+    FAMILY_COSTS,
+    FAMILY_SIZES,
+    FLUX1_DEV_TRANSFORMER,
+    FamilyCost,
+)
 
 # Dense bf16 tensor-core peak FLOP/s by device name (vendor data sheets, without sparsity).
 PEAK_BF16_FLOPS: dict[str, float] = {
@@ -95,15 +108,29 @@ PEAK_BF16_FLOPS_EXACT: dict[str, float] = {"H100 PCIe": 756e12, "H100 NVL": 835e
 SIZES = (256, 512)
 
 
-def peak_bf16_flops(device_name: str) -> float | None:
-    """The GPU's dense bf16 peak from its name, None when unknown (no MFU then)."""
+# For a GPU the table does not know: its dense bf16 peak in FLOP/s, e.g. 362e12 (L40S).
+PEAK_ENV = "LDMDETECT_PEAK_BF16_FLOPS"
+
+
+def peak_bf16_flops(device_name: str, environ: Mapping[str, str] = os.environ) -> float | None:
+    """The GPU's dense bf16 peak from its name, else from ``$LDMDETECT_PEAK_BF16_FLOPS``;
+    None when neither knows it (no MFU then)."""
     for key, value in PEAK_BF16_FLOPS_EXACT.items():
         if key in device_name:
             return value
     for key, value in PEAK_BF16_FLOPS.items():
         if key in device_name:
             return value
-    return None
+    stated = environ.get(PEAK_ENV, "").strip()
+    if not stated:
+        return None
+    try:
+        peak = float(stated)
+    except ValueError:
+        peak = math.nan
+    if not math.isfinite(peak) or peak <= 0:
+        raise SystemExit(f"{PEAK_ENV}={stated!r}: expected a positive FLOP/s figure, e.g. 362e12")
+    return peak
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,6 +199,14 @@ class Bench:
     quick_budget_s: float = 20.0
     sizes: tuple[int, ...] = SIZES
     timed_sizes: tuple[int, ...] = SIZES
+    #: a spec's own ``sizes`` replace ``sizes`` (False when ``--sizes`` names them)
+    spec_sizes: bool = True
+
+    def sizes_for(self, spec: CostSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The sizes ``spec`` is counted at and those it is timed at."""
+        if spec.sizes is None or not self.spec_sizes:
+            return self.sizes, tuple(s for s in self.timed_sizes if s in self.sizes)
+        return spec.sizes, (min(spec.sizes),) if self.quick_cpu else spec.sizes
 
     @property
     def cuda(self) -> bool:
@@ -513,15 +548,21 @@ def measure(spec: CostSpec, bench: Bench, *, flops_only: bool = False) -> dict[s
     }
     start = time.perf_counter()
     meta: dict[str, nn.Module] = {}
-    flops = {size: flops_report(spec, size, meta) for size in bench.sizes}
+    sizes, timed = bench.sizes_for(spec)
+    flops = {size: flops_report(spec, size, meta) for size in sizes}
     del meta
     for size, report in flops.items():
         entry["sizes"][str(size)] = dict(report)
         entry["note"] = spec.pipeline(size).note
     entry["flops_seconds"] = round(time.perf_counter() - start, 2)
-    timed = [s for s in bench.timed_sizes if s in flops]
-    if flops_only or (bench.quick_cpu and not spec.time_quick_cpu):
-        entry["timing"] = "FLOPs only" if flops_only else "not timed by --quick on a CPU"
+    if flops_only:
+        entry["timing"] = "FLOPs only"
+        return entry
+    if not bench.cuda and not spec.time_cpu:
+        entry["timing"] = "not timed on a CPU (models too big for its memory in float32)"
+        return entry
+    if bench.quick_cpu and not spec.time_quick_cpu:
+        entry["timing"] = "not timed by --quick on a CPU"
         return entry
     with released():
         built: dict[str, nn.Module] = {}
@@ -610,7 +651,7 @@ def report_header(bench: Bench) -> dict[str, Any]:
 def _si(value: float | None, unit: str = "") -> str:
     if value is None:
         return "—"
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}".rstrip()
@@ -637,6 +678,8 @@ def markdown(reports: Sequence[dict[str, Any]]) -> str:
         if report["device"] == "cpu":
             device += f", {report['threads']} threads"
         for name, entry in report["methods"].items():
+            # an untimed entry's FLOPs are the architecture's, not the device's
+            where = "FLOPs only" if isinstance(entry.get("timing"), str) else device
             for size, figures in entry["sizes"].items():
                 rates = figures.get("images_per_s", {})
                 mem = figures.get("peak_memory_bytes", {})
@@ -649,7 +692,7 @@ def markdown(reports: Sequence[dict[str, Any]]) -> str:
                     big_rate += f" (N={big})"
                 lines.append(
                     f"| {name} | {size} | {_si(figures['flops_per_image'])} | "
-                    f"{_rate(rates.get('1'))} | {big_rate} | {mem_text} | {device} |"
+                    f"{_rate(rates.get('1'))} | {big_rate} | {mem_text} | {where} |"
                 )
         if report.get("peak_bf16_flops"):
             for name, entry in report["methods"].items():
@@ -685,7 +728,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="CPU: 256 px, single calls")
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs, time nothing")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        help=f"working sizes of every spec (default: {SIZES}, the families' specs {FAMILY_SIZES})",
+    )
     parser.add_argument(
         "--batch", type=int, default=None, help="throughput batch (default: 16 CUDA, 4 CPU)"
     )
@@ -722,7 +770,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    sizes = tuple(args.sizes)
+    sizes = tuple(args.sizes or SIZES)
     bench = Bench(
         device=device,
         dtype=default_dtype(device),
@@ -734,6 +782,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes=sizes,
         # --quick on a CPU times one size: 256 px, or the smallest asked for
         timed_sizes=(256 if 256 in sizes else min(sizes),) if args.quick and not cuda else sizes,
+        spec_sizes=args.sizes is None,
     )
     names = args.method or list(COST_SPECS)
     unknown = [n for n in names if n not in COST_SPECS]

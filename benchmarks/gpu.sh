@@ -10,7 +10,9 @@
 # 2. benchmarks/feature_cost.py on CUDA: every method at 256 and 512 px, FLOPs, images/s, peak
 #    memory and each stage's MFU (dense bf16 peak from the GPU's name for H100/H200/A100, else
 #    from $LDMDETECT_PEAK_BF16_FLOPS). Three runs (the cheap methods, dire, fakeinversion), so
-#    one that runs out of time costs only its own figures; then the merged table.
+#    one that runs out of time costs only its own figures; then the merged table. The
+#    METHOD:FAMILY specs (SDXL, SD3.5-medium, FLUX.1-dev at 512 and 1024 px) are not timed
+#    here: their FLOPs are in feature_cost-families-flops.json (--flops-only).
 # 3. ldmdetect demo --device cuda --output runs/demo-gpu: the main job on the GPU; its metrics
 #    and seconds per stage go to demo-cuda-<gpu>.json.
 #
