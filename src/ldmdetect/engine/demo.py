@@ -15,28 +15,51 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ldmdetect.detector import Detector
 from ldmdetect.engine.calibrate import calibrate_detector
+from ldmdetect.engine.demo_photos import PHOTO_COLUMNS, photo_rows, photo_sets, photo_subject
+from ldmdetect.engine.demo_recipes import (
+    RECIPES,
+    TRAIN_SEED_OFFSET,
+    DemoRun,
+    Recipe,
+    ae_train_config,
+    lare2_train_config,
+    training_prompts,
+    write_crops,
+)
 from ldmdetect.engine.evaluate import Evaluation, evaluate
-from ldmdetect.engine.flagged import flagged_at, score_and_flag
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.scan import scan, write_rows
-from ldmdetect.engine.train import TrainConfig, train_detector
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import write_tiny_pipeline
-from ldmdetect.io.augment import AugmentConfig
-from ldmdetect.io.crops import crop, crop_boxes, ensure_min_size
-from ldmdetect.io.images import load_image, save_png
-from ldmdetect.io.labeled import read_labeled
-from ldmdetect.io.perturb import parse_perturbation
-from ldmdetect.io.photo_corpus import photo_source, shipped_photo_crops
 from ldmdetect.io.samples import write_sample_photos
+
+__all__ = [  # the demo's recipes and photo sets live beside it; these names stay here too
+    "PHOTO_COLUMNS",
+    "RECIPES",
+    "SEED_OFFSET",
+    "SUMMARY_COLUMNS",
+    "TRAIN_SEED_OFFSET",
+    "UNSEEN_PROMPTS",
+    "DemoConfig",
+    "DemoResult",
+    "DemoRun",
+    "Recipe",
+    "ae_train_config",
+    "lare2_train_config",
+    "resolve_generator",
+    "run_demo",
+    "split_photos",
+    "summary_table",
+    "training_prompts",
+    "write_crops",
+]
 
 # Prompts the mini LDM never saw in training (its captions name the bundled photos' subjects).
 UNSEEN_PROMPTS = (
@@ -181,9 +204,9 @@ def split_photos(
     photos: list[Path], heldout: tuple[str, ...] | None, count: int, seed: int
 ) -> dict[str, list[Path]]:
     """Split by subject (``motorcycle_left``/``_right`` are one scene), never by file."""
-    subjects = sorted({_subject(p) for p in photos})
+    subjects = sorted({photo_subject(p) for p in photos})
     if heldout:
-        heldout = tuple(_subject(Path(name)) for name in heldout)  # "grace_hopper" -> "grace"
+        heldout = tuple(photo_subject(Path(name)) for name in heldout)  # "grace_hopper" -> "grace"
     else:
         rng = np.random.default_rng(seed)
         heldout = tuple(rng.permutation(subjects)[:count].tolist())
@@ -192,12 +215,8 @@ def split_photos(
         raise ValueError(f"held-out subjects not among the photos: {', '.join(sorted(unknown))}")
     split: dict[str, list[Path]] = {"train": [], "heldout": []}
     for photo in photos:
-        split["heldout" if _subject(photo) in heldout else "train"].append(photo)
+        split["heldout" if photo_subject(photo) in heldout else "train"].append(photo)
     return split
-
-
-def _subject(photo: Path) -> str:
-    return photo.stem.split("_")[0]
 
 
 def run_demo(
@@ -261,7 +280,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
         )
         return target
 
-    photos = _photo_sets(out, cfg, splits) if cfg.photo_crops else None
+    photos = photo_sets(out, cfg, splits) if cfg.photo_crops else None
     log(f"[2/6] reconstruct {len(splits['train'])} training photos through the autoencoder")
     train_data = [reconstruct("train", cfg.input_size, cfg.train_crops_per_image, cfg.seed)]
     if photos is not None:
@@ -294,7 +313,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
     detector_dirs: dict[str, Path] = {}
     evaluations: dict[str, Evaluation] = {}
     fakes = {"reconstructed (held-out)": [heldout / "reconstructed"], "generated": [generated]}
-    run = _Run(out, cfg, pipeline, splits, train_data, progress, log)
+    run = DemoRun(out, cfg, pipeline, splits, train_data, progress, log)
     unknown = [name for name in cfg.methods if name not in RECIPES]
     if unknown:
         raise ValueError(f"the demo has no recipe for {unknown} ({', '.join(RECIPES)})")
@@ -344,7 +363,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
             settings={"detector": str(detector_dirs[name]), "generator": pipeline},
         )
         if photos is not None:
-            rows, flagged[name] = _photo_rows(
+            rows, flagged[name] = photo_rows(
                 labels[name], detector, photos.test(recipe.costly), evaluations[name], cfg
             )
             photo_table |= rows
@@ -372,119 +391,8 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
     return DemoResult(evaluations, table, detector_dirs, scan_path, seconds, photo_table, flagged)
 
 
-@dataclass(frozen=True)
-class PhotoSet:
-    """Shipped photo crops of one split: a folder with one subfolder per source."""
-
-    root: Path
-    files: list[Path]
-    sources: list[str]
-
-
-@dataclass
-class _PhotoSets:
-    """The demo's real photographs from other sources, per split (see DemoConfig)."""
-
-    out: Path
-    cfg: DemoConfig
-    train_count: int
-
-    def calibration(self, costly: bool) -> PhotoSet:
-        return self._subset("calibration", costly)
-
-    def test(self, costly: bool) -> PhotoSet:
-        return self._subset("test", costly)
-
-    def _subset(self, split: str, costly: bool) -> PhotoSet:
-        limit = self.cfg.costly_photo_limit if costly else self.cfg.photo_limit
-        files = _spread(shipped_photo_crops(split), limit, self.cfg.seed)
-        root = self.out / "photos" / f"{split}-{limit or 'all'}"
-        for f in files:  # one folder per source, as calibrate counts sources
-            target = root / photo_source(f) / f.name
-            if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, target)
-        files = [root / photo_source(f) / f.name for f in files]
-        return PhotoSet(root, files, [f.parent.name for f in files])
-
-
-def _spread(files: list[Path], limit: int, seed: int) -> list[Path]:
-    """``limit`` of ``files`` (all when 0 or more), taken in turn from each source so that a
-    subset keeps every source, in a seeded order within each."""
-    if not limit or limit >= len(files):
-        return list(files)
-    by_source: dict[str, list[Path]] = {}
-    for f in files:
-        by_source.setdefault(photo_source(f), []).append(f)
-    rng = np.random.default_rng(seed)
-    queues = [list(rng.permutation(len(v))) for v in by_source.values()]
-    members = list(by_source.values())
-    chosen: list[Path] = []
-    while len(chosen) < limit:
-        for queue, group in zip(queues, members, strict=True):
-            if queue and len(chosen) < limit:
-                chosen.append(group[queue.pop()])
-    return sorted(chosen)
-
-
-def _photo_sets(out: Path, cfg: DemoConfig, splits: dict[str, list[Path]]) -> _PhotoSets:
-    """Copy the shipped train-split crops ae reconstructs, leaving out crops of the demo's
-    held-out photos (the bundled photos are one of the train split's sources)."""
-    heldout = {_subject(p) for p in splits["heldout"]}
-    target = out / "photos" / "train-crops"
-    target.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for f in shipped_photo_crops("train"):
-        if _subject(f) not in heldout:
-            name = f"{photo_source(f)}__{f.name}"
-            if not (target / name).is_file():
-                shutil.copyfile(f, target / name)
-            count += 1
-    return _PhotoSets(out, cfg, count)
-
-
-PHOTO_COLUMNS = ("n", "flagged@fpr=0.01", "upper95@fpr=0.01", "flagged@fpr=0.05")
-
-
-def _photo_rows(
-    label: str, detector: Detector, photos: PhotoSet, evaluation: Evaluation, cfg: DemoConfig
-) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
-    """Rows of the demo's second table: the share of the test split's real photo crops (as
-    shipped, and recompressed at JPEG q85) each stored threshold flags, beside the share of
-    the generated images it flags."""
-    fprs = (0.01, 0.05)
-    sets: dict[str, dict] = {}
-    n_sources = len(set(photos.sources))
-    for condition, perturbation in (("native", None), ("jpeg:85", parse_perturbation("jpeg:85"))):
-        counts, _, _ = score_and_flag(
-            detector,
-            photos.files,
-            fprs,
-            sources=photos.sources,
-            perturbation=perturbation,
-            num_workers=cfg.num_workers,
-        )
-        sets[f"real photos, {n_sources} unseen sources, {condition}"] = counts
-    generated = evaluation.scores["generators"]["generated"]
-    sets["generated (unseen prompts)"] = {
-        f"fpr_{f:g}": flagged_at(generated, detector.config, f) for f in fprs
-    }
-    rows: dict[str, dict[str, float]] = {}
-    for name, counts in sets.items():
-        one, five = counts.get("fpr_0.01"), counts.get("fpr_0.05")
-        if one is None or five is None:
-            continue  # unresolved: nothing is applied, so nothing to report
-        rows[f"{label} / {name}"] = {
-            "n": one.n,
-            "flagged@fpr=0.01": one.share,
-            "upper95@fpr=0.01": one.upper_95,
-            "flagged@fpr=0.05": five.share,
-        }
-    return rows, {name: {k: v.to_dict() for k, v in c.items()} for name, c in sets.items()}
-
-
 def _synris_rows(
-    run: _Run, name: str, label: str, detector: Detector, generated: Path, heldout: Path
+    run: DemoRun, name: str, label: str, detector: Detector, generated: Path, heldout: Path
 ) -> dict[str, dict[str, float]]:
     """SynRIS on the demo: each generated image paired with the held-out real crop a reverse
     image search finds closest to it, scored 1-try next to all held-out reals.
@@ -508,289 +416,6 @@ def _synris_rows(
     for values in rows.values():
         values["seconds_per_image"] = round(row.seconds["evaluate"] / scored, 4)
     return rows
-
-
-@dataclass
-class _Run:
-    """What every method's recipe may use: the run's folders, config, generator and photos."""
-
-    out: Path
-    cfg: DemoConfig
-    pipeline: str
-    splits: dict[str, list[Path]]
-    train_pairs: list[Path]
-    progress: bool
-    log: Callable[[str], None]
-
-
-def _train_config(cfg: DemoConfig, **fields: Any) -> TrainConfig:
-    """A recipe's TrainConfig: the demo's batch size, seed, workers and device, and a 20%
-    validation split (which also calibrates the thresholds) unless the recipe says otherwise."""
-    fields.setdefault("val_fraction", 0.2)
-    return TrainConfig(
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        num_workers=cfg.num_workers,
-        device=cfg.device,
-        # The demo's Lite0 towers train 1.7x faster in channels-last on a CPU (TrainConfig).
-        channels_last=True,
-        **fields,
-    )
-
-
-def ae_train_config(cfg: DemoConfig) -> TrainConfig:
-    """How the demo trains ``ae`` (also the benchmark's base for its curve and ablations)."""
-    return _train_config(
-        cfg,
-        method="ae",
-        backbone=cfg.backbone,
-        pretrained=cfg.pretrained,
-        lr=cfg.lr,
-        epochs=cfg.epochs,
-        augment=AugmentConfig.from_spec(cfg.augment),
-    )
-
-
-def _train_ae(run: _Run, output: Path) -> None:
-    cfg = run.cfg
-    run.log(f"[4/6] train 'ae' ({cfg.backbone}, {cfg.input_size}px) on reconstructions only")
-    train_detector(run.train_pairs, output, ae_train_config(cfg), progress=run.progress)
-
-
-def training_prompts(pipeline: str, photos: list[Path]) -> list[str]:
-    """Captions the generator was trained with, for the training photos' subjects."""
-    from ldmdetect.generative.mini import CAPTIONS, mini_ldm_dir
-
-    subjects = sorted({p.stem.split("_")[0] for p in photos})
-    if Path(pipeline) == mini_ldm_dir():
-        by_subject = {name.split("_")[0]: text for name, text in CAPTIONS.items()}
-        return [by_subject[s] for s in subjects if s in by_subject]
-    return [f"a photo of a {s}" for s in subjects]
-
-
-def write_crops(photos: list[Path], output: Path, size: int, per_image: int, seed: int) -> Path:
-    """``per_image`` random ``size`` crops of each photo, as PNG (real training images)."""
-    output.mkdir(parents=True, exist_ok=True)
-    for i, photo in enumerate(photos):
-        image = ensure_min_size(load_image(photo), size)
-        rng = np.random.default_rng([seed, i])
-        boxes = crop_boxes(image.width, image.height, size, policy="random", n=per_image, rng=rng)
-        for j, box in enumerate(boxes):
-            target = output / f"{photo.stem}_{j:02d}.png"
-            if not target.is_file():
-                save_png(crop(image, box), target)
-    return output
-
-
-def _real_vs_generated(run: _Run) -> Path:
-    """Real crops of the training photos and images the generator made from their captions
-    (``real/``, ``generated/``), written once and shared by the recipes that train on them."""
-    cfg = run.cfg
-    data = run.out / "data" / "lare2-train"
-    write_crops(
-        run.splits["train"], data / "real", cfg.eval_size, cfg.lare_train_crops_per_image, cfg.seed
-    )
-    prompts = training_prompts(run.pipeline, run.splits["train"])
-    count = cfg.lare_train_generated
-    write_generated(
-        load_pipeline(run.pipeline, device=cfg.device),
-        [prompts[i % len(prompts)] for i in range(count)],
-        [TRAIN_SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
-        data / "generated",
-        size=cfg.eval_size,
-        steps=cfg.generation_steps,
-        guidance_scale=cfg.guidance_scale,
-    )
-    return data
-
-
-def lare2_train_config(cfg: DemoConfig) -> TrainConfig:
-    """How the demo trains ``lare2`` (also the base of benchmarks/lare2_ablation.py)."""
-    return _train_config(
-        cfg,
-        method="lare2",
-        backbone=cfg.lare_backbone,
-        pretrained=cfg.lare_pretrained,
-        input_size=cfg.lare_input_size,
-        epochs=cfg.lare_epochs,
-        feature={
-            "lare": {
-                "image_size": cfg.eval_size,
-                "timestep": cfg.lare_timestep,
-                "ensemble": cfg.lare_ensemble,
-            }
-        },
-    )
-
-
-def _train_lare2(run: _Run, output: Path) -> None:
-    cfg = run.cfg
-    run.log(
-        f"[4/6] train 'lare2' ({cfg.lare_backbone}, LaRE t={cfg.lare_timestep} x{cfg.lare_ensemble}"
-        f" from the generator) on real crops vs. images generated from training captions"
-    )
-    data = _real_vs_generated(run)
-    train_detector(
-        [],
-        output,
-        lare2_train_config(cfg),
-        examples=read_labeled([data / "real"], [data / "generated"]),
-        pipeline=run.pipeline,
-        feature_cache=run.out / "features" / "lare2-train",
-        progress=run.progress,
-    )
-
-
-def _train_aeroblade(run: _Run, output: Path) -> None:
-    """Training-free: thresholds calibrated on real crops of the training photos, with the
-    generator's own autoencoder, whole eval-size images as the view."""
-    from ldmdetect.generative.components import pipeline_sources, vae_scale_factor
-
-    cfg = run.cfg
-    run.log("[4/6] calibrate 'aeroblade' (LPIPS layer 2 to the generator's autoencoder) on reals")
-    real = write_crops(
-        run.splits["train"],
-        run.out / "data" / "lare2-train" / "real",
-        cfg.eval_size,
-        cfg.lare_train_crops_per_image,
-        cfg.seed,
-    )
-    grid = vae_scale_factor(pipeline_sources(run.pipeline, ["vae"])["vae"])
-    train_detector(
-        [],
-        output,
-        _train_config(
-            cfg,
-            method="aeroblade",
-            input_size=cfg.eval_size,
-            feature={"aeroblade": {"autoencoders": [run.pipeline], "grid": grid}},
-            val_fraction=TrainConfig.val_fraction,
-        ),
-        examples=read_labeled([real], []),
-        progress=run.progress,
-    )
-
-
-def _train_vfm_probe(run: _Run, output: Path) -> None:
-    cfg = run.cfg
-    run.log(
-        f"[4/6] fit 'vfm-probe' (logistic regression on frozen {cfg.vfm_backbone}) on real "
-        "crops vs. images generated from training captions"
-    )
-    data = _real_vs_generated(run)
-    train_detector(
-        [],
-        output,
-        _train_config(
-            cfg,
-            method="vfm-probe",
-            backbone=cfg.vfm_backbone,
-            input_size=cfg.vfm_input_size,
-        ),
-        examples=read_labeled([data / "real"], [data / "generated"]),
-        feature_cache=run.out / "features" / "vfm-probe-train",
-        progress=run.progress,
-    )
-
-
-def _train_fakeinversion(run: _Run, output: Path) -> None:
-    cfg = run.cfg
-    run.log(
-        f"[4/6] train 'fakeinversion' ({cfg.fakeinversion_backbone}, {cfg.fakeinversion_steps} "
-        f"DDIM steps each way with the generator, captioner {cfg.fakeinversion_captioner!r}) on "
-        "real crops vs. images generated from training captions"
-    )
-    data = _real_vs_generated(run)
-    train_detector(
-        [],
-        output,
-        _train_config(
-            cfg,
-            method="fakeinversion",
-            backbone=cfg.fakeinversion_backbone,
-            pretrained=cfg.fakeinversion_pretrained,
-            input_size=cfg.fakeinversion_input_size,
-            epochs=cfg.fakeinversion_epochs,
-            feature={
-                # The whole eval_size image is inverted; views are input_size crops of it
-                # and of its maps at one offset.
-                "inversion": {"image_size": cfg.eval_size, "steps": cfg.fakeinversion_steps},
-                "captioner": cfg.fakeinversion_captioner,
-                "map_size": cfg.eval_size,
-            },
-        ),
-        examples=read_labeled([data / "real"], [data / "generated"]),
-        pipeline=run.pipeline,
-        feature_cache=run.out / "features" / "fakeinversion-train",
-        progress=run.progress,
-    )
-
-
-def _train_dire(run: _Run, output: Path) -> None:
-    cfg = run.cfg
-    run.log(
-        f"[4/6] train 'dire' ({cfg.dire_backbone}, |x - x'| after {cfg.dire_steps} DDIM steps "
-        "each way through the generator) on real crops vs. images generated from training "
-        "captions"
-    )
-    data = _real_vs_generated(run)
-    train_detector(
-        [],
-        output,
-        _train_config(
-            cfg,
-            method="dire",
-            backbone=cfg.dire_backbone,
-            pretrained=cfg.dire_pretrained,
-            input_size=cfg.dire_input_size,
-            epochs=cfg.dire_epochs,
-            # The whole eval_size image is reconstructed; views are input_size crops of its map.
-            feature={"dire": {"image_size": cfg.eval_size, "steps": cfg.dire_steps}},
-        ),
-        examples=read_labeled([data / "real"], [data / "generated"]),
-        pipeline=run.pipeline,
-        feature_cache=run.out / "features" / "dire-train",
-        progress=run.progress,
-    )
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How the demo trains one method and which of the demo's conditions it is scored under."""
-
-    train: Callable[[_Run, Path], None]
-    # JPEG and format-control rows feed new pixels, so a generator-backed method recomputes
-    # its features for them; off where that would break the demo's time budget.
-    robustness: bool = True
-    # Features that invert every image: calibrated and tested on a subset of the photo crops
-    # (DemoConfig.costly_photo_limit).
-    costly: bool = False
-    label: Callable[[DemoConfig], str] | None = None  # the table's name, with key settings
-
-
-# How the demo trains each method; a method joins the demo by adding its recipe here.
-RECIPES: dict[str, Recipe] = {
-    "ae": Recipe(_train_ae),
-    "lare2": Recipe(_train_lare2),
-    "fakeinversion": Recipe(
-        _train_fakeinversion,
-        robustness=False,
-        costly=True,
-        label=lambda cfg: (
-            f"fakeinversion ({cfg.fakeinversion_steps}+{cfg.fakeinversion_steps} DDIM steps)"
-        ),
-    ),
-    "aeroblade": Recipe(_train_aeroblade),
-    "vfm-probe": Recipe(_train_vfm_probe),
-    # Opt-in, so its JPEG rows (new pixels, new reconstructions) stay: JPEG is DIRE's known
-    # weak point.
-    "dire": Recipe(
-        _train_dire,
-        costly=True,
-        label=lambda cfg: f"dire ({cfg.dire_steps}+{cfg.dire_steps} DDIM steps)",
-    ),
-}
-TRAIN_SEED_OFFSET = 50_000  # training generations: far from the test seeds (SEED_OFFSET)
 
 
 SUMMARY_COLUMNS = ("auc", "ap", "tpr@fpr=0.01", "seconds_per_image")
