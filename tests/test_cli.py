@@ -339,7 +339,11 @@ OWNERS = {
     "synris": ["engine.synris:SynRISConfig"],
 }
 RENAMED = {("generate", "guidance"): "guidance_scale"}
-SPELLED = {("train", "augment"): AugmentConfig.to_spec, ("demo", "methods"): ",".join}
+SPELLED = {
+    ("train", "augment"): AugmentConfig.to_spec,
+    ("demo", "methods"): ",".join,
+    ("reconstruct", "scales"): lambda scales: ",".join(f"{s:g}" for s in scales),
+}
 # Stated in the CLI on purpose (the check that they agree still applies).
 STATED = {
     ("serve", "fpr"),  # reading the service's defaults needs the serve extra,

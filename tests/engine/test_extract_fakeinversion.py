@@ -38,7 +38,7 @@ def _feature_options() -> list[str]:
 
 
 def test_extract_train_evaluate_scan_through_the_cli(
-    aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, tmp_path
+    aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
 ):
     runner = CliRunner()
     data = _real_and_fake(aligned_dir, tmp_path / "data")  # 24 + 24 crops of six photos
@@ -102,6 +102,8 @@ def test_extract_train_evaluate_scan_through_the_cli(
             "cpu",
             "--workers",
             "0",
+            "--calibration-real",
+            str(calibration_dir),
             "--output",
             str(det),
         ],
