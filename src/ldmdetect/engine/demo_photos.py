@@ -21,7 +21,7 @@ from ldmdetect.io.perturb import parse_perturbation
 from ldmdetect.io.photo_corpus import photo_source, shipped_photo_crops
 
 if TYPE_CHECKING:
-    from ldmdetect.engine.demo import DemoConfig
+    from ldmdetect.engine.demo_config import DemoConfig
 
 
 def photo_subject(photo: Path) -> str:

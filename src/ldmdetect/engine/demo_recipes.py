@@ -19,7 +19,7 @@ from ldmdetect.io.images import load_image, save_png
 from ldmdetect.io.labeled import read_labeled
 
 if TYPE_CHECKING:
-    from ldmdetect.engine.demo import DemoConfig
+    from ldmdetect.engine.demo_config import DemoConfig
 
 
 @dataclass
