@@ -67,6 +67,10 @@ def test_calibrate_detector_names_bad_files_and_keeps_the_scores(
     assert np.mean(scores > t) <= 0.01
     assert new.config.calibration["n_sources"] == 6
     assert new.config.training == old.config.training
+    # Calibrated with 3 views per image: scans default to the views the thresholds hold for.
+    three = calibrate_detector(detector_dir, [calibration_dir], tmp_path / "3", tries=3)
+    assert three.config.default_tries == 3 and three.config.calibration["tries"] == 3
+    assert Detector.from_pretrained(tmp_path / "3").config.default_tries == 3
 
 
 def test_calibrate_cli_names_unreadable_files_and_writes_the_detector(

@@ -166,7 +166,10 @@ def calibrate_detector(
     )
     record["tries"] = tries
     record["reals"] = [os.fspath(r) for r in reals]
-    new = DetectorConfig.from_dict(config.to_dict() | {"thresholds": thresholds})
+    # The thresholds hold for the views they were set with, so scans default to those.
+    new = DetectorConfig.from_dict(
+        config.to_dict() | {"thresholds": thresholds, "default_tries": tries}
+    )
     new.calibration = record
     out = Path(output)
     if out.resolve() != source.resolve():
