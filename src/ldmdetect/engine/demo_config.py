@@ -9,24 +9,15 @@ from dataclasses import dataclass
 @dataclass
 class DemoConfig:
     generator: str = "mini"  # "mini" (shipped), "tiny" (random, smoke test) or a pipeline path/id
-    # The paper fine-tunes ImageNet-pretrained backbones. EfficientNet-Lite0's ImageNet weights
-    # ship offline (models.offline_weights); fine-tuned, it beats resnet18 from random weights
-    # on the held-out reconstructions of the same pairs (benchmarks/mini_ldm_detection.py
-    # --budget full, 128 held-out reals, seed 0: AUC 0.971 vs. 0.958; on generations, 1-try,
-    # the two are within the run-to-run spread: 0.990 / TPR@1%FPR 0.83 vs. 0.999 / 0.96).
+    # The paper fine-tunes ImageNet-pretrained backbones; EfficientNet-Lite0's ImageNet weights
+    # ship offline (models.offline_weights). Why this backbone, lr, augmentation and epoch
+    # count: benchmarks/results/NOTES.md.
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True
-    # Fine-tuning Lite0 at 2e-3 rather than 1e-3: on seeds the benchmark does not report (3, 4;
-    # --budget full, the library's default augmentation) generated 1-try TPR@1%FPR rose from
-    # 0.88 / 0.96 to 1.00 / 1.00, more than 30 epochs at 1e-3 gave (0.96 / 0.96); 3e-4 fell to
-    # 0.00 / 0.40. None: the method's own.
+    # None: the method's own.
     lr: float | None = 2e-3
-    # ae's training augmentation (a --augment spec). Lighter JPEG than the library default
-    # (AugmentConfig: half the crops, quality 50..100, shifted grid): the default's JPEG hides
-    # the autoencoder's trace on too many training crops. On seeds the benchmark does not
-    # report (3..7, --budget full) generated 1-try TPR@1%FPR was 1.00 / 0.90 / 0.98 / 1.00 /
-    # 0.94 (mean 0.96) with this, 1.00 / 1.00 / 1.00 / 0.71 / 0.96 (mean 0.93) with the
-    # default; JPEG-75 AUC 0.97..1.00 either way, its TPR@1%FPR lower (mean 0.72 vs. 0.82).
+    # ae's training augmentation (a --augment spec): lighter JPEG than the library default,
+    # whose JPEG hides the autoencoder's trace on too many training crops.
     augment: str = "jpeg_prob=0.3,jpeg_quality=65-100,jpeg_grid_shift=0"
     input_size: int = 64
     train_crops_per_image: int = 32
@@ -37,8 +28,7 @@ class DemoConfig:
     guidance_scale: float = 3.0  # the mini LDM trains with caption dropout for this
     heldout_subjects: tuple[str, ...] | None = None  # default: the generator's own held-out
     heldout_count: int = 3  # subjects held out when the generator names none
-    # ae's epochs: at the demo's 32 crops per photo, generated AUC rose from 0.979 at 10
-    # epochs to 0.995 at 20 (seed 0, lr 1e-3); channels-last pays for the time.
+    # ae's epochs (channels-last pays for the time).
     epochs: int = 20
     batch_size: int = 16
     perturbations: tuple[str, ...] = ("jpeg:75",)
