@@ -258,3 +258,10 @@ def test_a_corrupt_first_pair_is_skipped_and_named_not_fatal(tmp_path, aligned_d
     detector = train_detector([data], tmp_path / "d", cfg)
     assert list(detector.config.training["skipped_files"]) == [str(first.real)]
     assert detector.config.input_size == 64
+
+
+def test_an_augmentation_a_method_does_not_apply_is_an_error(tmp_path, aligned_dir):
+    cfg = TrainConfig(method="lare2", augment=AugmentConfig(jpeg_prob=0.9))
+    with pytest.raises(ValueError, match="'lare2' does not apply --augment"):
+        train_detector([aligned_dir], tmp_path / "d", cfg)
+    assert not (tmp_path / "d").exists()

@@ -608,6 +608,7 @@ def train_detector(
     real images. The detector directory is written to ``output``.
     """
     cfg = config or TrainConfig()
+    _check_augment(cfg)
     pairs = [p for directory in data for p in read_aligned_dataset(directory)]
     examples = list(examples)
     if not pairs and not examples:
@@ -724,6 +725,17 @@ def train_detector(
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the directory is complete
     return detector
+
+
+def _check_augment(cfg: TrainConfig) -> None:
+    """An augmentation asked of a method that does not apply it is an error, not a no-op."""
+    method = methods.get(cfg.method)
+    if method.trains and not method.pixel_augmentation and cfg.augment != AugmentConfig():
+        raise ValueError(
+            f"method {cfg.method!r} does not apply --augment: its features are computed from "
+            "the un-augmented image (training views are only cropped and flipped); leave "
+            "--augment out"
+        )
 
 
 def _crop_size(pairs: Sequence[AlignedPair]) -> int | None:

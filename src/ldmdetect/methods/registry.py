@@ -160,6 +160,10 @@ class Method(ABC):
     summary: ClassVar[str]
     #: False for training-free methods: ``train`` only calibrates thresholds on real images.
     trains: ClassVar[bool] = True
+    #: True when training applies ``TrainConfig.augment`` (JPEG, resize, blur) to the pixels.
+    #: Methods whose features come from the un-augmented image (a cached LaRE map, an
+    #: inversion) only crop and flip, so an augmentation asked of them is an error, not ignored.
+    pixel_augmentation: ClassVar[bool] = False
     #: True when the score is a probability, so the raw 0.5 rule means something.
     probabilistic: ClassVar[bool] = True
     #: Generator components (``model_index.json`` names) its feature step is built from.

@@ -56,6 +56,7 @@ def classify_crops(model: nn.Module, crops: torch.Tensor, config: DetectorConfig
 @register_method
 class AEReconstruction(Method):
     name = "ae"
+    pixel_augmentation = True  # both members of a pair, replayed from one seed
     summary = "classifier trained on real images vs. their LDM-autoencoder reconstructions"
 
     tiny_settings = TINY
