@@ -50,42 +50,36 @@ def labeled(aligned_dir: Path):
     return read_labeled([aligned_dir / "real"], [aligned_dir / "reconstructed"])
 
 
+@pytest.fixture
+def contract(
+    labeled, aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
+):
+    """``contract(name)``: the whole contract run for one method, on this test's fixtures."""
+
+    def run(name: str) -> None:
+        check_contract(
+            name,
+            labeled,
+            aligned_dir,
+            heldout_aligned_dir,
+            tiny_pipeline_dir,
+            calibration_dir,
+            tmp_path,
+        )
+
+    return run
+
+
 @pytest.mark.parametrize("name", sorted(TINY_SETTINGS))
-def test_method_contract(
-    name, labeled, aligned_dir, heldout_aligned_dir, tiny_pipeline_dir, calibration_dir, tmp_path
-):
-    check_contract(
-        name,
-        labeled,
-        aligned_dir,
-        heldout_aligned_dir,
-        tiny_pipeline_dir,
-        calibration_dir,
-        tmp_path,
-    )
+def test_method_contract(name, contract):
+    contract(name)
 
 
-def test_a_method_from_a_new_package_passes_the_contract(
-    throwaway_method,
-    labeled,
-    aligned_dir,
-    heldout_aligned_dir,
-    tiny_pipeline_dir,
-    calibration_dir,
-    tmp_path,
-):
+def test_a_method_from_a_new_package_passes_the_contract(throwaway_method, contract):
     """A package outside ldmdetect registers through its entry point; nothing else changes."""
     name = throwaway_method()
     assert name not in TINY_SETTINGS and name in methods.list_methods()
-    check_contract(
-        name,
-        labeled,
-        aligned_dir,
-        heldout_aligned_dir,
-        tiny_pipeline_dir,
-        calibration_dir,
-        tmp_path,
-    )
+    contract(name)
 
 
 def check_contract(
@@ -186,28 +180,14 @@ def test_feature_steps_resolve_their_device_and_refuse_cuda_without_it(name, tin
 
 
 def test_a_three_class_method_passes_the_contract_with_per_class_outputs(
-    throwaway_method,
-    labeled,
-    aligned_dir,
-    heldout_aligned_dir,
-    tiny_pipeline_dir,
-    calibration_dir,
-    tmp_path,
+    throwaway_method, contract, aligned_dir, tmp_path
 ):
     """K > 2: per-class probabilities beside the score, in predict_proba, scan rows (and
     their CSV columns) and the service reply; the score is 1 - P(real)."""
     classes = ("real", "sd", "flux")
     name = throwaway_method(classes)
     assert methods.get(name).classes == classes
-    check_contract(
-        name,
-        labeled,
-        aligned_dir,
-        heldout_aligned_dir,
-        tiny_pipeline_dir,
-        calibration_dir,
-        tmp_path,
-    )
+    contract(name)
     detector = Detector.from_pretrained(tmp_path / "detector", device="cpu")
     files = sorted((aligned_dir / "real").glob("*.png"))[:3]
     probabilities = detector.predict_proba(files)

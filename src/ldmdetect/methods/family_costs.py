@@ -24,8 +24,10 @@ from ldmdetect.methods.cost import (
     SD15_TEXT_ENCODER,
     SD_VAE,
     TEXT_MODEL,
+    CostSpec,
     Inputs,
     Model,
+    Pipeline,
     Stage,
     _call,
     _diffusers,
@@ -317,3 +319,25 @@ def _family_models(family: FamilyCost, *extra: Model) -> tuple[Model, ...]:
 def _family_denoiser(family: FamilyCost, name: str, side: int, **kwargs: Any) -> Stage:
     inputs = family.denoiser_inputs(side)
     return Stage(name, family.denoiser.name, inputs, family.run, **kwargs)
+
+
+def family_spec_of(
+    method: str,
+    family: FamilyCost,
+    what: str,
+    size_means: str,
+    size: int,
+    pipeline: Callable[[int], Pipeline],
+) -> CostSpec:
+    """``METHOD:FAMILY``: a method's cost on one modern family, at the families' sizes and
+    FLOPs only on a CPU (FLUX.1-dev alone needs 48 GB in float32)."""
+    return CostSpec(
+        f"{method}:{family.name}",
+        method,
+        what,
+        size_means,
+        size,
+        pipeline,
+        sizes=FAMILY_SIZES,
+        time_cpu=False,
+    )

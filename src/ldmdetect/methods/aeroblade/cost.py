@@ -22,8 +22,8 @@ from ldmdetect.methods.cost import (
 )
 from ldmdetect.methods.family_costs import (
     FAMILY_COSTS,
-    FAMILY_SIZES,
     FamilyCost,
+    family_spec_of,
 )
 
 # kandinsky-community/kandinsky-2-1 movq/config.json (MoVQ: spatially normalised decoder).
@@ -113,15 +113,13 @@ def family_aeroblade_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
 
 def family_spec(family: FamilyCost) -> CostSpec:
     """``aeroblade:<family>``: the same path on one of the modern generator families."""
-    return CostSpec(
-        f"aeroblade:{family.name}",
+    return family_spec_of(
         "aeroblade",
+        family,
         f"{family.hub_id}-sized autoencoder round trip + LPIPS VGG16 (layer 2)",
         "the view (input_size)",
         512,
         family_aeroblade_pipeline(family),
-        sizes=FAMILY_SIZES,
-        time_cpu=False,
     )
 
 

@@ -22,11 +22,11 @@ from ldmdetect.methods.cost import (
 )
 from ldmdetect.methods.family_costs import (
     FAMILY_COSTS,
-    FAMILY_SIZES,
     FamilyCost,
     _family_denoiser,
     _family_models,
     _text_stages,
+    family_spec_of,
 )
 
 # ADM's 256x256 unconditional model (guided-diffusion's 256x256_diffusion_uncond.pt, the
@@ -109,15 +109,13 @@ def family_dire_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
 
 def family_spec(family: FamilyCost) -> CostSpec:
     """``dire:<family>``: the same path on one of the modern generator families."""
-    return CostSpec(
-        f"dire:{family.name}",
+    return family_spec_of(
         "dire",
+        family,
         f"{family.hub_id}-sized latent DIRE: {DIRE_STEPS} + {DIRE_STEPS} passes, decode, ResNet-50",
         "the reconstructed square (dire.image_size)",
         256,
         family_dire_pipeline(family),
-        sizes=FAMILY_SIZES,
-        time_cpu=False,
     )
 
 

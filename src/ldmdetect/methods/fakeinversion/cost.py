@@ -30,11 +30,11 @@ from ldmdetect.methods.cost import (
 )
 from ldmdetect.methods.family_costs import (
     FAMILY_COSTS,
-    FAMILY_SIZES,
     FamilyCost,
     _family_denoiser,
     _family_models,
     _text_stages,
+    family_spec_of,
 )
 
 FAKEINVERSION_STEPS = 50  # DDIM steps each way (inversion, then re-generation)
@@ -124,16 +124,14 @@ def family_fakeinversion_pipeline(family: FamilyCost) -> Callable[[int], Pipelin
 
 def family_spec(family: FamilyCost) -> CostSpec:
     """``fakeinversion:<family>``: the same path on one of the modern generator families."""
-    return CostSpec(
-        f"fakeinversion:{family.name}",
+    return family_spec_of(
         "fakeinversion",
+        family,
         f"BLIP-2 caption, {family.hub_id}-sized inversion + re-generation (50 + 50), "
         "decodes, ResNet-50",
         "the inverted center crop (inversion.image_size)",
         512,
         family_fakeinversion_pipeline(family),
-        sizes=FAMILY_SIZES,
-        time_cpu=False,
     )
 
 

@@ -26,11 +26,11 @@ from ldmdetect.methods.cost import (
 )
 from ldmdetect.methods.family_costs import (
     FAMILY_COSTS,
-    FAMILY_SIZES,
     FamilyCost,
     _family_denoiser,
     _family_models,
     _text_stages,
+    family_spec_of,
 )
 
 
@@ -93,15 +93,13 @@ def family_lare2_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
 
 def family_spec(family: FamilyCost) -> CostSpec:
     """``lare2:<family>``: the same path on one of the modern generator families."""
-    return CostSpec(
-        f"lare2:{family.name}",
+    return family_spec_of(
         "lare2",
+        family,
         f"{family.hub_id}-sized VAE encode + one denoiser pass on 4 noised latents + EGRE",
         "LaRE's whole-image resize (lare.image_size); EGRE's crop is min(224, size)",
         256,
         family_lare2_pipeline(family),
-        sizes=FAMILY_SIZES,
-        time_cpu=False,
     )
 
 
