@@ -7,11 +7,12 @@ decoding, cropping and batching from files. Their ratio is the data-loading over
 
 The 12 Mpx row asks the converse question for a light detector (the demo's ``ae``:
 EfficientNet-Lite0 on 64 px crops), where the model is cheap and decoding a 4000x3000 JPEG
-is most of the work: ``Detector.predict`` and ``score_files`` (one process) against Pillow
-decoding the same files, ``Image.open(path).convert("RGB")`` per file (target: >= 80% of that
-rate; ``load_only`` is the decode without the copy that ``convert`` makes). Weights are random,
-as above. A quarter of the photos carry an EXIF orientation that needs a rotation, as portrait
-phone photos do; the rest are tagged upright.
+is most of the work: ``Detector.decision_function`` (the "predict" columns) and
+``score_files`` (one process) against Pillow decoding the same files,
+``Image.open(path).convert("RGB")`` per file (target: >= 80% of that rate; ``load_only`` is
+the decode without the copy that ``convert`` makes). Weights are random, as above. A quarter
+of the photos carry an EXIF orientation that needs a rotation, as portrait phone photos do;
+the rest are tagged upright.
 
     python benchmarks/scan.py --threads 1    # more images than one batch, as in any real scan
     python benchmarks/scan.py --rows 12mpx   # the phone-photo row only
@@ -130,7 +131,8 @@ def crop_rows(args: argparse.Namespace) -> dict:
 
 
 def photo_row(args: argparse.Namespace) -> dict:
-    """Detector.predict and score_files (one process) against decoding alone, 12 Mpx JPEGs."""
+    """Detector.decision_function (the "predict" keys) and score_files (one process) against
+    decoding alone, 12 Mpx JPEGs."""
     mean, std = backbone_normalization(args.photo_backbone)
     config = DetectorConfig(
         backbone=args.photo_backbone, input_size=args.photo_input_size, mean=mean, std=std
@@ -143,7 +145,7 @@ def photo_row(args: argparse.Namespace) -> dict:
             [
                 lambda: decode_only(paths),
                 lambda: load_only(paths),
-                lambda: detector.predict(paths, batch_size=args.batch_size),
+                lambda: detector.decision_function(paths, batch_size=args.batch_size),
                 lambda: score_files(detector, paths, batch_size=args.batch_size, num_workers=0),
             ],
             args.repeats,

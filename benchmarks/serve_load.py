@@ -60,7 +60,7 @@ def build_detector(directory: Path, backbone: str, input_size: int) -> Path:
     config = DetectorConfig(backbone=backbone, input_size=input_size)
     detector = Detector(config, get(config.method).build_model(config), device="cpu")
     photos = [load_image(path) for _, path in sample_photos()]
-    scores = detector.predict(photos, tries=8)
+    scores = detector.decision_function(photos, tries=8)
     config.thresholds = {"0.5": 0.5}
     for fpr in (0.001, 0.01, 0.05):
         config.thresholds[f"fpr_{fpr:g}"] = float(np.quantile(scores, 1 - fpr))

@@ -13,9 +13,9 @@ from ldmdetect.io.images import ImageDecodeError, load_image, pil_to_tensor
 def test_save_and_load_give_identical_predictions(detector_dir, aligned_dir, tmp_path):
     detector = Detector.from_pretrained(detector_dir, device="cpu")
     paths = sorted((aligned_dir / "real").glob("*.png"))[:4]
-    before = detector.predict(paths)
+    before = detector.decision_function(paths)
     detector.save_pretrained(tmp_path / "copy")
-    after = Detector.from_pretrained(tmp_path / "copy", device="cpu").predict(paths)
+    after = Detector.from_pretrained(tmp_path / "copy", device="cpu").decision_function(paths)
     np.testing.assert_array_equal(before, after)
     assert before.shape == (4,) and ((before >= 0) & (before <= 1)).all()
 
@@ -24,17 +24,54 @@ def test_predict_accepts_paths_images_and_tensors(detector_dir, aligned_dir):
     detector = Detector.from_pretrained(detector_dir, device="cpu")
     path = sorted((aligned_dir / "reconstructed").glob("*.png"))[0]
     image = Image.open(path).convert("RGB")
-    from_path = detector.predict(path)
-    np.testing.assert_allclose(detector.predict(image), from_path, rtol=1e-6)
-    np.testing.assert_allclose(detector.predict(pil_to_tensor(image)), from_path, rtol=1e-6)
-    assert detector.predict([path, image], tries=10).shape == (2,)
+    from_path = detector.decision_function(path)
+    np.testing.assert_allclose(detector.decision_function(image), from_path, rtol=1e-6)
+    np.testing.assert_allclose(
+        detector.decision_function(pil_to_tensor(image)), from_path, rtol=1e-6
+    )
+    assert detector.decision_function([path, image], tries=10).shape == (2,)
 
 
-def test_label_uses_the_calibrated_threshold(detector_dir):
+def test_predict_decides_at_the_calibrated_threshold_on_decision_function(
+    detector_dir, aligned_dir
+):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    paths = [
+        *sorted((aligned_dir / "real").glob("*.png"))[:3],
+        *sorted((aligned_dir / "reconstructed").glob("*.png"))[:3],
+    ]
+    scores = detector.decision_function(paths)
+    for fpr in (None, 0.01):
+        _, threshold = detector.config.threshold(fpr)
+        labels = detector.predict(paths, fpr=fpr)
+        assert labels.dtype == bool and labels.shape == (6,)
+        assert labels.tolist() == (scores > threshold).tolist()
+    # the scores straddle the 0.5 rule, so the comparison above can tell labels apart
+    assert 0 < detector.predict(paths).sum() < 6
+
+
+def test_predict_proba_rows_sum_to_one_and_hold_the_score(detector_dir, aligned_dir):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    paths = sorted((aligned_dir / "reconstructed").glob("*.png"))[:3]
+    probabilities = detector.predict_proba(paths, tries=2)
+    assert probabilities.shape == (3, len(detector.method.classes))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+    generated = detector.method.classes.index("generated")
+    np.testing.assert_allclose(
+        probabilities[:, generated], detector.decision_function(paths, tries=2), rtol=1e-12
+    )
+
+
+def test_label_is_deprecated_and_decides_as_predict(detector_dir, aligned_dir):
     detector = Detector.from_pretrained(detector_dir, device="cpu")
     threshold = detector.config.thresholds["fpr_0.01"]
     scores = np.array([threshold - 1e-6, threshold, threshold + 1e-6])
-    assert detector.label(scores, fpr=0.01).tolist() == [False, False, True]
+    with pytest.warns(DeprecationWarning, match="predict"):
+        assert detector.label(scores, fpr=0.01).tolist() == [False, False, True]
+    paths = sorted((aligned_dir / "reconstructed").glob("*.png"))[:4]
+    with pytest.warns(DeprecationWarning):
+        old = detector.label(detector.decision_function(paths), fpr=0.01)
+    np.testing.assert_array_equal(old, detector.predict(paths, fpr=0.01))
 
 
 def test_bad_image_path_names_the_file(detector_dir, tmp_path):
@@ -42,7 +79,7 @@ def test_bad_image_path_names_the_file(detector_dir, tmp_path):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"nope")
     with pytest.raises(ImageDecodeError, match=r"x.png"):
-        detector.predict(bad)
+        detector.decision_function(bad)
 
 
 def test_load_errors_are_clear(tmp_path, detector_dir, source_error):
@@ -80,9 +117,9 @@ def test_content_ids_are_computed_only_for_a_feature_cache(tmp_path):
         Image.fromarray(np.full((size[1], size[0], 3), 60 * i, dtype=np.uint8)).save(paths[-1])
     image = load_image(paths[0])
     assert "id" not in detector.prepare(image)
-    uncached = detector.predict(paths)
+    uncached = detector.decision_function(paths)
 
     detector.feature_cache = FeatureCache(tmp_path / "cache", settings=detector.features.settings())
     assert detector.prepare(image)["id"] == image_id(image)
-    np.testing.assert_allclose(detector.predict(paths), uncached, rtol=1e-6)
+    np.testing.assert_allclose(detector.decision_function(paths), uncached, rtol=1e-6)
     assert set(detector.feature_cache.keys()) == {image_id(load_image(p)) for p in paths}

@@ -1,6 +1,7 @@
 """ldmdetect: tell whether an image was made by a latent diffusion model.
 
-``Detector.from_pretrained(dir)``, ``detector.predict(images)``, ``ldmdetect.reconstruct(...)``,
+``Detector.from_pretrained(dir)``, ``detector.decision_function(images)`` (scores),
+``detector.predict(images)`` (decisions), ``ldmdetect.reconstruct(...)``,
 ``ldmdetect.train(...)``, ``ldmdetect.evaluate(...)``, ``ldmdetect.scan(...)``. Imports are lazy so
 that ``import ldmdetect`` (and the CLI's --help) stays fast.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -187,20 +188,39 @@ class Detector:
         ]
         return torch.cat(probs).double().numpy()
 
-    def predict(
+    def decision_function(
         self,
         images: ImageInput | Sequence[ImageInput],
         *,
         tries: int | None = None,
         batch_size: int = 64,
     ) -> np.ndarray:
-        """Probability that each image was generated, as a float array (one per image).
+        """The score of each image, as a float array (one per image): P("generated") (1 -
+        P(real) for methods without that class), or the method's own score (``aeroblade``'s
+        -distance); higher always means more likely generated. The calibrated thresholds are
+        on this scale.
 
         Accepts paths, PIL images or float tensors (3, H, W) in [0, 1]. A path that cannot be
         decoded raises ``ImageDecodeError`` naming it; use ``ldmdetect.engine.scan`` to score
         many files without stopping on bad ones.
         """
         return self.score_prepared(self._prepared(images, tries), batch_size)
+
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        fpr: float | None = None,
+        tries: int | None = None,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Boolean "generated" decisions, one per image: :meth:`decision_function` above the
+        threshold calibrated for ``fpr`` (None: the raw 0.5 rule, for probabilities only).
+
+        Named as in scikit-learn: ``predict`` decides, ``decision_function`` scores and
+        ``predict_proba`` gives the per-class probabilities.
+        """
+        return self._decide(self.decision_function(images, tries=tries, batch_size=batch_size), fpr)
 
     def predict_proba(
         self,
@@ -210,9 +230,25 @@ class Detector:
         batch_size: int = 64,
     ) -> np.ndarray:
         """Per-class probabilities (N, K), columns in the order of ``method.classes``; the
-        score :meth:`predict` gives is P("generated") (1 - P(real) without that class).
-        Methods whose score is not a probability (``aeroblade``) have none and raise."""
+        score :meth:`decision_function` gives is P("generated") (1 - P(real) without that
+        class). Methods whose score is not a probability (``aeroblade``) have none and raise."""
         return self.score_and_probabilities(self._prepared(images, tries), batch_size)[1]
+
+    def label(self, scores: np.ndarray, fpr: float | None = None) -> np.ndarray:
+        """Deprecated: :meth:`predict` decides from the images, :meth:`decision_function`
+        gives the scores. Boolean "generated" decisions for ``scores`` at the threshold
+        calibrated for ``fpr``."""
+        warnings.warn(
+            "Detector.label is deprecated: use Detector.predict(images, fpr=...) for the "
+            "decisions (scores are under Detector.decision_function)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._decide(scores, fpr)
+
+    def _decide(self, scores: np.ndarray, fpr: float | None) -> np.ndarray:
+        rule = self.config.decision_rule(fpr, uncertain_fpr=None)
+        return np.array([rule.label(float(s)) == "generated" for s in np.ravel(scores)], dtype=bool)
 
     def _prepared(
         self, images: ImageInput | Sequence[ImageInput], tries: int | None
@@ -248,11 +284,6 @@ class Detector:
             batch = self.features.add_to(batch, self.feature_cache, device=self.device)
         view = self.method.evidence(self.model, batch, self.config)[0].float().cpu()
         return _place(view, sample.get("box"), pil.width, pil.height)
-
-    def label(self, scores: np.ndarray, fpr: float | None = None) -> np.ndarray:
-        """Boolean "generated" decisions at the threshold calibrated for ``fpr``."""
-        rule = self.config.decision_rule(fpr, uncertain_fpr=None)
-        return np.array([rule.label(float(s)) == "generated" for s in np.ravel(scores)])
 
     def verdict(
         self,

@@ -59,9 +59,9 @@ def test_calibrate_detector_names_bad_files_and_keeps_the_scores(
     old = Detector.from_pretrained(detector_dir, device="cpu")
     new = Detector.from_pretrained(tmp_path / "out", device="cpu")
     files = sorted(calibration_dir.rglob("*.png"))
-    scores = new.predict(files)
+    scores = new.decision_function(files)
     # Only the thresholds move: the weights score every image exactly as before.
-    np.testing.assert_array_equal(scores, old.predict(files))
+    np.testing.assert_array_equal(scores, old.decision_function(files))
     # On its own calibration set R the 1% threshold flags at most 1% of R.
     _, t = new.config.threshold(0.01)
     assert np.mean(scores > t) <= 0.01

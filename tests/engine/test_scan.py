@@ -38,7 +38,7 @@ def test_scores_match_predict_and_batching_does_not_matter(detector_dir, aligned
     scores, errors = score_files(detector, paths, tries=10, batch_size=20)
     assert math.isnan(scores[3]) and list(errors) == [str(paths[3])]
     good = [p for i, p in enumerate(paths) if i != 3]
-    expected = detector.predict(good, tries=10)
+    expected = detector.decision_function(good, tries=10)
     np.testing.assert_allclose(np.delete(scores, 3), expected, rtol=1e-5, atol=1e-6)
     small, _ = score_files(detector, paths, tries=10, batch_size=1, num_workers=2)
     np.testing.assert_allclose(small, scores, rtol=1e-5, atol=1e-6)

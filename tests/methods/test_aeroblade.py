@@ -52,9 +52,9 @@ def test_score_is_the_minimum_over_autoencoders(
     both, reals, tiny_pipeline_dir, second_pipeline, tmp_path
 ):
     images = reals[:4]
-    first = _detector(reals, [tiny_pipeline_dir], tmp_path / "a").predict(images)
-    second = _detector(reals, [second_pipeline], tmp_path / "b").predict(images)
-    together = both.predict(images)
+    first = _detector(reals, [tiny_pipeline_dir], tmp_path / "a").decision_function(images)
+    second = _detector(reals, [second_pipeline], tmp_path / "b").decision_function(images)
+    together = both.decision_function(images)
     assert not np.allclose(first, second)  # the two autoencoders do differ
     np.testing.assert_allclose(together, np.maximum(first, second), rtol=1e-5)  # -min distance
     assert (together <= 0).all()
@@ -67,7 +67,9 @@ def test_attribution_names_the_closest_autoencoder(both, reals):
         closest = min(e.distances, key=e.distances.get)
         assert e.autoencoder == closest
         assert e.score == pytest.approx(-e.distances[closest])
-    np.testing.assert_allclose([e.score for e in explained], both.predict(reals[:4]), rtol=1e-5)
+    np.testing.assert_allclose(
+        [e.score for e in explained], both.decision_function(reals[:4]), rtol=1e-5
+    )
 
 
 def test_distance_map_is_the_view_sized_map_of_the_closest_autoencoder(both, reals):
@@ -95,7 +97,7 @@ def test_evidence_map_covers_the_image_and_only_aeroblade_has_one(both, reals, d
 
 def test_calibration_writes_thresholds_on_the_reals_and_no_half(both, reals):
     assert "0.5" not in both.config.thresholds
-    scores = both.predict(reals)
+    scores = both.decision_function(reals)
     # 24 reals resolve 5% (19 needed) and not 1% (99): that one is recorded, not stored.
     assert both.config.thresholds["fpr_0.05"] == pytest.approx(
         conformal_threshold(scores, 0.05)[0], rel=1e-5
@@ -115,7 +117,9 @@ def test_config_records_exact_sources_and_the_random_trunk(both, tiny_pipeline_d
 def test_saved_detector_scores_the_same_after_loading(reals, tiny_pipeline_dir, tmp_path):
     trained = _detector(reals, [tiny_pipeline_dir], tmp_path / "d", layer=1)
     loaded = Detector.from_pretrained(tmp_path / "d", device="cpu")
-    np.testing.assert_array_equal(trained.predict(reals[:3]), loaded.predict(reals[:3]))
+    np.testing.assert_array_equal(
+        trained.decision_function(reals[:3]), loaded.decision_function(reals[:3])
+    )
 
 
 def test_a_trained_autoencoder_reconstructs_its_own_output_more_closely(reals, tmp_path):
@@ -128,8 +132,8 @@ def test_a_trained_autoencoder_reconstructs_its_own_output_more_closely(reals, t
         x = pil_to_uint8(load_image(path)).float()[None] / 255
         save_png(tensor_to_pil(reconstruct_any(vae, x)[0]), fakes / path.name)
     detector = _detector(reals, [mini], tmp_path / "mini", size=64, grid=4)
-    real_scores = detector.predict(reals[:6])
-    fake_scores = detector.predict(sorted(fakes.glob("*.png")))
+    real_scores = detector.decision_function(reals[:6])
+    fake_scores = detector.decision_function(sorted(fakes.glob("*.png")))
     assert (fake_scores > real_scores).all()
 
 

@@ -159,7 +159,7 @@ def check_contract(
     assert labels == (["generated", "real"] if method.probabilistic else ["generated"])
 
     # predict on a decoded image equals the scan's score for the same file
-    score = detector.predict(load_image(files[0]))
+    score = detector.decision_function(load_image(files[0]))
     row = next(r for r in rows if Path(r.path).name == files[0].name)
     np.testing.assert_allclose(score[0], row.score, rtol=1e-5, atol=1e-6)
 
@@ -193,7 +193,9 @@ def test_a_three_class_method_passes_the_contract_with_per_class_outputs(
     probabilities = detector.predict_proba(files)
     assert probabilities.shape == (3, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(detector.predict(files), 1 - probabilities[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(
+        detector.decision_function(files), 1 - probabilities[:, 0], rtol=1e-12
+    )
 
     rows = scan(detector, files, fpr=None, journal=tmp_path / "scan.jsonl")
     assert [list(r.probabilities) for r in rows] == [list(classes)] * 3

@@ -182,9 +182,9 @@ def test_pixel_pipeline_end_to_end(pixel_dir, aligned_dir, tmp_path):
     assert set(saved["components"]) == {"unet", "scheduler"}
     detector = Detector.from_pretrained(out, device="cpu")
     image = load_image(sorted((aligned_dir / "real").glob("*.png"))[0])
-    score = detector.predict(image)
+    score = detector.decision_function(image)
     assert 0 <= score[0] <= 1
-    np.testing.assert_allclose(trained.predict(image), score, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trained.decision_function(image), score, rtol=1e-5, atol=1e-6)
 
 
 def test_command_line_extract_train_scan(pixel_dir, aligned_dir, calibration_dir, tmp_path):

@@ -61,7 +61,7 @@ def test_unguided_ablation_needs_no_generator(aligned_dir, tmp_path):
     )
     detector = train_detector([], tmp_path / "d", cfg, examples=examples)
     assert detector.config.components == {} and detector.features is None
-    assert 0.0 <= float(detector.predict(read_image(examples[0].path))[0]) <= 1.0
+    assert 0.0 <= float(detector.decision_function(read_image(examples[0].path))[0]) <= 1.0
     cfg.feature = {"guidance": "x"}
     with pytest.raises(ValueError, match="guidance"):
         train_detector([], tmp_path / "e", cfg, examples=examples)
@@ -107,7 +107,7 @@ def test_trains_and_scans_on_every_family(family, channels, aligned_dir, tiny_fa
     denoiser = "unet" if family == "sdxl" else "transformer"
     assert {"vae", denoiser, "text_encoder_2", "scheduler"} <= set(detector.config.components)
     image = read_image(examples[0].path)
-    assert 0.0 <= float(detector.predict(image)[0]) <= 1.0
+    assert 0.0 <= float(detector.decision_function(image)[0]) <= 1.0
     assert detector.features.components.family == family
 
 

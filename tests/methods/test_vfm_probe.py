@@ -74,7 +74,7 @@ def test_saved_probe_is_one_linear_layer_and_scores_identically(labeled, aligned
     assert entry["probe"].startswith("LogisticRegression(C=0.5)") and "val_auc" in entry
     loaded = Detector.from_pretrained(tmp_path / "probe", device="cpu")
     files = sorted((aligned_dir / "real").glob("*.png"))[:3]
-    np.testing.assert_array_equal(trained.predict(files), loaded.predict(files))
+    np.testing.assert_array_equal(trained.decision_function(files), loaded.decision_function(files))
 
 
 def test_extracted_embeddings_are_what_training_reads(labeled, aligned_dir, tmp_path):
@@ -91,5 +91,7 @@ def test_extracted_embeddings_are_what_training_reads(labeled, aligned_dir, tmp_
     from_cache = _train(labeled, tmp_path / "a", feature_cache=cache)
     fresh = _train(labeled, tmp_path / "b")
     files = sorted((aligned_dir / "reconstructed").glob("*.png"))[:4]
-    np.testing.assert_allclose(from_cache.predict(files), fresh.predict(files), atol=1e-4)
+    np.testing.assert_allclose(
+        from_cache.decision_function(files), fresh.decision_function(files), atol=1e-4
+    )
     assert from_cache.config.training["feature_cache"] == str(cache)

@@ -52,7 +52,9 @@ def test_detect_scores_like_the_detector_in_the_hugging_face_shape(client, detec
     response = client.post("/v1/detect", files=one(photo_jpeg, "photo.jpg", "image/jpeg"))
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = float(detector.predict([Image.open(io.BytesIO(photo_jpeg)).convert("RGB")])[0])
+    expected = float(
+        detector.decision_function([Image.open(io.BytesIO(photo_jpeg)).convert("RGB")])[0]
+    )
     assert body["score"] == pytest.approx(expected, abs=1e-5)
     name, threshold = detector.config.threshold(0.01)
     assert (body["threshold_name"], body["threshold"], body["fpr"]) == (name, threshold, 0.01)
@@ -98,7 +100,9 @@ def test_heic_and_avif_uploads_are_scored_as_scan_scores_them(
     response = client.post("/v1/detect", files=one(data, name, content_type))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["score"] == pytest.approx(float(detector.predict([load_image(data)])[0]), abs=1e-5)
+    assert body["score"] == pytest.approx(
+        float(detector.decision_function([load_image(data)])[0]), abs=1e-5
+    )
     assert body["image"] == {"format": fmt, "width": photo.width, "height": photo.height}
     assert fmt in client.get("/v1/detector").json()["formats"]
 
@@ -107,9 +111,9 @@ def test_batch_scores_each_part_in_one_device_batch(detector, photo_jpeg):
     calls = []
 
     class Recording(Detector):
-        def predict(self, images, **kwargs):
+        def decision_function(self, images, **kwargs):
             calls.append(len(images))
-            return super().predict(images, **kwargs)
+            return super().decision_function(images, **kwargs)
 
     recording = Recording(detector.config, detector.model, device="cpu")
     other = encode(Image.new("RGB", (80, 70), (40, 90, 200)))
@@ -140,9 +144,9 @@ def test_requests_that_arrive_together_share_a_device_batch(detector, photo_jpeg
     calls = []
 
     class Recording(Detector):
-        def predict(self, images, **kwargs):
+        def decision_function(self, images, **kwargs):
             calls.append(len(images))
-            return super().predict(images, **kwargs)
+            return super().decision_function(images, **kwargs)
 
     recording = Recording(detector.config, detector.model, device="cpu")
     app = create_app(recording, batch_wait_ms=400)
@@ -491,10 +495,10 @@ def test_concurrency_cap_answers_503_with_retry_after(detector, photo_jpeg):
     entered, release = threading.Event(), threading.Event()
 
     class Slow(Detector):
-        def predict(self, images, **kwargs):
+        def decision_function(self, images, **kwargs):
             entered.set()
             release.wait(20)
-            return super().predict(images, **kwargs)
+            return super().decision_function(images, **kwargs)
 
     slow = Slow(detector.config, detector.model, device="cpu")
     app = create_app(slow, max_concurrency=1)
@@ -533,7 +537,7 @@ def test_bearer_token_is_required_and_accepted(detector, photo_jpeg):
 
 def test_internal_errors_never_reach_the_client(detector, photo_jpeg, caplog):
     class Broken(Detector):
-        def predict(self, images, **kwargs):
+        def decision_function(self, images, **kwargs):
             raise RuntimeError("secret internal detail at /srv/models/x")
 
     broken = Broken(detector.config, detector.model, device="cpu")

@@ -29,7 +29,7 @@ def test_upload_a_photo_and_read_the_verdict(detector_dir, photo_jpeg, tmp_path)
     detector = EvidenceDetector.from_pretrained(detector_dir, device="cpu")
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(photo_jpeg)
-    expected = float(detector.predict([photo])[0])
+    expected = float(detector.decision_function([photo])[0])
     name, threshold = detector.config.threshold(0.01)
 
     with (

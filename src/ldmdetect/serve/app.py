@@ -138,7 +138,7 @@ class _Scorer:
         # Methods of more than two classes also give each class's probability.
         self.classes = detector.method.classes if len(detector.method.classes) > 2 else None
         self.batcher = MicroBatcher(
-            self._score_with_classes if self.classes else lambda images: detector.predict(images),
+            self._score_with_classes if self.classes else detector.decision_function,
             max_batch=max_batch,
             max_wait_ms=batch_wait_ms,
         )

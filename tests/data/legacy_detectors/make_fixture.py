@@ -61,7 +61,7 @@ def main() -> None:
         out = HERE / name
         train_detector([], out, cfg, examples=examples)
         detector = Detector.from_pretrained(out, device="cpu")
-        values = detector.predict([HERE / p for p in images], tries=2)
+        values = detector.decision_function([HERE / p for p in images], tries=2)
         scores[name] = {p: float(s) for p, s in zip(images, values, strict=True)}
     for path in (data / "real").glob("*.png"):
         path.unlink()
