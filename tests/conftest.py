@@ -360,3 +360,21 @@ def throwaway_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         registry.unregister_method(name)
         registry._LOADED_ENTRY_POINTS.discard((name, module))
         sys.modules.pop(module, None)
+
+
+THREE_CLASSES = ("real", "fam_a", "fam_b")
+
+
+@pytest.fixture
+def three_class_detector_dir(throwaway_method, tmp_path: Path) -> Path:
+    """A saved detector of a throwaway method with three classes (``THREE_CLASSES``: reals
+    and two generator families), untrained: its random head gives every class some
+    probability, which is all the per-class outputs need. Thresholds: the raw 0.5 rule."""
+    from ldmdetect import methods
+    from ldmdetect.detector import Detector
+
+    method = methods.get(throwaway_method(THREE_CLASSES))
+    config = methods.make_config(method)
+    torch.manual_seed(0)
+    detector = Detector(config, method.build_model(config), device="cpu")
+    return detector.save_pretrained(tmp_path / "three-class-detector")

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from ldmdetect.detector import Detector
@@ -42,6 +43,7 @@ def test_report_structure_and_files(detector, eval_dirs, tmp_path):
     assert result["format_control"]["quality"] == 90
     assert list(result["errors"]) == [str(eval_dirs / "tiny-vae" / "broken.png")]
     assert result["settings"]["mixed_formats"] is False
+    assert "class_probabilities" not in result  # two classes: no per-class section
     for name in ("report.md", "roc.png", "roc_logfpr.png", "histograms.png"):
         assert (tmp_path / name).is_file()
     report = (tmp_path / "report.md").read_text()
@@ -69,6 +71,37 @@ def test_report_structure_and_files(detector, eval_dirs, tmp_path):
     assert [c.kind for c in conditions] == ["tries"] * 2 + ["robustness"] * 2 + ["format_control"]
     assert conditions[0].generators["tiny-vae"]["auc"] == pytest.approx(metrics["auc"])
     assert conditions[-1].mean == pytest.approx(result["format_control"]["mean"])
+
+
+def test_a_three_class_method_reports_each_sets_mean_per_class(
+    three_class_detector_dir, eval_dirs, tmp_path
+):
+    detector = Detector.from_pretrained(three_class_detector_dir, device="cpu")
+    classes = detector.method.classes
+    evaluation = evaluate(
+        detector,
+        [eval_dirs / "real"],
+        [eval_dirs / "tiny-vae"],
+        perturbations=["jpeg:75"],
+        n_boot=0,
+        output=tmp_path,
+    )
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["class_probabilities"] == evaluation.result["class_probabilities"]
+    means = result["class_probabilities"]
+    assert set(means) == {"real", "generators"} and set(means["generators"]) == {"tiny-vae"}
+    fakes = sorted(p for p in (eval_dirs / "tiny-vae").glob("*.png") if p.name != "broken.png")
+    for row, files in (
+        (means["real"], sorted((eval_dirs / "real").glob("*.png"))),
+        (means["generators"]["tiny-vae"], fakes),  # the broken file left out
+    ):
+        assert list(row) == [f"p_{c}" for c in classes]
+        expected = detector.predict_proba(files).mean(axis=0)
+        np.testing.assert_allclose(list(row.values()), expected, rtol=1e-6)
+    report = (tmp_path / "report.md").read_text()
+    section = report.split("## Per-class probabilities")[1].split("##")[0]
+    assert "| images | p_real | p_fam_a | p_fam_b |" in section
+    assert f"| tiny-vae | {means['generators']['tiny-vae']['p_real']:.4f} |" in section
 
 
 def test_intervals_are_seeded_and_optional(detector, eval_dirs):

@@ -82,6 +82,40 @@ def test_ray_scan_refuses_to_mix_with_an_earlier_output(detector_dir, inputs, tm
         ray_scan(detector_dir, inputs, output, device="cpu")
 
 
+def test_ray_rows_of_a_three_class_method_carry_one_p_class_column_per_class(
+    three_class_detector_dir, inputs
+):
+    """The actor's Parquet table in this process: the throwaway method is registered here
+    only, so Ray's worker processes would not find it."""
+    from ldmdetect.engine.ray_engine import ScoreBatch
+
+    actor = ScoreBatch(
+        str(three_class_detector_dir),
+        tries=2,
+        fpr=None,
+        batch_size=8,
+        device="cpu",
+        pipeline=None,
+        max_pixels=None,
+    )
+    table = actor({"path": np.array([str(p) for p in inputs])})
+    classes = actor.detector.method.classes
+    columns = ["path", "score", "label", "threshold", "error", "verdict"]
+    assert table.column_names == columns + [f"p_{c}" for c in classes]
+    local = scan(actor.detector, inputs, tries=2, fpr=None)
+    for row, expected in zip(table.to_pylist(), local, strict=True):
+        got = [row[f"p_{c}"] for c in classes]
+        if expected.error:
+            assert got == [None] * len(classes) and row["score"] is None
+        else:
+            want = [expected.probabilities[c] for c in classes]
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+            np.testing.assert_allclose(row["score"], expected.score, rtol=1e-5)
+    # a batch with nothing scored still has every column, so the blocks share one schema
+    failed = actor({"path": np.array([str(inputs[4])])})
+    assert failed.column_names == table.column_names and failed.schema == table.schema
+
+
 LARE = {"lare": {"image_size": 64, "ensemble": 2}}
 
 

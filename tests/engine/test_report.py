@@ -100,6 +100,28 @@ def test_render_markdown_without_optional_parts(evaluation: tuple[dict, dict]) -
     assert "No perturbations were evaluated." in md
     assert "## Format control" not in md
     assert "| mean |" in md
+    assert "## Per-class probabilities" not in md
+
+
+def test_render_markdown_shows_per_class_means_after_the_clean_table(
+    evaluation: tuple[dict, dict],
+) -> None:
+    result, _ = evaluation
+    means = {"p_real": 0.7, "p_fam_a": 0.2, "p_fam_b": 0.1}
+    result = {
+        **result,
+        "class_probabilities": {
+            "real": means,
+            "generators": {name: dict(means, p_real=0.25) for name in result["generators"]},
+        },
+    }
+    md = R.render_markdown(result)
+    section = md.split("## Per-class probabilities (mean over each set's images)\n")[1]
+    lines = section.split("## ")[0].strip().splitlines()
+    assert lines[0] == "| images | p_real | p_fam_a | p_fam_b |"
+    assert lines[2] == "| real | 0.7000 | 0.2000 | 0.1000 |"
+    assert lines[3] == "| sd-1.4 | 0.2500 | 0.2000 | 0.1000 |"
+    assert md.index("## Clean images") < md.index("## Per-class") < md.index("## Robustness")
 
 
 def test_render_markdown_rejects_generator_named_mean(evaluation: tuple[dict, dict]) -> None:

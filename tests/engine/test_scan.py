@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from ldmdetect.detector import Detector
-from ldmdetect.engine.scan import scan, score_files, write_rows
+from ldmdetect.engine.scan import scan, score_files, score_files_by_class, write_csv, write_rows
 
 
 def _inputs(tmp_path, aligned_dir):
@@ -56,6 +57,49 @@ def test_rows_written_as_csv_or_json(detector_dir, aligned_dir, tmp_path):
     for row in as_json[:3] + as_json[4:]:
         assert row["verdict"] == rule.verdict(row["score"])
         assert row["label"] == rule.label(row["score"])
+
+
+def test_a_three_class_methods_rows_carry_one_p_class_column_per_class(
+    three_class_detector_dir, aligned_dir, tmp_path
+):
+    detector = Detector.from_pretrained(three_class_detector_dir, device="cpu")
+    classes = list(detector.method.classes)
+    columns = ["path", "score", "label", "threshold", "error", "verdict"]
+    columns += [f"p_{c}" for c in classes]
+    paths = _inputs(tmp_path, aligned_dir)
+    good = [p for i, p in enumerate(paths) if i != 3]
+    expected = detector.predict_proba(good, tries=2)
+    rows = scan(detector, paths, tries=2, fpr=None)
+
+    as_json = json.loads(write_rows(rows, tmp_path / "out.json").read_text())
+    assert [list(r) for r in as_json] == [columns] * 7
+    assert all(as_json[3][f"p_{c}"] is None for c in classes)  # the failed file
+    got = np.array([[r[f"p_{c}"] for c in classes] for r in as_json[:3] + as_json[4:]])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose([r.score for r in rows if not r.error], 1 - got[:, 0])
+
+    saved = write_rows(rows, tmp_path / "out.csv").read_text()
+    as_csv = list(csv.reader(io.StringIO(saved)))
+    assert as_csv[0] == columns and as_csv[4][-3:] == ["", "", ""]
+    stream = io.StringIO()
+    write_csv(rows, stream)  # what the command line prints without --output
+    assert stream.getvalue().splitlines() == saved.splitlines()
+
+    scores, probabilities, errors = score_files_by_class(detector, paths, tries=2)
+    np.testing.assert_allclose(np.delete(scores, 3), 1 - got[:, 0], rtol=1e-12)
+    assert list(errors) == [str(paths[3])] and np.isnan(probabilities[3]).all()
+    np.testing.assert_allclose(np.delete(probabilities, 3, axis=0), expected, rtol=1e-5)
+
+
+def test_two_class_rows_printed_as_csv_keep_their_columns(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    rows = scan(detector, _inputs(tmp_path, aligned_dir)[:4])
+    stream = io.StringIO()
+    write_csv(rows, stream)
+    assert stream.getvalue().splitlines()[0] == "path,score,label,threshold,error,verdict"
+    saved = write_rows(rows, tmp_path / "out.csv").read_text()
+    assert stream.getvalue().splitlines() == saved.splitlines()
 
 
 class _Crash(Exception):

@@ -183,7 +183,7 @@ def test_a_three_class_method_passes_the_contract_with_per_class_outputs(
     throwaway_method, contract, aligned_dir, tmp_path
 ):
     """K > 2: per-class probabilities beside the score, in predict_proba, scan rows (and
-    their CSV columns) and the service reply; the score is 1 - P(real)."""
+    their CSV columns) and the service reply (p_<class> keys); the score is 1 - P(real)."""
     classes = ("real", "sd", "flux")
     name = throwaway_method(classes)
     assert methods.get(name).classes == classes
@@ -213,9 +213,9 @@ def test_a_three_class_method_passes_the_contract_with_per_class_outputs(
         body = client.post(
             "/v1/detect", files={"file": ("a.png", files[0].read_bytes(), "image/png")}
         ).json()
-    assert list(body["probabilities"]) == list(classes)
+    assert [key for key in body if key.startswith("p_")] == [f"p_{c}" for c in classes]
     # one image per device batch there, three here: float32 sums in another order
-    assert body["probabilities"]["flux"] == pytest.approx(probabilities[0, 2], rel=1e-6)
+    assert body["p_flux"] == pytest.approx(probabilities[0, 2], rel=1e-6)
 
 
 def test_binary_scan_rows_and_replies_keep_their_shape(tmp_path):

@@ -75,6 +75,7 @@ def test_detect_scores_like_the_detector_in_the_hugging_face_shape(client, detec
     assert body["image"] == {"format": "JPEG", "width": width, "height": height}
     assert body["timing"]["total_ms"] > 0 and body["timing"]["batch_size"] >= 1
     assert "evidence_map" not in body
+    assert not [key for key in body if key.startswith("p_")]  # two classes: no p_<class>
 
 
 @pytest.mark.parametrize(
@@ -165,6 +166,23 @@ def test_requests_that_arrive_together_share_a_device_batch(detector, photo_jpeg
     assert [r.status_code for r in results] == [200] * 4
     assert sum(calls) == 4 and max(calls) > 1, calls
     assert max(r.json()["timing"]["batch_size"] for r in results) == max(calls)
+
+
+def test_a_three_class_method_replies_with_one_p_class_key_per_class(
+    three_class_detector_dir, photo_jpeg
+):
+    detector = Detector.from_pretrained(three_class_detector_dir, device="cpu")
+    keys = [f"p_{c}" for c in detector.method.classes]
+    with TestClient(create_app(detector, fpr=None)) as client:
+        body = client.post("/v1/detect", files=one(photo_jpeg, "photo.jpg", "image/jpeg")).json()
+        batch = client.post(
+            "/v1/detect/batch", files=[("files", ("a.jpg", photo_jpeg, "image/jpeg"))]
+        ).json()
+    expected = detector.predict_proba([load_image(photo_jpeg)])[0]
+    assert [key for key in body if key.startswith("p_")] == keys
+    assert [body[key] for key in keys] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert body["score"] == pytest.approx(1 - body["p_real"], rel=1e-9)
+    assert [batch["results"][0][key] for key in keys] == pytest.approx(expected.tolist(), rel=1e-5)
 
 
 def test_detector_info_health_and_openapi(client, detector):

@@ -21,7 +21,7 @@ from ldmdetect.engine.metrics import (
     mean_metrics,
 )
 from ldmdetect.engine.report import write_report
-from ldmdetect.engine.scan import score_files
+from ldmdetect.engine.scan import class_columns, score_files_by_class
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.perturb import Perturbation, parse_perturbation
 
@@ -152,14 +152,19 @@ def evaluate(
     # Clean headline scores by absolute path (NaN = failed), so the SynRIS section does not
     # score an image twice.
     clean: dict[str, float] = {}
+    # Methods of more than two classes: each set's mean probability per class on the clean
+    # headline scores, {"real": {"p_<class>": mean}, "generators": {name: {...}}}.
+    classes = detector.method.classes
+    per_class = bool(class_columns(classes))
+    class_means: dict = {"real": None, "generators": {}}
 
     def run(perturbation: Perturbation | None, n_tries: int):
         label = f"{perturbation or 'clean'}, {n_tries}-try"
         start = time.perf_counter()
-        real_scores = _score(real_paths, perturbation, n_tries, f"real ({label})")
+        real_scores = _score(real_paths, perturbation, n_tries, f"real ({label})", "")
         per_gen, gen_scores = {}, {}
         for name, paths in fake_sets.items():
-            fake_scores = _score(paths, perturbation, n_tries, f"{name} ({label})")
+            fake_scores = _score(paths, perturbation, n_tries, f"{name} ({label})", name)
             per_gen[name] = _metrics(real_scores, fake_scores, probabilistic)
             gen_scores[name] = fake_scores
         n_images = len(real_paths) + sum(len(p) for p in fake_sets.values())
@@ -180,8 +185,10 @@ def evaluate(
             real_scores, gen_scores, n_boot=n_boot, level=confidence, seed=seed
         )
 
-    def _score(paths, perturbation, n_tries, desc):
-        scores, errs = score_files(
+    def _score(paths, perturbation, n_tries, desc, group=None):
+        # group: whose class means a headline pass records ("" = the reals; None = nobody's)
+        headline = perturbation is None and n_tries == tries[0]
+        scores, probabilities, errs = score_files_by_class(
             detector,
             paths,
             tries=n_tries,
@@ -190,10 +197,17 @@ def evaluate(
             num_workers=num_workers,
             progress=progress,
             desc=desc,
+            classes=per_class and headline and group is not None,
         )
         errors.update(errs)
-        if perturbation is None and n_tries == tries[0]:
+        if headline:
             clean.update(zip((os.path.abspath(p) for p in paths), scores.tolist(), strict=True))
+        if probabilities is not None:
+            means = _class_means(probabilities, classes)
+            if group:
+                class_means["generators"][group] = means
+            else:
+                class_means["real"] = means
         return scores[~np.isnan(scores)]
 
     def synris_section(pair_list):
@@ -285,6 +299,8 @@ def evaluate(
         "synris": synris,
         "errors": errors,
     }
+    if per_class:  # two-class results keep their keys
+        result["class_probabilities"] = class_means
     scores = {"real": real_scores, "generators": gen_scores}
     evaluation = Evaluation(result, scores)
     if output is not None:
@@ -298,6 +314,15 @@ SYNRIS_GENERATOR = "synris fakes"
 def _unique(items) -> list:
     """Items in first-seen order without repeats."""
     return list(dict.fromkeys(items))
+
+
+def _class_means(probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Each class's mean probability over a set's scored files (failed ones left out):
+    {"p_<class>": mean}; None for a set with none scored (metrics.json holds no NaN)."""
+    scored = probabilities[~np.isnan(probabilities).any(axis=1)]
+    if not len(scored):
+        return {f"p_{c}": None for c in classes}
+    return {f"p_{c}": float(m) for c, m in zip(classes, scored.mean(axis=0), strict=True)}
 
 
 def _metrics(

@@ -6,8 +6,9 @@ Ray actors, each holding one copy of the model (one GPU per actor when the clust
 An actor decodes its batch itself, through the same ``load_each`` loop as the local engine, so a
 bad file becomes an error row with the same reason, never a failed job.
 
-- ``ray_scan`` writes one Parquet row per file (path, score, label, threshold, error) into a
-  directory (local or a URI such as ``s3://``), one file per block, in no particular order.
+- ``ray_scan`` writes one Parquet row per file (path, score, label, threshold, error, verdict,
+  and ``p_<class>`` per class for methods of more than two classes) into a directory (local
+  or a URI such as ``s3://``), one file per block, in no particular order.
 - ``ray_extract`` writes LaRE maps (or any method's features) into the usual ``FeatureCache``.
   Every actor writes its own shards: shard names are random, so concurrent writers never
   collide, and ``cache.json`` is written by the driver before any actor starts. One Ray batch
@@ -34,7 +35,7 @@ import numpy as np
 from ldmdetect import methods
 from ldmdetect.engine.extract import ExtractSummary
 from ldmdetect.engine.loader import load_each
-from ldmdetect.engine.scan import PrepareFile, ScanRow, scan_row
+from ldmdetect.engine.scan import PrepareFile, ScanRow, class_columns, row_values, scan_row
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["RayScanSummary", "ray_extract", "ray_scan"]
@@ -132,20 +133,35 @@ class ScoreBatch:
         paths = [str(p) for p in batch["path"]]
         good, failed = _error_rows(paths, self.prepare)
         scores: list[float | None] = [None] * len(paths)
+        per_class: list[dict[str, float] | None] = [None] * len(paths)
+        classes = self.detector.method.classes
         if good:
             indices, samples = zip(*good, strict=True)
-            probabilities = self.detector.score_prepared(samples, self.batch_size)
-            for i, s in zip(indices, probabilities, strict=True):
+            if class_columns(classes):  # more than two classes: p_<class> columns too
+                computed, probabilities = self.detector.score_and_probabilities(
+                    samples, self.batch_size
+                )
+                for i, p in zip(indices, probabilities, strict=True):
+                    per_class[i] = dict(zip(classes, map(float, p), strict=True))
+            else:
+                computed = self.detector.score_prepared(samples, self.batch_size)
+            for i, s in zip(indices, computed, strict=True):
                 scores[i] = float(s)
         rows = [
-            scan_row(path, score, failed.get(i, ""), self.rule)
+            scan_row(path, score, failed.get(i, ""), self.rule, per_class[i])
             for i, (path, score) in enumerate(zip(paths, scores, strict=True))
         ]
-        columns = {name: [getattr(r, name) for r in rows] for name in ScanRow.__dataclass_fields__}
+        # The local scan's columns, with every p_<class> column even in a batch of failures,
+        # so that all blocks of one scan share a schema.
+        columns = list(ScanRow.__dataclass_fields__) + class_columns(classes)
+        values = [row_values(r, columns) for r in rows]
+        text = {name for name in ScanRow.__dataclass_fields__ if name != "score"}
         return pa.table(
             {
-                name: pa.array(values, pa.float64() if name == "score" else pa.string())
-                for name, values in columns.items()
+                name: pa.array(
+                    [v[name] for v in values], pa.string() if name in text else pa.float64()
+                )
+                for name in columns
             }
         )
 

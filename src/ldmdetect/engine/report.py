@@ -12,7 +12,9 @@ The result mapping (what metrics.json holds)::
      "intervals": generator_intervals(...) or None,               # optional, per condition too
      "robustness": {spec: {"generators": {...}, "mean": {...}, "intervals": ...}},  # may be empty
      "format_control": {"generators": {...}, "mean": {...}, "intervals": ...} or None,
-     "synris": {"matched": {...}, "unmatched": {...}, "intervals": ..., ...} or None}
+     "synris": {"matched": {...}, "unmatched": {...}, "intervals": ..., ...} or None,
+     # methods of more than two classes only: each set's mean probability per class (clean)
+     "class_probabilities": {"real": {"p_<class>": mean}, "generators": {name: {...}}}}
 
 Where a condition has intervals, a table cell reads "0.9210 [0.8800, 0.9600]".
 
@@ -170,6 +172,13 @@ def _small_sample_notes(mean: Mapping[str, Any]) -> list[str]:
     return notes
 
 
+def _class_table(means: Mapping[str, Any]) -> str:
+    """Methods of more than two classes: each set's mean probability per class, one
+    ``p_<class>`` column each, so attribution to a family reads across a row."""
+    rows = {"real": means["real"], **means["generators"]}
+    return markdown_table(rows, list(means["real"]), label="images")
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     """The human-readable report: settings, clean, robustness and format-control tables."""
     if not result.get("generators"):
@@ -186,6 +195,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
 
     parts.append("## Clean images\n")
     parts.append(_group_table(result, "generator"))
+    if result.get("class_probabilities"):
+        parts.append("## Per-class probabilities (mean over each set's images)\n")
+        parts.append(_class_table(result["class_probabilities"]))
 
     by_tries = result.get("tries") or {}
     if len(by_tries) > 1:

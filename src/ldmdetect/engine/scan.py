@@ -60,7 +60,39 @@ def score_files(
     desc: str = "scoring",
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Scores for ``paths`` (NaN where a file failed) and {path: reason} for the failures."""
+    scores, _, errors = score_files_by_class(
+        detector,
+        paths,
+        tries=tries,
+        perturbation=perturbation,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        max_pixels=max_pixels,
+        progress=progress,
+        desc=desc,
+        classes=False,
+    )
+    return scores, errors
+
+
+def score_files_by_class(
+    detector: Detector,
+    paths: Sequence[str | Path],
+    *,
+    tries: int | None = None,
+    perturbation: Perturbation | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    progress: bool = False,
+    desc: str = "scoring",
+    classes: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
+    """:func:`score_files` plus, with ``classes``, each file's per-class probabilities
+    (N, K) over ``detector.method.classes`` from the same pass (NaN rows where a file
+    failed); None without."""
     scores = np.full(len(paths), math.nan)
+    probabilities = np.full((len(paths), len(detector.method.classes)), math.nan)
     errors: dict[str, str] = {}
     batches = iter_scores(
         detector,
@@ -72,14 +104,17 @@ def score_files(
         max_pixels=max_pixels,
         progress=progress,
         desc=desc,
+        classes=classes,
     )
     for batch in batches:
-        for index, score, error in batch:
+        for index, score, error, *per_class in batch:
             if error:
                 errors[str(paths[index])] = error
             else:
                 scores[index] = score
-    return scores, errors
+                if classes:
+                    probabilities[index] = list(per_class[0].values())
+    return scores, probabilities if classes else None, errors
 
 
 def iter_scores(
@@ -330,23 +365,46 @@ class ScanJournal:
                 out.write("".join(json.dumps(asdict(row)) + "\n" for row in rows))
 
 
+def class_columns(classes: Sequence[str]) -> list[str]:
+    """The per-class columns, ``p_<class>`` in ``classes`` order: only methods of more than two
+    classes have them, so two-class outputs keep their columns."""
+    return [f"p_{c}" for c in classes] if len(classes) > 2 else []
+
+
+def row_columns(rows: Sequence[ScanRow]) -> list[str]:
+    """The columns of a scan's output: :class:`ScanRow`'s fields, then one ``p_<class>`` per
+    class where the rows carry per-class probabilities (methods of more than two classes)."""
+    classes = next((list(r.probabilities) for r in rows if getattr(r, "probabilities", None)), [])
+    return list(ScanRow.__dataclass_fields__) + class_columns(classes)
+
+
+def row_values(row: ScanRow, columns: Sequence[str]) -> dict[str, object]:
+    """One row as {column: value}: per-class probabilities flattened into ``p_<class>``
+    columns (None where the file failed)."""
+    values = asdict(row)
+    per_class = values.pop("probabilities", None) or {}
+    values.update({f"p_{c}": p for c, p in per_class.items()})
+    return {column: values.get(column) for column in columns}
+
+
 def write_rows(rows: Sequence[ScanRow], output: str | os.PathLike) -> Path:
-    """Write scan rows as JSON (``.json``) or CSV (anything else), atomically."""
+    """Write scan rows as JSON (``.json``) or CSV (anything else), atomically; both with the
+    columns of :func:`row_columns`."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    columns = row_columns(rows)
     if output.suffix.lower() == ".json":
-        return atomic_write_text(output, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
-    # One "p_<class>" column per class, only for methods of more than two classes.
-    classes = next((list(r.probabilities) for r in rows if getattr(r, "probabilities", None)), [])
-    fields = list(ScanRow.__dataclass_fields__)
+        table = [row_values(r, columns) for r in rows]
+        return atomic_write_text(output, json.dumps(table, indent=2) + "\n")
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=fields + [f"p_{c}" for c in classes])
-    writer.writeheader()
-    for row in rows:
-        values = asdict(row)
-        per_class = values.pop("probabilities", None) or {}
-        writer.writerow({**values, **{f"p_{c}": per_class.get(c) for c in classes}})
+    _write_csv(rows, columns, text)
     return atomic_write_text(output, text.getvalue())
+
+
+def _write_csv(rows: Sequence[ScanRow], columns: Sequence[str], stream: TextIO) -> None:
+    writer = csv.DictWriter(stream, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(row_values(r, columns) for r in rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,12 +428,9 @@ def missing_rows(paths: Iterable[str | os.PathLike]) -> list[ScanRow]:
 
 
 def write_csv(rows: Sequence[ScanRow], stream: TextIO) -> None:
-    """Scan rows as CSV to a text stream (standard output); just a ``path`` header when
-    there are none."""
-    fields = list(ScanRow.__dataclass_fields__) if rows else ["path"]
-    writer = csv.DictWriter(stream, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in rows)
+    """Scan rows as CSV to a text stream (a file's text or standard output), with the columns
+    of :func:`row_columns`; just a ``path`` header when there are none."""
+    _write_csv(rows, row_columns(rows) if rows else ["path"], stream)
 
 
 def scan_summary(rows: Sequence[ScanRow], fpr: float | None, output: Path | None = None) -> str:

@@ -241,7 +241,10 @@ class _Scorer:
             },
         }
         if result.probabilities is not None and self.classes:
-            body["probabilities"] = dict(zip(self.classes, result.probabilities, strict=True))
+            # one p_<class> key per class, named as scan's columns
+            body.update(
+                {f"p_{c}": p for c, p in zip(self.classes, result.probabilities, strict=True)}
+            )
         if filename is not None:
             body["filename"] = _client_text(filename)
         if evidence and self.has_evidence:
