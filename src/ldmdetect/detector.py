@@ -21,7 +21,7 @@ from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.files import atomic_path
 from ldmdetect.io.hub import SourceUnavailable, resolve_directory, source_error
 from ldmdetect.io.images import ImageInput, as_pil
-from ldmdetect.methods.registry import FeatureStep, PrepareImage, Sample, batch_to
+from ldmdetect.methods.registry import Explanation, FeatureStep, PrepareImage, Sample, batch_to
 
 
 class DetectorLoadError(SourceUnavailable):
@@ -264,26 +264,32 @@ class Detector:
         ]
 
     @property
-    def evidence_map(self):
-        """``evidence_map(image) -> (H, W)`` array in [0, 1] (1 = most evidence of
-        generation) over the image, for methods with an evidence hook (``aeroblade``).
-
-        The attribute is absent for methods without one, so callers (the HTTP service) can
-        test ``getattr(detector, "evidence_map", None)``.
-        """
-        if not self.method.has_evidence:
-            raise AttributeError(f"method {self.method.name!r} has no evidence map")
-        return self._evidence_map
+    def explains(self) -> bool:
+        """Whether the method shows something beside the score (:meth:`Method.explain`):
+        what the service reads to offer an evidence map."""
+        return self.method.explains
 
     @torch.inference_mode()
-    def _evidence_map(self, image: ImageInput) -> np.ndarray:
-        pil = as_pil(image)
-        sample = self.prepare(pil, tries=1)
-        batch = batch_to(self.method.collate([sample]), self.device)
+    def explain(self, images: ImageInput | Sequence[ImageInput]) -> list[Explanation] | None:
+        """Per image, what the method shows beside its score (one view each): an evidence
+        map over the view and whatever else the method knows (``aeroblade``: the distance to
+        each autoencoder and the closest one). None for methods with nothing to show."""
+        if not self.method.explains:
+            return None
+        batch = batch_to(self.method.collate(self._prepared(images, 1)), self.device)
         if self.features is not None:
             batch = self.features.add_to(batch, self.feature_cache, device=self.device)
-        view = self.method.evidence(self.model, batch, self.config)[0].float().cpu()
-        return _place(view, sample.get("box"), pil.width, pil.height)
+        return self.method.explain(self.model, batch, self.config, self.features)
+
+    def evidence_map(self, image: ImageInput) -> np.ndarray | None:
+        """An (H, W) array in [0, 1] over the image (1 = most evidence of generation), from
+        :meth:`explain`'s map placed where its view lies; None where the method has none."""
+        pil = as_pil(image)
+        explained = self.explain(pil)
+        if not explained or explained[0].evidence is None:
+            return None
+        view = torch.as_tensor(explained[0].evidence, dtype=torch.float32)
+        return _place(view, explained[0].box, pil.width, pil.height)
 
     def verdict(
         self,
@@ -304,7 +310,7 @@ def _views(sample: Sample) -> int:
     return int(crops.shape[0]) if isinstance(crops, torch.Tensor) else 1
 
 
-def _place(view: torch.Tensor, box: torch.Tensor | None, width: int, height: int) -> np.ndarray:
+def _place(view: torch.Tensor, box: Sequence[int] | None, width: int, height: int) -> np.ndarray:
     """A view's (h, w) map -> an image-sized (height, width) map: pasted at the view's box
     (0 outside it), or resized to the image when the view is the whole (resized) image."""
     left, top, right, bottom = (int(v) for v in box) if box is not None else (0, 0, 0, 0)

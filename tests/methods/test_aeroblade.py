@@ -15,7 +15,7 @@ from ldmdetect.generative.mini import mini_ldm_dir
 from ldmdetect.generative.tiny import write_tiny_pipeline
 from ldmdetect.io.images import load_image, pil_to_uint8, save_png, tensor_to_pil
 from ldmdetect.io.labeled import read_labeled
-from ldmdetect.methods.aeroblade import AerobladeTransform, explain
+from ldmdetect.methods.aeroblade import AerobladeExplanation, AerobladeTransform, explain
 
 SIZE = 32
 
@@ -61,7 +61,8 @@ def test_score_is_the_minimum_over_autoencoders(
 
 
 def test_attribution_names_the_closest_autoencoder(both, reals):
-    explained = explain(both, [load_image(p) for p in reals[:4]])
+    explained = both.explain([load_image(p) for p in reals[:4]])
+    assert both.explains and all(isinstance(e, AerobladeExplanation) for e in explained)
     for e in explained:
         assert set(e.distances) == {"tiny-sd0/vae", "tiny-sd-seed10/vae"}
         closest = min(e.distances, key=e.distances.get)
@@ -73,7 +74,7 @@ def test_attribution_names_the_closest_autoencoder(both, reals):
 
 
 def test_distance_map_is_the_view_sized_map_of_the_closest_autoencoder(both, reals):
-    (e,) = explain(both, reals[0])
+    (e,) = both.explain(reals[0])
     assert e.distance_map.shape == (SIZE, SIZE)
     assert (e.distance_map >= 0).all()
     assert float(e.distance_map.mean()) == pytest.approx(-e.score, rel=0.05)
@@ -84,15 +85,24 @@ def test_evidence_map_covers_the_image_and_only_aeroblade_has_one(both, reals, d
     evidence = both.evidence_map(image)
     assert evidence.shape == (40, 45)
     assert ((evidence >= 0) & (evidence <= 1)).all() and evidence.max() > 0
-    (e,) = explain(both, image)
+    (e,) = both.explain(image)
+    assert e.evidence.shape == (SIZE, SIZE)
     left, top, right, bottom = e.box
     assert left % 8 == 0 and top % 8 == 0 and (right - left, bottom - top) == (SIZE, SIZE)
     outside = np.ones_like(evidence, dtype=bool)
     outside[top:bottom, left:right] = False
     assert (evidence[outside] == 0).all()
-    assert (
-        getattr(Detector.from_pretrained(detector_dir, device="cpu"), "evidence_map", None) is None
-    )
+    other = Detector.from_pretrained(detector_dir, device="cpu")  # ae: nothing to show
+    assert not other.explains
+    assert other.explain(image) is None and other.evidence_map(image) is None
+
+
+def test_the_old_module_level_explain_warns_and_gives_the_hooks_answer(both, reals):
+    with pytest.warns(DeprecationWarning, match="detector.explain"):
+        (old,) = explain(both, reals[0])
+    (new,) = both.explain(reals[0])
+    assert (old.score, old.distances, old.box) == (new.score, new.distances, new.box)
+    np.testing.assert_array_equal(old.evidence, new.evidence)
 
 
 def test_calibration_writes_thresholds_on_the_reals_and_no_half(both, reals):

@@ -163,6 +163,18 @@ def check_contract(
     row = next(r for r in rows if Path(r.path).name == files[0].name)
     np.testing.assert_allclose(score[0], row.score, rtol=1e-5, atol=1e-6)
 
+    # the explain hook: None for methods with nothing to show, else one map per image that
+    # evidence_map places over the whole image
+    image = load_image(files[0])
+    explained = detector.explain([image, image])
+    evidence = detector.evidence_map(image)
+    if not method.explains:
+        assert explained is None and evidence is None
+    else:
+        assert len(explained) == 2
+        assert evidence.shape == (image.height, image.width)
+        assert ((evidence >= 0) & (evidence <= 1)).all()
+
 
 @pytest.mark.parametrize("name", sorted(TINY_SETTINGS))
 def test_feature_steps_resolve_their_device_and_refuse_cuda_without_it(name, tiny_pipeline_dir):

@@ -85,6 +85,11 @@ def test_evidence_map_covers_the_image(aligned_dir, tiny_pipeline_dir, tmp_path)
     evidence = detector.evidence_map(image)
     assert evidence.shape == (image.height, image.width)
     assert evidence.min() >= 0.0 and evidence.max() <= 1.0 and evidence.max() > evidence.min()
+    # the map comes through the explain hook, over the whole resized image (no view box)
+    (explained,) = detector.explain(image)
+    assert detector.explains and explained.box is None
+    assert explained.evidence.ndim == 2  # the LaRE map's grid, resized to the image above
+    assert explained.evidence.max() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(("family", "channels"), [("sdxl", 4), ("sd3", 16), ("flux", 16)])

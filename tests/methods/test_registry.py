@@ -164,3 +164,12 @@ def test_binary_scores_are_unchanged_and_probabilities_cover_both_classes():
     # aeroblade's score is a distance: no probabilities
     with pytest.raises(NotImplementedError, match="distance"):
         methods.get("aeroblade").probabilities(torch.zeros(2, 1))
+
+
+def test_explain_is_one_hook_with_nothing_to_show_by_default():
+    """aeroblade and lare2 show evidence through ``Method.explain``; the others inherit its
+    None, which callers (the detector, the service) read instead of asking which method."""
+    showing = {n for n in methods.list_methods() if methods.get(n).explains}
+    assert {"aeroblade", "lare2"} <= showing and "ae" not in showing
+    ae = methods.get("ae")
+    assert ae.explain(None, {}, DetectorConfig()) is None

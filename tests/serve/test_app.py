@@ -247,6 +247,8 @@ def test_unresolved_threshold_is_refused_at_start_and_per_request(client, detect
 class EvidenceDetector(Detector):
     """A detector whose method has an evidence map: a left-to-right ramp."""
 
+    explains = True
+
     def evidence_map(self, image):
         return np.tile(np.linspace(0.0, 1.0, image.width), (image.height, 1))
 

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.skipif(
 class EvidenceDetector(Detector):
     """Scores like the trained detector; its evidence map is a left-to-right ramp."""
 
+    explains = True
+
     def evidence_map(self, image):
         return np.tile(np.linspace(0.0, 1.0, image.width), (image.height, 1))
 

@@ -11,6 +11,7 @@ import pkgutil
 from ldmdetect.methods.configure import make_config
 from ldmdetect.methods.registry import (
     ENTRY_POINT_GROUP,
+    Explanation,
     Method,
     get,
     list_methods,
@@ -31,6 +32,7 @@ _import_method_packages()
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Explanation",
     "Method",
     "MethodSettings",
     "get",

@@ -22,11 +22,12 @@ A method is a package, ``ldmdetect/methods/<name>/`` or any distribution's that 
 the entry-point group ``ldmdetect.methods``: the method, its feature step, its settings, its
 tiny settings for the contract test (:attr:`Method.tiny_settings`) and its cost spec
 (:meth:`Method.cost_specs`, for ``benchmarks/feature_cost.py``). The registry finds them, so
-adding a method touches no other file. Two optional
-hooks: :meth:`Method.evidence` (maps a person can look at) and :meth:`Method.fit_features`
-(closed-form fitting on cached features, e.g. a logistic-regression probe). Training
-data is either aligned pairs (a real image and its reconstruction, augmented identically by
-replaying one random stream) or labelled images; both reach the method through ``transform``.
+adding a method touches no other file. Two optional hooks: :meth:`Method.explain` (what a
+person can look at beside the score: an evidence map, and whatever else the method knows, e.g.
+AEROBLADE's closest autoencoder) and :meth:`Method.fit_features` (closed-form fitting on cached
+features, e.g. a logistic-regression probe). Training data is either aligned pairs (a real
+image and its reconstruction, augmented identically by replaying one random stream) or
+labelled images; both reach the method through ``transform``.
 """
 
 from __future__ import annotations
@@ -121,6 +122,19 @@ class GeneratorFeatureStep(FeatureStep):
 
             self._components = load_sd_components_from(self.sources, device=self.device)
         return self._components
+
+
+@dataclass
+class Explanation:
+    """What a method shows of one image beside its score (:meth:`Method.explain`); methods
+    subclass it to add what they know (AEROBLADE: the distance to each autoencoder)."""
+
+    #: (h, w) in [0, 1] over the image's first view, 1 = most evidence that it was generated;
+    #: None where the method has no map for this image.
+    evidence: np.ndarray | None
+    #: where that view lies in the image (left, top, right, bottom); None: the whole image,
+    #: resized to the view.
+    box: tuple[int, int, int, int] | None
 
 
 @dataclass(frozen=True)
@@ -306,14 +320,24 @@ class Method(ABC):
 
     # Optional hooks. A method overrides them only when it has what they ask for.
 
-    def evidence(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
-        """Evidence maps (B, H, W) in [0, 1] over each image's first view (1 = most evidence
-        that the image was generated), for a person to look at next to the score."""
-        raise NotImplementedError(f"method {self.name!r} has no evidence map")
+    def explain(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        config: DetectorConfig,
+        features: FeatureStep | None = None,
+    ) -> list[Explanation] | None:
+        """One :class:`Explanation` per image of ``batch`` (one view each, features added):
+        an evidence map for a person to look at next to the score, and whatever else the
+        method knows of the image. None (the default): the method has nothing to show.
+        ``features`` is the feature step the batch went through (it names the generator
+        components a method may attribute the image to)."""
+        return None
 
     @property
-    def has_evidence(self) -> bool:
-        return type(self).evidence is not Method.evidence
+    def explains(self) -> bool:
+        """Whether :meth:`explain` is the method's own (callers offer an evidence map)."""
+        return type(self).explain is not Method.explain
 
     def fit_features(
         self,

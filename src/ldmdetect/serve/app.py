@@ -142,7 +142,8 @@ class _Scorer:
             max_batch=max_batch,
             max_wait_ms=batch_wait_ms,
         )
-        self.has_evidence = callable(getattr(detector, "evidence_map", None))
+        # The method's explain hook: whether ?evidence=1 can add a map.
+        self.has_evidence = bool(detector.explains)
         self.probabilistic = detector.method.probabilistic
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

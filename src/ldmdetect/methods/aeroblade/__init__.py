@@ -7,9 +7,9 @@ The method package: ``method`` (the method, its transform and feature step), ``s
 from ldmdetect.methods.aeroblade.method import (
     Aeroblade,
     AerobladeConfig,
+    AerobladeExplanation,
     AerobladeFeature,
     AerobladeTransform,
-    Explanation,
     explain,
     resolve_autoencoders,
 )
@@ -17,9 +17,9 @@ from ldmdetect.methods.aeroblade.method import (
 __all__ = [
     "Aeroblade",
     "AerobladeConfig",
+    "AerobladeExplanation",
     "AerobladeFeature",
     "AerobladeTransform",
-    "Explanation",
     "explain",
     "resolve_autoencoders",
 ]

@@ -17,13 +17,15 @@ Nothing is trained: ``ldmdetect train --method aeroblade --real DIR`` calibrates
 images. The LPIPS network (about 1 MB for layer 2) is the detector's ``model.safetensors``,
 so a detector scores the same wherever it is loaded.
 
-Per image, :func:`explain` gives the distance to every autoencoder, the closest one
-(attribution: which generator family reconstructs it best) and the LPIPS map of that
-autoencoder (where the image is reconstructed well); ``Detector.evidence_map`` shows the map.
+Per image, ``Detector.explain`` (this method's :meth:`Aeroblade.explain` hook) gives the
+distance to every autoencoder, the closest one (attribution: which generator family
+reconstructs it best), the LPIPS map of that autoencoder and the evidence map made from it
+(where the image is reconstructed well), which ``Detector.evidence_map`` places over the image.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,9 +43,16 @@ from ldmdetect.features.aeroblade import (
 )
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.crops import ensure_min_size
-from ldmdetect.io.images import as_pil, pil_to_uint8
+from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.aeroblade.settings import TINY, AerobladeConfig, AerobladeSettings
-from ldmdetect.methods.registry import Batch, FeatureStep, Method, Sample, register_method
+from ldmdetect.methods.registry import (
+    Batch,
+    Explanation,
+    FeatureStep,
+    Method,
+    Sample,
+    register_method,
+)
 from ldmdetect.models.lpips import LPIPSMap, lpips_distance, lpips_map
 
 
@@ -208,15 +217,48 @@ class Aeroblade(Method):
         chosen = [m[rows, best] for m in layer_maps]
         return distances, lpips_map(chosen, tuple(views.shape[-2:]))
 
-    def evidence(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
-        """1 where the closest autoencoder reconstructs the image perfectly, 0.5 at the mean
-        distance of the loosest calibrated threshold, 0 at twice it or more."""
-        _, distance_map = self.maps(model, batch)
-        reference = _reference_distance(config)
-        if reference is None:  # uncalibrated: relative to the image's own largest distance
-            peak = distance_map.flatten(1).amax(dim=1).clamp_min(1e-12)
-            return 1 - distance_map / peak[:, None, None]
-        return (1 - distance_map / (2 * reference)).clamp(0, 1)
+    def explain(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        config: DetectorConfig,
+        features: FeatureStep | None = None,
+    ) -> list[AerobladeExplanation]:
+        """Per image: the score, the distance to every autoencoder (named by folder or repo),
+        the closest one, its LPIPS map over the view and the evidence made from that map."""
+        distances, distance_maps = self.maps(model, batch)
+        evidence = _evidence(distance_maps, config)
+        sources = features.sources if features is not None else []  # its AerobladeFeature
+        names = [autoencoder_name(s) for s in sources] or [
+            str(i) for i in range(distances.shape[1])
+        ]
+        if len(set(names)) < len(names):  # two folders of the same name: number them
+            names = [f"{i}:{name}" for i, name in enumerate(names)]
+        out = []
+        for i in range(len(distances)):
+            row = distances[i].float().cpu()
+            best = int(row.argmin())
+            out.append(
+                AerobladeExplanation(
+                    evidence=evidence[i].float().cpu().numpy(),
+                    box=tuple(int(v) for v in batch["box"][i]),
+                    score=-float(row[best]),
+                    distances={n: float(d) for n, d in zip(names, row, strict=True)},
+                    autoencoder=names[best],
+                    distance_map=distance_maps[i].float().cpu().numpy(),
+                )
+            )
+        return out
+
+
+def _evidence(distance_map: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
+    """1 where the closest autoencoder reconstructs the image perfectly, 0.5 at the mean
+    distance of the loosest calibrated threshold, 0 at twice it or more."""
+    reference = _reference_distance(config)
+    if reference is None:  # uncalibrated: relative to the image's own largest distance
+        peak = distance_map.flatten(1).amax(dim=1).clamp_min(1e-12)
+        return 1 - distance_map / peak[:, None, None]
+    return (1 - distance_map / (2 * reference)).clamp(0, 1)
 
 
 def _reference_distance(config: DetectorConfig) -> float | None:
@@ -231,46 +273,23 @@ def _reference_distance(config: DetectorConfig) -> float | None:
 
 
 @dataclass
-class Explanation:
-    """AEROBLADE's account of one image."""
+class AerobladeExplanation(Explanation):
+    """AEROBLADE's account of one image: beside the evidence map over the view (``box``, in
+    the image upscaled if it was smaller than the view), the score, the distance to each
+    autoencoder and the closest one (attribution to a generator family)."""
 
     score: float  # -min distance
     distances: dict[str, float]  # per autoencoder (named by folder or repo)
     autoencoder: str  # the closest one: attribution to a generator family
     distance_map: np.ndarray  # (S, S) LPIPS map of the closest autoencoder over the view
-    box: tuple[int, int, int, int]  # the view in the (upscaled if tiny) image
 
 
-@torch.inference_mode()
-def explain(detector, images) -> list[Explanation]:
-    """Scores, per-autoencoder distances, attribution and distance maps for images (paths,
-    PIL images or tensors) through an ``aeroblade`` detector."""
-    from ldmdetect.methods.registry import batch_to
-
-    method = detector.method
-    if not isinstance(method, Aeroblade):
-        raise ValueError(f"explain needs an aeroblade detector, not {method.name!r}")
-    if isinstance(images, str | Image.Image | torch.Tensor) or hasattr(images, "__fspath__"):
-        images = [images]
-    prepare = detector.preparer(1)
-    samples = [prepare(as_pil(image)) for image in images]
-    batch = batch_to(method.collate(samples), detector.device)
-    batch = detector.features.add_to(batch, detector.feature_cache, device=detector.device)
-    distances, distance_maps = method.maps(detector.model, batch)
-    names = [autoencoder_name(s) for s in detector.features.sources]
-    if len(set(names)) < len(names):  # two folders of the same name: number them
-        names = [f"{i}:{name}" for i, name in enumerate(names)]
-    out = []
-    for i, sample in enumerate(samples):
-        row = distances[i].float().cpu()
-        best = int(row.argmin())
-        out.append(
-            Explanation(
-                score=-float(row[best]),
-                distances={n: float(d) for n, d in zip(names, row, strict=True)},
-                autoencoder=names[best],
-                distance_map=distance_maps[i].float().cpu().numpy(),
-                box=tuple(int(v) for v in sample["box"]),
-            )
-        )
-    return out
+def explain(detector, images) -> list[AerobladeExplanation] | None:
+    """Deprecated: ``detector.explain(images)``, the hook every method has."""
+    warnings.warn(
+        "ldmdetect.methods.aeroblade.explain(detector, images) is deprecated: use "
+        "detector.explain(images)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return detector.explain(images)

@@ -30,6 +30,8 @@ from ldmdetect.io.crops import aligned_views
 from ldmdetect.methods.lare2.settings import DEFAULT_PROMPT_TEMPLATE, TINY, Lare2Settings
 from ldmdetect.methods.registry import (
     Batch,
+    Explanation,
+    FeatureStep,
     GeneratorFeatureStep,
     Method,
     Sample,
@@ -244,16 +246,24 @@ class LaRE2(Method):
         out = model(images, maps.to(dtype))
         return out.view(b, t, -1)
 
-    def evidence(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
+    def explain(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        config: DetectorConfig,
+        features: FeatureStep | None = None,
+    ) -> list[Explanation] | None:
         """The LaRE map over the whole resized image, averaged over latent channels and
         scaled within each image so that 1 is its lowest error (the paper's premise: the
-        generator reconstructs its own images' latents better). Relative, not calibrated."""
+        generator reconstructs its own images' latents better). Relative, not calibrated.
+        None for guidance "none" (the ablation without LaRE has no map)."""
         if "lare" not in batch:
-            raise NotImplementedError("lare2 with guidance 'none' has no evidence map")
+            return None
         error = batch["lare"].float().mean(dim=1)
         low = error.amin(dim=(1, 2), keepdim=True)
         high = error.amax(dim=(1, 2), keepdim=True)
-        return 1 - (error - low) / (high - low).clamp_min(1e-12)
+        evidence = 1 - (error - low) / (high - low).clamp_min(1e-12)
+        return [Explanation(evidence=e.cpu().numpy(), box=None) for e in evidence]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits.float(), labels.long())
