@@ -4,7 +4,13 @@ import pytest
 
 from conftest import LEARNING_BACKBONE
 from ldmdetect.detector import Detector
-from ldmdetect.engine.demo import DemoConfig, demo_train_config, run_demo, split_photos
+from ldmdetect.engine.demo import (
+    DemoConfig,
+    demo_recipes,
+    demo_train_config,
+    run_demo,
+    split_photos,
+)
 from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.methods.ae.demo import AEDemo
 from ldmdetect.methods.lare2.demo import LaRE2Demo
@@ -111,3 +117,38 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
     rows = (tmp_path / "scan.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 and any("corrupt.jpg" in r for r in rows)
     assert (tmp_path / "reports" / "ae" / "metrics.json").is_file()
+
+
+def test_a_method_from_a_new_package_joins_the_demo(throwaway_method, tmp_path):
+    """A package outside ldmdetect that ships a demo recipe runs in the demo, end to end,
+    with no edit elsewhere: its recipe trains it, the demo calibrates it with the recipe's
+    views per image, evaluates it and names it in the tables as the recipe says."""
+    name = throwaway_method()
+    assert name in demo_recipes()
+    config = DemoConfig(
+        generator="tiny",
+        input_size=32,
+        train_crops_per_image=1,
+        eval_size=64,
+        eval_crops_per_image=2,
+        generated_images=4,
+        generation_steps=2,
+        batch_size=8,
+        real_train_crops_per_image=2,
+        generated_train_images=4,
+        perturbations=(),
+        format_control=None,
+        methods=(name,),
+        synris=False,
+        photo_limit=100,
+        threads=None,
+    )
+    result = run_demo(tmp_path, config, log=lambda _: None)
+    assert set(result.evaluations) == {name}
+    label = f"{name} (1 epoch)"
+    assert result.table[f"{label} / generated / 1-try"]["seconds_per_image"] > 0
+    assert f"{label} / generated (unseen prompts)" in result.photo_table
+    detector = Detector.from_pretrained(result.detector_dirs[name])
+    assert len(detector.config.training["history"]) == 1
+    assert detector.config.calibration["tries"] == 2 == detector.config.default_tries
+    assert detector.config.calibration["n_real"] == 100
