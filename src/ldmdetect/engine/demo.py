@@ -220,7 +220,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
         recipe = cfg.recipe(name)
         labels[name] = recipe.label(name)
         detector_dirs[name] = out / "detectors" / name
-        train_with_recipe(run, name, detector_dirs[name])
+        train_with_recipe(cfg, run, name, detector_dirs[name])
         if photos is not None:
             reals = photos.calibration(recipe.costly)
             log(

@@ -45,9 +45,9 @@ def demo_train_config(cfg: DemoConfig, method: str) -> TrainConfig:
     return _train_config(cfg, method, **cfg.recipe(method).train_fields(cfg))
 
 
-def train_with_recipe(run: DemoRun, name: str, output: Path) -> None:
-    """Write the data method ``name``'s recipe trains on and train it into ``output``."""
-    cfg: DemoConfig = run.cfg  # type: ignore[assignment]  # the engine's runs carry one
+def train_with_recipe(cfg: DemoConfig, run: DemoRun, name: str, output: Path) -> None:
+    """Write the data method ``name``'s recipe trains on and train it into ``output``
+    (``cfg`` is the run's: its shared settings and its recipe for ``name``)."""
     training = cfg.recipe(name).training(run)
     fields = dict(training.fields)
     fields["val_fraction"] = (
