@@ -17,6 +17,7 @@ object with the shared settings of :class:`DemoSettings` (the engine's ``DemoCon
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ class DemoTraining:
 
 
 @dataclass(frozen=True)
-class DemoRecipe:
+class DemoRecipe(ABC):
     """Base of every method's demo recipe: its demo settings (a subclass's fields, with the
     published demo's values as defaults) and how it trains on a run."""
 
@@ -101,9 +102,9 @@ class DemoRecipe:
         """``TrainConfig`` fields of this recipe that need no run (benchmarks start there)."""
         return {}
 
+    @abstractmethod
     def training(self, run: DemoRun) -> DemoTraining:
         """Write what this method trains on into ``run.out`` and say how to train on it."""
-        raise NotImplementedError(f"{type(self).__name__} does not say how it trains")
 
 
 def training_prompts(pipeline: str, photos: list[Path]) -> list[str]:
