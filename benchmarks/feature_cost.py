@@ -106,6 +106,10 @@ PEAK_BF16_FLOPS: dict[str, float] = {
 PEAK_BF16_FLOPS_EXACT: dict[str, float] = {"H100 PCIe": 756e12, "H100 NVL": 835e12}
 
 SIZES = (256, 512)
+# The cost specs compared per size (--compare SLOW FAST), by default the paper's pair, and
+# what each paper claims of the pairs it compares.
+COMPARE = ("dire", "lare2")
+PAPER_CLAIMS = {COMPARE: "LaRE^2 extracts features 8x faster than DIRE"}
 
 
 # For a GPU the table does not know: its dense bf16 peak in FLOP/s, e.g. 362e12 (L40S).
@@ -596,23 +600,28 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """DIRE over LaRE^2 per size: how many times more FLOPs and time DIRE spends per image."""
-    if not {"lare2", "dire"} <= methods.keys():
+def ratios(
+    methods: dict[str, dict[str, Any]], slow: str = COMPARE[0], fast: str = COMPARE[1]
+) -> dict[str, Any]:
+    """``slow`` over ``fast`` per size: how many times more FLOPs and time ``slow`` spends
+    per image (keys ``<slow>_over_<fast>_<size>``)."""
+    if not {slow, fast} <= methods.keys():
         return {}
-    out: dict[str, Any] = {"paper_claim": "LaRE^2 extracts features 8x faster than DIRE"}
-    for size, lare in methods["lare2"]["sizes"].items():
-        dire = methods["dire"]["sizes"].get(size)
-        if dire is None:
+    out: dict[str, Any] = {"compared": [slow, fast]}
+    if (slow, fast) in PAPER_CLAIMS:
+        out["paper_claim"] = PAPER_CLAIMS[slow, fast]
+    for size, quick in methods[fast]["sizes"].items():
+        slower = methods[slow]["sizes"].get(size)
+        if slower is None:
             continue
         row: dict[str, Any] = {
-            "flops": round(dire["flops_per_image"] / lare["flops_per_image"], 1),
+            "flops": round(slower["flops_per_image"] / quick["flops_per_image"], 1),
         }
-        for batch, rate in lare.get("images_per_s", {}).items():
-            other = dire.get("images_per_s", {}).get(batch)
+        for batch, rate in quick.get("images_per_s", {}).items():
+            other = slower.get("images_per_s", {}).get(batch)
             if rate and other:
                 row[f"time_batch{batch}"] = round(rate / other, 1)
-        out[f"dire_over_lare2_{size}"] = row
+        out[f"{slow}_over_{fast}_{size}"] = row
     return out
 
 
@@ -707,8 +716,11 @@ def markdown(reports: Sequence[dict[str, Any]]) -> str:
                             f"model-FLOP utilisation, {name} at {size} px "
                             f"({report['device_name']}, best batch): " + ", ".join(mfu)
                         )
-        for key, row in report.get("ratios", {}).items():
-            if key.startswith("dire_over_lare2_"):
+        compared = report.get("ratios", {})
+        slow, fast = compared.get("compared", COMPARE)  # reports before --compare: the default
+        claim = compared.get("paper_claim")
+        for key, row in compared.items():
+            if key.startswith(f"{slow}_over_{fast}_"):
                 size = key.rsplit("_", 1)[1]
                 timed = ", ".join(
                     f"{v}x time at batch {k.removeprefix('time_batch')}"
@@ -716,8 +728,9 @@ def markdown(reports: Sequence[dict[str, Any]]) -> str:
                     if k.startswith("time_batch")
                 )
                 notes.append(
-                    f"DIRE / LaRE^2 at {size} px ({report['device_name']}): {row['flops']}x "
-                    f"the FLOPs{', ' + timed if timed else ''} (the paper: LaRE^2 is 8x faster)"
+                    f"{slow} / {fast} at {size} px ({report['device_name']}): {row['flops']}x "
+                    f"the FLOPs{', ' + timed if timed else ''}"
+                    + (f" (the paper: {claim})" if claim else "")
                 )
     return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
 
@@ -748,6 +761,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if flag == "autocast"
             else what + " (auto: on CUDA only)",
         )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("SLOW", "FAST"),
+        default=COMPARE,
+        help="the two cost specs whose FLOPs and time per image are divided "
+        f"(default: {' '.join(COMPARE)}, the paper's pair)",
+    )
     parser.add_argument("--output", type=Path, help="write the JSON here too")
     parser.add_argument("--markdown", action="store_true", help="print the README table too")
     parser.add_argument(
@@ -795,7 +816,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["methods"][name] = measure(COST_SPECS[name], bench, flops_only=args.flops_only)
         report["methods"][name]["benchmark_seconds"] = round(time.perf_counter() - start, 1)
         print(f"{name}: {report['methods'][name]['benchmark_seconds']} s", file=sys.stderr)
-    report["ratios"] = ratios(report["methods"])
+    report["ratios"] = ratios(report["methods"], *args.compare)
     text = json.dumps(report, indent=1)
     print(text)
     if args.output:

@@ -19,12 +19,15 @@ from pathlib import Path
 import torch
 
 from ldmdetect.detector import Detector
-from ldmdetect.engine.demo import DemoConfig, lare2_train_config, run_demo
+from ldmdetect.engine.demo import DemoConfig, demo_train_config, run_demo
 from ldmdetect.engine.evaluate import evaluate
 from ldmdetect.engine.train import train_detector
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.mini import mini_ldm_dir
 from ldmdetect.io.labeled import read_labeled
+
+# The method ablated: EGRE's guidance by the LaRE map is its own setting.
+METHOD = "lare2"
 
 
 def main() -> None:
@@ -37,10 +40,12 @@ def main() -> None:
     demo = args.demo_dir
     defaults = DemoConfig()
     if not (demo / "data" / "lare2-train" / "generated").is_dir():
-        run_demo(demo, DemoConfig(methods=("lare2",), seed=args.seed), log=lambda _: None)
+        run_demo(demo, DemoConfig(methods=(METHOD,), seed=args.seed), log=lambda _: None)
     data = demo / "data" / "lare2-train"
     examples = read_labeled([data / "real"], [data / "generated"])
-    base = lare2_train_config(replace(defaults, seed=args.seed, lare_epochs=args.epochs))
+    recipe = replace(defaults.recipe(METHOD), epochs=args.epochs)
+    cfg = replace(defaults, seed=args.seed, method_settings={METHOD: recipe})
+    base = demo_train_config(cfg, METHOD)
     lare = base.feature["lare"]
     results = {}
     for pretrained in (True, False):

@@ -9,11 +9,11 @@ bootstrap intervals (reals and fakes resampled separately, as ``engine.evaluate`
 Held-out reals are crops of the held-out photos only (``eval_crops_per_image`` of each), enough
 of them that TPR at 1% FPR is resolved.
 
-Then a learning curve for ``ae`` on the first seed's data: held-out AUC and TPR at 1% FPR
-against the number of training pairs (crops per training photo) and of epochs, written as
-``learning_curve.png`` (and the numbers in the JSON), plus optional ablations (backbone,
-pretrained ImageNet weights, learning rate, augmentation) scored the same way, and under the
-demo's perturbations (JPEG-75).
+Then a learning curve for ``ae`` (``CURVE_METHOD``) on the first seed's data: held-out AUC and
+TPR at 1% FPR against the number of training pairs (crops per training photo) and of epochs,
+written as ``learning_curve.png`` (and the numbers in the JSON), plus optional ablations
+(backbone, pretrained ImageNet weights, learning rate, augmentation) scored the same way, and
+under the demo's perturbations (JPEG-75).
 
     python benchmarks/mini_ldm_detection.py [--budget demo|full] [--seeds 0 1 2]
         [--methods ae lare2] [--output DIR]
@@ -40,7 +40,13 @@ import numpy as np
 import torch
 
 from ldmdetect.detector import Detector
-from ldmdetect.engine.demo import DemoConfig, ae_train_config, resolve_generator, run_demo
+from ldmdetect.engine.demo import (
+    DemoConfig,
+    DemoRecipe,
+    demo_train_config,
+    resolve_generator,
+    run_demo,
+)
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.train import TrainConfig, train_detector
@@ -51,6 +57,14 @@ METRICS = ("auc", "ap", "tpr@fpr=0.01")
 INTERVAL_METRICS = ("auc", "tpr@fpr=0.01")
 # >= 100 held-out reals: the held-out photos (2 for the mini LDM) x this many crops each.
 EVAL_CROPS_PER_IMAGE = 64
+# The method the learning curve and the ablations are of: one that trains on the demo's
+# aligned pairs (their count is the curve's x axis).
+CURVE_METHOD = "ae"
+
+
+def _curve_recipe(**settings: Any) -> dict[str, DemoRecipe]:
+    """``DemoConfig.method_settings`` with the curve method's demo recipe changed."""
+    return {CURVE_METHOD: replace(DemoConfig().recipe(CURVE_METHOD), **settings)}
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,7 @@ class Budget:
     """How much of the benchmark to run: the seeds' demo rows, then the ``ae`` curve."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = ("ae",)
+    methods: tuple[str, ...] = (CURVE_METHOD,)
     # Learning curve: crops per training photo (at the demo's epochs), and epochs (at the
     # demo's crops); the demo's own point comes from the first seed's run.
     curve_crops: tuple[int, ...] = (8, 16)
@@ -72,7 +86,7 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     "demo": Budget(),
-    # Twice the demo's training crops, its 20 epochs; the curve shows what crops and epochs
+    # Twice the demo's training crops, its epochs; the curve shows what crops and epochs
     # buy, and the ablations the demo's former backbone (resnet18 from random weights), the
     # library's default augmentation and the former learning rate on the same pairs.
     "full": Budget(
@@ -81,13 +95,11 @@ BUDGETS: dict[str, Budget] = {
         ablations=(
             {"backbone": "resnet18", "pretrained": False, "lr": None},
             # The library's default augmentation (AugmentConfig): more and stronger JPEG,
-            # its grid shifted, where the demo's ae uses lighter JPEG (DemoConfig.augment).
+            # its grid shifted, where the demo's ae uses lighter JPEG (AEDemo.augment).
             {"augment": "jpeg_prob=0.5,jpeg_quality=50-100,jpeg_grid_shift=1"},
             {"lr": 1e-3},
         ),
-        demo=DemoConfig(
-            eval_crops_per_image=EVAL_CROPS_PER_IMAGE, train_crops_per_image=64, epochs=20
-        ),
+        demo=DemoConfig(eval_crops_per_image=EVAL_CROPS_PER_IMAGE, train_crops_per_image=64),
     ),
     # Seconds, to check the benchmark itself (tiny crops, one epoch); numbers mean nothing.
     "smoke": Budget(
@@ -99,7 +111,7 @@ BUDGETS: dict[str, Budget] = {
             eval_crops_per_image=6,
             generated_images=6,
             generation_steps=2,
-            epochs=2,
+            method_settings=_curve_recipe(epochs=2),
         ),
     ),
 }
@@ -150,12 +162,12 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # ------------------------------------------------------------------------------ learning curve
 
 
-def _ae_train_config(cfg: DemoConfig, **overrides: Any) -> TrainConfig:
-    """The demo's ``ae`` training settings (engine.demo), with overrides (``augment`` as a
-    ``--augment`` spec string, so that the JSON states it)."""
+def _curve_train_config(cfg: DemoConfig, **overrides: Any) -> TrainConfig:
+    """The demo's training settings of the curve's method (its demo recipe), with overrides
+    (``augment`` as a ``--augment`` spec string, so that the JSON states it)."""
     if isinstance(overrides.get("augment"), str):
         overrides = overrides | {"augment": AugmentConfig.from_spec(overrides["augment"])}
-    return replace(ae_train_config(cfg), **overrides)
+    return replace(demo_train_config(cfg, CURVE_METHOD), **overrides)
 
 
 def _score_point(
@@ -209,7 +221,8 @@ def _train_point(
 def learning_curve(
     run_dir: Path, cfg: DemoConfig, budget: Budget, demo_point: dict[str, Any]
 ) -> dict[str, Any]:
-    """Held-out AUC against training pairs and against epochs, ``ae``, first seed's data."""
+    """Held-out AUC against training pairs and against epochs, the curve's method, first
+    seed's data."""
     pipeline, _ = resolve_generator(cfg.generator, run_dir, cfg.seed)
     train_photos = run_dir / "photos" / "train"
     work = run_dir / "curve"
@@ -226,15 +239,17 @@ def learning_curve(
             ),
             device="cpu",
         )
-        point = _train_point(run_dir, pairs, work / f"ae-crops-{crops}", _ae_train_config(cfg))
+        point = _train_point(
+            run_dir, pairs, work / f"{CURVE_METHOD}-crops-{crops}", _curve_train_config(cfg)
+        )
         by_pairs.append(point | {"crops_per_image": crops})
     by_epochs = [demo_point]
     for epochs in budget.curve_epochs:
         point = _train_point(
             run_dir,
             run_dir / "data" / "train",
-            work / f"ae-epochs-{epochs}",
-            _ae_train_config(cfg, epochs=epochs),
+            work / f"{CURVE_METHOD}-epochs-{epochs}",
+            _curve_train_config(cfg, epochs=epochs),
         )
         by_epochs.append(point | {"crops_per_image": cfg.train_crops_per_image})
     ablations = []
@@ -242,8 +257,8 @@ def learning_curve(
         point = _train_point(
             run_dir,
             run_dir / "data" / "train",
-            work / f"ae-ablation-{i}",
-            _ae_train_config(cfg, **overrides),
+            work / f"{CURVE_METHOD}-ablation-{i}",
+            _curve_train_config(cfg, **overrides),
             cfg.perturbations,  # JPEG-75 too: one ablation is the augmentation
         )
         ablations.append(point | {"overrides": overrides})
@@ -286,7 +301,7 @@ def plot_learning_curve(curve: dict[str, Any], path: Path) -> Path:
             ax.grid(alpha=0.3)
             ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(
-        "ae on the mini LDM: held-out AUC and TPR@1%FPR vs. training pairs and epochs "
+        f"{CURVE_METHOD} on the mini LDM: held-out AUC and TPR@1%FPR vs. training pairs and epochs "
         "(seed 0, 95% bootstrap bands)",
         fontsize=10,
     )
@@ -315,10 +330,11 @@ def run(output: Path, budget: Budget, generator: str) -> dict[str, Any]:
         seconds[seed] = result.seconds
         if first_run is None:
             first_run = run_dir
-            detector = Detector.from_pretrained(result.detector_dirs["ae"], device="cpu")
-            demo_point = _score_point(run_dir, result.detector_dirs["ae"]) | {
+            trained = result.detector_dirs[CURVE_METHOD]
+            detector = Detector.from_pretrained(trained, device="cpu")
+            demo_point = _score_point(run_dir, trained) | {
                 "train_pairs": detector.config.training["pairs"]["train"],
-                "epochs": cfg.epochs,
+                "epochs": detector.config.training["config"]["epochs"],
                 "crops_per_image": cfg.train_crops_per_image,
             }
         print(f"seed {seed} done after {time.perf_counter() - start:.0f} s", file=sys.stderr)
@@ -351,15 +367,17 @@ def main() -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="demo")
     parser.add_argument("--generator", default="mini")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--methods", nargs="+", default=None, help="default: ae")
+    parser.add_argument("--methods", nargs="+", default=None, help=f"default: {CURVE_METHOD}")
     parser.add_argument("--output", default=None, help="keep the runs here (default: temp)")
     args = parser.parse_args()
     budget = BUDGETS[args.budget]
     if args.seeds:
         budget = replace(budget, seeds=tuple(args.seeds))
     if args.methods:
-        if "ae" not in args.methods:
-            raise SystemExit("--methods must include ae (the learning curve is ae's)")
+        if CURVE_METHOD not in args.methods:
+            raise SystemExit(
+                f"--methods must include {CURVE_METHOD} (the learning curve is {CURVE_METHOD}'s)"
+            )
         budget = replace(budget, methods=tuple(args.methods))
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(args.output or tmp)

@@ -44,6 +44,8 @@ from ldmdetect.io.datasets import find_images
 from ldmdetect.io.images import load_image, save_png
 
 CROP = 128  # the demo's evaluation size: LaRE and inversion see these crops unresized
+# The demo method that trains on the aligned pairs, whose JPEG alignment is compared.
+PAIRS_METHOD = "ae"
 FPRS = (0.01, 0.05)
 BUCKETS = (
     (0.0, 1.0, "<1 Mpx"),
@@ -130,15 +132,18 @@ def measure(
 
 
 def train_alignment_pair(output: Path, seed: int) -> dict[str, Path]:
-    """The demo's ``ae`` trained with and without frequency alignment (same seed and data)."""
+    """The demo's ``ae`` (``PAIRS_METHOD``) trained with and without frequency alignment
+    (same seed and data)."""
     from ldmdetect.engine.demo import DemoConfig, run_demo
 
     dirs = {}
     for aligned in (True, False):
         name = "aligned" if aligned else "unaligned"
-        cfg = replace(DemoConfig(), methods=("ae",), synris=False, align_jpeg=aligned, seed=seed)
+        cfg = replace(
+            DemoConfig(), methods=(PAIRS_METHOD,), synris=False, align_jpeg=aligned, seed=seed
+        )
         result = run_demo(output / name, cfg, log=lambda message: print(message, file=sys.stderr))
-        dirs[f"ae ({name})"] = result.detector_dirs["ae"]
+        dirs[f"{PAIRS_METHOD} ({name})"] = result.detector_dirs[PAIRS_METHOD]
     return dirs
 
 

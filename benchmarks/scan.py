@@ -100,7 +100,7 @@ def crop_rows(args: argparse.Namespace) -> dict:
     """Scan from files against the classifier on crops already in memory, 1-try and 10-try."""
     mean, std = backbone_normalization(args.backbone)
     config = DetectorConfig(backbone=args.backbone, input_size=args.input_size, mean=mean, std=std)
-    model = get("ae").build_model(config)  # random weights: speed does not depend on them
+    model = get(config.method).build_model(config)  # random weights: speed does not depend on them
     detector = Detector(config, model, device=args.device)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +137,7 @@ def photo_row(args: argparse.Namespace) -> dict:
     config = DetectorConfig(
         backbone=args.photo_backbone, input_size=args.photo_input_size, mean=mean, std=std
     )
-    detector = Detector(config, get("ae").build_model(config), device=args.device)
+    detector = Detector(config, get(config.method).build_model(config), device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_photos(Path(tmp), args.photo_images, args.photo_width, args.photo_height)
         megabytes = sum(p.stat().st_size for p in paths) / len(paths) / 1e6

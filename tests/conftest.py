@@ -265,11 +265,15 @@ THROWAWAY_METHOD = '''"""A method from a package outside ldmdetect, found by its
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from ldmdetect.config import IMAGENET_MEAN, IMAGENET_STD
+from ldmdetect.io.labeled import read_labeled
 from ldmdetect.methods import Method, normalize, register_method
 from ldmdetect.methods.ae import CropTransform
+from ldmdetect.methods.demo_recipe import DemoRecipe, DemoTraining, real_vs_generated
 
 CLASSES = {classes!r}
 
@@ -323,6 +327,31 @@ class Throwaway(Method):
             return Pipeline((net,), (stage,), "the tiny CNN on one crop")
 
         return (CostSpec(self.name, self.name, "tiny CNN", "crop side", 32, pipeline),)
+
+    def demo_recipe(self):
+        return ThrowawayDemo()
+
+
+@dataclass(frozen=True)
+class ThrowawayDemo(DemoRecipe):
+    """The demo trains the tiny CNN on real crops vs. the generator's images, one epoch, and
+    calibrates it with two views per image."""
+
+    calibration_tries: int = 2
+    epochs: int = 1
+
+    def label(self, name):
+        return f"{{name}} ({{self.epochs}} epoch)"
+
+    def train_fields(self, cfg):
+        return {{"input_size": 32, "epochs": self.epochs}}
+
+    def training(self, run):
+        data = real_vs_generated(run)
+        return DemoTraining(
+            self.train_fields(run.cfg),
+            examples=read_labeled([data / "real"], [data / "generated"]),
+        )
 '''
 
 

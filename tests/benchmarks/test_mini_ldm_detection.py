@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldmdetect.engine.demo import DemoConfig, ae_train_config
+from ldmdetect.engine.demo import DemoConfig, demo_train_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mini_ldm_detection.py"
 
@@ -47,18 +47,22 @@ def test_every_full_ablation_overrides_the_demos_training(bench) -> None:
     """A misspelt override key fails here (``replace`` refuses it), not 20 minutes into a run;
     and each override really changes what the demo would train."""
     cfg = bench.BUDGETS["full"].demo
-    base = ae_train_config(cfg)
+    base = demo_train_config(cfg, bench.CURVE_METHOD)
     for overrides in bench.BUDGETS["full"].ablations:
-        train = bench._ae_train_config(cfg, **overrides)
+        train = bench._curve_train_config(cfg, **overrides)
         assert train != base, overrides
         assert json.dumps(overrides)  # the JSON states each ablation as given
 
 
 def test_full_budget_differs_from_the_demo_only_in_size(bench) -> None:
-    """The full budget's numbers speak for the demo's recipe: same backbone, lr, input size."""
+    """The full budget's numbers speak for the demo's recipe: the same method settings
+    (backbone, lr, epochs...), input size and batch size."""
     full, demo = bench.BUDGETS["full"].demo, DemoConfig()
-    same = ("backbone", "pretrained", "lr", "input_size", "eval_size", "batch_size", "epochs")
+    method = bench.CURVE_METHOD
+    assert full.recipe(method) == demo.recipe(method)
+    same = ("input_size", "eval_size", "batch_size")
     assert {k: getattr(full, k) for k in same} == {k: getattr(demo, k) for k in same}
+    assert full.train_crops_per_image > demo.train_crops_per_image
 
 
 def test_smoke_budget_runs_seeds_curve_ablation_and_figure(bench, tmp_path: Path) -> None:

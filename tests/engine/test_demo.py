@@ -4,8 +4,16 @@ import pytest
 
 from conftest import LEARNING_BACKBONE
 from ldmdetect.detector import Detector
-from ldmdetect.engine.demo import DemoConfig, ae_train_config, run_demo, split_photos
+from ldmdetect.engine.demo import (
+    DemoConfig,
+    demo_recipes,
+    demo_train_config,
+    run_demo,
+    split_photos,
+)
 from ldmdetect.io.augment import AugmentConfig
+from ldmdetect.methods.ae.demo import AEDemo
+from ldmdetect.methods.lare2.demo import LaRE2Demo
 
 
 def test_split_is_by_subject():
@@ -21,9 +29,21 @@ def test_split_is_by_subject():
 
 
 def test_ae_trains_with_the_demos_augmentation_not_the_library_default():
-    cfg = DemoConfig(augment="jpeg_prob=0.25,jpeg_quality=70-90")
-    assert ae_train_config(cfg).augment == AugmentConfig(jpeg_prob=0.25, jpeg_quality=(70, 90))
-    assert ae_train_config(DemoConfig()).augment != AugmentConfig()
+    cfg = DemoConfig(method_settings={"ae": AEDemo(augment="jpeg_prob=0.25,jpeg_quality=70-90")})
+    expected = AugmentConfig(jpeg_prob=0.25, jpeg_quality=(70, 90))
+    assert demo_train_config(cfg, "ae").augment == expected
+    assert demo_train_config(DemoConfig(), "ae").augment != AugmentConfig()
+
+
+def test_each_method_runs_with_its_recipes_defaults_unless_given_settings():
+    """A method missing from ``method_settings`` keeps its recipe's defaults; a method with
+    no recipe is refused by name."""
+    cfg = DemoConfig(method_settings={"ae": AEDemo(epochs=1)})
+    assert demo_train_config(cfg, "ae").epochs == 1
+    assert cfg.recipe("lare2") == LaRE2Demo() == DemoConfig().recipe("lare2")
+    assert demo_train_config(cfg, "lare2").feature["lare"]["image_size"] == cfg.eval_size
+    with pytest.raises(ValueError, match="no recipe for 'nonexistent'"):
+        cfg.recipe("nonexistent")
 
 
 # The tiny generator's random weights make its images and reconstructions lose the photos'
@@ -37,23 +57,25 @@ MIN_AUC = 0.9
 def test_the_whole_chain_on_the_tiny_generator(tmp_path):
     config = DemoConfig(
         generator="tiny",
-        backbone=LEARNING_BACKBONE,
-        pretrained=False,
         input_size=64,
         train_crops_per_image=4,
         eval_size=64,
         eval_crops_per_image=2,
         generated_images=6,
         generation_steps=2,
-        epochs=3,
         batch_size=8,
-        lare_backbone=f"timm:{LEARNING_BACKBONE}",
-        lare_pretrained=False,
-        lare_input_size=64,
-        lare_ensemble=2,
-        lare_train_crops_per_image=2,
-        lare_train_generated=16,
-        lare_epochs=5,
+        real_train_crops_per_image=2,
+        generated_train_images=16,
+        method_settings={
+            "ae": AEDemo(backbone=LEARNING_BACKBONE, pretrained=False, epochs=3),
+            "lare2": LaRE2Demo(
+                backbone=f"timm:{LEARNING_BACKBONE}",
+                pretrained=False,
+                input_size=64,
+                ensemble=2,
+                epochs=5,
+            ),
+        },
         methods=("ae", "lare2"),
         threads=None,
         photo_limit=150,
@@ -95,3 +117,38 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path):
     rows = (tmp_path / "scan.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 and any("corrupt.jpg" in r for r in rows)
     assert (tmp_path / "reports" / "ae" / "metrics.json").is_file()
+
+
+def test_a_method_from_a_new_package_joins_the_demo(throwaway_method, tmp_path):
+    """A package outside ldmdetect that ships a demo recipe runs in the demo, end to end,
+    with no edit elsewhere: its recipe trains it, the demo calibrates it with the recipe's
+    views per image, evaluates it and names it in the tables as the recipe says."""
+    name = throwaway_method()
+    assert name in demo_recipes()
+    config = DemoConfig(
+        generator="tiny",
+        input_size=32,
+        train_crops_per_image=1,
+        eval_size=64,
+        eval_crops_per_image=2,
+        generated_images=4,
+        generation_steps=2,
+        batch_size=8,
+        real_train_crops_per_image=2,
+        generated_train_images=4,
+        perturbations=(),
+        format_control=None,
+        methods=(name,),
+        synris=False,
+        photo_limit=100,
+        threads=None,
+    )
+    result = run_demo(tmp_path, config, log=lambda _: None)
+    assert set(result.evaluations) == {name}
+    label = f"{name} (1 epoch)"
+    assert result.table[f"{label} / generated / 1-try"]["seconds_per_image"] > 0
+    assert f"{label} / generated (unseen prompts)" in result.photo_table
+    detector = Detector.from_pretrained(result.detector_dirs[name])
+    assert len(detector.config.training["history"]) == 1
+    assert detector.config.calibration["tries"] == 2 == detector.config.default_tries
+    assert detector.config.calibration["n_real"] == 100

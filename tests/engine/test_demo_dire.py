@@ -4,13 +4,12 @@ import json
 
 from conftest import LEARNING_BACKBONE
 from ldmdetect.engine.demo import DemoConfig, run_demo
+from ldmdetect.methods.dire.demo import DireDemo
 
 
 def test_dire_recipe_runs_the_demo_chain(tmp_path):
     config = DemoConfig(
         generator="tiny",
-        backbone=LEARNING_BACKBONE,
-        pretrained=False,
         input_size=64,
         train_crops_per_image=2,
         eval_size=64,
@@ -20,13 +19,13 @@ def test_dire_recipe_runs_the_demo_chain(tmp_path):
         batch_size=8,
         methods=("dire",),
         perturbations=("jpeg:75",),
-        dire_backbone=LEARNING_BACKBONE,
-        dire_pretrained=False,
-        dire_input_size=64,
-        dire_steps=2,
-        lare_train_crops_per_image=2,
-        lare_train_generated=16,
-        dire_epochs=3,
+        method_settings={
+            "dire": DireDemo(
+                backbone=LEARNING_BACKBONE, pretrained=False, input_size=64, steps=2, epochs=3
+            )
+        },
+        real_train_crops_per_image=2,
+        generated_train_images=16,
         synris=False,
         threads=None,
     )

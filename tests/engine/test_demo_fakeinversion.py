@@ -4,13 +4,12 @@ import json
 
 from conftest import LEARNING_BACKBONE
 from ldmdetect.engine.demo import DemoConfig, run_demo
+from ldmdetect.methods.fakeinversion.demo import FakeInversionDemo
 
 
 def test_fakeinversion_recipe_runs_the_demo_chain(tmp_path):
     config = DemoConfig(
         generator="tiny",
-        backbone=LEARNING_BACKBONE,
-        pretrained=False,
         input_size=64,
         train_crops_per_image=2,
         eval_size=64,
@@ -20,13 +19,17 @@ def test_fakeinversion_recipe_runs_the_demo_chain(tmp_path):
         batch_size=8,
         methods=("fakeinversion",),
         perturbations=(),
-        fakeinversion_backbone=LEARNING_BACKBONE,
-        fakeinversion_pretrained=False,
-        fakeinversion_input_size=64,
-        fakeinversion_steps=2,
-        lare_train_crops_per_image=2,
-        lare_train_generated=16,
-        fakeinversion_epochs=3,
+        method_settings={
+            "fakeinversion": FakeInversionDemo(
+                backbone=LEARNING_BACKBONE,
+                pretrained=False,
+                input_size=64,
+                steps=2,
+                epochs=3,
+            )
+        },
+        real_train_crops_per_image=2,
+        generated_train_images=16,
         synris=False,
         threads=None,
     )

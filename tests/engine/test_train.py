@@ -5,99 +5,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
 from ldmdetect.engine.reconstruct import read_aligned_dataset
-from ldmdetect.engine.train import (
-    AugmentConfig,
-    PairDataset,
-    TrainConfig,
-    _lr_lambda,
-    split_by_source,
-    train_detector,
-)
-from ldmdetect.io.images import save_png
+from ldmdetect.engine.train import AugmentConfig, TrainConfig, train_detector
 
 
 def _small(**overrides) -> TrainConfig:
     """A TrainConfig that trains the smallest timm network on the CPU in seconds."""
     small = dict(backbone="mobilenetv3_small_050", epochs=1, val_fraction=0.34, device="cpu")
     return TrainConfig(**(small | overrides))
-
-
-def _factors(schedule, total: int) -> list[float]:
-    """The learning-rate factor each optimizer step runs with, as fit steps the scheduler."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = schedule(optimizer)
-    factors = []
-    for _ in range(total):
-        factors.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return factors
-
-
-@pytest.mark.parametrize("total", [10, 100, 1000])
-def test_lr_warms_up_linearly_then_follows_a_cosine_to_zero(total):
-    warmup = max(1, total // 20)  # as fit sets it
-    factors = _factors(
-        lambda o: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(total, warmup)), total
-    )
-    # The first step already learns, and the full rate is reached on the last warmup step.
-    assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
-    assert factors[warmup] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1 :], strict=False))
-    assert _lr_lambda(total, warmup)(total) == pytest.approx(0.0)  # the cosine ends at 0
-
-    # After warmup this is transformers' cosine schedule; during warmup it is one step ahead:
-    # transformers' runs its first step at a rate of 0, a step with no effect (with warmup 1,
-    # in runs under 40 steps, that is the only warmup step).
-    from transformers import get_cosine_schedule_with_warmup
-
-    reference = _factors(lambda o: get_cosine_schedule_with_warmup(o, warmup, total), total)
-    assert factors[warmup:] == pytest.approx(reference[warmup:], abs=1e-12)
-    assert reference[0] == 0.0 and factors[:warmup] == pytest.approx(reference[1 : warmup + 1])
-
-
-def test_split_keeps_every_source_on_one_side(aligned_dir):
-    pairs = read_aligned_dataset(aligned_dir)
-    train, val = split_by_source(pairs, 0.34, seed=0)
-    assert train and val and len(train) + len(val) == len(pairs)
-    assert not {p.source for p in train} & {p.source for p in val}
-    assert split_by_source(pairs, 0.34, seed=0) == (train, val)
-
-
-def _pair_dataset(tmp_path, image, size, aug, seed=0):
-    save_png(image, tmp_path / "real.png")
-    save_png(image, tmp_path / "fake.png")
-    pair = type(
-        "P", (), {"real": str(tmp_path / "real.png"), "reconstructed": str(tmp_path / "fake.png")}
-    )
-    prepare = methods.get("ae").prepare(DetectorConfig(input_size=size), augment=aug)
-    return PairDataset([pair], prepare, seed)
-
-
-def test_pair_augmentation_is_identical_for_both_members(tmp_path):
-    rng_image = np.random.default_rng(0).integers(0, 256, (80, 90, 3), dtype=np.uint8)
-    image = Image.fromarray(rng_image)
-    always = AugmentConfig(flip=1, jpeg_prob=1, resize_prob=1, blur_prob=1)
-    for seed in range(5):
-        (real, y0), (fake, y1) = _pair_dataset(tmp_path, image, 48, always, seed)[0]
-        assert (y0, y1) == (0, 1)
-        assert real["crops"].shape == (1, 3, 48, 48) and real["crops"].dtype == torch.uint8
-        assert torch.equal(real["crops"], fake["crops"])
-
-
-def test_pair_augmentation_changes_pixels_and_is_seeded(tmp_path):
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8))
-    always = AugmentConfig(flip=1, jpeg_prob=1, resize_prob=0, blur_prob=0)
-    a = _pair_dataset(tmp_path, image, 64, always, 3)[0][0][0]["crops"]
-    b = _pair_dataset(tmp_path, image, 64, always, 3)[0][0][0]["crops"]
-    assert torch.equal(a, b)
-    plain = _pair_dataset(tmp_path, image, 64, None, 3)[0][0][0]["crops"]
-    assert not torch.equal(a, plain)
 
 
 def test_trained_detector_directory(detector_dir):

@@ -51,14 +51,16 @@ def demo(
     """The main job: train each method on the bundled photos, catch generated images."""
     from ldmdetect.engine.demo import (
         PHOTO_COLUMNS,
-        RECIPES,
         SUMMARY_COLUMNS,
         DemoConfig,
+        demo_recipes,
         run_demo,
     )
     from ldmdetect.engine.report import markdown_table
 
-    chosen = tuple(RECIPES) if methods == "all" else tuple(m.strip() for m in methods.split(","))
+    chosen = (
+        tuple(demo_recipes()) if methods == "all" else tuple(m.strip() for m in methods.split(","))
+    )
     config = DemoConfig(generator=generator, seed=seed, methods=chosen, device=device)
     result = run_demo(output, config, progress=True)
     typer.echo("\nheld-out real photos vs. each test set:")

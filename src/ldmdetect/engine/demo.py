@@ -23,16 +23,7 @@ from ldmdetect.detector import Detector
 from ldmdetect.engine.calibrate import calibrate_detector
 from ldmdetect.engine.demo_config import DemoConfig
 from ldmdetect.engine.demo_photos import PHOTO_COLUMNS, photo_rows, photo_sets, photo_subject
-from ldmdetect.engine.demo_recipes import (
-    RECIPES,
-    TRAIN_SEED_OFFSET,
-    DemoRun,
-    Recipe,
-    ae_train_config,
-    lare2_train_config,
-    training_prompts,
-    write_crops,
-)
+from ldmdetect.engine.demo_recipes import demo_recipes, demo_train_config, train_with_recipe
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.scan import scan, write_rows
@@ -40,20 +31,26 @@ from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import write_tiny_pipeline
 from ldmdetect.io.samples import write_sample_photos
+from ldmdetect.methods.demo_recipe import (
+    TRAIN_SEED_OFFSET,
+    DemoRecipe,
+    DemoRun,
+    training_prompts,
+    write_crops,
+)
 
-__all__ = [  # the demo's recipes and photo sets live beside it; these names stay here too
+__all__ = [  # the recipes live in the method packages, the photo sets beside; named here too
     "PHOTO_COLUMNS",
-    "RECIPES",
     "SEED_OFFSET",
     "SUMMARY_COLUMNS",
     "TRAIN_SEED_OFFSET",
     "UNSEEN_PROMPTS",
     "DemoConfig",
+    "DemoRecipe",
     "DemoResult",
     "DemoRun",
-    "Recipe",
-    "ae_train_config",
-    "lare2_train_config",
+    "demo_recipes",
+    "demo_train_config",
     "resolve_generator",
     "run_demo",
     "split_photos",
@@ -168,7 +165,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
                 crop_size=size,
                 crops_per_image=crops,
                 seed=seed,
-                scales=cfg.ae_scales if training else (1.0,),
+                scales=cfg.pair_scales if training else (1.0,),
                 align_jpeg=cfg.align_jpeg and training,
             ),
             device=cfg.device,
@@ -183,7 +180,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
     if photos is not None:
         log(
             f"      and {photos.train_count} native-resolution crops of other sources' photos "
-            f"(scales {', '.join(f'{s:g}' for s in cfg.ae_scales)}"
+            f"(scales {', '.join(f'{s:g}' for s in cfg.pair_scales)}"
             f"{', JPEG-aligned' if cfg.align_jpeg else ''})"
         )
         train_data.append(reconstruct("train-crops", cfg.input_size, 1, cfg.seed + 2))
@@ -211,28 +208,31 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
     evaluations: dict[str, Evaluation] = {}
     fakes = {"reconstructed (held-out)": [heldout / "reconstructed"], "generated": [generated]}
     run = DemoRun(out, cfg, pipeline, splits, train_data, progress, log)
-    unknown = [name for name in cfg.methods if name not in RECIPES]
+    known = demo_recipes() | dict(cfg.method_settings)
+    unknown = [name for name in cfg.methods if name not in known]
     if unknown:
-        raise ValueError(f"the demo has no recipe for {unknown} ({', '.join(RECIPES)})")
+        raise ValueError(f"the demo has no recipe for {unknown} ({', '.join(known)})")
     synris_rows: dict[str, dict[str, float]] = {}
     labels: dict[str, str] = {}
     photo_table: dict[str, dict[str, float]] = {}
     flagged: dict[str, dict[str, dict]] = {}
     for name in cfg.methods:
-        recipe = RECIPES[name]
-        labels[name] = recipe.label(cfg) if recipe.label else name
+        recipe = cfg.recipe(name)
+        labels[name] = recipe.label(name)
         detector_dirs[name] = out / "detectors" / name
-        recipe.train(run, detector_dirs[name])
+        train_with_recipe(cfg, run, name, detector_dirs[name])
         if photos is not None:
             reals = photos.calibration(recipe.costly)
             log(
                 f"      calibrate '{name}' on {len(reals.files)} crops of "
                 f"{len(set(reals.sources))} other sources' photos"
+                + (f", {recipe.calibration_tries}-try" if recipe.calibration_tries > 1 else "")
             )
             calibrate_detector(
                 detector_dirs[name],
                 [reals.root],
                 detector_dirs[name],
+                tries=recipe.calibration_tries,
                 device=cfg.device,
                 num_workers=cfg.num_workers,
             )

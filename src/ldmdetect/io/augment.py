@@ -29,7 +29,7 @@ class AugmentConfig:
     # mini LDM's generations (0.987 vs. 0.953, seed 0). On the shipped mini LDM the lighter
     # setting separated clean generations better on average over 5 seeds the benchmark does
     # not report (TPR@1%FPR mean 0.96 vs. 0.93), so the demo's ae trains with that
-    # (DemoConfig.augment; the benchmark ablates this default).
+    # (AEDemo.augment; the benchmark ablates this default).
     jpeg_prob: float = 0.5
     jpeg_quality: tuple[int, int] = (50, 100)
     jpeg_grid_shift: float = 1.0

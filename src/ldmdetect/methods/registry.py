@@ -20,10 +20,11 @@ config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate
 
 A method is a package, ``ldmdetect/methods/<name>/`` or any distribution's that names it under
 the entry-point group ``ldmdetect.methods``: the method, its feature step, its settings, its
-tiny settings for the contract test (:attr:`Method.tiny_settings`) and its cost spec
-(:meth:`Method.cost_specs`, for ``benchmarks/feature_cost.py``). The registry finds them, so
-adding a method touches no other file. Two optional hooks: :meth:`Method.explain` (what a
-person can look at beside the score: an evidence map, and whatever else the method knows, e.g.
+tiny settings for the contract test (:attr:`Method.tiny_settings`), its cost spec
+(:meth:`Method.cost_specs`, for ``benchmarks/feature_cost.py``) and its demo recipe
+(:meth:`Method.demo_recipe`, for ``ldmdetect demo``). The registry finds them, so adding a
+method touches no other file. Two optional hooks: :meth:`Method.explain` (what a person can
+look at beside the score: an evidence map, and whatever else the method knows, e.g.
 AEROBLADE's closest autoencoder) and :meth:`Method.fit_features` (closed-form fitting on cached
 features, e.g. a logistic-regression probe). Training data is either aligned pairs (a real
 image and its reconstruction, augmented identically by replaying one random stream) or
@@ -37,7 +38,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
 from ldmdetect.methods.settings import MethodSettings
+
+if TYPE_CHECKING:
+    from ldmdetect.methods.demo_recipe import DemoRecipe
 
 # One image's model input: tensors with a leading views dimension (T, ...) for per-view data
 # (crops), or per-image tensors (a resized whole image); plus the "prompt" string and, where
@@ -211,6 +215,13 @@ class Method(ABC):
         ``benchmarks/feature_cost.py`` measures. None by default: the benchmark then stops,
         naming the method."""
         return ()
+
+    def demo_recipe(self) -> DemoRecipe | None:
+        """How ``ldmdetect demo`` trains this method, with the demo's default settings
+        (:class:`ldmdetect.methods.demo_recipe.DemoRecipe`, from the package's ``demo``
+        module). None by default: the method is left out of the demo, which says so when
+        asked for it."""
+        return None
 
     def defaults(self) -> dict[str, Any]:
         """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...);

@@ -1,7 +1,7 @@
 """AE-reconstruction detector ("Detecting AutoEncoder is Enough", arXiv 2411.06441).
 
 The method package: ``method`` (the method, its transform and feature step), ``settings``
-(its tiny settings) and ``cost`` (its per-image cost spec).
+(its tiny settings), ``cost`` (its per-image cost spec) and ``demo`` (its demo recipe).
 """
 
 from ldmdetect.methods.ae.method import (

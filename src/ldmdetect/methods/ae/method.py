@@ -67,6 +67,11 @@ class AEReconstruction(Method):
 
         return cost_specs()
 
+    def demo_recipe(self):
+        from ldmdetect.methods.ae.demo import AEDemo
+
+        return AEDemo()
+
     def defaults(self) -> dict[str, Any]:
         return {"backbone": "tf_efficientnetv2_b0", "input_size": 256, **super().defaults()}
 

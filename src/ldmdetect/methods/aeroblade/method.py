@@ -136,6 +136,11 @@ class Aeroblade(Method):
 
         return cost_specs()
 
+    def demo_recipe(self):
+        from ldmdetect.methods.aeroblade.demo import AerobladeDemo
+
+        return AerobladeDemo()
+
     Settings = AerobladeSettings
 
     def defaults(self) -> dict[str, Any]:

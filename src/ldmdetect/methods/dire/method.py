@@ -109,6 +109,11 @@ class Dire(Method):
 
         return cost_specs()
 
+    def demo_recipe(self):
+        from ldmdetect.methods.dire.demo import DireDemo
+
+        return DireDemo()
+
     Settings = DireSettings
 
     def defaults(self) -> dict[str, Any]:

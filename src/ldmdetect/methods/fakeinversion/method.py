@@ -113,6 +113,11 @@ class FakeInversion(Method):
 
         return cost_specs()
 
+    def demo_recipe(self):
+        from ldmdetect.methods.fakeinversion.demo import FakeInversionDemo
+
+        return FakeInversionDemo()
+
     Settings = FakeInversionSettings
 
     def defaults(self) -> dict[str, Any]:

@@ -156,6 +156,11 @@ class LaRE2(Method):
 
         return cost_specs()
 
+    def demo_recipe(self):
+        from ldmdetect.methods.lare2.demo import LaRE2Demo
+
+        return LaRE2Demo()
+
     Settings = Lare2Settings
 
     def defaults(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A linear probe on a frozen vision foundation model (the UnivFD-style baseline).
 
 The method package: ``method`` (the method, its transform and feature step), ``settings``
-(its tiny settings) and ``cost`` (its per-image cost spec).
+(its tiny settings), ``cost`` (its per-image cost spec) and ``demo`` (its demo recipe).
 """
 
 from ldmdetect.methods.vfm_probe.method import (

@@ -147,6 +147,11 @@ class VFMProbe(Method):
 
         return cost_specs()
 
+    def demo_recipe(self):
+        from ldmdetect.methods.vfm_probe.demo import VFMProbeDemo
+
+        return VFMProbeDemo()
+
     Settings = VFMProbeSettings
 
     def defaults(self) -> dict[str, Any]:

