@@ -30,6 +30,7 @@ from ldmdetect.engine.scan import scan, write_rows
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import write_tiny_pipeline
+from ldmdetect.io.datasets import find_images
 from ldmdetect.io.samples import write_sample_photos
 from ldmdetect.methods.demo_recipe import (
     TRAIN_SEED_OFFSET,
@@ -261,7 +262,11 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
         )
         if photos is not None:
             rows, flagged[name] = photo_rows(
-                labels[name], detector, photos.test(recipe.costly), evaluations[name], cfg
+                labels[name],
+                detector,
+                photos.test(recipe.costly),
+                find_images([generated]),
+                cfg,
             )
             photo_table |= rows
         if cfg.synris:
