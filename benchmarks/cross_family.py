@@ -82,7 +82,13 @@ from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import load_image, pil_to_uint8
 
 METHODS = ("ae", "lare2", "fakeinversion", "aeroblade", "dire", "vfm-probe")
-REFERENCES = ("inversion_error", "lare_mean", "aeroblade_distance")
+REFERENCE_SCORES = {
+    "inversion_error": "minus the mean absolute pixel error (pixels in [0, 1]) between the "
+    "image and its re-generation after inversion through the training family's generator",
+    "lare_mean": "minus the mean of the image's LaRE map through the training family's generator",
+    "aeroblade_distance": "the aeroblade method's score: minus the LPIPS distance to the "
+    "training family's autoencoder reconstruction",
+}
 # The training-free score each learned method is built on.
 BUILT_ON = {
     "ae": "aeroblade_distance",  # both read the autoencoder's reconstruction of the image
@@ -343,26 +349,86 @@ def paired_auc_difference(
     }
 
 
-def _label(name: str, train: str, test: str) -> str:
-    return f"{name} / trained with {train} / tested on {test}"
+class Table:
+    """Rows keyed by (name, train family, test family, seed), where the name is a method or a
+    reference (``kind``); aggregated over seeds with ``mini_ldm_detection.aggregate``."""
 
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.rows: list[dict[str, Any]] = []
+        self._per_seed: dict[int, dict[str, dict[str, Any]]] = {}
+        self._keys: dict[str, dict[str, str]] = {}
 
-def _aggregated(
-    per_seed: dict[int, dict[str, dict[str, Any]]], keys: dict[str, dict[str, str]]
-) -> list[dict[str, Any]]:
-    """Rows over seeds (``mini_ldm_detection.aggregate``: mean, sample std and per-seed values
-    of each metric, each seed's intervals), with the row's key fields."""
-    tables = {
-        seed: {
-            "table": rows,
-            "intervals": {label: row["ci95"] for label, row in rows.items()},
+    def add(self, name: str, train: str, test: str, seed: int, row: dict[str, Any]) -> None:
+        key = {self.kind: name, "train_family": train, "test_family": test}
+        key["relation"] = "same family" if test == train else "cross family"
+        label = f"{name} / trained with {train} / tested on {test}"
+        self._keys[label] = key
+        self._per_seed.setdefault(seed, {})[label] = row
+        self.rows.append(key | {"seed": seed} | row)
+
+    def aggregated(self) -> list[dict[str, Any]]:
+        """Mean, sample std and per-seed values of each metric, and each seed's intervals."""
+        if not self._per_seed:
+            return []
+        tables = {
+            seed: {"table": rows, "intervals": {k: row["ci95"] for k, row in rows.items()}}
+            for seed, rows in self._per_seed.items()
         }
-        for seed, rows in per_seed.items()
-    }
-    return [keys[label] | row for label, row in aggregate(tables).items()]
+        return [self._keys[label] | row for label, row in aggregate(tables).items()]
 
 
-# --------------------------------------------------------------------------------------- main
+def score_direction(
+    train: FamilyRun,
+    test_sets: Mapping[str, Path],
+    seed: int,
+    budget: Budget,
+    cfg: DemoConfig,
+    tables: Mapping[str, Table],
+    log: Callable[[str], None],
+) -> None:
+    """Every method trained with ``train``'s generator, and the training-free scores through
+    it, on ``train``'s held-out reals vs. each family's images; then each learned method
+    against the reference it is built on, on the same images."""
+    log(f"[seed {seed}] score every method trained with {train.label} on both families")
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for method in budget.methods:
+        evaluation = evaluate(
+            Detector.from_pretrained(train.detectors[method], device=cfg.device),
+            [train.reals],
+            {name: [folder] for name, folder in test_sets.items()},
+            tries=(1,),
+            n_boot=budget.n_boot,
+            num_workers=cfg.num_workers,
+            settings={"detector": str(train.detectors[method])},
+        )
+        if not evaluation.result["errors"]:  # else the scores would not pair with the files
+            scores[method] = {"real": evaluation.scores["real"]}
+            scores[method] |= evaluation.scores["generators"]
+        for test, row in detector_rows(evaluation).items():
+            tables["learned"].add(method, train.label, test, seed, row)
+            if method == "aeroblade":  # training-free already
+                tables["training_free"].add("aeroblade_distance", train.label, test, seed, row)
+    if "aeroblade" in scores:
+        scores["aeroblade_distance"] = scores["aeroblade"]
+
+    log(f"[seed {seed}] training-free scores through {train.label}'s generator")
+    for name, ref in reference_scores(train, test_sets, cfg, budget.reference).items():
+        seconds = ref.pop("seconds_per_image")
+        scores[name] = ref
+        fakes = {test: ref[test] for test in test_sets}
+        rows = score_rows(ref["real"], fakes, n_boot=budget.n_boot, seconds_per_image=seconds)
+        for test, row in rows.items():
+            tables["training_free"].add(name, train.label, test, seed, row)
+
+    for method, reference in BUILT_ON.items():
+        if method in scores and reference in scores:
+            for test in test_sets:
+                paired = paired_auc_difference(
+                    scores[method], scores[reference], test, n_boot=budget.n_boot, seed=seed
+                )
+                row = {"reference": reference, **paired}
+                tables["comparison"].add(method, train.label, test, seed, row)
 
 
 def run(
@@ -379,13 +445,12 @@ def run(
     generators = dict(zip(labels, (generator_a, generator_b), strict=True))
     for name in generators.values():  # a generator that cannot load fails now, not in an hour
         pipeline_family(resolve_generator(name, work / "check", 0)[0])
-    rows: list[dict[str, Any]] = []
-    free_rows: list[dict[str, Any]] = []
-    comparisons: list[dict[str, Any]] = []
-    per_seed: dict[int, dict[str, dict[str, Any]]] = {}
-    free_per_seed: dict[int, dict[str, dict[str, Any]]] = {}
-    keys: dict[str, dict[str, str]] = {}
-    families: dict[str, dict[str, str]] = {}
+    tables = {
+        "learned": Table("method"),
+        "training_free": Table("reference"),
+        "comparison": Table("method"),
+    }
+    families: dict[str, dict[str, Any]] = {}
     for seed in budget.seeds:
         cfg = replace(budget.demo, seed=seed, methods=budget.methods)
         runs = {}
@@ -397,115 +462,45 @@ def run(
                 cfg,
                 lambda message, seed=seed, label=label: log(f"[seed {seed}, {label}] {message}"),
             )
-            families.setdefault(
+            family = families.setdefault(
                 label, {"generator": generators[label], "family": runs[label].family, "runs": {}}
             )
-            families[label]["runs"][str(seed)] = {
+            family["runs"][str(seed)] = {
                 "reals": str(runs[label].reals),
                 "generated": str(runs[label].generated),
                 "seconds": runs[label].seconds,
             }
         test_sets = {label: r.generated for label, r in runs.items()}
-        per_seed[seed], free_per_seed[seed] = {}, {}
-        for train in labels:
-            log(f"[seed {seed}] score every method trained with {train} on both families")
-            scores: dict[str, dict[str, np.ndarray]] = {}
-            for method in budget.methods:
-                detector = Detector.from_pretrained(
-                    runs[train].detectors[method], device=cfg.device
-                )
-                evaluation = evaluate(
-                    detector,
-                    [runs[train].reals],
-                    {name: [folder] for name, folder in test_sets.items()},
-                    tries=(1,),
-                    n_boot=budget.n_boot,
-                    num_workers=cfg.num_workers,
-                    settings={"detector": str(runs[train].detectors[method])},
-                )
-                if not evaluation.result["errors"]:  # else scores would not pair with files
-                    scores[method] = {"real": evaluation.scores["real"]}
-                    scores[method] |= evaluation.scores["generators"]
-                for test, row in detector_rows(evaluation).items():
-                    key = {"method": method, "train_family": train, "test_family": test}
-                    key["relation"] = "same family" if test == train else "cross family"
-                    keys[_label(method, train, test)] = key
-                    per_seed[seed][_label(method, train, test)] = row
-                    rows.append(key | {"seed": seed} | row)
-                    if method == "aeroblade":  # training-free already
-                        ref_key = key | {"reference": "aeroblade_distance"}
-                        ref_key.pop("method")
-                        label = _label("aeroblade_distance", train, test)
-                        keys[label] = ref_key
-                        free_per_seed[seed][label] = row
-                        free_rows.append(ref_key | {"seed": seed} | row)
-            if "aeroblade" in scores:
-                scores["aeroblade_distance"] = scores["aeroblade"]
-            log(f"[seed {seed}] training-free scores through {train}'s generator")
-            references = reference_scores(runs[train], test_sets, cfg, budget.reference)
-            for name, ref in references.items():
-                scores[name] = {k: v for k, v in ref.items() if k != "seconds_per_image"}
-                fakes = {test: ref[test] for test in test_sets}
-                ref_rows = score_rows(
-                    ref["real"],
-                    fakes,
-                    n_boot=budget.n_boot,
-                    seconds_per_image=ref["seconds_per_image"],
-                )
-                for test, row in ref_rows.items():
-                    key = {"reference": name, "train_family": train, "test_family": test}
-                    key["relation"] = "same family" if test == train else "cross family"
-                    keys[_label(name, train, test)] = key
-                    free_per_seed[seed][_label(name, train, test)] = row
-                    free_rows.append(key | {"seed": seed} | row)
-            for method, reference in BUILT_ON.items():
-                if method not in scores or reference not in scores:
-                    continue
-                for test in test_sets:
-                    paired = paired_auc_difference(
-                        scores[method], scores[reference], test, n_boot=budget.n_boot, seed=seed
-                    )
-                    comparisons.append(
-                        {
-                            "method": method,
-                            "reference": reference,
-                            "train_family": train,
-                            "test_family": test,
-                            "relation": "same family" if test == train else "cross family",
-                            "seed": seed,
-                        }
-                        | paired
-                    )
+        for train in runs.values():
+            score_direction(train, test_sets, seed, budget, cfg, tables, log)
         log(f"seed {seed} done after {time.perf_counter() - start:.0f} s")
+    compared = {(r["method"], r["reference"]) for r in tables["comparison"].rows}
     return {
         "benchmark": "cross_family",
         "cross_family": {
             "families": families,
             "seeds": list(budget.seeds),
             "methods": list(budget.methods),
-            "rows": rows,
-            "aggregated": _aggregated(per_seed, keys),
+            "rows": tables["learned"].rows,
+            "aggregated": tables["learned"].aggregated(),
             "training_free": {
-                "scores": {
-                    "inversion_error": "minus the mean absolute pixel error (pixels in [0, 1]) "
-                    "between the image and its re-generation after inversion through the "
-                    "training family's generator",
-                    "lare_mean": "minus the mean of the image's LaRE map through the training "
-                    "family's generator",
-                    "aeroblade_distance": "the aeroblade method's score (minus the LPIPS "
-                    "distance to the training family's autoencoder reconstruction)",
-                },
-                "rows": free_rows,
-                "aggregated": _aggregated(free_per_seed, keys),
+                "scores": REFERENCE_SCORES,
+                "rows": tables["training_free"].rows,
+                "aggregated": tables["training_free"].aggregated(),
             },
             "comparison": {
-                "built_on": {m: r for m, r in BUILT_ON.items() if m in budget.methods},
-                "rows": comparisons,
-                "aggregated": _aggregate_comparisons(comparisons),
+                "built_on": dict(sorted(compared)),
+                "rows": tables["comparison"].rows,
+                "aggregated": _aggregate_comparisons(tables["comparison"].rows),
             },
         },
         "seconds_total": round(time.perf_counter() - start, 1),
-        "config": asdict(replace(budget.demo, methods=budget.methods)),
+        # The demo's settings for both families (each run sets its own generator).
+        "config": {
+            k: v
+            for k, v in asdict(replace(budget.demo, methods=budget.methods)).items()
+            if k != "generator"
+        },
         "reference": asdict(budget.reference),
         "n_boot": budget.n_boot,
         "torch_threads": budget.demo.threads or torch.get_num_threads(),
