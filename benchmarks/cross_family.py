@@ -443,8 +443,11 @@ def run(
     log = log or (lambda message: print(message, file=sys.stderr))
     labels = family_labels(generator_a, generator_b)
     generators = dict(zip(labels, (generator_a, generator_b), strict=True))
-    for name in generators.values():  # a generator that cannot load fails now, not in an hour
-        pipeline_family(resolve_generator(name, work / "check", 0)[0])
+    for tag, name in zip("AB", generators.values(), strict=True):
+        try:  # a generator that cannot load fails now, not an hour into the run
+            pipeline_family(resolve_generator(name, work / "check", 0)[0])
+        except Exception as err:
+            raise ValueError(f"generator {tag} ({name!r}) cannot be loaded: {err}") from err
     tables = {
         "learned": Table("method"),
         "training_free": Table("reference"),

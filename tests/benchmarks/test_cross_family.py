@@ -75,6 +75,15 @@ def test_options_pick_the_budget_and_the_json_is_written(
         bench.main(["--methods", "aeroblad"])
 
 
+def test_a_generator_that_cannot_load_fails_before_any_training(
+    bench, tiny_pipeline_dir: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-pipeline"
+    with pytest.raises(ValueError, match=r"generator B .*no-such-pipeline.* cannot be loaded"):
+        bench.run(tmp_path / "work", bench.BUDGETS["quick"], str(tiny_pipeline_dir), str(missing))
+    assert not (tmp_path / "work" / "seed-0").exists()
+
+
 @pytest.fixture(scope="module")
 def result(bench, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path_factory) -> dict:
     quick = bench.BUDGETS["quick"]
