@@ -1,19 +1,22 @@
 """Cross-family benchmark: does a detector trained with one generator family catch another's?
 
-The seed papers claim that detectors built on one LDM's traces carry over to other generators.
-This measures that claim in miniature with two generators of different families: A (default
-``mini``, the shipped SD-format mini LDM) and B (default ``mini-flow``, an SD3-format
-flow-matching pipeline; any pipeline directory works for either). For every method, seed and
-direction (A -> B and B -> A):
+Detection papers report that detectors built on one LDM's traces carry over to other
+generators. This measures that claim in miniature with two generators of different
+families: A (default ``mini``, the shipped SD-format mini LDM) and B (default ``mini-flow``,
+an SD3-format flow-matching pipeline; any pipeline directory works for either). For every
+method, seed and direction (A -> B and B -> A):
 
-1. the demo trains the method with the training generator X (``engine.demo.run_demo``: real
-   photos vs. X's reconstructions or generations, X's features);
+1. the demo trains the method with the training generator X (``engine.demo.run_demo``, one
+   run per family and seed for all methods: real photos vs. X's reconstructions or
+   generations, X's features);
 2. both generators make images from the demo's unseen prompts and seeds (``UNSEEN_PROMPTS``,
    ``SEED_OFFSET``: the same prompt and seed for A's and B's image i);
 3. the detector is scored (``engine.evaluate``, 1 try) on the held-out reals of X's demo run
    against X's images (the same-family row) and against the other family's (the cross-family
    row): AUC, AP and TPR at 1% FPR, each with 95% bootstrap intervals (reals and fakes
-   resampled separately; both rows share the reals' resamples).
+   resampled separately; both rows share the reals' resamples). The reals are photos of the
+   subjects X's demo run held out (the generator's own held-out subjects where it names
+   them), so the two directions score different reals.
 
 Training-free references, on the very same images, through the training generator X:
 
@@ -37,6 +40,13 @@ the training-free score it is built on, on the unseen family" with a sign and an
     python benchmarks/cross_family.py [--generator-a mini] [--generator-b mini-flow]
         [--methods ae lare2 ...] [--seeds 0 1 2] [--quick] [--device cpu]
         [--work runs/cross_family] [--output benchmarks/results/cross_family-cpu.json]
+
+The JSON (printed; ``--output`` writes it too) has, under ``cross_family``: ``families``
+(each generator's family and, per seed, its reals, images and stage times), ``rows`` (one
+per method, training family, test family and seed: metrics, ``n_real``, ``n_fake``,
+``ci95``), ``aggregated`` (over seeds: mean, sample std and per-seed values of each metric,
+and each seed's intervals), ``training_free`` (``rows`` and ``aggregated`` per reference the
+same way) and ``comparison`` (per seed and aggregated).
 
 The default budget is the demo's settings (SynRIS rows off, 64 crops per held-out photo so
 that TPR at 1% FPR is resolved) for three seeds and six methods: hours on a CPU. ``--quick``
