@@ -1,0 +1,195 @@
+"""benchmarks/cross_family.py: the paired AUC difference and the score rows behave as stated,
+the options reach the budget, and the protocol runs end to end (both directions, same- and
+cross-family rows, the training-free references, the comparison) on a tiny SD pipeline (A)
+and a tiny SD3 one (B), at ``--quick``'s settings shrunk further (the tiny models need no
+more)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+GENERATED = 6  # images per family
+
+
+@pytest.fixture(scope="module")
+def bench(import_script) -> Iterator[ModuleType]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))  # it reads mini_ldm_detection.py beside it
+        yield import_script(BENCHMARKS / "cross_family.py", "cross_family_benchmark")
+
+
+def test_paired_difference_is_zero_for_one_score_and_signed_for_two(bench) -> None:
+    rng = np.random.default_rng(0)
+    noise = {"real": rng.normal(size=30), "B": rng.normal(size=20)}
+    perfect = {"real": np.zeros(30), "B": np.ones(20)}
+    same = bench.paired_auc_difference(noise, noise, "B", n_boot=50)
+    assert same == {"auc_difference": 0.0, "ci95": [0.0, 0.0]}
+    better = bench.paired_auc_difference(perfect, noise, "B", n_boot=200)
+    assert better["auc_difference"] > 0.2
+    low, high = better["ci95"]
+    assert 0 < low <= better["auc_difference"] <= high <= 1
+    with pytest.raises(ValueError, match="different images"):
+        bench.paired_auc_difference(perfect, {"real": np.zeros(3), "B": np.ones(20)}, "B", n_boot=5)
+
+
+def test_score_rows_have_metrics_counts_and_intervals_per_test_set(bench) -> None:
+    real = np.linspace(0, 1, 40)
+    rows = bench.score_rows(real, {"A": real + 2, "B": real}, n_boot=100, seconds_per_image=0.5)
+    assert rows["A"]["auc"] == 1.0 and rows["A"]["ci95"]["auc"] == [1.0, 1.0]
+    assert rows["B"]["auc"] == pytest.approx(0.5, abs=0.01)
+    assert rows["B"]["n_real"] == rows["B"]["n_fake"] == 40
+    assert rows["B"]["ci95"]["auc"][0] < 0.5 < rows["B"]["ci95"]["auc"][1]
+
+
+def test_options_pick_the_budget_and_the_json_is_written(
+    bench, monkeypatch, tmp_path: Path
+) -> None:
+    seen = {}
+
+    def fake_run(work, budget, generator_a, generator_b):
+        seen.update(budget=budget, generators=(generator_a, generator_b))
+        return {"cross_family": {}}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    output = tmp_path / "results" / "cross.json"
+    args = ["--quick", "--methods", "ae", "dire", "--device", "cuda", "--output", str(output)]
+    assert bench.main(args) == json.loads(output.read_text()) == {"cross_family": {}}
+    quick = bench.BUDGETS["quick"]
+    assert seen["budget"] == replace(
+        quick, methods=("ae", "dire"), demo=replace(quick.demo, device="cuda")
+    )
+    assert seen["generators"] == ("mini", "mini-flow")
+    bench.main(["--seeds", "4", "5", "--generator-b", "other"])
+    assert seen["budget"].seeds == (4, 5) and seen["budget"].methods == bench.METHODS
+    assert seen["generators"] == ("mini", "other")
+    with pytest.raises(ValueError, match="aeroblad"):  # before any training
+        bench.main(["--methods", "aeroblad"])
+
+
+def test_a_generator_that_cannot_load_fails_before_any_training(
+    bench, tiny_pipeline_dir: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-pipeline"
+    with pytest.raises(ValueError, match=r"generator B .*no-such-pipeline.* cannot be loaded"):
+        bench.run(tmp_path / "work", bench.BUDGETS["quick"], str(tiny_pipeline_dir), str(missing))
+    assert not (tmp_path / "work" / "seed-0").exists()
+
+
+@pytest.fixture(scope="module")
+def result(bench, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path_factory) -> dict:
+    quick = bench.BUDGETS["quick"]
+    budget = replace(
+        quick,
+        methods=("ae", "aeroblade"),
+        n_boot=50,
+        demo=replace(
+            quick.demo,
+            eval_size=64,
+            train_crops_per_image=4,
+            eval_crops_per_image=4,
+            generated_images=GENERATED,
+            generation_steps=2,
+            epochs=1,
+        ),
+    )
+    work = tmp_path_factory.mktemp("cross-family")
+    a, b = tiny_pipeline_dir, tiny_family_dir("sd3")
+    return bench.run(work, budget, str(a), str(b), log=lambda _: None) | {
+        "labels": (a.name, b.name)
+    }
+
+
+def _in_range(row: dict) -> None:
+    for metric in ("auc", "ap", "tpr@fpr=0.01"):
+        assert 0.0 <= row[metric] <= 1.0, row
+    for low, high in row["ci95"].values():
+        assert 0.0 <= low <= high <= 1.0, row
+
+
+def _key(row: dict, name: str = "method") -> tuple[str, str, str]:
+    return row[name], row["train_family"], row["test_family"]
+
+
+def test_every_method_direction_and_test_family_has_a_row(result) -> None:
+    cross = result["cross_family"]
+    label_a, label_b = result["labels"]
+    assert {k: v["family"] for k, v in cross["families"].items()} == {label_a: "sd", label_b: "sd3"}
+    runs = {k: v["runs"]["0"] for k, v in cross["families"].items()}
+    rows = {_key(r): r for r in cross["rows"]}
+    expected = {(m, t, u) for m in ("ae", "aeroblade") for t in runs for u in runs}
+    assert set(rows) == expected and len(cross["rows"]) == len(expected)
+    for (_, train, test), row in rows.items():
+        _in_range(row)
+        assert row["relation"] == ("same family" if train == test else "cross family")
+        assert row["n_real"] == len(list(Path(runs[train]["reals"]).glob("*.png"))) > 0
+        assert row["n_fake"] == GENERATED
+    for row in cross["aggregated"]:
+        assert row["auc"]["per_seed"] == [rows[_key(row)]["auc"]]
+        assert row["auc"]["std"] is None  # one seed
+        assert row["ci95_per_seed"] == [rows[_key(row)]["ci95"]]
+    assert {_key(r) for r in cross["aggregated"]} == expected
+
+
+def test_cross_rows_scored_the_other_generators_images(result) -> None:
+    """Same prompts and seeds for both families, other pixels: B's own images, not A's."""
+    runs = {k: v["runs"]["0"] for k, v in result["cross_family"]["families"].items()}
+    label_a, label_b = result["labels"]
+    files_a, files_b = (
+        sorted(Path(runs[k]["generated"]).glob("*.png")) for k in (label_a, label_b)
+    )
+    assert [p.name for p in files_a] == [p.name for p in files_b] and len(files_b) == GENERATED
+    for path_a, path_b in zip(files_a, files_b, strict=True):
+        with Image.open(path_a) as image_a, Image.open(path_b) as image_b:
+            assert not np.array_equal(np.asarray(image_a), np.asarray(image_b))
+
+
+def test_training_free_references_score_the_same_images(result) -> None:
+    cross = result["cross_family"]
+    rows = {_key(r): r for r in cross["rows"]}
+    free = cross["training_free"]
+    refs = {_key(r, "reference"): r for r in free["rows"]}
+    assert (
+        {k[0] for k in refs}
+        == set(free["scores"])
+        == {
+            "inversion_error",
+            "lare_mean",
+            "aeroblade_distance",
+        }
+    )
+    assert len(refs) == len(free["rows"]) == 3 * 2 * 2
+    for (ref, train, test), row in refs.items():
+        _in_range(row)
+        assert (row["n_real"], row["n_fake"]) == (
+            rows["ae", train, test]["n_real"],
+            rows["ae", train, test]["n_fake"],
+        )
+        if ref == "aeroblade_distance":
+            assert row["auc"] == rows["aeroblade", train, test]["auc"]
+    assert {_key(r, "reference") for r in free["aggregated"]} == set(refs)
+
+
+def test_comparison_is_the_learned_auc_minus_its_reference(result) -> None:
+    cross = result["cross_family"]
+    rows = {_key(r): r for r in cross["rows"]}
+    refs = {_key(r, "reference"): r for r in cross["training_free"]["rows"]}
+    comparison = cross["comparison"]
+    assert comparison["built_on"] == {"ae": "aeroblade_distance"}
+    assert len(comparison["rows"]) == 2 * 2
+    for row in comparison["rows"]:
+        _, train, test = _key(row)
+        learned = rows["ae", train, test]["auc"]
+        reference = refs["aeroblade_distance", train, test]["auc"]
+        assert row["auc_difference"] == pytest.approx(learned - reference, abs=2e-4)
+        low, high = row["ci95"]
+        assert -1.0 <= low <= high <= 1.0
+    assert len(comparison["aggregated"]) == 4
