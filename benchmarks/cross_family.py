@@ -80,6 +80,7 @@ from ldmdetect.engine.demo import (
     resolve_generator,
     run_demo,
 )
+from ldmdetect.engine.demo_config import default_method_settings
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.metrics import compute_metrics, generator_intervals, roc_auc
 from ldmdetect.features.inversion import InversionConfig, invert_and_regenerate, resize_uint8
@@ -90,6 +91,7 @@ from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import load_image, pil_to_uint8
+from ldmdetect.methods.demo_recipe import DemoRecipe
 
 METHODS = ("ae", "lare2", "fakeinversion", "aeroblade", "dire", "vfm-probe")
 REFERENCE_SCORES = {
@@ -134,6 +136,13 @@ class Budget:
     n_boot: int = 1000
 
 
+def _fewer_epochs(method: str, epochs: int) -> dict[str, DemoRecipe]:
+    """Every method's demo recipe with its defaults, but ``method`` trained ``epochs``."""
+    recipes = dict(default_method_settings())
+    recipes[method] = replace(recipes[method], epochs=epochs)
+    return recipes
+
+
 BUDGETS: dict[str, Budget] = {
     "full": Budget(),
     # Minutes per method on a CPU, to check the whole chain; the numbers mean little. The
@@ -148,7 +157,7 @@ BUDGETS: dict[str, Budget] = {
             eval_crops_per_image=8,
             generated_images=8,
             generation_steps=10,
-            epochs=3,
+            method_settings=_fewer_epochs("ae", 3),
         ),
         n_boot=200,
     ),

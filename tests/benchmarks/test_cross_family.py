@@ -98,7 +98,7 @@ def result(bench, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path_factory) ->
             eval_crops_per_image=4,
             generated_images=GENERATED,
             generation_steps=2,
-            epochs=1,
+            method_settings=bench._fewer_epochs("ae", 1),
         ),
     )
     work = tmp_path_factory.mktemp("cross-family")
