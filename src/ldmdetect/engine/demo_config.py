@@ -10,13 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ldmdetect import methods
 from ldmdetect.methods.demo_recipe import DemoRecipe
+
+
+def demo_recipes() -> dict[str, DemoRecipe]:
+    """Every registered method's demo recipe, with its default settings, by method name."""
+    recipes = {name: methods.get(name).demo_recipe() for name in methods.list_methods()}
+    return {name: recipe for name, recipe in recipes.items() if recipe is not None}
 
 
 def default_method_settings() -> dict[str, DemoRecipe]:
     """Every registered method's demo recipe with its own defaults."""
-    from ldmdetect.engine.demo_recipes import demo_recipes
-
     return demo_recipes()
 
 
@@ -82,8 +87,6 @@ class DemoConfig:
         """Method ``name``'s demo recipe: ``method_settings``' or else the recipe's defaults."""
         if name in self.method_settings:
             return self.method_settings[name]
-        from ldmdetect.engine.demo_recipes import demo_recipes
-
         recipes = demo_recipes()
         if name not in recipes:
             raise ValueError(f"the demo has no recipe for {name!r} ({', '.join(recipes)})")

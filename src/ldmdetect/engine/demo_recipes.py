@@ -7,20 +7,13 @@ A method joins the demo by shipping a recipe in its own package; nothing here na
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ldmdetect import methods
+from ldmdetect.engine.demo_config import DemoConfig, demo_recipes
 from ldmdetect.engine.train import TrainConfig, train_detector
-from ldmdetect.methods.demo_recipe import DEMO_VAL_FRACTION, DemoRecipe, DemoRun
+from ldmdetect.methods.demo_recipe import DEMO_VAL_FRACTION, DemoRun
 
-if TYPE_CHECKING:
-    from ldmdetect.engine.demo_config import DemoConfig
-
-
-def demo_recipes() -> dict[str, DemoRecipe]:
-    """Every registered method's demo recipe, with its default settings, by method name."""
-    recipes = {name: methods.get(name).demo_recipe() for name in methods.list_methods()}
-    return {name: recipe for name, recipe in recipes.items() if recipe is not None}
+__all__ = ["demo_recipes", "demo_train_config", "train_with_recipe"]
 
 
 def _train_config(cfg: DemoConfig, method: str, **fields: Any) -> TrainConfig:
