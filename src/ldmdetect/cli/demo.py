@@ -18,6 +18,7 @@ commands = typer.Typer()
         ConfigDefaults(
             "ldmdetect.engine.demo:DemoConfig",
             "generator",
+            "other_generator",
             "seed",
             "device",
             methods=("methods", ",".join),
@@ -32,8 +33,16 @@ def demo(
     generator: Annotated[
         str | None,
         typer.Option(
-            help="mini (the shipped trained LDM), tiny (random; smoke test), or an SD-format "
-            "pipeline directory or hub id."
+            help="mini (the shipped trained LDM), mini-flow (the shipped SD3-format flow "
+            "model), tiny (random; smoke test), or a pipeline directory or hub id."
+        ),
+    ] = None,
+    other_generator: Annotated[
+        str | None,
+        typer.Option(
+            help="A generator of another family that no detector trains on; its images get "
+            "their own rows. auto: mini-flow for mini and mini for mini-flow, none otherwise; "
+            "none: no such rows."
         ),
     ] = None,
     seed: int | None = None,
@@ -61,7 +70,10 @@ def demo(
     chosen = (
         tuple(demo_recipes()) if methods == "all" else tuple(m.strip() for m in methods.split(","))
     )
-    config = DemoConfig(generator=generator, seed=seed, methods=chosen, device=device)
+    other = None if other_generator == "none" else other_generator
+    config = DemoConfig(
+        generator=generator, other_generator=other, seed=seed, methods=chosen, device=device
+    )
     result = run_demo(output, config, progress=True)
     typer.echo("\nheld-out real photos vs. each test set:")
     typer.echo(markdown_table(result.table, SUMMARY_COLUMNS, label="method / test set / inference"))

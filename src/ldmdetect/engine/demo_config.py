@@ -25,9 +25,18 @@ def default_method_settings() -> dict[str, DemoRecipe]:
     return demo_recipes()
 
 
+#: The shipped generators, each paired with the one of the other family.
+SHIPPED_PAIRS = {"mini": "mini-flow", "mini-flow": "mini"}
+
+
 @dataclass
 class DemoConfig:
     generator: str = "mini"  # "mini" (shipped), "tiny" (random, smoke test) or a pipeline path/id
+    # A generator of another family that no detector trains on, whose images (same prompts and
+    # seeds) get their own rows: does what a method learned transfer? "auto": the other
+    # shipped generator when ``generator`` is one of them ("mini" <-> "mini-flow"), else none;
+    # None: no such rows; or a --generator value.
+    other_generator: str | None = "auto"
     # The aligned pairs (real crops and their reconstructions through the generator's
     # autoencoder) ae trains on: crop side and crops per training photo.
     input_size: int = 64
@@ -82,6 +91,13 @@ class DemoConfig:
     # processes hold the cores, 1 thread avoids thread-sync stalls (reconstruct 18.4 s ->
     # 1.3 s, training 42 s -> 14 s with another process on one of 2 cores): --threads 1.
     threads: int | None = None
+
+    def other_family(self) -> str | None:
+        """The --generator value of the other family's generator, or None (see
+        ``other_generator``)."""
+        if self.other_generator != "auto":
+            return self.other_generator
+        return SHIPPED_PAIRS.get(self.generator)
 
     def recipe(self, name: str) -> DemoRecipe:
         """Method ``name``'s demo recipe: ``method_settings``' or else the recipe's defaults."""

@@ -8,7 +8,7 @@ split's sources, which no detector saw, show the share of real photos each store
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,11 +105,15 @@ PHOTO_COLUMNS = ("n", "flagged@fpr=0.01", "upper95@fpr=0.01", "flagged@fpr=0.05"
 
 
 def photo_rows(
-    label: str, detector: Detector, photos: PhotoSet, generated: Sequence[Path], cfg: DemoConfig
+    label: str,
+    detector: Detector,
+    photos: PhotoSet,
+    generated: Mapping[str, Sequence[Path]],
+    cfg: DemoConfig,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
     """Rows of the demo's second table: the share of the test split's real photo crops (as
     shipped, and recompressed at JPEG q85) each stored threshold flags, beside the share of
-    the generated images it flags.
+    each set of generated images (by name: "generated", the other family's) it flags.
 
     Every set is scored as ``scan`` scores it, with the views per image the detector's
     thresholds were calibrated with (its default tries), so the shares are what an operator
@@ -127,9 +131,10 @@ def photo_rows(
             num_workers=cfg.num_workers,
         )
         sets[f"real photos, {n_sources} unseen sources, {condition}"] = counts
-    sets["generated (unseen prompts)"], _, _ = score_and_flag(
-        detector, list(generated), fprs, num_workers=cfg.num_workers
-    )
+    for name, files in generated.items():
+        sets[f"{name} (unseen prompts)"], _, _ = score_and_flag(
+            detector, list(files), fprs, num_workers=cfg.num_workers
+        )
     rows: dict[str, dict[str, float]] = {}
     for name, counts in sets.items():
         one, five = counts.get("fpr_0.01"), counts.get("fpr_0.05")
