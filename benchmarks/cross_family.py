@@ -130,7 +130,9 @@ class Budget:
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
     demo: DemoConfig = field(
-        default_factory=lambda: DemoConfig(synris=False, eval_crops_per_image=EVAL_CROPS_PER_IMAGE)
+        default_factory=lambda: DemoConfig(
+            synris=False, eval_crops_per_image=EVAL_CROPS_PER_IMAGE, other_generator=None
+        )
     )
     reference: Reference = field(default_factory=Reference)
     n_boot: int = 1000
@@ -152,6 +154,7 @@ BUDGETS: dict[str, Budget] = {
         seeds=(0,),
         demo=DemoConfig(
             synris=False,
+            other_generator=None,
             photo_crops=False,
             train_crops_per_image=8,
             eval_crops_per_image=8,

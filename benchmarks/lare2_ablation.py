@@ -40,7 +40,11 @@ def main() -> None:
     demo = args.demo_dir
     defaults = DemoConfig()
     if not (demo / "data" / "lare2-train" / "generated").is_dir():
-        run_demo(demo, DemoConfig(methods=(METHOD,), seed=args.seed), log=lambda _: None)
+        run_demo(
+            demo,
+            DemoConfig(methods=(METHOD,), seed=args.seed, other_generator=None),
+            log=lambda _: None,
+        )
     data = demo / "data" / "lare2-train"
     examples = read_labeled([data / "real"], [data / "generated"])
     recipe = replace(defaults.recipe(METHOD), epochs=args.epochs)

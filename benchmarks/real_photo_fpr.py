@@ -140,7 +140,12 @@ def train_alignment_pair(output: Path, seed: int) -> dict[str, Path]:
     for aligned in (True, False):
         name = "aligned" if aligned else "unaligned"
         cfg = replace(
-            DemoConfig(), methods=(PAIRS_METHOD,), synris=False, align_jpeg=aligned, seed=seed
+            DemoConfig(),
+            methods=(PAIRS_METHOD,),
+            synris=False,
+            align_jpeg=aligned,
+            seed=seed,
+            other_generator=None,
         )
         result = run_demo(output / name, cfg, log=lambda message: print(message, file=sys.stderr))
         dirs[f"{PAIRS_METHOD} ({name})"] = result.detector_dirs[PAIRS_METHOD]
