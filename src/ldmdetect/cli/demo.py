@@ -32,8 +32,8 @@ def demo(
     generator: Annotated[
         str | None,
         typer.Option(
-            help="mini (the shipped trained LDM), tiny (random; smoke test), or an SD-format "
-            "pipeline directory or hub id."
+            help="mini (the shipped trained LDM), mini-flow (the shipped trained SD3-style "
+            "flow model), tiny (random; smoke test), or a pipeline directory or hub id."
         ),
     ] = None,
     seed: int | None = None,
