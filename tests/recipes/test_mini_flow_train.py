@@ -198,3 +198,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(recipe: ModuleType, tmp_
         ("transformer", "loss"),
     ):
         assert log_resumed[phase][key] == log_whole[phase][key], (phase, key)
+
+
+def test_card_only_needs_a_finished_run(recipe: ModuleType, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        recipe.main(["--output", str(tmp_path), "--card-only"])
+    assert "training_log.json does not exist" in capsys.readouterr().err
