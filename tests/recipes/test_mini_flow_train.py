@@ -204,3 +204,23 @@ def test_card_only_needs_a_finished_run(recipe: ModuleType, tmp_path: Path, caps
     with pytest.raises(SystemExit):
         recipe.main(["--output", str(tmp_path), "--card-only"])
     assert "training_log.json does not exist" in capsys.readouterr().err
+
+
+def test_plain_attention_is_sdpas_maths(recipe: ModuleType) -> None:
+    # A speed-only setting: the training processor computes what the shipped one does.
+    config = tiny_config(recipe)
+    torch.manual_seed(0)
+    transformer = recipe.build_transformer(config).eval()
+    inputs = dict(
+        hidden_states=torch.randn(2, 16, 32, 32),
+        encoder_hidden_states=torch.randn(2, 77 + config.text_length, config.t5_width),
+        pooled_projections=torch.randn(2, 2 * config.text_hidden_size),
+        timestep=torch.tensor([100.0, 900.0]),
+    )
+    with torch.no_grad():
+        expected = transformer(**inputs).sample
+        transformer.set_attn_processor(recipe.PlainJointAttnProcessor())
+        actual = transformer(**inputs).sample
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    assert torch.nn.functional.scaled_dot_product_attention is not recipe._plain_attention
+    assert "transformer_plain_attention" not in recipe._transformer_recipe(config)
