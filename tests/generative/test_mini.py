@@ -151,11 +151,11 @@ def test_ldmdetects_loaders_take_the_flow_model_as_sd3() -> None:
     components = load_sd_components(mini_flow_dir(), device="cpu")
     assert components.family == "sd3"
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    # Reconstruction (AE, AEROBLADE) round-trips at 64 px through 8x8x16 latents.
+    # Reconstruction (AE, AEROBLADE) round-trips at 64 px through 16x16x16 latents.
     recon = reconstruct(components.vae, images, sample=False)
     assert recon.shape == images.shape and torch.isfinite(recon).all()
     # LaRE: the flow velocity error on the 16-channel latent grid.
     config = LareConfig(image_size=64, ensemble=2)
     maps = lare_maps(images, ["a photo of a cat", ""], [0, 1], components, config)
-    assert maps.shape == (2, 16, 8, 8)
+    assert maps.shape == (2, 16, 16, 16)
     assert torch.isfinite(maps).all() and maps.abs().sum() > 0

@@ -74,8 +74,10 @@ def test_recipe_defaults_are_the_shipped_models_logged_config(recipe: ModuleType
 
 
 def test_config_rejects_shapes_the_architecture_cannot_take(recipe: ModuleType) -> None:
-    with pytest.raises(ValueError, match="multiple of the autoencoder's downsampling factor 8"):
-        recipe.MiniFlowConfig(patch_size=60)
+    with pytest.raises(ValueError, match="multiple of the autoencoder's downsampling factor 4"):
+        recipe.MiniFlowConfig(patch_size=62)
+    with pytest.raises(ValueError, match="not a multiple of the 2x2 patches"):
+        recipe.MiniFlowConfig(patch_size=36, ae_small_patch_size=36)
     with pytest.raises(ValueError, match="narrower than the two CLIP towers"):
         recipe.MiniFlowConfig(t5_width=64, text_hidden_size=64)
     with pytest.raises(ValueError, match="unknown MiniFlowConfig field 'unet_steps'"):
@@ -88,7 +90,7 @@ def test_autoencoder_has_sd3s_latent_layout(recipe: ModuleType) -> None:
     assert vae.quant_conv is None and vae.post_quant_conv is None
     with torch.no_grad():
         latents = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
-    assert latents.shape == (1, 16, 8, 8)
+    assert latents.shape == (1, 16, 16, 16)
 
 
 def test_shipped_autoencoder_is_faithful_on_heldout_photos(recipe: ModuleType) -> None:
