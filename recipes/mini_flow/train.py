@@ -652,8 +652,9 @@ image = pipe("a photo of a cat", num_inference_steps=28, guidance_scale=4.0).ima
   dropout {config.caption_dropout} for classifier-free guidance, latents of a fixed pool of
   {config.latent_pool_size} training patches (posterior re-sampled each step).
 - Scheduler shipped: `FlowMatchEulerDiscreteScheduler` with SD3's config (1000 steps, shift
-  3.0). bf16 autocast in training: {config.bf16_autocast}; training steps through
-  `torch.compile`: {log.get("torch_compile", False)}.
+  3.0). bf16 autocast in training: {config.bf16_autocast}; attention in training (speed only,
+  same maths): {"plain" if config.transformer_plain_attention else "SDPA"}; training steps
+  through `torch.compile`: {log.get("torch_compile", False)}.
 
 ## Results
 - **Held-out reconstruction PSNR: {log["heldout_psnr_db"]:.2f} dB** (fp32 weights),
