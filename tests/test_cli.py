@@ -263,6 +263,15 @@ def test_zoo_mini_copies_the_shipped_pipeline(tmp_path):
     assert (tmp_path / "mini" / "README.md").is_file()
 
 
+def test_zoo_mini_flow_copies_the_shipped_sd3_pipeline(tmp_path):
+    result = runner.invoke(app, ["zoo", "mini-flow", "--output", str(tmp_path / "flow")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "flow" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    index = json.loads((tmp_path / "flow" / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline"
+    assert (tmp_path / "flow" / "README.md").is_file()
+
+
 def test_scan_names_skipped_files_and_reports_missing_paths(tmp_path, detector_dir, aligned_dir):
     folder = tmp_path / "uploads"
     folder.mkdir()

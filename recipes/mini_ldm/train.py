@@ -17,30 +17,26 @@ the tiny text encoder in fp32), ``training_log.json``, ``samples.png`` and the m
 defaults of :class:`MiniLDMConfig` are the shipped model's logged config.
 
 Like diffusers' ``examples/``, this is a training script next to the package, not part of it:
-the installed package only loads the shipped weights. The moving average is diffusers'
-``EMAModel``; the learning-rate schedule is transformers' cosine-with-minimum schedule; the
-checkpoints are ``accelerate.Accelerator.save_state`` folders, so an interrupted run resumes
-where its last checkpoint left off and ends with the same weights as an uninterrupted one.
+the installed package only loads the shipped weights. What it shares with the mini flow model's
+recipe (data, the autoencoder phase, the training loop with diffusers' ``EMAModel``,
+transformers' cosine schedule and ``accelerate`` checkpoints, so that an interrupted run
+resumes where its last checkpoint left off and ends with the same weights as an uninterrupted
+one, and the figure helpers) is in ``recipes/common.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
-import os
-import platform
 import shutil
-import time
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
@@ -49,17 +45,61 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.models.attention_processor import AttnProcessor
-from diffusers.training_utils import EMAModel
-from PIL import Image, ImageDraw
 from transformers import CLIPTextModel, CLIPTokenizer
-from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
-from ldmdetect.features.reconstruction import reconstruct as features_reconstruct
 from ldmdetect.generative.mini import CAPTIONS
 from ldmdetect.generative.tiny import build_tiny_text_encoder, write_byte_level_tokenizer
-from ldmdetect.io.files import atomic_path, atomic_write_text
-from ldmdetect.io.images import load_image, pil_to_uint8
-from ldmdetect.io.samples import sample_photos
+from ldmdetect.io.files import atomic_write_text
+
+# The pieces both mini generator recipes share live in recipes/common.py; a recipe runs as a
+# script (its own folder on the path), so the recipes folder is put beside it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import (
+    Clock,
+    Interrupted,
+    StepCallback,
+    adamw_optimizer,
+    autocast,
+    autoencoder_phase,
+    compile_loss,
+    data_section,
+    directory_size,
+    encode_latent_pool,
+    heldout_patches,
+    heldout_rows,
+    load_photos,
+    machine_info,
+    parameter_counts,
+    psnr,
+    reconstruct,
+    sample_patches,
+    save_grid,
+    say,
+    to_pil,
+    train_with_ema,
+    training_photo_names,
+)
+from common import lr_schedule as _lr_schedule
+
+# What tests and recipes/mini_ldm/speed.py use from here, shared pieces included.
+__all__ = [
+    "Interrupted",
+    "MiniLDMConfig",
+    "_lr_schedule",
+    "adamw_optimizer",
+    "build_autoencoder",
+    "build_unet",
+    "compile_loss",
+    "heldout_patches",
+    "load_photos",
+    "psnr",
+    "reconstruct",
+    "sample_patches",
+    "train_mini_ldm",
+    "training_photo_names",
+    "write_model_card",
+    "write_sample_grid",
+]
 
 # Stable Diffusion v1's noise schedule, so that timesteps mean the same noise level as in SD
 # (LaRE's fixed t=200 and DDIM inversion depend on it).
@@ -74,15 +114,6 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
 
 # Fields that only change speed, not the result, so the shipped log need not record them.
 SPEED_ONLY_FIELDS = ("unet_plain_attention",)
-
-
-def _photo_paths() -> dict[str, Path]:
-    """The bundled photos under the recipe's names (motorcycle: the left view only, the right
-    one is a near-duplicate that would double its weight)."""
-    photos = dict(sample_photos())
-    photos["motorcycle"] = photos.pop("motorcycle_left")
-    photos.pop("motorcycle_right", None)
-    return photos
 
 
 @dataclass
@@ -181,70 +212,6 @@ class MiniLDMConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
-
-
-def load_photos(names: Sequence[str]) -> list[torch.Tensor]:
-    """The named bundled photos as uint8 ``3xHxW`` tensors."""
-    paths = _photo_paths()
-    unknown = [n for n in names if n not in paths]
-    if unknown:
-        raise KeyError(f"unknown photos {unknown}; known: {sorted(paths)}")
-    photos = [pil_to_uint8(load_image(paths[name])) for name in names]
-    return photos
-
-
-def training_photo_names(config: MiniLDMConfig) -> list[str]:
-    """All captioned photos except the held-out ones."""
-    missing = [n for n in config.holdout if n not in CAPTIONS]
-    if missing:
-        raise KeyError(f"held-out photos {missing} are not among {sorted(CAPTIONS)}")
-    return [n for n in CAPTIONS if n not in config.holdout]
-
-
-def sample_patches(
-    photos: Sequence[torch.Tensor],
-    n: int,
-    patch_size: int,
-    zoom_range: tuple[float, float],
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random patches in [-1, 1] (random photo, zoom, position, horizontal flip).
-
-    Zooming is cropping a ``patch_size / zoom`` square and shrinking it with antialiasing, the
-    same as shrinking the photo first but cheaper. Only horizontal flips: upside-down scenes do
-    not occur in photos. Returns the patches and the index of the photo each came from.
-    """
-    low, high = math.log(zoom_range[0]), math.log(zoom_range[1])
-    indices = torch.randint(len(photos), (n,), generator=generator)
-    patches = torch.empty(n, 3, patch_size, patch_size)
-    for k, i in enumerate(indices.tolist()):
-        photo = photos[i]
-        height, width = photo.shape[1:]
-        zoom = math.exp(low + (high - low) * torch.rand((), generator=generator).item())
-        side = min(round(patch_size / zoom), height, width)
-        top = int(torch.randint(height - side + 1, (), generator=generator))
-        left = int(torch.randint(width - side + 1, (), generator=generator))
-        crop = photo[None, :, top : top + side, left : left + side].float() / 127.5 - 1.0
-        if side != patch_size:
-            crop = F.interpolate(
-                crop, size=(patch_size, patch_size), mode="bilinear", antialias=True
-            )
-        if torch.rand((), generator=generator).item() < 0.5:
-            crop = crop.flip(-1)
-        patches[k] = crop[0]
-    return patches.clamp_(-1.0, 1.0), indices
-
-
-def heldout_patches(config: MiniLDMConfig, n: int | None = None) -> torch.Tensor:
-    """The fixed evaluation patches of the held-out photos (same sampler, fixed seed)."""
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    photos = load_photos(config.holdout)
-    count = config.eval_patches if n is None else n
-    return sample_patches(photos, count, config.patch_size, config.zoom_range, generator)[0]
-
-
-# ----------------------------------------------------------------------------------------------
 # Models
 
 
@@ -298,262 +265,11 @@ def build_unet(config: MiniLDMConfig) -> UNet2DConditionModel:
     )
 
 
-def psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [-1, 1], measured on the [0, 1] scale."""
-    mse = ((reference.clamp(-1, 1) - estimate.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def reconstruct(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
-    """Posterior-mean AE round trip of images in [-1, 1] (the recipe's scale), as detectors do."""
-    return features_reconstruct(vae, (images + 1) / 2, sample=False) * 2 - 1
-
-
-# ----------------------------------------------------------------------------------------------
-# Training
-
-
-class Interrupted(Exception):
-    """Raised by an ``on_step`` callback to stop a run as a crash would (tests use it)."""
-
-
-StepCallback = Callable[[str, int], None]
-
-
-def _lr_schedule(optimizer: torch.optim.Optimizer, config: MiniLDMConfig, total: int):
-    """Linear warm-up, then cosine decay to a tenth: short runs end on a low learning rate."""
-    return get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer,
-        num_warmup_steps=config.warmup_steps,
-        num_training_steps=total,
-        min_lr_rate=0.1,
-    )
-
-
-def adamw_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
-    """AdamW without weight decay, fused: one kernel for all tensors instead of a loop of small
-    ops (UNet update 5 ms instead of 21 ms per step on a CPU; the same update rule)."""
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, fused=True)
-
-
-def compile_loss(loss: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
-    """``loss`` through ``torch.compile`` when enabled, else as it is.
-
-    On CPU, inductor fuses the group norms, SiLUs and autocast casts around each convolution
-    (about 40 % of an eager step); the convolutions stay oneDNN's. Only the loss function is
-    compiled, so parameter names, checkpoints and saved weights are those of the eager models.
-    ``fallback_random`` keeps eager's random stream (the posterior sample), so a compiled run
-    draws the same noise as an eager one.
-    """
-    if not enabled:
-        return loss
-    return torch.compile(loss, options={"fallback_random": True})
-
-
-def _autocast(config: MiniLDMConfig) -> contextlib.AbstractContextManager:
-    if config.bf16_autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class _Clock:
-    """Wall and process CPU seconds since creation (CPU time counts every thread)."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def read(self) -> dict[str, float]:
-        return {
-            "wall_s": round(time.perf_counter() - self.wall, 1),
-            "cpu_s": round(time.process_time() - self.cpu, 1),
-        }
-
-
-class _Rate:
-    """Seconds per step since the last call, wall and CPU, for progress lines."""
-
-    def __init__(self) -> None:
-        self.clock = _Clock()
-
-    def per_step(self, steps: int) -> str:
-        seconds, self.clock = self.clock.read(), _Clock()
-        return f"{seconds['wall_s'] / steps:.2f} s/step wall, {seconds['cpu_s'] / steps:.2f} CPU"
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(f"[mini-ldm {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class _PhaseState:
-    """What a phase's checkpoint holds besides models, optimizer, scheduler and torch's RNG
-    (which ``Accelerator.save_state`` stores): the sampling generator, the step, the log and
-    the time spent so far. Registered with ``register_for_checkpointing``."""
-
-    def __init__(self, generator: torch.Generator, log: dict[str, Any]) -> None:
-        self.generator, self.log = generator, log
-        self.step = 0
-        self.elapsed = {"wall_s": 0.0, "cpu_s": 0.0}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "step": self.step,
-            "log": json.dumps(self.log),
-            "elapsed": json.dumps(self.elapsed),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.step = int(state["step"])
-        self.log.clear()
-        self.log.update(json.loads(state["log"]))
-        self.elapsed = json.loads(state["elapsed"])
-
-
-class _Checkpoints:
-    """One ``save_state`` folder per phase, replaced atomically, tagged with its recipe so that
-    a changed recipe never resumes from it."""
-
-    def __init__(self, accelerator: Accelerator, folder: Path, recipe: str) -> None:
-        self.accelerator, self.folder, self.recipe = accelerator, folder, recipe
-
-    def load(self) -> bool:
-        tag = self.folder / "recipe.json"
-        if not (tag.is_file() and tag.read_text() == self.recipe):
-            return False
-        self.accelerator.load_state(str(self.folder))
-        return True
-
-    def save(self) -> None:
-        fresh = self.folder.with_name(self.folder.name + ".new")
-        shutil.rmtree(fresh, ignore_errors=True)
-        self.accelerator.save_state(str(fresh))
-        (fresh / "recipe.json").write_text(self.recipe)
-        stale = self.folder.with_name(self.folder.name + ".old")
-        shutil.rmtree(stale, ignore_errors=True)
-        if self.folder.exists():
-            self.folder.rename(stale)
-        fresh.rename(self.folder)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _accelerator() -> Accelerator:
-    # Mixed precision is the recipe's own bf16 autocast (bf16_autocast), so accelerate runs in
-    # fp32 and only prepares, saves and restores the training state.
-    return Accelerator(cpu=True, mixed_precision="no")
-
-
-# Fields besides ae_* that determine phase 1, so that a finished autoencoder is reused when
-# only UNet settings change.
-_AUTOENCODER_SHARED = (
-    "seed", "patch_size", "zoom_range", "holdout", "eval_patches", "latent_channels",
-    "kl_weight", "warmup_steps", "norm_num_groups", "grad_clip", "bf16_autocast",
-)  # fmt: skip
-
-
-def _autoencoder_recipe(config: MiniLDMConfig) -> str:
-    items = config.to_dict().items()
-    return json.dumps({k: v for k, v in items if k.startswith("ae_") or k in _AUTOENCODER_SHARED})
+_TAG = "mini-ldm"
 
 
 def _unet_recipe(config: MiniLDMConfig) -> str:
     return json.dumps({k: v for k, v in config.to_dict().items() if k not in SPEED_ONLY_FIELDS})
-
-
-def _train_autoencoder(
-    config: MiniLDMConfig,
-    photos: list[torch.Tensor],
-    work: Path,
-    progress: bool,
-    on_step: StepCallback | None,
-    torch_compile: bool,
-) -> tuple[AutoencoderKL, dict[str, Any]]:
-    """Phase 1: MSE (or L1) + KL on random training patches; held-out PSNR along the way."""
-    clock = _Clock()
-    torch.manual_seed(config.seed)
-    vae = build_autoencoder(config)
-    with torch.no_grad():
-        # quant_conv maps the encoder output to [mean, logvar]; offset the logvar half.
-        vae.quant_conv.bias[config.latent_channels :] = config.ae_initial_logvar
-    optimizer = adamw_optimizer(vae.parameters(), config.ae_lr)
-    scheduler = _lr_schedule(optimizer, config, config.ae_steps)
-    accelerator = _accelerator()
-    vae, optimizer, scheduler = accelerator.prepare(vae, optimizer, scheduler)
-    log: dict[str, Any] = {"steps": [], "loss": [], "l1": [], "kl": [], "heldout_psnr": []}
-    state = _PhaseState(torch.Generator().manual_seed(config.seed), log)
-    accelerator.register_for_checkpointing(state)
-    checkpoints = _Checkpoints(accelerator, work / "autoencoder", _autoencoder_recipe(config))
-    if checkpoints.load():
-        _say(progress, f"autoencoder: resuming at step {state.step}")
-    evaluation = heldout_patches(config)
-
-    def evaluate(step: int) -> None:
-        vae.eval()
-        # Batches of 32: one batch of all 256 patches runs at half the speed on a CPU (its
-        # 64 px activations outgrow the caches), and no graph is needed.
-        with torch.no_grad():
-            value = torch.cat([psnr(x, reconstruct(vae, x)) for x in evaluation.split(32)])
-        value = value.mean().item()
-        vae.train()
-        log["heldout_psnr"].append([step, round(value, 3)])
-        _say(progress, f"autoencoder step {step}: held-out PSNR {value:.2f} dB")
-
-    def losses(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with _autocast(config):
-            posterior = vae.encode(images).latent_dist
-            decoded = vae.decode(posterior.sample()).sample.float()
-        l1 = (decoded - images).abs().mean()
-        reconstruction = l1 if config.ae_loss == "l1" else (decoded - images).pow(2).mean()
-        # The KL is summed over the latent: per pixel, so its weight holds at every patch size.
-        kl = posterior.kl().mean() / images[0].numel()
-        return reconstruction + config.kl_weight * kl, l1, kl
-
-    losses = compile_loss(losses, torch_compile)
-    vae.train()
-    rate = _Rate()
-    running = {"loss": 0.0, "l1": 0.0, "kl": 0.0}
-    for step in range(state.step, config.ae_steps):
-        small = step < config.ae_small_patch_steps
-        size = config.ae_small_patch_size if small else config.patch_size
-        images, _ = sample_patches(
-            photos, config.ae_batch_size, size, config.zoom_range, state.generator
-        )
-        loss, l1, kl = losses(images)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(vae.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        for key, value in (("loss", loss), ("l1", l1), ("kl", kl)):
-            running[key] += value.item()
-        done = step + 1
-        if done % config.log_every == 0 or done == config.ae_steps:
-            count = done - (log["steps"][-1] if log["steps"] else state.step)
-            log["steps"].append(done)
-            for key in running:
-                log[key].append(round(running[key] / count, 6))
-                running[key] = 0.0
-            _say(
-                progress,
-                f"autoencoder step {done}/{config.ae_steps} l1 {log['l1'][-1]:.4f} "
-                f"({rate.per_step(count)})",
-            )
-        if done % config.ae_eval_every == 0 or done == config.ae_steps:
-            evaluate(done)
-        if done % config.checkpoint_every == 0 and done < config.ae_steps:
-            # Logged means restart here on resume, so log_every divides checkpoint_every.
-            state.step, now = done, clock.read()
-            elapsed, state.elapsed = state.elapsed, {k: state.elapsed[k] + now[k] for k in now}
-            checkpoints.save()
-            state.elapsed = elapsed
-        if on_step is not None:
-            on_step("autoencoder", done)
-    vae = accelerator.unwrap_model(vae).eval().requires_grad_(False)
-    now = clock.read()
-    log["time"] = {k: round(state.elapsed[k] + now[k], 1) for k in now}
-    log["final_heldout_psnr"] = log["heldout_psnr"][-1][1]
-    return vae, log
 
 
 @torch.no_grad()
@@ -571,30 +287,6 @@ def _encode_prompts(
     return text_encoder(ids)[0]
 
 
-@torch.no_grad()
-def _encode_latent_pool(
-    vae: AutoencoderKL, photos: list[torch.Tensor], config: MiniLDMConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Posterior means/stds of a fixed pool of training patches, and each one's photo index.
-
-    Encoding once instead of every step makes the UNet phase several times cheaper; sampling
-    from the stored posteriors keeps SD's latent noise as augmentation.
-    """
-    generator = torch.Generator().manual_seed(config.seed + 2)
-    means, stds, sources = [], [], []
-    remaining = config.latent_pool_size
-    while remaining > 0:
-        n = min(64, remaining)
-        images, index = sample_patches(photos, n, config.patch_size, config.zoom_range, generator)
-        for chunk in images.split(32):  # encoded in halves: faster on a CPU, same patches
-            posterior = vae.encode(chunk).latent_dist
-            means.append(posterior.mean)
-            stds.append(posterior.std)
-        sources.append(index)
-        remaining -= n
-    return torch.cat(means), torch.cat(stds), torch.cat(sources)
-
-
 def _train_unet(
     config: MiniLDMConfig,
     vae: AutoencoderKL,
@@ -608,48 +300,23 @@ def _train_unet(
     torch_compile: bool,
 ) -> tuple[UNet2DConditionModel, float, dict[str, Any]]:
     """Phase 2: DDPM epsilon-prediction training on scaled latents; returns the EMA UNet."""
-    clock = _Clock()
-    means, stds, sources = _encode_latent_pool(vae, photos, config)
+    clock = Clock()
+    means, stds, sources = encode_latent_pool(vae, photos, config)
     # SD's convention: latents are multiplied by scaling_factor = 1 / std of training latents.
     generator = torch.Generator().manual_seed(config.seed + 3)
     sampled = means + stds * torch.randn(means.shape, generator=generator)
     scaling_factor = float(1.0 / sampled.std())
     embeddings = _encode_prompts(tokenizer, text_encoder, [*captions, ""])
     empty = len(captions)
-    _say(progress, f"latent pool {tuple(means.shape)}, scaling_factor {scaling_factor:.4f}")
+    say(progress, _TAG, f"latent pool {tuple(means.shape)}, scaling_factor {scaling_factor:.4f}")
 
     torch.manual_seed(config.seed)
     unet = build_unet(config)
     if config.unet_plain_attention:
         unet.set_attn_processor(AttnProcessor())
-    # diffusers' EMA without its power warm-up: decay min(ema_decay, (1 + n) / (10 + n)) at
-    # update n, so early weights do not dominate a short run.
-    ema = EMAModel(unet.parameters(), decay=config.ema_decay, foreach=True)
     noise_scheduler = DDPMScheduler(**SD_SCHEDULER_CONFIG)
-    optimizer = adamw_optimizer(unet.parameters(), config.unet_lr)
-    lr_scheduler = _lr_schedule(optimizer, config, config.unet_steps)
-    accelerator = _accelerator()
-    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    log: dict[str, Any] = {"steps": [], "loss": [], "scaling_factor": scaling_factor}
-    state = _PhaseState(generator, log)
-    accelerator.register_for_checkpointing(state)
-    accelerator.register_for_checkpointing(ema)
-    checkpoints = _Checkpoints(accelerator, work / "unet", _unet_recipe(config))
-    if checkpoints.load():
-        _say(progress, f"unet: resuming at step {state.step}")
 
-    def noise_loss(
-        noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, epsilon: torch.Tensor
-    ) -> torch.Tensor:
-        with _autocast(config):
-            prediction = unet(noisy, timesteps, text).sample.float()
-        return F.mse_loss(prediction, epsilon)
-
-    noise_loss = compile_loss(noise_loss, torch_compile)
-    unet.train()
-    running = 0.0
-    rate = _Rate()
-    for step in range(state.step, config.unet_steps):
+    def draw() -> tuple[torch.Tensor, ...]:
         index = torch.randint(len(means), (config.unet_batch_size,), generator=generator)
         noise = torch.randn(means[index].shape, generator=generator)
         latents = (means[index] + stds[index] * noise) * scaling_factor
@@ -661,37 +328,41 @@ def _train_unet(
         )
         epsilon = torch.randn(latents.shape, generator=generator)
         noisy = noise_scheduler.add_noise(latents, epsilon, timesteps)
-        loss = noise_loss(noisy, timesteps, embeddings[prompt], epsilon)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(unet.parameters(), config.grad_clip)
-        optimizer.step()
-        lr_scheduler.step()
-        ema.step(unet.parameters())
-        running += loss.item()
-        done = step + 1
-        if done % config.log_every == 0 or done == config.unet_steps:
-            count = done - (log["steps"][-1] if log["steps"] else state.step)
-            log["steps"].append(done)
-            log["loss"].append(round(running / count, 6))
-            running = 0.0
-            _say(
-                progress,
-                f"unet step {done}/{config.unet_steps} loss {log['loss'][-1]:.4f} "
-                f"({rate.per_step(count)})",
-            )
-        if done % config.checkpoint_every == 0 and done < config.unet_steps:
-            state.step, now = done, clock.read()
-            elapsed, state.elapsed = state.elapsed, {k: state.elapsed[k] + now[k] for k in now}
-            checkpoints.save()
-            state.elapsed = elapsed
-        if on_step is not None:
-            on_step("unet", done)
-    now = clock.read()
-    log["time"] = {k: round(state.elapsed[k] + now[k], 1) for k in now}
-    averaged = build_unet(config)
-    ema.copy_to(averaged.parameters())
-    return averaged.eval().requires_grad_(False), scaling_factor, log
+        return noisy, timesteps, embeddings[prompt], epsilon
+
+    def make_loss(model: torch.nn.Module):
+        def noise_loss(
+            noisy: torch.Tensor,
+            timesteps: torch.Tensor,
+            text: torch.Tensor,
+            epsilon: torch.Tensor,
+        ) -> torch.Tensor:
+            with autocast(config):
+                prediction = model(noisy, timesteps, text).sample.float()
+            return F.mse_loss(prediction, epsilon)
+
+        return noise_loss
+
+    averaged, log = train_with_ema(
+        config,
+        "unet",
+        unet,
+        steps=config.unet_steps,
+        lr=config.unet_lr,
+        draw=draw,
+        make_loss=make_loss,
+        build=lambda: build_unet(config),
+        generator=generator,
+        log={"scaling_factor": scaling_factor},
+        work=work,
+        recipe=_unet_recipe(config),
+        clock=clock,
+        tag=_TAG,
+        progress=progress,
+        on_step=on_step,
+        torch_compile=torch_compile,
+    )
+    return averaged, scaling_factor, log
 
 
 def train_mini_ldm(
@@ -723,27 +394,22 @@ def train_mini_ldm(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     work = output_dir / "_checkpoints"
-    clock = _Clock()
+    clock = Clock()
     names = training_photo_names(config)
     photos = load_photos(names)
     captions = [CAPTIONS[n] for n in names]
-    _say(progress, f"training photos: {names}; held out: {list(config.holdout)}")
+    say(progress, _TAG, f"training photos: {names}; held out: {list(config.holdout)}")
 
-    finished = work / "vae"
-    recipe = _autoencoder_recipe(config)
-    if (finished / "recipe.json").exists() and (finished / "recipe.json").read_text() == recipe:
-        vae = AutoencoderKL.from_pretrained(finished).eval().requires_grad_(False)
-        ae_log = json.loads((finished / "phase_log.json").read_text())
-        reused_time = ae_log["time"]
-        _say(progress, "autoencoder: reusing the finished phase-1 checkpoint")
-    else:
-        vae, ae_log = _train_autoencoder(config, photos, work, progress, on_step, torch_compile)
-        # Keep the finished phase 1 so that a crash or a UNet change never retrains it.
-        vae.save_pretrained(finished)
-        atomic_write_text(finished / "phase_log.json", json.dumps(ae_log))
-        # Written last: its presence marks the phase as finished.
-        atomic_write_text(finished / "recipe.json", recipe)
-        reused_time = {"wall_s": 0.0, "cpu_s": 0.0}
+    vae, ae_log, reused_time = autoencoder_phase(
+        config,
+        photos,
+        work,
+        progress,
+        on_step,
+        torch_compile,
+        build=build_autoencoder,
+        tag=_TAG,
+    )
 
     tokenizer = CLIPTokenizer.from_pretrained(write_byte_level_tokenizer(work / "tokenizer"))
     text_encoder = build_tiny_text_encoder(
@@ -800,34 +466,19 @@ def train_mini_ldm(
         "time": total,
         "torch_threads": torch.get_num_threads(),
         "torch_compile": torch_compile,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-        },
-        "parameters": {
-            name: sum(p.numel() for p in module.parameters())
-            for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))
-        },
+        "machine": machine_info(),
+        "parameters": parameter_counts({"vae": vae, "unet": unet, "text_encoder": text_encoder}),
     }
     atomic_write_text(output_dir / "training_log.json", json.dumps(log, indent=1))
     shutil.rmtree(work)
-    _say(progress, f"done in {total['wall_s']} s wall / {total['cpu_s']} s CPU -> {output_dir}")
+    say(
+        progress, _TAG, f"done in {total['wall_s']} s wall / {total['cpu_s']} s CPU -> {output_dir}"
+    )
     return output_dir
 
 
 # ----------------------------------------------------------------------------------------------
 # Model card figure
-
-
-def _to_pil(images: torch.Tensor, scale: int) -> list[Image.Image]:
-    arrays = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    result = []
-    for array in arrays:
-        image = Image.fromarray(array)
-        result.append(image.resize((image.width * scale,) * 2, Image.Resampling.NEAREST))
-    return result
 
 
 def write_sample_grid(
@@ -872,38 +523,12 @@ def write_sample_grid(
         latents=latents,
         output_type="pt",
     ).images
-    rows: list[tuple[str, list[Image.Image]]] = [
-        (prompt, _to_pil(chunk * 2 - 1, scale))
+    rows = [
+        (prompt, to_pil(chunk * 2 - 1, scale))
         for prompt, chunk in zip(prompts, images.split(per_prompt), strict=True)
     ]
-    originals = heldout_patches(config, heldout)
-    recon = reconstruct(pipeline.vae, originals)
-    rows.append(("held-out photo patches", _to_pil(originals, scale)))
-    values = psnr(originals, recon).mean().item()
-    rows.append((f"their reconstructions ({values:.1f} dB)", _to_pil(recon, scale)))
-
-    tile = config.patch_size * scale
-    label_width, gap = 260, 4
-    columns = max(len(images) for _, images in rows)
-    grid = Image.new(
-        "RGB",
-        (label_width + columns * (tile + gap), len(rows) * (tile + gap)),
-        "white",
-    )
-    draw = ImageDraw.Draw(grid)
-    for r, (label, images) in enumerate(rows):
-        y = r * (tile + gap)
-        draw.text((6, y + tile // 2 - 6), label, fill="black")
-        for c, image in enumerate(images):
-            grid.paste(image, (label_width + c * (tile + gap), y))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        grid.save(tmp, optimize=True)
-    return path
-
-
-def _directory_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    rows += heldout_rows(config, pipeline.vae, heldout, scale)
+    return save_grid(rows, config.patch_size * scale, path)
 
 
 def write_model_card(pipeline_dir: str | Path) -> Path:
@@ -913,10 +538,8 @@ def write_model_card(pipeline_dir: str | Path) -> Path:
     config = MiniLDMConfig.from_dict(log["config"])
     ae, unet, time_ = log["autoencoder"], log["unet"], log["time"]
     params = log["parameters"]
-    photos = "\n".join(f"| {n} | {c} |" for n, c in log["training_photos"].items())
-    held = ", ".join(f"`{n}`" for n in log["heldout_photos"])
     curve = ", ".join(f"{s}: {v:.1f}" for s, v in ae["heldout_psnr"])
-    mb = _directory_size(pipeline_dir) / 2**20
+    mb = directory_size(pipeline_dir) / 2**20
     plain = log["config"].get("unet_plain_attention")  # speed only; older logs lack it
     attention = "not recorded" if plain is None else ("plain" if plain else "SDPA")
     small = config.ae_small_patch_size
@@ -949,19 +572,7 @@ pipe = StableDiffusionPipeline.from_pretrained(mini_ldm_dir())  # fp32; torch_dt
 image = pipe("a photo of a cat", num_inference_steps=50, guidance_scale=3.0).images[0]  # 64x64
 ```
 
-## Data
-Random {config.patch_size}x{config.patch_size} patches of the colour photos bundled with
-scikit-image, scikit-learn and matplotlib: each photo is shrunk by a random zoom (log-uniform in
-{list(config.zoom_range)}, 1 = native resolution) before a random crop, then flipped
-horizontally with probability 0.5. Each photo is captioned by its subject:
-
-| photo | caption |
-|---|---|
-{photos}
-
-Held out (never seen by either phase): {held}. Reported PSNR is the mean per-patch PSNR over
-{config.eval_patches} fixed patches of the held-out photos (same sampler, seed {config.seed + 1}),
-on the [0, 1] scale, posterior mean encoded.
+{data_section(config, log)}
 
 ## Recipe (seed {config.seed}; `MiniLDMConfig` defaults)
 - **Autoencoder**: `AutoencoderKL`, widths {list(config.ae_block_out_channels)},

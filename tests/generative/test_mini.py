@@ -1,6 +1,8 @@
-"""The shipped mini LDM loads offline like any SD checkpoint and generates with no dtype argument.
+"""The shipped mini generators load offline like any SD / SD3 checkpoint and generate with no
+dtype argument; ldmdetect's own loaders take the mini flow model as an SD3-family pipeline.
 
-The recipe that trains it is tested in tests/recipes/test_mini_ldm_train.py."""
+The recipes that train them are tested in tests/recipes/test_mini_ldm_train.py and
+tests/recipes/test_mini_flow_train.py."""
 
 from __future__ import annotations
 
@@ -8,10 +10,17 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
 
+from ldmdetect.features.lare import LareConfig, lare_maps
+from ldmdetect.features.reconstruction import reconstruct
+from ldmdetect.generative.components import load_sd_components
+from ldmdetect.generative.families import pipeline_family
 from ldmdetect.generative.mini import (
     CAPTIONS,
+    mini_flow_dir,
+    mini_flow_heldout_subjects,
+    mini_flow_training_log,
     mini_ldm_dir,
     mini_ldm_heldout_subjects,
     mini_ldm_training_log,
@@ -90,3 +99,63 @@ def test_heldout_subjects_are_captioned_and_not_trained_on() -> None:
     assert heldout and set(heldout) <= set(CAPTIONS)
     assert not set(heldout) & set(log["training_photos"])
     assert set(heldout) | set(log["training_photos"]) == set(CAPTIONS)
+
+
+# The mini flow model (SD3 family).
+
+FLOW_MODELS = ("vae", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def test_shipped_flow_model_is_small_safetensors_in_sd3_layout() -> None:
+    files = [p for p in mini_flow_dir().rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    assert not [p for p in files if p.suffix in {".bin", ".pt", ".pth", ".ckpt"}]
+    assert _stored_dtypes(mini_flow_dir()) == {
+        "vae": {"F16"},
+        "transformer": {"F16"},
+        "text_encoder": {"F32"},
+        "text_encoder_2": {"F32"},
+        "text_encoder_3": {"F32"},
+    }
+    assert pipeline_family(mini_flow_dir()).name == "sd3"
+
+
+def test_shipped_flow_model_generates_64px_images_with_a_plain_from_pretrained() -> None:
+    pipeline = StableDiffusion3Pipeline.from_pretrained(mini_flow_dir())
+    pipeline.set_progress_bar_config(disable=True)
+    assert {getattr(pipeline, name).dtype for name in FLOW_MODELS} == {torch.float32}
+    vae = pipeline.vae.config
+    assert vae.latent_channels == 16 and not vae.use_quant_conv
+    assert vae.shift_factor is not None  # measured on its own latents, like SD3's
+    images = pipeline(
+        "a photo of a cat",
+        num_inference_steps=2,
+        guidance_scale=4.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
+    assert images.shape == (1, 3, 64, 64)
+    assert torch.isfinite(images).all()
+    assert images.std() > 0.01
+
+
+def test_flow_heldout_subjects_are_captioned_and_not_trained_on() -> None:
+    log = mini_flow_training_log()
+    heldout = mini_flow_heldout_subjects()
+    assert heldout == mini_ldm_heldout_subjects()  # same split as the mini LDM
+    assert not set(heldout) & set(log["training_photos"])
+    assert set(heldout) | set(log["training_photos"]) == set(CAPTIONS)
+
+
+def test_ldmdetects_loaders_take_the_flow_model_as_sd3() -> None:
+    components = load_sd_components(mini_flow_dir(), device="cpu")
+    assert components.family == "sd3"
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # Reconstruction (AE, AEROBLADE) round-trips at 64 px through 16x16x16 latents.
+    recon = reconstruct(components.vae, images, sample=False)
+    assert recon.shape == images.shape and torch.isfinite(recon).all()
+    # LaRE: the flow velocity error on the 16-channel latent grid.
+    config = LareConfig(image_size=64, ensemble=2)
+    maps = lare_maps(images, ["a photo of a cat", ""], [0, 1], components, config)
+    assert maps.shape == (2, 16, 16, 16)
+    assert torch.isfinite(maps).all() and maps.abs().sum() > 0

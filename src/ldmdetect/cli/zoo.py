@@ -1,5 +1,5 @@
 """Generators: ``ldmdetect generate`` (fake images from a pipeline) and ``ldmdetect zoo``
-(tiny random pipelines for tests, the shipped mini LDM)."""
+(tiny random pipelines for tests, the shipped mini LDM and mini flow model)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,23 @@ def zoo_mini(
 
     path = Path(shutil.copytree(mini_ldm_dir(), output, dirs_exist_ok=True))
     typer.echo(f"wrote mini LDM pipeline to {path}")
+
+
+@zoo_app.command("mini-flow")
+@user_errors
+def zoo_mini_flow(
+    output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
+) -> None:
+    """Copy the shipped mini flow model (a small trained SD3-format pipeline) to a directory.
+
+    To retrain it, run ``python recipes/mini_flow/train.py --output DIR`` from a source checkout.
+    """
+    import shutil
+
+    from ldmdetect.generative.mini import mini_flow_dir
+
+    path = Path(shutil.copytree(mini_flow_dir(), output, dirs_exist_ok=True))
+    typer.echo(f"wrote mini flow pipeline to {path}")
 
 
 @commands.command(

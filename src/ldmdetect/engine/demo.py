@@ -90,6 +90,10 @@ def resolve_generator(name: str, output: Path, seed: int) -> tuple[str, tuple[st
         from ldmdetect.generative.mini import mini_ldm_dir, mini_ldm_heldout_subjects
 
         return str(mini_ldm_dir()), mini_ldm_heldout_subjects()
+    if name == "mini-flow":
+        from ldmdetect.generative.mini import mini_flow_dir, mini_flow_heldout_subjects
+
+        return str(mini_flow_dir()), mini_flow_heldout_subjects()
     if name == "tiny":
         return str(write_tiny_pipeline(output / "tiny-sd", seed=seed)), ()
     return name, ()

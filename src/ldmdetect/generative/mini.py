@@ -1,4 +1,8 @@
-"""The shipped mini LDM: a small *trained* latent diffusion model in Stable Diffusion's layout.
+"""The shipped mini generators: small *trained* latent generators in diffusers' layouts.
+
+The mini LDM (``mini_ldm/``) is an SD 1.x-style latent diffusion model; the mini flow model
+(``mini_flow/``) an SD3-style rectified-flow transformer on a 16-channel autoencoder, so that
+detectors can be tested on a generator family they were not trained on.
 
 No Stable Diffusion weights are reachable offline, yet detectors that exploit the generator's
 autoencoder need a trained LDM: a random autoencoder leaves no faithful-reconstruction traces
@@ -9,8 +13,9 @@ matplotlib. Its images are LDM-generated in miniature: a test bed for detectors,
 for Stable Diffusion in real-world detection.
 
 This module holds what runs at inference: where the weights are, which photos they never saw,
-and the captions they were trained with. The training recipe is a script beside the package,
-``recipes/mini_ldm/train.py`` in a source checkout (like diffusers' ``examples/``).
+and the captions they were trained with. The training recipes are scripts beside the package,
+``recipes/mini_ldm/train.py`` and ``recipes/mini_flow/train.py`` in a source checkout (like
+diffusers' ``examples/``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# Subject captions of the bundled colour photos; the UNet learned "a photo of a cat" etc.
+# Subject captions of the bundled colour photos; both mini generators learned "a photo of a
+# cat" etc.
 CAPTIONS: dict[str, str] = {
     "astronaut": "a photo of an astronaut",
     "chelsea": "a photo of a cat",
@@ -47,3 +53,19 @@ def mini_ldm_training_log() -> dict:
 def mini_ldm_heldout_subjects() -> tuple[str, ...]:
     """Photos the shipped mini LDM never trained on, as its training log records them."""
     return tuple(mini_ldm_training_log()["heldout_photos"])
+
+
+def mini_flow_dir() -> Path:
+    """The shipped, trained mini flow model (SD3 family): load it with
+    ``StableDiffusion3Pipeline.from_pretrained``."""
+    return Path(__file__).with_name("mini_flow")
+
+
+def mini_flow_training_log() -> dict:
+    """The shipped mini flow model's ``training_log.json``."""
+    return json.loads((mini_flow_dir() / "training_log.json").read_text())
+
+
+def mini_flow_heldout_subjects() -> tuple[str, ...]:
+    """Photos the shipped mini flow model never trained on, as its training log records them."""
+    return tuple(mini_flow_training_log()["heldout_photos"])
