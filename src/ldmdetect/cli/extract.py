@@ -16,27 +16,25 @@ from ldmdetect.cli.common import (
     PromptTemplate,
     RayActors,
     RayAddress,
+    Sources,
     Workers,
-    defaults,
+    command,
     engine_name,
     feature_settings,
     finish,
     num_workers,
     ray_engine,
-    user_errors,
 )
 
 commands = typer.Typer()
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults("ldmdetect.engine.extract:extract_features", "batch_size", "device")
-    )
+@command(
+    commands,
+    ConfigDefaults("ldmdetect.engine.extract:extract_features", "batch_size", "device"),
 )
-@user_errors
 def extract(
-    sources: Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")],
+    sources: Sources,
     output: Annotated[Path, typer.Option(help="Feature cache directory (resumable).")],
     method: Annotated[str, typer.Option(help="Method whose features to cache, e.g. lare2.")],
     pipeline: Annotated[

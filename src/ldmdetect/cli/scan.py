@@ -11,34 +11,32 @@ import typer
 
 from ldmdetect.cli.common import (
     ConfigDefaults,
+    DetectorSource,
     Device,
     Engine,
     PipelineOverride,
     RayActors,
     RayAddress,
     Workers,
-    defaults,
+    command,
     echo_not_images,
     engine_name,
     load_detector,
     num_workers,
     ray_engine,
-    user_errors,
 )
 
 commands = typer.Typer()
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults("ldmdetect.engine.scan:scan", "tries", "fpr", "uncertain_fpr", "batch_size")
-        | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
-    )
+@command(
+    commands,
+    ConfigDefaults("ldmdetect.engine.scan:scan", "tries", "fpr", "uncertain_fpr", "batch_size")
+    | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device"),
 )
-@user_errors
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
-    detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
+    detector: DetectorSource,
     tries: Annotated[int | None, typer.Option(help="1 = center crop; N = mean of N crops.")] = None,
     output: Annotated[
         Path | None, typer.Option(help="out.csv or out.json; default: CSV on stdout.")

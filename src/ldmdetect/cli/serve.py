@@ -6,21 +6,22 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import ConfigDefaults, Device, defaults, fail, user_errors
+from ldmdetect.cli.common import (
+    ConfigDefaults,
+    DetectorSource,
+    Device,
+    command,
+    fail,
+)
 
 commands = typer.Typer()
 
 
-@commands.command(
-    # The service's own defaults (fpr, host, port) need the serve extra to be read, and the
-    # command must still print its "install the extra" line without it: stated here instead.
-    context_settings=defaults(
-        ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device")
-    )
-)
-@user_errors
+# The service's own defaults (fpr, host, port) need the serve extra to be read, and the
+# command must still print its "install the extra" line without it: stated here instead.
+@command(commands, ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device"))
 def serve(
-    detector: Annotated[str, typer.Option(help="Detector directory or hub id.")],
+    detector: DetectorSource,
     host: Annotated[
         str, typer.Option(help="Interface to listen on; 0.0.0.0 exposes it to the network.")
     ] = "127.0.0.1",

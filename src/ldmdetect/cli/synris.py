@@ -11,28 +11,25 @@ from ldmdetect.cli.common import (
     ConfigDefaults,
     Device,
     Workers,
-    defaults,
+    command,
     fail,
     finish,
     num_workers,
-    user_errors,
 )
 
 commands = typer.Typer()
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults(
-            "ldmdetect.engine.synris:SynRISConfig",
-            "allow_reuse",
-            "embedder",
-            "batch_size",
-            "device",
-        )
-    )
+@command(
+    commands,
+    ConfigDefaults(
+        "ldmdetect.engine.synris:SynRISConfig",
+        "allow_reuse",
+        "embedder",
+        "batch_size",
+        "device",
+    ),
 )
-@user_errors
 def synris(
     output: Annotated[Path, typer.Option(help="Folder for pairs.csv, the sheet and the index.")],
     fake: Annotated[

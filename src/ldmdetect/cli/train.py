@@ -17,38 +17,35 @@ from ldmdetect.cli.common import (
     PipelineOverride,
     PromptTemplate,
     Workers,
-    defaults,
+    command,
     echo_not_images,
     feature_settings,
     finish,
     num_workers,
-    user_errors,
 )
 
 commands = typer.Typer()
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults(
-            "ldmdetect.engine.train:TrainConfig",
-            "method",
-            "backbone",
-            "pretrained",
-            "input_size",
-            "epochs",
-            "batch_size",
-            "lr",
-            "val_fraction",
-            "seed",
-            "device",
-            "channels_last",
-            "ema_decay",
-            augment=("augment", lambda augment: augment.to_spec()),
-        )
-    )
+@command(
+    commands,
+    ConfigDefaults(
+        "ldmdetect.engine.train:TrainConfig",
+        "method",
+        "backbone",
+        "pretrained",
+        "input_size",
+        "epochs",
+        "batch_size",
+        "lr",
+        "val_fraction",
+        "seed",
+        "device",
+        "channels_last",
+        "ema_decay",
+        augment=("augment", lambda augment: augment.to_spec()),
+    ),
 )
-@user_errors
 def train(
     output: Annotated[Path, typer.Option(help="Detector directory to write.")],
     data: Annotated[
@@ -193,12 +190,10 @@ def train(
     typer.echo(describe(detector.config.calibration))
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults("ldmdetect.engine.calibrate:calibrate_detector", "batch_size", "device")
-    )
+@command(
+    commands,
+    ConfigDefaults("ldmdetect.engine.calibrate:calibrate_detector", "batch_size", "device"),
 )
-@user_errors
 def calibrate(
     detector: Annotated[str, typer.Option(help="Detector directory to calibrate.")],
     real: Annotated[

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import ConfigDefaults, Device, defaults, user_errors
+from ldmdetect.cli.common import (
+    ConfigDefaults,
+    Device,
+    PipelineOutput,
+    command,
+    user_errors,
+)
 
 commands = typer.Typer()
 zoo_app = typer.Typer(
@@ -19,7 +25,7 @@ zoo_app = typer.Typer(
 @zoo_app.command("tiny")
 @user_errors
 def zoo_tiny(
-    output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
+    output: PipelineOutput,
     seed: int = 0,
     family: Annotated[str, typer.Option(help="Generator family: sd, sdxl, sd3 or flux.")] = "sd",
 ) -> None:
@@ -33,7 +39,7 @@ def zoo_tiny(
 @zoo_app.command("mini")
 @user_errors
 def zoo_mini(
-    output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
+    output: PipelineOutput,
 ) -> None:
     """Copy the shipped mini LDM (a small trained SD-format pipeline) to a directory.
 
@@ -64,19 +70,17 @@ def zoo_mini_flow(
     typer.echo(f"wrote mini flow pipeline to {path}")
 
 
-@commands.command(
-    context_settings=defaults(
-        ConfigDefaults(
-            "ldmdetect.generative.sampling:generate_images",
-            "size",
-            "steps",
-            "batch_size",
-            guidance="guidance_scale",
-        )
-        | ConfigDefaults("ldmdetect.generative.sampling:load_pipeline", "device")
+@command(
+    commands,
+    ConfigDefaults(
+        "ldmdetect.generative.sampling:generate_images",
+        "size",
+        "steps",
+        "batch_size",
+        guidance="guidance_scale",
     )
+    | ConfigDefaults("ldmdetect.generative.sampling:load_pipeline", "device"),
 )
-@user_errors
 def generate(
     pipeline: Annotated[
         str, typer.Option(help="SD, SDXL, SD3 or FLUX.1 pipeline: hub id or local directory.")

@@ -107,70 +107,75 @@ class Family:
         return getattr(diffusers, self.pipeline)
 
 
-_CLIP = {"tokenizer": CLIPTokenizer, "vae": AutoencoderKL}
+def _numbered(role: str, classes: Sequence[type]) -> dict[str, type]:
+    """The components of one role under diffusers' subfolder names: ``text_encoder``,
+    ``text_encoder_2`` ..."""
+    return {role if i == 0 else f"{role}_{i + 1}": cls for i, cls in enumerate(classes)}
+
+
+def _family(
+    name: str,
+    pipeline: str,
+    denoiser: tuple[str, type],
+    text_encoders: Sequence[type],
+    tokenizers: Sequence[type],
+    **options: Any,
+) -> Family:
+    """A family laid out as diffusers lays its pipelines out: numbered text encoders and
+    tokenizers, the SD autoencoder class, and the scheduler its denoiser was trained with
+    (DDPM, or flow-matching Euler for the ``flow_matching`` families)."""
+    encoders = _numbered("text_encoder", text_encoders)
+    tokens = _numbered("tokenizer", tokenizers)
+    flow = options.get("flow_matching", False)
+    scheduler = FlowMatchEulerDiscreteScheduler if flow else DDPMScheduler
+    return Family(
+        name=name,
+        pipeline=pipeline,
+        denoiser=denoiser[0],
+        text_encoders=tuple(encoders),
+        tokenizers=tuple(tokens),
+        classes={
+            **tokens,
+            "vae": AutoencoderKL,
+            denoiser[0]: denoiser[1],
+            **encoders,
+            "scheduler": scheduler,
+        },
+        **options,
+    )
+
+
 FAMILIES: dict[str, Family] = {
-    "sd": Family(
-        name="sd",
-        pipeline="StableDiffusionPipeline",
-        denoiser="unet",
-        text_encoders=("text_encoder",),
-        tokenizers=("tokenizer",),
-        classes={
-            **_CLIP,
-            "unet": UNet2DConditionModel,
-            "text_encoder": CLIPTextModel,
-            "scheduler": DDPMScheduler,
-        },
+    "sd": _family(
+        "sd",
+        "StableDiffusionPipeline",
+        ("unet", UNet2DConditionModel),
+        (CLIPTextModel,),
+        (CLIPTokenizer,),
     ),
-    "sdxl": Family(
-        name="sdxl",
-        pipeline="StableDiffusionXLPipeline",
-        denoiser="unet",
-        text_encoders=("text_encoder", "text_encoder_2"),
-        tokenizers=("tokenizer", "tokenizer_2"),
-        classes={
-            **_CLIP,
-            "unet": UNet2DConditionModel,
-            "text_encoder": CLIPTextModel,
-            "text_encoder_2": CLIPTextModelWithProjection,
-            "tokenizer_2": CLIPTokenizer,
-            "scheduler": DDPMScheduler,
-        },
+    "sdxl": _family(
+        "sdxl",
+        "StableDiffusionXLPipeline",
+        ("unet", UNet2DConditionModel),
+        (CLIPTextModel, CLIPTextModelWithProjection),
+        (CLIPTokenizer, CLIPTokenizer),
     ),
-    "sd3": Family(
-        name="sd3",
-        pipeline="StableDiffusion3Pipeline",
-        denoiser="transformer",
-        text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
-        tokenizers=("tokenizer", "tokenizer_2", "tokenizer_3"),
-        classes={
-            **_CLIP,
-            "transformer": SD3Transformer2DModel,
-            "text_encoder": CLIPTextModelWithProjection,
-            "text_encoder_2": CLIPTextModelWithProjection,
-            "text_encoder_3": T5EncoderModel,
-            "tokenizer_2": CLIPTokenizer,
-            "tokenizer_3": T5TokenizerFast,
-            "scheduler": FlowMatchEulerDiscreteScheduler,
-        },
+    "sd3": _family(
+        "sd3",
+        "StableDiffusion3Pipeline",
+        ("transformer", SD3Transformer2DModel),
+        (CLIPTextModelWithProjection, CLIPTextModelWithProjection, T5EncoderModel),
+        (CLIPTokenizer, CLIPTokenizer, T5TokenizerFast),
         flow_matching=True,
         optional=("text_encoder_3", "tokenizer_3"),
         text_length=256,
     ),
-    "flux": Family(
-        name="flux",
-        pipeline="FluxPipeline",
-        denoiser="transformer",
-        text_encoders=("text_encoder", "text_encoder_2"),
-        tokenizers=("tokenizer", "tokenizer_2"),
-        classes={
-            **_CLIP,
-            "transformer": FluxTransformer2DModel,
-            "text_encoder": CLIPTextModel,
-            "text_encoder_2": T5EncoderModel,
-            "tokenizer_2": T5TokenizerFast,
-            "scheduler": FlowMatchEulerDiscreteScheduler,
-        },
+    "flux": _family(
+        "flux",
+        "FluxPipeline",
+        ("transformer", FluxTransformer2DModel),
+        (CLIPTextModel, T5EncoderModel),
+        (CLIPTokenizer, T5TokenizerFast),
         flow_matching=True,
         text_length=512,
     ),

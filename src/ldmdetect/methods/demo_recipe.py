@@ -27,7 +27,7 @@ import numpy as np
 
 from ldmdetect.io.crops import crop, crop_boxes, ensure_min_size
 from ldmdetect.io.images import load_image, save_png
-from ldmdetect.io.labeled import Example
+from ldmdetect.io.labeled import Example, read_labeled
 
 TRAIN_SEED_OFFSET = 50_000  # training generations: far from the test seeds (demo.SEED_OFFSET)
 #: The validation share a recipe's training holds out unless it says otherwise (it also
@@ -107,6 +107,52 @@ class DemoRecipe(ABC):
         """Write what this method trains on into ``run.out`` and say how to train on it."""
 
 
+class ClassifierSettings(Protocol):
+    """The settings of a recipe that trains a backbone classifier on its features."""
+
+    backbone: str
+    pretrained: bool
+    input_size: int
+    epochs: int
+
+
+def classifier_fields(recipe: ClassifierSettings, feature: dict[str, Any]) -> dict[str, Any]:
+    """``TrainConfig`` fields of a backbone classifier on ``feature`` (its feature settings)."""
+    return {
+        "backbone": recipe.backbone,
+        "pretrained": recipe.pretrained,
+        "input_size": recipe.input_size,
+        "epochs": recipe.epochs,
+        "feature": feature,
+    }
+
+
+@dataclass(frozen=True)
+class RealVsGeneratedRecipe(DemoRecipe):
+    """Base of the recipes that train on :func:`real_vs_generated`'s labelled images: real
+    crops vs. the generator's images from training captions. A method says what it logs and
+    its ``train_fields``; the data, the labels and the feature cache are the same for all."""
+
+    #: the feature cache's folder under ``features/`` (``<name>-train``)
+    cache_name: ClassVar[str]
+    #: the features run the demo's generator (the training gets its pipeline)
+    uses_generator: ClassVar[bool] = True
+
+    @abstractmethod
+    def training_log(self) -> str:
+        """The demo's log line for this method's training step."""
+
+    def training(self, run: DemoRun) -> DemoTraining:
+        run.log(self.training_log())
+        data = real_vs_generated(run)
+        return DemoTraining(
+            self.train_fields(run.cfg),
+            examples=read_labeled([data / "real"], [data / "generated"]),
+            pipeline=run.pipeline if self.uses_generator else None,
+            feature_cache=run.out / "features" / f"{self.cache_name}-train",
+        )
+
+
 def training_prompts(pipeline: str, photos: list[Path]) -> list[str]:
     """Captions the generator was trained with, for the training photos' subjects."""
     from ldmdetect.generative.mini import CAPTIONS, mini_ldm_dir
@@ -175,10 +221,13 @@ def real_vs_generated(run: DemoRun) -> Path:
 __all__ = [
     "DEMO_VAL_FRACTION",
     "TRAIN_SEED_OFFSET",
+    "ClassifierSettings",
     "DemoRecipe",
     "DemoRun",
     "DemoSettings",
     "DemoTraining",
+    "RealVsGeneratedRecipe",
+    "classifier_fields",
     "real_train_crops",
     "real_vs_generated",
     "real_vs_generated_dir",

@@ -101,14 +101,8 @@ FLUX1_DEV_TRANSFORMER: dict[str, Any] = {
 # vae/config.json: one architecture, 16 latent channels and no quant convs (their scaling and
 # shift factors, 1.5305 / 0.0609 and 0.3611 / 0.1159, cost nothing).
 FLOW_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
+    **{key: value for key, value in SD_VAE.items() if key != "scaling_factor"},
     "latent_channels": 16,
-    "norm_num_groups": 32,
     "sample_size": 1024,
     "use_quant_conv": False,
     "use_post_quant_conv": False,
@@ -321,23 +315,29 @@ def _family_denoiser(family: FamilyCost, name: str, side: int, **kwargs: Any) ->
     return Stage(name, family.denoiser.name, inputs, family.run, **kwargs)
 
 
-def family_spec_of(
-    method: str,
-    family: FamilyCost,
-    what: str,
-    size_means: str,
-    size: int,
-    pipeline: Callable[[int], Pipeline],
-) -> CostSpec:
-    """``METHOD:FAMILY``: a method's cost on one modern family, at the families' sizes and
-    FLOPs only on a CPU (FLUX.1-dev alone needs 48 GB in float32)."""
-    return CostSpec(
-        f"{method}:{family.name}",
-        method,
-        what,
-        size_means,
-        size,
-        pipeline,
-        sizes=FAMILY_SIZES,
-        time_cpu=False,
+def method_cost_specs(
+    default: CostSpec,
+    family_pipeline: Callable[[FamilyCost], Callable[[int], Pipeline]],
+    family_what: str,
+    family_size_means: str | None = None,
+) -> tuple[CostSpec, ...]:
+    """A generator-backed method's cost specs: its ``default`` configuration first, then
+    ``METHOD:FAMILY`` per entry of :data:`FAMILY_COSTS`, so every such method lays its path out
+    on the same families the same way. ``family_what`` is formatted with the family's
+    ``hub_id``; the family specs keep the default's working size and (unless
+    ``family_size_means`` is given) its meaning, run at the families' sizes and are FLOPs
+    only on a CPU (FLUX.1-dev alone needs 48 GB in float32)."""
+    families = tuple(
+        CostSpec(
+            f"{default.method}:{family.name}",
+            default.method,
+            family_what.format(hub_id=family.hub_id),
+            default.size_means if family_size_means is None else family_size_means,
+            default.default_size,
+            family_pipeline(family),
+            sizes=FAMILY_SIZES,
+            time_cpu=False,
+        )
+        for family in FAMILY_COSTS
     )
+    return (default, *families)

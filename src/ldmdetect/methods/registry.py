@@ -34,6 +34,7 @@ labelled images; both reach the method through ``transform``.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -195,6 +196,18 @@ class Method(ABC):
     tiny_settings: ClassVar[dict[str, Any] | None] = None
     #: The typed, frozen form of ``config.feature`` (defaults written once, there).
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
+    #: The package ships a ``cost`` module whose ``cost_specs()`` :meth:`cost_specs` returns.
+    has_cost_specs: ClassVar[bool] = False
+    #: The recipe class in the package's ``demo`` module that :meth:`demo_recipe` builds.
+    demo_recipe_class: ClassVar[str | None] = None
+
+    def package_module(self, name: str, declared_by: str) -> Any:
+        """The module ``name`` of the package whose class declares ``declared_by`` (a
+        subclass defined elsewhere inherits its parent's), imported on first use: cost specs
+        and demo recipes import what a method's scoring never needs."""
+        owner = next(cls for cls in type(self).__mro__ if declared_by in vars(cls))
+        package = owner.__module__.rpartition(".")[0]
+        return importlib.import_module(f"{package}.{name}")
 
     def settings(self, config: DetectorConfig) -> MethodSettings:
         """``config.feature`` as this method's :attr:`Settings` (validated)."""
@@ -212,16 +225,22 @@ class Method(ABC):
     def cost_specs(self) -> Sequence[Any]:
         """Per-image cost specs on full-size architectures
         (:class:`ldmdetect.methods.cost.CostSpec`), the default configuration first; what
-        ``benchmarks/feature_cost.py`` measures. None by default: the benchmark then stops,
-        naming the method."""
-        return ()
+        ``benchmarks/feature_cost.py`` measures (``has_cost_specs``: the package's ``cost``
+        module's). None by default: the benchmark then stops, naming the method."""
+        return (
+            self.package_module("cost", "has_cost_specs").cost_specs()
+            if self.has_cost_specs
+            else ()
+        )
 
     def demo_recipe(self) -> DemoRecipe | None:
         """How ``ldmdetect demo`` trains this method, with the demo's default settings
         (:class:`ldmdetect.methods.demo_recipe.DemoRecipe`, from the package's ``demo``
-        module). None by default: the method is left out of the demo, which says so when
-        asked for it."""
-        return None
+        module, its ``demo_recipe_class``). None by default: the method is left out of the
+        demo, which says so when asked for it."""
+        if self.demo_recipe_class is None:
+            return None
+        return getattr(self.package_module("demo", "demo_recipe_class"), self.demo_recipe_class)()
 
     def defaults(self) -> dict[str, Any]:
         """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...);

@@ -49,36 +49,17 @@ DETECT_PATHS = ("/v1/detect", "/v1/detect/batch")
 # Text fields are ignored; a few are allowed so that clients adding e.g. a "note" still work.
 MAX_FORM_FIELDS = 16
 
-_MULTIPART_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            }
-        },
-    }
-}
-_MULTIPART_BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                    },
-                    "required": ["files"],
-                }
-            }
-        },
-    }
-}
+
+def _multipart_body(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a detect route: one required multipart field (the routes
+    read the raw form, so FastAPI cannot describe it by itself)."""
+    form = {"type": "object", "properties": {field: schema}, "required": [field]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}}}
+
+
+_BINARY = {"type": "string", "format": "binary"}
+_MULTIPART_BODY = _multipart_body("file", _BINARY)
+_MULTIPART_BATCH_BODY = _multipart_body("files", {"type": "array", "items": _BINARY})
 
 
 class RequestError(Exception):

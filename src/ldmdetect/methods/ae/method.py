@@ -62,15 +62,8 @@ class AEReconstruction(Method):
     tiny_settings = TINY
     Settings = AESettings
 
-    def cost_specs(self):
-        from ldmdetect.methods.ae.cost import cost_specs
-
-        return cost_specs()
-
-    def demo_recipe(self):
-        from ldmdetect.methods.ae.demo import AEDemo
-
-        return AEDemo()
+    has_cost_specs = True
+    demo_recipe_class = "AEDemo"
 
     def defaults(self) -> dict[str, Any]:
         return {"backbone": "tf_efficientnetv2_b0", "input_size": 256, **super().defaults()}

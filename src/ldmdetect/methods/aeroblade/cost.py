@@ -21,9 +21,8 @@ from ldmdetect.methods.cost import (
     _vae_roundtrip,
 )
 from ldmdetect.methods.family_costs import (
-    FAMILY_COSTS,
     FamilyCost,
-    family_spec_of,
+    method_cost_specs,
 )
 
 # kandinsky-community/kandinsky-2-1 movq/config.json (MoVQ: spatially normalised decoder).
@@ -111,29 +110,18 @@ def family_aeroblade_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
     return pipeline
 
 
-def family_spec(family: FamilyCost) -> CostSpec:
-    """``aeroblade:<family>``: the same path on one of the modern generator families."""
-    return family_spec_of(
-        "aeroblade",
-        family,
-        f"{family.hub_id}-sized autoencoder round trip + LPIPS VGG16 (layer 2)",
-        "the view (input_size)",
-        512,
-        family_aeroblade_pipeline(family),
-    )
-
-
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first, then one per generator
-    family (``METHOD:FAMILY``)."""
-    return (
+    """AEROBLADE's three autoencoders first, then each generator family's own (one each)."""
+    lpips = "LPIPS VGG16 (layer 2)"
+    return method_cost_specs(
         CostSpec(
             "aeroblade",
             "aeroblade",
-            "SD1, SD2 and Kandinsky 2.1 autoencoder round trips + LPIPS VGG16 (layer 2)",
+            f"SD1, SD2 and Kandinsky 2.1 autoencoder round trips + {lpips}",
             "the view (input_size)",
             512,
             aeroblade_pipeline,
         ),
-        *(family_spec(family) for family in FAMILY_COSTS),
+        family_aeroblade_pipeline,
+        "{hub_id}-sized autoencoder round trip + " + lpips,
     )

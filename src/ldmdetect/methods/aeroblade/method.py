@@ -131,15 +131,8 @@ class Aeroblade(Method):
 
     tiny_settings = TINY
 
-    def cost_specs(self):
-        from ldmdetect.methods.aeroblade.cost import cost_specs
-
-        return cost_specs()
-
-    def demo_recipe(self):
-        from ldmdetect.methods.aeroblade.demo import AerobladeDemo
-
-        return AerobladeDemo()
+    has_cost_specs = True
+    demo_recipe_class = "AerobladeDemo"
 
     Settings = AerobladeSettings
 

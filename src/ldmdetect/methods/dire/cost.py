@@ -21,12 +21,11 @@ from ldmdetect.methods.cost import (
     _pixels_t,
 )
 from ldmdetect.methods.family_costs import (
-    FAMILY_COSTS,
     FamilyCost,
     _family_denoiser,
     _family_models,
     _text_stages,
-    family_spec_of,
+    method_cost_specs,
 )
 
 # ADM's 256x256 unconditional model (guided-diffusion's 256x256_diffusion_uncond.pt, the
@@ -107,29 +106,12 @@ def family_dire_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
     return pipeline
 
 
-def family_spec(family: FamilyCost) -> CostSpec:
-    """``dire:<family>``: the same path on one of the modern generator families."""
-    return family_spec_of(
-        "dire",
-        family,
-        f"{family.hub_id}-sized latent DIRE: {DIRE_STEPS} + {DIRE_STEPS} passes, decode, ResNet-50",
-        "the reconstructed square (dire.image_size)",
-        256,
-        family_dire_pipeline(family),
-    )
-
-
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first, then one per generator
-    family (``METHOD:FAMILY``)."""
-    return (
-        CostSpec(
-            "dire",
-            "dire",
-            f"ADM-256 unconditional: {DIRE_STEPS} + {DIRE_STEPS} DDIM passes, ResNet-50 at 224",
-            "the pixel UNet's input side",
-            256,
-            dire_pipeline,
-        ),
-        *(family_spec(family) for family in FAMILY_COSTS),
+    """ADM's DIRE first, then the latent DIRE of each generator family (``dire:FAMILY``)."""
+    what = f"ADM-256 unconditional: {DIRE_STEPS} + {DIRE_STEPS} DDIM passes, ResNet-50 at 224"
+    default = CostSpec("dire", "dire", what, "the pixel UNet's input side", 256, dire_pipeline)
+    family_what = (
+        f"{{hub_id}}-sized latent DIRE: {DIRE_STEPS} + {DIRE_STEPS} passes, decode, ResNet-50"
     )
+    square = "the reconstructed square (dire.image_size)"
+    return method_cost_specs(default, family_dire_pipeline, family_what, square)

@@ -9,21 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ldmdetect.io.labeled import read_labeled
-from ldmdetect.methods.demo_recipe import (
-    DemoRecipe,
-    DemoRun,
-    DemoSettings,
-    DemoTraining,
-    real_vs_generated,
-)
+from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe, classifier_fields
 
 
 @dataclass(frozen=True)
-class DireDemo(DemoRecipe):
+class DireDemo(RealVsGeneratedRecipe):
     """dire's demo settings. Its JPEG rows (new pixels, new reconstructions) stay: JPEG is
     DIRE's known weak point, and the method is opt-in."""
 
+    cache_name: ClassVar[str] = "dire"
     costly: ClassVar[bool] = True
 
     backbone: str = "tf_efficientnet_lite0"
@@ -36,25 +30,12 @@ class DireDemo(DemoRecipe):
         return f"{name} ({self.steps}+{self.steps} DDIM steps)"
 
     def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
-        return {
-            "backbone": self.backbone,
-            "pretrained": self.pretrained,
-            "input_size": self.input_size,
-            "epochs": self.epochs,
-            # The whole eval_size image is reconstructed; views are input_size crops of its map.
-            "feature": {"dire": {"image_size": cfg.eval_size, "steps": self.steps}},
-        }
+        # The whole eval_size image is reconstructed; views are input_size crops of its map.
+        return classifier_fields(self, {"dire": {"image_size": cfg.eval_size, "steps": self.steps}})
 
-    def training(self, run: DemoRun) -> DemoTraining:
-        run.log(
+    def training_log(self) -> str:
+        return (
             f"[4/6] train 'dire' ({self.backbone}, |x - x'| after {self.steps} DDIM steps "
             "each way through the generator) on real crops vs. images generated from training "
             "captions"
-        )
-        data = real_vs_generated(run)
-        return DemoTraining(
-            self.train_fields(run.cfg),
-            examples=read_labeled([data / "real"], [data / "generated"]),
-            pipeline=run.pipeline,
-            feature_cache=run.out / "features" / "dire-train",
         )

@@ -104,15 +104,8 @@ class Dire(Method):
 
     tiny_settings = TINY
 
-    def cost_specs(self):
-        from ldmdetect.methods.dire.cost import cost_specs
-
-        return cost_specs()
-
-    def demo_recipe(self):
-        from ldmdetect.methods.dire.demo import DireDemo
-
-        return DireDemo()
+    has_cost_specs = True
+    demo_recipe_class = "DireDemo"
 
     Settings = DireSettings
 

@@ -29,12 +29,11 @@ from ldmdetect.methods.cost import (
     _unet,
 )
 from ldmdetect.methods.family_costs import (
-    FAMILY_COSTS,
     FamilyCost,
     _family_denoiser,
     _family_models,
     _text_stages,
-    family_spec_of,
+    method_cost_specs,
 )
 
 FAKEINVERSION_STEPS = 50  # DDIM steps each way (inversion, then re-generation)
@@ -46,12 +45,19 @@ def _fakeinversion_net() -> nn.Module:
     return FakeInversionNet("resnet50")
 
 
-def fakeinversion_pipeline(size: int) -> Pipeline:
-    side, steps = size // 8, FAKEINVERSION_STEPS
-    prefix = Model("blip2_vision_qformer", Blip2Prefix, convolutional=False, compile=("",))
+def _caption_and_classifier() -> tuple[Model, Model, Model]:
+    """The models every FakeInversion path runs besides the generator's: BLIP-2 up to its
+    language model, OPT-2.7b, and the 9-channel classifier."""
+    prefix = Model("blip2_vision_qformer", Blip2Prefix, convolutional=False)
     lm = Model("blip2_opt_2.7b", _opt("sdpa"), convolutional=False, compile=())
     classifier = Model("fakeinversion_resnet50", _fakeinversion_net, generator=False)
-    stages = (
+    return prefix, lm, classifier
+
+
+def _caption_stages(prefix: Model, lm: Model) -> tuple[Stage, Stage]:
+    """The BLIP-2 caption: vision + Q-Former, then the greedy decode (estimated from the
+    first's FLOP rate on a quick CPU run)."""
+    return (
         Stage("caption_vision_qformer", prefix.name, _images(224), _call),
         Stage(
             "caption_language_model",
@@ -60,6 +66,14 @@ def fakeinversion_pipeline(size: int) -> Pipeline:
             _greedy_caption,
             estimate_quick_cpu_from="caption_vision_qformer",
         ),
+    )
+
+
+def fakeinversion_pipeline(size: int) -> Pipeline:
+    side, steps = size // 8, FAKEINVERSION_STEPS
+    prefix, lm, classifier = _caption_and_classifier()
+    stages = (
+        *_caption_stages(prefix, lm),
         Stage("text_encoder", TEXT_MODEL.name, _tokens, _call),
         Stage("vae_encode", SD_VAE_MODEL.name, _images(size), _encode),
         Stage("unet_ddim_inversion", SD_UNET_MODEL.name, _latents(side), _unet, calls=steps),
@@ -86,18 +100,9 @@ def fakeinversion_pipeline(size: int) -> Pipeline:
 def family_fakeinversion_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
     def pipeline(size: int) -> Pipeline:
         side, steps, channels = size // 8, FAKEINVERSION_STEPS, family.latent_channels
-        prefix = Model("blip2_vision_qformer", Blip2Prefix, convolutional=False)
-        lm = Model("blip2_opt_2.7b", _opt("sdpa"), convolutional=False, compile=())
-        classifier = Model("fakeinversion_resnet50", _fakeinversion_net, generator=False)
+        prefix, lm, classifier = _caption_and_classifier()
         stages = (
-            Stage("caption_vision_qformer", prefix.name, _images(224), _call),
-            Stage(
-                "caption_language_model",
-                lm.name,
-                _prefix,
-                _greedy_caption,
-                estimate_quick_cpu_from="caption_vision_qformer",
-            ),
+            *_caption_stages(prefix, lm),
             *_text_stages(family, per_image=True),
             Stage("vae_encode", family.vae.name, _images(size), _encode),
             _family_denoiser(family, "denoiser_inversion", side, calls=steps),
@@ -122,30 +127,13 @@ def family_fakeinversion_pipeline(family: FamilyCost) -> Callable[[int], Pipelin
     return pipeline
 
 
-def family_spec(family: FamilyCost) -> CostSpec:
-    """``fakeinversion:<family>``: the same path on one of the modern generator families."""
-    return family_spec_of(
-        "fakeinversion",
-        family,
-        f"BLIP-2 caption, {family.hub_id}-sized inversion + re-generation (50 + 50), "
-        "decodes, ResNet-50",
-        "the inverted center crop (inversion.image_size)",
-        512,
-        family_fakeinversion_pipeline(family),
-    )
-
-
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first, then one per generator
-    family (``METHOD:FAMILY``)."""
-    return (
-        CostSpec(
-            "fakeinversion",
-            "fakeinversion",
-            "BLIP-2 caption, SD v1.5 DDIM inversion + re-generation (50 + 50), decodes, ResNet-50",
-            "the inverted center crop (inversion.image_size)",
-            512,
-            fakeinversion_pipeline,
-        ),
-        *(family_spec(family) for family in FAMILY_COSTS),
+    """The SD v1.5 configuration first, then one per generator family (``METHOD:FAMILY``)."""
+    caption = "BLIP-2 caption, "
+    what = f"{caption}SD v1.5 DDIM inversion + re-generation (50 + 50), decodes, ResNet-50"
+    crop = "the inverted center crop (inversion.image_size)"
+    family_what = (
+        f"{caption}{{hub_id}}-sized inversion + re-generation (50 + 50), decodes, ResNet-50"
     )
+    default = CostSpec("fakeinversion", "fakeinversion", what, crop, 512, fakeinversion_pipeline)
+    return method_cost_specs(default, family_fakeinversion_pipeline, family_what)

@@ -9,20 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ldmdetect.io.labeled import read_labeled
-from ldmdetect.methods.demo_recipe import (
-    DemoRecipe,
-    DemoRun,
-    DemoSettings,
-    DemoTraining,
-    real_vs_generated,
-)
+from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe, classifier_fields
 
 
 @dataclass(frozen=True)
-class FakeInversionDemo(DemoRecipe):
+class FakeInversionDemo(RealVsGeneratedRecipe):
     """fakeinversion's demo settings."""
 
+    cache_name: ClassVar[str] = "fakeinversion"
     robustness: ClassVar[bool] = False
     costly: ClassVar[bool] = True
 
@@ -37,30 +31,18 @@ class FakeInversionDemo(DemoRecipe):
         return f"{name} ({self.steps}+{self.steps} DDIM steps)"
 
     def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
-        return {
-            "backbone": self.backbone,
-            "pretrained": self.pretrained,
-            "input_size": self.input_size,
-            "epochs": self.epochs,
-            "feature": {
-                # The whole eval_size image is inverted; views are input_size crops of it
-                # and of its maps at one offset.
-                "inversion": {"image_size": cfg.eval_size, "steps": self.steps},
-                "captioner": self.captioner,
-                "map_size": cfg.eval_size,
-            },
+        # The whole eval_size image is inverted; views are input_size crops of it and of its
+        # maps at one offset.
+        feature = {
+            "inversion": {"image_size": cfg.eval_size, "steps": self.steps},
+            "captioner": self.captioner,
+            "map_size": cfg.eval_size,
         }
+        return classifier_fields(self, feature)
 
-    def training(self, run: DemoRun) -> DemoTraining:
-        run.log(
+    def training_log(self) -> str:
+        return (
             f"[4/6] train 'fakeinversion' ({self.backbone}, {self.steps} DDIM steps each way "
             f"with the generator, captioner {self.captioner!r}) on real crops vs. images "
             "generated from training captions"
-        )
-        data = real_vs_generated(run)
-        return DemoTraining(
-            self.train_fields(run.cfg),
-            examples=read_labeled([data / "real"], [data / "generated"]),
-            pipeline=run.pipeline,
-            feature_cache=run.out / "features" / "fakeinversion-train",
         )

@@ -108,15 +108,8 @@ class FakeInversion(Method):
 
     tiny_settings = TINY
 
-    def cost_specs(self):
-        from ldmdetect.methods.fakeinversion.cost import cost_specs
-
-        return cost_specs()
-
-    def demo_recipe(self):
-        from ldmdetect.methods.fakeinversion.demo import FakeInversionDemo
-
-        return FakeInversionDemo()
+    has_cost_specs = True
+    demo_recipe_class = "FakeInversionDemo"
 
     Settings = FakeInversionSettings
 

@@ -25,12 +25,11 @@ from ldmdetect.methods.cost import (
     _unet,
 )
 from ldmdetect.methods.family_costs import (
-    FAMILY_COSTS,
     FamilyCost,
     _family_denoiser,
     _family_models,
     _text_stages,
-    family_spec_of,
+    method_cost_specs,
 )
 
 
@@ -91,29 +90,12 @@ def family_lare2_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
     return pipeline
 
 
-def family_spec(family: FamilyCost) -> CostSpec:
-    """``lare2:<family>``: the same path on one of the modern generator families."""
-    return family_spec_of(
-        "lare2",
-        family,
-        f"{family.hub_id}-sized VAE encode + one denoiser pass on 4 noised latents + EGRE",
-        "LaRE's whole-image resize (lare.image_size); EGRE's crop is min(224, size)",
-        256,
-        family_lare2_pipeline(family),
-    )
+LARE2_WHAT = "SD v1.5 VAE encode + one UNet pass on 4 noised latents (t=200) + EGRE on CLIP RN50"
+LARE2_SIZE = "LaRE's whole-image resize (lare.image_size); EGRE's crop is min(224, size)"
+LARE2_FAMILY_WHAT = "{hub_id}-sized VAE encode + one denoiser pass on 4 noised latents + EGRE"
 
 
 def cost_specs() -> tuple[CostSpec, ...]:
-    """The method's cost specs: the default configuration first, then one per generator
-    family (``METHOD:FAMILY``)."""
-    return (
-        CostSpec(
-            "lare2",
-            "lare2",
-            "SD v1.5 VAE encode + one UNet pass on 4 noised latents (t=200) + EGRE on CLIP RN50",
-            "LaRE's whole-image resize (lare.image_size); EGRE's crop is min(224, size)",
-            256,
-            lare2_pipeline,
-        ),
-        *(family_spec(family) for family in FAMILY_COSTS),
-    )
+    """The method's cost specs: SD v1.5 first, then one per generator family."""
+    default = CostSpec("lare2", "lare2", LARE2_WHAT, LARE2_SIZE, 256, lare2_pipeline)
+    return method_cost_specs(default, family_lare2_pipeline, LARE2_FAMILY_WHAT)

@@ -5,21 +5,16 @@ classes are ``eval_size`` squares, so LaRE's whole-image resize is the identity 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from ldmdetect.io.labeled import read_labeled
-from ldmdetect.methods.demo_recipe import (
-    DemoRecipe,
-    DemoRun,
-    DemoSettings,
-    DemoTraining,
-    real_vs_generated,
-)
+from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe, classifier_fields
 
 
 @dataclass(frozen=True)
-class LaRE2Demo(DemoRecipe):
+class LaRE2Demo(RealVsGeneratedRecipe):
     """lare2's demo settings (also the base of benchmarks/lare2_ablation.py)."""
+
+    cache_name: ClassVar[str] = "lare2"
 
     backbone: str = "timm:tf_efficientnet_lite0"  # ImageNet weights ship offline
     pretrained: bool = True
@@ -29,29 +24,11 @@ class LaRE2Demo(DemoRecipe):
     epochs: int = 6
 
     def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
-        return {
-            "backbone": self.backbone,
-            "pretrained": self.pretrained,
-            "input_size": self.input_size,
-            "epochs": self.epochs,
-            "feature": {
-                "lare": {
-                    "image_size": cfg.eval_size,
-                    "timestep": self.timestep,
-                    "ensemble": self.ensemble,
-                }
-            },
-        }
+        lare = {"image_size": cfg.eval_size, "timestep": self.timestep, "ensemble": self.ensemble}
+        return classifier_fields(self, {"lare": lare})
 
-    def training(self, run: DemoRun) -> DemoTraining:
-        run.log(
+    def training_log(self) -> str:
+        return (
             f"[4/6] train 'lare2' ({self.backbone}, LaRE t={self.timestep} x{self.ensemble}"
             f" from the generator) on real crops vs. images generated from training captions"
-        )
-        data = real_vs_generated(run)
-        return DemoTraining(
-            self.train_fields(run.cfg),
-            examples=read_labeled([data / "real"], [data / "generated"]),
-            pipeline=run.pipeline,
-            feature_cache=run.out / "features" / "lare2-train",
         )

@@ -151,15 +151,8 @@ class LaRE2(Method):
 
     tiny_settings = TINY
 
-    def cost_specs(self):
-        from ldmdetect.methods.lare2.cost import cost_specs
-
-        return cost_specs()
-
-    def demo_recipe(self):
-        from ldmdetect.methods.lare2.demo import LaRE2Demo
-
-        return LaRE2Demo()
+    has_cost_specs = True
+    demo_recipe_class = "LaRE2Demo"
 
     Settings = Lare2Settings
 

@@ -4,21 +4,17 @@ ImageNet network whose weights ship offline, on the same real-vs-generated image
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from ldmdetect.io.labeled import read_labeled
-from ldmdetect.methods.demo_recipe import (
-    DemoRecipe,
-    DemoRun,
-    DemoSettings,
-    DemoTraining,
-    real_vs_generated,
-)
+from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe
 
 
 @dataclass(frozen=True)
-class VFMProbeDemo(DemoRecipe):
+class VFMProbeDemo(RealVsGeneratedRecipe):
     """vfm-probe's demo settings."""
+
+    cache_name: ClassVar[str] = "vfm-probe"
+    uses_generator: ClassVar[bool] = False  # a frozen ImageNet network, no generator
 
     backbone: str = "timm:tf_efficientnet_lite0"
     input_size: int = 128
@@ -26,14 +22,8 @@ class VFMProbeDemo(DemoRecipe):
     def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
         return {"backbone": self.backbone, "input_size": self.input_size}
 
-    def training(self, run: DemoRun) -> DemoTraining:
-        run.log(
+    def training_log(self) -> str:
+        return (
             f"[4/6] fit 'vfm-probe' (logistic regression on frozen {self.backbone}) on real "
             "crops vs. images generated from training captions"
-        )
-        data = real_vs_generated(run)
-        return DemoTraining(
-            self.train_fields(run.cfg),
-            examples=read_labeled([data / "real"], [data / "generated"]),
-            feature_cache=run.out / "features" / "vfm-probe-train",
         )

@@ -142,15 +142,8 @@ class VFMProbe(Method):
 
     tiny_settings = TINY
 
-    def cost_specs(self):
-        from ldmdetect.methods.vfm_probe.cost import cost_specs
-
-        return cost_specs()
-
-    def demo_recipe(self):
-        from ldmdetect.methods.vfm_probe.demo import VFMProbeDemo
-
-        return VFMProbeDemo()
+    has_cost_specs = True
+    demo_recipe_class = "VFMProbeDemo"
 
     Settings = VFMProbeSettings
 
