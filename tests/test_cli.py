@@ -417,3 +417,25 @@ def test_top_level_help_imports_no_engine_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _command_paths(group, prefix=()):
+    """Every command of the CLI as its argument path, subcommand groups included."""
+    for name, command in group.commands.items():
+        if getattr(command, "commands", None):  # a group (typer may not use click's classes)
+            yield from _command_paths(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_every_commands_help_renders():
+    """Option help is rendered as rich markup: a bracketed word like ``[/TAG]`` is a closing
+    tag and crashed ``--help``; every command's help must print."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    paths = list(_command_paths(group))
+    assert ("synris",) in paths and ("zoo", "mini-flow") in paths
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output, result.exception)

@@ -50,8 +50,8 @@ def synris(
     embedder: Annotated[
         str | None,
         typer.Option(
-            help="auto (CLIP ViT-B/32, offline EfficientNet-Lite0), openclip:NAME[/TAG] "
-            "or timm:NAME."
+            help="auto (CLIP ViT-B/32, offline EfficientNet-Lite0), openclip:NAME, "
+            "openclip:NAME/TAG or timm:NAME."
         ),
     ] = None,
     batch_size: int | None = None,
