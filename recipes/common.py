@@ -23,6 +23,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,51 @@ from ldmdetect.io.samples import sample_photos
 
 # A recipe's config dataclass (MiniLDMConfig, MiniFlowConfig): read by field name.
 Config = Any
+
+
+class RecipeConfig:
+    """What both recipes' config dataclasses derive from their autoencoder fields, and their
+    JSON round trip (training_log.json records the config; resuming reads it back)."""
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.ae_block_out_channels) - 1)  # type: ignore[attr-defined]
+
+    @property
+    def latent_size(self) -> int:
+        return self.patch_size // self.downsampling_factor  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Inverse of :meth:`to_dict`; JSON lists become the tuples the fields declare."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        kwargs = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f"unknown {cls.__name__} field {key!r}")
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**kwargs)
+
+
+def build_autoencoder(config: Config, **extra: Any) -> AutoencoderKL:
+    """A randomly initialised ``AutoencoderKL`` of the recipe's architecture (``extra``: the
+    family's own options, e.g. SD3's missing quant convolutions)."""
+    levels = len(config.ae_block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=config.ae_block_out_channels,
+        layers_per_block=config.ae_layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=config.patch_size,
+        **extra,
+    )
 
 
 def _photo_paths() -> dict[str, Path]:

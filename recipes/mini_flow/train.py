@@ -34,7 +34,7 @@ import math
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (
     Clock,
     Interrupted,
+    RecipeConfig,
     StepCallback,
     autocast,
     autoencoder_phase,
@@ -83,6 +84,7 @@ from common import (
     train_with_ema,
     training_photo_names,
 )
+from common import build_autoencoder as common_build_autoencoder
 
 # What tests use from here, shared pieces included.
 __all__ = [
@@ -109,7 +111,7 @@ _TAG = "mini-flow"
 
 
 @dataclass(frozen=True)
-class MiniFlowConfig:
+class MiniFlowConfig(RecipeConfig):
     """Every knob of the recipe; the defaults are the shipped model's (its training_log.json).
 
     Data, autoencoder and shared settings mean what they mean in ``MiniLDMConfig``
@@ -190,28 +192,6 @@ class MiniFlowConfig:
                 f"({2 * self.text_hidden_size}): SD3 pads the CLIP states to the T5 width"
             )
 
-    @property
-    def downsampling_factor(self) -> int:
-        return 2 ** (len(self.ae_block_out_channels) - 1)
-
-    @property
-    def latent_size(self) -> int:
-        return self.patch_size // self.downsampling_factor
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MiniFlowConfig:
-        """Inverse of :meth:`to_dict`; JSON lists become the tuples the fields declare."""
-        known = {f.name: f for f in fields(cls)}
-        kwargs = {}
-        for key, value in data.items():
-            if key not in known:
-                raise ValueError(f"unknown MiniFlowConfig field {key!r}")
-            kwargs[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**kwargs)
-
 
 # ----------------------------------------------------------------------------------------------
 # Models
@@ -219,20 +199,7 @@ class MiniFlowConfig:
 
 def build_autoencoder(config: MiniFlowConfig) -> AutoencoderKL:
     """A randomly initialised SD3-style ``AutoencoderKL``: no 1x1 quant convolutions."""
-    levels = len(config.ae_block_out_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=config.ae_block_out_channels,
-        layers_per_block=config.ae_layers_per_block,
-        latent_channels=config.latent_channels,
-        norm_num_groups=config.norm_num_groups,
-        sample_size=config.patch_size,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    return common_build_autoencoder(config, use_quant_conv=False, use_post_quant_conv=False)
 
 
 def build_transformer(config: MiniFlowConfig) -> SD3Transformer2DModel:

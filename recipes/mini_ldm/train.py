@@ -31,7 +31,7 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (
     Clock,
     Interrupted,
+    RecipeConfig,
     StepCallback,
     adamw_optimizer,
     autocast,
@@ -79,6 +80,7 @@ from common import (
     train_with_ema,
     training_photo_names,
 )
+from common import build_autoencoder as common_build_autoencoder
 from common import lr_schedule as _lr_schedule
 
 # What tests and recipes/mini_ldm/speed.py use from here, shared pieces included.
@@ -117,7 +119,7 @@ SPEED_ONLY_FIELDS = ("unet_plain_attention",)
 
 
 @dataclass
-class MiniLDMConfig:
+class MiniLDMConfig(RecipeConfig):
     """Every knob of the recipe; the defaults are the shipped model's (its training_log.json)."""
 
     seed: int = 0
@@ -188,28 +190,6 @@ class MiniLDMConfig:
                     f"factor {self.downsampling_factor}"
                 )
 
-    @property
-    def downsampling_factor(self) -> int:
-        return 2 ** (len(self.ae_block_out_channels) - 1)
-
-    @property
-    def latent_size(self) -> int:
-        return self.patch_size // self.downsampling_factor
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MiniLDMConfig:
-        """Inverse of :meth:`to_dict`; JSON lists become the tuples the fields declare."""
-        known = {f.name: f for f in fields(cls)}
-        kwargs = {}
-        for key, value in data.items():
-            if key not in known:
-                raise ValueError(f"unknown MiniLDMConfig field {key!r}")
-            kwargs[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**kwargs)
-
 
 # ----------------------------------------------------------------------------------------------
 # Models
@@ -217,18 +197,7 @@ class MiniLDMConfig:
 
 def build_autoencoder(config: MiniLDMConfig) -> AutoencoderKL:
     """A randomly initialised ``AutoencoderKL`` of the recipe's architecture."""
-    levels = len(config.ae_block_out_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=config.ae_block_out_channels,
-        layers_per_block=config.ae_layers_per_block,
-        latent_channels=config.latent_channels,
-        norm_num_groups=config.norm_num_groups,
-        sample_size=config.patch_size,
-    )
+    return common_build_autoencoder(config)
 
 
 def build_unet(config: MiniLDMConfig) -> UNet2DConditionModel:
