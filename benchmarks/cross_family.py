@@ -570,7 +570,7 @@ def merge(contents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     first = contents[0]
     keys = ("config", "reference", "n_boot")
     for other in contents[1:]:
-        differing = [k for k in keys if other.get(k) != first.get(k)]
+        differing = [k for k in keys if _canonical(other.get(k)) != _canonical(first.get(k))]
         if differing:
             raise ValueError(f"the runs differ in {differing}: only one setting's seeds merge")
     seeds = [s for c in contents for s in c["cross_family"]["seeds"]]
@@ -612,6 +612,11 @@ def merge(contents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     content["cross_family"]["complete"] = all(c["cross_family"]["complete"] for c in contents)
     content["seconds_total"] = round(sum(c["seconds_total"] for c in contents), 1)
     return content | {k: first[k] for k in (*keys, "torch_threads", "cpu_count", "machine")}
+
+
+def _canonical(value: Any) -> str:
+    """A JSON value as text, so that a tuple and the list it was written as compare equal."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _aggregate_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

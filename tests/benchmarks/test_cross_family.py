@@ -55,14 +55,17 @@ def test_options_pick_the_budget_and_the_json_is_written(
 ) -> None:
     seen = {}
 
-    def fake_run(work, budget, generator_a, generator_b):
+    def fake_run(work, budget, generator_a, generator_b, on_seed=None):
         seen.update(budget=budget, generators=(generator_a, generator_b))
+        on_seed({"cross_family": {"partial": True}})  # written at once where --output says
+        seen["after_seed"] = json.loads(output.read_text()) if output.is_file() else None
         return {"cross_family": {}}
 
     monkeypatch.setattr(bench, "run", fake_run)
     output = tmp_path / "results" / "cross.json"
     args = ["--quick", "--methods", "ae", "dire", "--device", "cuda", "--output", str(output)]
     assert bench.main(args) == json.loads(output.read_text()) == {"cross_family": {}}
+    assert seen["after_seed"] == {"cross_family": {"partial": True}}
     quick = bench.BUDGETS["quick"]
     assert seen["budget"] == replace(
         quick, methods=("ae", "dire"), demo=replace(quick.demo, device="cuda")
@@ -71,6 +74,10 @@ def test_options_pick_the_budget_and_the_json_is_written(
     bench.main(["--seeds", "4", "5", "--generator-b", "other"])
     assert seen["budget"].seeds == (4, 5) and seen["budget"].methods == bench.METHODS
     assert seen["generators"] == ("mini", "other")
+    bench.main(["--budget", "cpu", "--threads", "1", "--output", str(output)])
+    cpu = bench.BUDGETS["cpu"]
+    assert seen["budget"] == replace(cpu, demo=replace(cpu.demo, threads=1))
+    assert not cpu.demo.photo_crops and cpu.seeds == (0, 1, 2)
     with pytest.raises(ValueError, match="aeroblad"):  # before any training
         bench.main(["--methods", "aeroblad"])
 
@@ -193,3 +200,38 @@ def test_comparison_is_the_learned_auc_minus_its_reference(result) -> None:
         low, high = row["ci95"]
         assert -1.0 <= low <= high <= 1.0
     assert len(comparison["aggregated"]) == 4
+
+
+def _as_seed(content: dict, seed: int) -> dict:
+    """``content`` (one seed-0 run) as if run with ``seed``."""
+    content = json.loads(json.dumps(content))
+    part = content["cross_family"]
+    part["seeds"] = [seed]
+    for rows in (part["rows"], part["training_free"]["rows"], part["comparison"]["rows"]):
+        for row in rows:
+            row["seed"] = seed
+    for family in part["families"].values():
+        family["runs"] = {str(seed): family["runs"]["0"]}
+    return content
+
+
+def test_merge_aggregates_the_seeds_of_several_runs(bench, result) -> None:
+    one = {k: v for k, v in result.items() if k != "labels"}
+    merged = bench.merge([one, _as_seed(one, 1)])
+    cross = merged["cross_family"]
+    assert cross["seeds"] == [0, 1] and cross["complete"]
+    assert len(cross["rows"]) == 2 * len(one["cross_family"]["rows"])
+    single = {_key(r): r for r in one["cross_family"]["rows"]}
+    for row in cross["aggregated"]:
+        auc = single[_key(row)]["auc"]
+        assert row["auc"]["per_seed"] == [auc, auc] and row["auc"]["std"] == 0.0
+    for family in cross["families"].values():
+        assert set(family["runs"]) == {"0", "1"}
+    assert len(cross["comparison"]["aggregated"]) == len(
+        one["cross_family"]["comparison"]["aggregated"]
+    )
+    with pytest.raises(ValueError, match="more than one run"):
+        bench.merge([one, one])
+    other = _as_seed(one, 2) | {"n_boot": 7}
+    with pytest.raises(ValueError, match="n_boot"):
+        bench.merge([one, other])

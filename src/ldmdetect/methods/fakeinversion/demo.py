@@ -26,6 +26,7 @@ class FakeInversionDemo(RealVsGeneratedRecipe):
     steps: int = 4
     captioner: str = "fixed:a photo"
     epochs: int = 6
+    residual: bool = False  # |x - D(z_0')| as three more channels (the ablation's variant)
 
     def label(self, name: str) -> str:
         return f"{name} ({self.steps}+{self.steps} DDIM steps)"
@@ -38,6 +39,8 @@ class FakeInversionDemo(RealVsGeneratedRecipe):
             "captioner": self.captioner,
             "map_size": cfg.eval_size,
         }
+        if self.residual:
+            feature["residual"] = True
         return classifier_fields(self, feature)
 
     def training_log(self) -> str:
