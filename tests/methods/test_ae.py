@@ -120,11 +120,49 @@ def test_a_tile_peaks_at_its_score_where_occlusion_hurts_most():
     drops = torch.zeros(positions * positions, dtype=torch.float64)
     drops[0] = 2.0  # occluding the top-left square lowers the logit
     drops[-1] = -3.0  # occluding the bottom-right one raises it: no evidence there
+    score = torch.sigmoid(torch.tensor(1.5)).item()
     evidence = tile_map(torch.tensor(1.5, dtype=torch.float64), drops, SIZE)
     cell = SIZE // GRID
     assert evidence.shape == (SIZE, SIZE)
-    assert evidence.max() == pytest.approx(torch.sigmoid(torch.tensor(1.5)).item())
+    assert evidence.max() == pytest.approx(score)
     assert evidence[0, 0] == evidence.max()
     assert (evidence[-cell:, -cell:] == 0).all() and evidence.min() == 0
+    # where occlusion changes nothing: between the two
+    assert 0 < evidence[SIZE // 2, 0] < evidence[0, 0]
     # a tile the classifier calls real stays dark, however its drops fall
     assert tile_map(torch.tensor(-12.0, dtype=torch.float64), drops, SIZE).max() < 1e-5
+    # drops all alike, none negative: evidence everywhere, at the score
+    even = tile_map(torch.tensor(1.5, dtype=torch.float64), torch.ones_like(drops), SIZE)
+    assert even.min() == pytest.approx(score)
+
+
+def test_a_one_tile_map_peaks_at_the_detectors_score(detector, pairs):
+    """A crop-sized image is one tile, the centre crop scoring reads: the map's brightest
+    cell is the score itself."""
+    for _, fake in pairs[:2]:
+        (explained,) = detector.explain(fake)
+        score = detector.decision_function(fake)[0]
+        assert explained.evidence.max() == pytest.approx(score, abs=1e-5)
+
+
+def test_k_class_classifiers_map_one_minus_p_real(pairs):
+    """A family head ("real", then families): the scale is 1 - P(real), the score of methods
+    without a "generated" class."""
+    import timm
+
+    from ldmdetect.methods import make_config
+    from ldmdetect.methods.ae.evidence import explain_batch
+    from ldmdetect.methods.ae.method import classify_crops
+
+    torch.manual_seed(0)
+    model = timm.create_model(LEARNING_BACKBONE, num_classes=3).eval()
+    config = make_config("ae", backbone=LEARNING_BACKBONE, input_size=SIZE)
+    method = get("ae")
+    image = pairs[0][1]
+    batch = method.collate([method.explain_transform(config)(image)])
+    with torch.inference_mode():
+        (explained,) = explain_batch(model, batch, config, classify_crops)
+        logits = classify_crops(model, method.transform(config)(image)["crops"][None], config)
+    p_real = logits.double().softmax(dim=-1)[0, 0, 0].item()
+    assert explained.evidence.shape == (SIZE, SIZE)
+    assert 0 < explained.evidence.max() <= 1 - p_real + 1e-6

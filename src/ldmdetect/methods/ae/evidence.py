@@ -18,11 +18,13 @@ column flush with the edge, overlaps averaged), so a large image gets a map over
 each tile a square of ``PATCH`` x ``PATCH`` cells of a ``GRID`` x ``GRID`` grid slides by one
 cell (49 passes for 8 and 2) and is filled with the tile's mean colour. A cell's drop is the
 mean fall of the "not real" logit (the logit itself for one output; log(1 - P(real)) -
-log P(real) for K classes) over the squares that cover it; negative drops (regions whose
-removal makes the tile look more generated) count as none. The tile's map is its drops scaled
-so that its largest is the tile's score, 1 - P(real): brightness says how sure the detector is
-of the tile, the spread says where in it the evidence lies, so a real tile stays dark however
-its drops fall. Values in [0, 1], 1 = most evidence of generation, as every method's map.
+log P(real) for K classes) over the squares that cover it. The tile's map is its drops scaled
+from 0 (no drop, or the lowest drop where some are negative: regions whose removal makes the
+tile look more generated) to the tile's score, 1 - P(real), at the highest drop. Brightness
+says how sure the detector is of the tile, the spread where in it the evidence lies: a real
+tile stays dark however its drops fall, a uniformly generated one is bright all over, and a
+generated tile where no occlusion lowers the score still shows where it lowers it least rather
+than going black. Values in [0, 1], 1 = most evidence of generation, as every method's map.
 
 Cost: 1 + (GRID - PATCH + 1)^2 classifier passes per tile; 50 for a 256 px crop.
 """
@@ -120,9 +122,12 @@ def tile_map(logit: torch.Tensor, drops: torch.Tensor, size: int) -> torch.Tenso
         for dj in range(PATCH):
             total[di : di + positions, dj : dj + positions] += drops
             count[di : di + positions, dj : dj + positions] += 1
-    cells = (total / count).clamp_min(0)
-    peak = cells.max()
-    share = cells / peak if peak > 0 else cells
+    cells = total / count
+    # Shares from 0 at the lowest drop or at no drop, whichever is lower, to 1 at the highest
+    # (see the module docstring).
+    low = cells.min().clamp_max(0)
+    spread = cells.max() - low
+    share = (cells - low) / spread if spread > 0 else torch.zeros_like(cells)
     cells = torch.sigmoid(logit) * share
     edges = _edges(size)
     sides = torch.diff(torch.tensor(edges))
