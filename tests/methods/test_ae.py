@@ -1,5 +1,5 @@
-"""ae's evidence map (``ldmdetect.methods.ae.evidence``): occlusion of the classifier's "not
-real" logit, tiled over the image, through the method's explain hook."""
+"""ae's evidence map (``ldmdetect.methods.ae.evidence``): each region's first-order part in
+the classifier's "not real" logit, tiled over the image, through the method's explain hook."""
 
 from pathlib import Path
 
@@ -13,7 +13,14 @@ from ldmdetect.detector import Detector
 from ldmdetect.engine.train import TrainConfig, train_detector
 from ldmdetect.io.images import load_image
 from ldmdetect.methods import get
-from ldmdetect.methods.ae.evidence import GRID, PATCH, not_real_logit, tile_boxes, tile_map
+from ldmdetect.methods.ae.evidence import (
+    GRID,
+    cell_sums,
+    contributions,
+    not_real_logit,
+    tile_boxes,
+    tile_map,
+)
 
 SIZE = 64  # the tiny detector's crop
 
@@ -115,25 +122,55 @@ def test_not_real_logit_is_the_logit_of_one_minus_p_real():
     torch.testing.assert_close(torch.sigmoid(not_real_logit(three)), 1 - p_real)
 
 
-def test_a_tile_peaks_at_its_score_where_occlusion_hurts_most():
-    positions = GRID - PATCH + 1
-    drops = torch.zeros(positions * positions, dtype=torch.float64)
-    drops[0] = 2.0  # occluding the top-left square lowers the logit
-    drops[-1] = -3.0  # occluding the bottom-right one raises it: no evidence there
+def test_a_tile_peaks_at_its_score_where_its_contribution_is_largest():
+    cells = torch.zeros(GRID, GRID, dtype=torch.float64)
+    cells[0, 0] = 2.0  # the top-left cell pushes the logit up
+    cells[-1, -1] = -3.0  # the bottom-right one pulls it down: no evidence there
     score = torch.sigmoid(torch.tensor(1.5)).item()
-    evidence = tile_map(torch.tensor(1.5, dtype=torch.float64), drops, SIZE)
+    evidence = tile_map(torch.tensor(1.5, dtype=torch.float64), cells, SIZE)
     cell = SIZE // GRID
     assert evidence.shape == (SIZE, SIZE)
     assert evidence.max() == pytest.approx(score)
-    assert evidence[0, 0] == evidence.max()
+    assert (evidence[:cell, :cell] == evidence.max()).all() and evidence[cell, cell] < score
     assert (evidence[-cell:, -cell:] == 0).all() and evidence.min() == 0
-    # where occlusion changes nothing: between the two
+    # where a cell adds nothing: between the two
     assert 0 < evidence[SIZE // 2, 0] < evidence[0, 0]
-    # a tile the classifier calls real stays dark, however its drops fall
-    assert tile_map(torch.tensor(-12.0, dtype=torch.float64), drops, SIZE).max() < 1e-5
-    # drops all alike, none negative: evidence everywhere, at the score
-    even = tile_map(torch.tensor(1.5, dtype=torch.float64), torch.ones_like(drops), SIZE)
+    # a tile the classifier calls real stays dark, however its cells fall
+    assert tile_map(torch.tensor(-12.0, dtype=torch.float64), cells, SIZE).max() < 1e-5
+    # cells all alike, none negative: evidence everywhere, at the score
+    even = tile_map(torch.tensor(1.5, dtype=torch.float64), torch.ones_like(cells), SIZE)
     assert even.min() == pytest.approx(score)
+
+
+def test_cells_sum_their_pixels_also_on_uneven_tiles():
+    values = torch.arange(2 * 20 * 20, dtype=torch.float64).reshape(2, 20, 20)
+    sums = cell_sums(values)
+    assert sums.shape == (2, GRID, GRID)
+    torch.testing.assert_close(sums.sum(dim=(1, 2)), values.sum(dim=(1, 2)))
+    first = -(-20 // GRID)  # 20 px in GRID cells: the first run is the longer one
+    assert sums[0, 0, 0] == values[0, :first, :first].sum()
+    assert sums[0, 0, 0] != values[0, : first - 1, : first - 1].sum()
+    small = GRID // 2  # fewer pixels than cells: a cell per pixel
+    torch.testing.assert_close(cell_sums(values[:, :small, :small]), values[:, :small, :small])
+
+
+def test_contributions_estimate_what_filling_a_cell_does_to_the_logit():
+    """Against a linear "classifier" the first-order estimate is exact: a cell's part is the
+    fall of the logit when the cell is filled with the tile's mean colour."""
+    torch.manual_seed(0)
+    weights = torch.randn(3, SIZE, SIZE, dtype=torch.float64)
+
+    def logits_of(tiles):
+        return (tiles.double() * weights).sum(dim=(1, 2, 3))[:, None]
+
+    tile = torch.randint(0, 256, (1, 3, SIZE, SIZE), dtype=torch.uint8)
+    logit, cells = contributions(tile, logits_of)
+    filled = tile.double().clone()
+    cell = SIZE // GRID
+    filled[..., :cell, cell : 2 * cell] = tile.double().mean(dim=(2, 3), keepdim=True)
+    fall = logit - logits_of(filled)[:, 0]
+    assert cells[0, 0, 1].item() == pytest.approx(fall.item(), rel=1e-6)
+    torch.testing.assert_close(logit, logits_of(tile)[:, 0])
 
 
 def test_a_one_tile_map_peaks_at_the_detectors_score(detector, pairs):

@@ -2,8 +2,8 @@
 
 Training sees real crops vs. the same crops passed through an LDM autoencoder; at test time
 only the classifier runs, on raw crops: no autoencoder, no generator. Its evidence map
-(:meth:`AEReconstruction.explain`) is occlusion over that classifier, tiled over the image
-(``evidence``).
+(:meth:`AEReconstruction.explain`) is gradient x input over that classifier, tiled over the
+image (``evidence``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class AEReconstruction(Method):
         config: DetectorConfig,
         features: FeatureStep | None = None,
     ) -> list[Explanation]:
-        """Per image, where the classifier reads the autoencoder's trace: occlusion of its
-        "not real" logit, tiled over the whole image (why occlusion, and the scale:
-        :mod:`ldmdetect.methods.ae.evidence`). No autoencoder runs, as in scanning."""
+        """Per image, where the classifier reads the autoencoder's trace: each region's
+        first-order part in its "not real" logit, tiled over the whole image (why this, and
+        the scale: :mod:`ldmdetect.methods.ae.evidence`). No autoencoder runs, as in
+        scanning."""
         return explain_batch(model, batch, config, classify_crops)
