@@ -55,8 +55,8 @@ from ldmdetect.methods.registry import Batch, Explanation, Sample
 #: the map gets noisier: on the tests' 64 px tiles, 16 cells a side halve the margin by which
 #: the map tells a reconstructed half from a photo's).
 GRID = 8
-#: Tiles per forward and backward pass.
-CHUNK = 16
+#: Tiles per forward and backward pass (the backward keeps every activation: a bound on memory).
+CHUNK = 8
 
 # Float crops (N, 3, S, S) with uint8 values -> the classifier's logits (N, K), K >= 1.
 Logits = Callable[[torch.Tensor], torch.Tensor]
