@@ -251,13 +251,15 @@ class Detector:
         return np.array([rule.label(float(s)) == "generated" for s in np.ravel(scores)], dtype=bool)
 
     def _prepared(
-        self, images: ImageInput | Sequence[ImageInput], tries: int | None
+        self, images: ImageInput | Sequence[ImageInput], tries: int | None, *, explain: bool = False
     ) -> list[Sample]:
         if isinstance(images, str | os.PathLike | Image.Image) or (
             isinstance(images, torch.Tensor) and images.dim() == 3
         ):
             images = [images]
         prepare = self.preparer(tries)
+        if explain:  # the samples the method's explain hook reads (Method.explain_transform)
+            prepare = self.method.prepare(self.config, content_id=prepare.content_id, explain=True)
         return [
             prepare(as_pil(image), path=image if isinstance(image, str | os.PathLike) else None)
             for image in images
@@ -276,7 +278,8 @@ class Detector:
         each autoencoder and the closest one). None for methods with nothing to show."""
         if not self.method.explains:
             return None
-        batch = batch_to(self.method.collate(self._prepared(images, 1)), self.device)
+        prepared = self._prepared(images, 1, explain=True)
+        batch = batch_to(self.method.collate(prepared), self.device)
         if self.features is not None:
             batch = self.features.add_to(batch, self.feature_cache, device=self.device)
         return self.method.explain(self.model, batch, self.config, self.features)

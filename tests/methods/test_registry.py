@@ -167,9 +167,9 @@ def test_binary_scores_are_unchanged_and_probabilities_cover_both_classes():
 
 
 def test_explain_is_one_hook_with_nothing_to_show_by_default():
-    """aeroblade and lare2 show evidence through ``Method.explain``; the others inherit its
-    None, which callers (the detector, the service) read instead of asking which method."""
+    """aeroblade, lare2 and ae show evidence through ``Method.explain``; the others inherit
+    its None, which callers (the detector, the service) read instead of asking which method."""
     showing = {n for n in methods.list_methods() if methods.get(n).explains}
-    assert {"aeroblade", "lare2"} <= showing and "ae" not in showing
-    ae = methods.get("ae")
-    assert ae.explain(None, {}, DetectorConfig()) is None
+    assert {"aeroblade", "lare2", "ae"} <= showing and "dire" not in showing
+    dire = methods.get("dire")
+    assert dire.explain(None, {}, DetectorConfig()) is None

@@ -192,7 +192,7 @@ def test_detector_info_health_and_openapi(client, detector):
     assert info["method"] == detector.config.method
     assert info["config"]["backbone"] == detector.config.backbone
     assert "training" not in info["config"]
-    assert info["evidence_map"] is False
+    assert info["evidence_map"] is True  # ae's map over its classifier
     assert info["limits"]["max_body_bytes"] == 512 * 1024
     assert client.get("/healthz").json()["status"] == "ok"
     paths = client.get("/openapi.json").json()["paths"]
@@ -253,6 +253,12 @@ class EvidenceDetector(Detector):
         return np.tile(np.linspace(0.0, 1.0, image.width), (image.height, 1))
 
 
+class PlainDetector(Detector):
+    """A detector whose method has nothing to show beside the score."""
+
+    explains = False
+
+
 def test_evidence_map_is_returned_only_when_asked_and_available(detector, detector_dir):
     image = encode(Image.new("RGB", (90, 60), (120, 130, 140)))
     with_map = EvidenceDetector.from_pretrained(detector_dir, device="cpu")
@@ -266,8 +272,19 @@ def test_evidence_map_is_returned_only_when_asked_and_available(detector, detect
     assert decoded.size == (90, 60) and decoded.mode == "L"
     row = np.asarray(decoded)[0]
     assert row[0] == 0 and row[-1] == 255 and (np.diff(row.astype(int)) >= 0).all()
-    with TestClient(create_app(detector)) as client:  # no method: the key is absent
+    without = PlainDetector.from_pretrained(detector_dir, device="cpu")
+    with TestClient(create_app(without)) as client:  # no map: the key is absent
+        assert client.get("/v1/detector").json()["evidence_map"] is False
         assert "evidence_map" not in client.post("/v1/detect?evidence=1", files=one(image)).json()
+
+
+def test_the_trained_ae_detectors_own_map_covers_the_upload(client):
+    """The tiny ae detector's map (``methods/ae/evidence.py``) through the service."""
+    image = encode(Image.new("RGB", (90, 60), (120, 130, 140)))
+    body = client.post("/v1/detect?evidence=1", files=one(image)).json()
+    prefix = "data:image/png;base64,"
+    decoded = Image.open(io.BytesIO(base64.b64decode(body["evidence_map"][len(prefix) :])))
+    assert decoded.size == (90, 60) and decoded.mode == "L"
 
 
 def test_evidence_to_data_url_refuses_bad_maps():

@@ -274,15 +274,22 @@ class Method(ABC):
         tries: int = 1,
         augment: Any = None,
         content_id: bool | None = None,
+        explain: bool = False,
     ) -> PrepareImage:
         """:meth:`transform` wrapped to add each sample's prompt and, where ``content_id``,
         its content id. None: whatever a run with a feature cache needs
         (:meth:`needs_content_id` with ``cached=True``), as extraction and training may cache.
+        ``explain``: :meth:`explain_transform` instead, for the batch :meth:`explain` reads.
         """
         if content_id is None:
             content_id = self.needs_content_id(config, cached=True)
+        transform = (
+            self.explain_transform(config)
+            if explain
+            else self.transform(config, tries=tries, augment=augment)
+        )
         return PrepareImage(
-            self.transform(config, tries=tries, augment=augment),
+            transform,
             config.feature.get("prompt_template"),
             content_id,
         )
@@ -363,6 +370,12 @@ class Method(ABC):
         ``features`` is the feature step the batch went through (it names the generator
         components a method may attribute the image to)."""
         return None
+
+    def explain_transform(self, config: DetectorConfig) -> Transform:
+        """The transform of the samples :meth:`explain` reads: the scoring one with one view
+        by default. A method whose map covers more of the image than its scoring views (``ae``
+        tiles the whole image) adds what its map needs here, so scoring never carries it."""
+        return self.transform(config, tries=1)
 
     @property
     def explains(self) -> bool:

@@ -1,7 +1,9 @@
 """AE-reconstruction detector ("Detecting AutoEncoder is Enough", arXiv 2411.06441).
 
 Training sees real crops vs. the same crops passed through an LDM autoencoder; at test time
-only the classifier runs, on raw crops: no autoencoder, no generator.
+only the classifier runs, on raw crops: no autoencoder, no generator. Its evidence map
+(:meth:`AEReconstruction.explain`) is gradient x input over that classifier, tiled over the
+image (``evidence``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ from ldmdetect.config import DetectorConfig
 from ldmdetect.io.augment import AugmentConfig, augmented_crop
 from ldmdetect.io.crops import crop, ensure_min_size, n_try_boxes
 from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.methods.ae.evidence import WholeImage, explain_batch
 from ldmdetect.methods.ae.settings import TINY, AESettings
-from ldmdetect.methods.registry import Batch, Method, Sample, normalize, register_method
+from ldmdetect.methods.registry import (
+    Batch,
+    Explanation,
+    FeatureStep,
+    Method,
+    Sample,
+    normalize,
+    register_method,
+)
 from ldmdetect.models.classifier import BackboneClassifier
 
 
@@ -80,3 +91,19 @@ class AEReconstruction(Method):
 
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
         return classify_crops(model, batch["crops"], config).float()
+
+    def explain_transform(self, config: DetectorConfig) -> WholeImage:
+        return WholeImage(config.input_size)
+
+    def explain(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        config: DetectorConfig,
+        features: FeatureStep | None = None,
+    ) -> list[Explanation]:
+        """Per image, where the classifier reads the autoencoder's trace: each region's
+        first-order part in its "not real" logit, tiled over the whole image (why this, and
+        the scale: :mod:`ldmdetect.methods.ae.evidence`). No autoencoder runs, as in
+        scanning."""
+        return explain_batch(model, batch, config, classify_crops)
