@@ -117,6 +117,12 @@ class Detector:
         return self.method.classes_for(self.config)
 
     @property
+    def families(self) -> tuple[str, ...]:
+        """The generator families a family head tells apart (``config.families``); empty for
+        a real/generated detector. Only these detectors :meth:`attribute`."""
+        return tuple(self.config.families) if len(self.classes) > 2 else ()
+
+    @property
     def features(self) -> FeatureStep | None:
         """The method's device-side feature step, built (components loaded) on first use."""
         if not self._features_built:
@@ -254,7 +260,7 @@ class Detector:
         for the images :meth:`predict` judges real at ``fpr`` (None: the raw 0.5 rule),
         "unknown" where the family evidence is below the calibrated ``family_threshold``, else
         the family. Only detectors with a family head (``config.families``) attribute."""
-        if len(self.classes) < 3 or not self.config.families:
+        if not self.families:
             raise ValueError(
                 "this detector has no family head: train `ae` on reconstructions through two "
                 "or more autoencoders (`ldmdetect reconstruct --autoencoder NAME=SRC ...`)"
