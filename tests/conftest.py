@@ -181,6 +181,42 @@ def detector_dir(tmp_path_factory, aligned_dir: Path, calibration_dir: Path) -> 
     return out
 
 
+@pytest.fixture(scope="session")
+def two_family_aligned_dir(tmp_path_factory, tiny_family_dir, photo_dir: Path) -> Path:
+    """An aligned dataset of two families: 12 real 32 px crops of ``photo_dir``, each
+    reconstructed through the tiny SD pipeline's autoencoder (tagged ``sd-4ch``) and the tiny
+    FLUX pipeline's (``flux-16ch``)."""
+    out = tmp_path_factory.mktemp("two-family-aligned")
+    build_aligned_dataset(
+        [photo_dir],
+        out,
+        autoencoder=[(None, tiny_family_dir("sd")), (None, tiny_family_dir("flux"))],
+        config=ReconstructConfig(crop_size=32, crops_per_image=2, seed=0),
+        device="cpu",
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def family_detector_dir(tmp_path_factory, two_family_aligned_dir: Path) -> Path:
+    """``ae`` trained for seconds on ``two_family_aligned_dir``: a family head over ("real",
+    "sd-4ch", "flux-16ch"), its open-set threshold calibrated on the held-out third."""
+    out = tmp_path_factory.mktemp("family-detector")
+    train_detector(
+        [two_family_aligned_dir],
+        out,
+        TrainConfig(
+            backbone=LEARNING_BACKBONE,
+            epochs=3,
+            batch_size=4,
+            val_fraction=0.34,
+            device="cpu",
+            seed=0,
+        ),
+    )
+    return out
+
+
 @pytest.fixture
 def source_error(monkeypatch):
     """The hub offline for this test (HF_HUB_OFFLINE=1), and a check of the one-line error

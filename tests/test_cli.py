@@ -327,6 +327,56 @@ def test_scan_to_a_file_leaves_no_journal_and_resumes_one(tmp_path, detector_dir
         assert abs(float(a["score"]) - float(b["score"])) < 1e-6
 
 
+def test_family_tags_from_reconstruct_through_train_to_scan(
+    tmp_path, tiny_family_dir, photo_dir, calibration_dir
+):
+    data = tmp_path / "data"
+    sd, flux = tiny_family_dir("sd"), tiny_family_dir("flux")
+    result = runner.invoke(
+        app,
+        [
+            *("reconstruct", str(photo_dir), "--output", str(data)),
+            *("--autoencoder", f"sd15={sd}", "--autoencoder", f"flux1={flux}"),
+            *("--crop-size", "32", "--crops-per-image", "2", "--device", "cpu"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((data / "manifest.csv").open()))
+    assert sorted({r["family"] for r in rows}) == ["", "flux1", "sd15"]
+    det = tmp_path / "det"
+    result = runner.invoke(
+        app,
+        [
+            *("train", "--data", str(data), "--output", str(det), "--backbone", "resnet10t"),
+            *("--epochs", "2", "--batch-size", "4", "--val-fraction", "0.34", "--device", "cpu"),
+            *("--calibration-real", str(calibration_dir)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((det / "config.json").read_text())["families"] == ["sd15", "flux1"]
+    out = tmp_path / "scan.csv"
+    fakes = [str(data / "reconstructed" / family) for family in ("sd15", "flux1")]
+    result = runner.invoke(
+        app,
+        ["scan", *fakes, "--detector", str(det), "--output", str(out), "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    scanned = list(csv.DictReader(out.open()))
+    assert list(scanned[0])[6:] == ["family", "family_score", "p_real", "p_sd15", "p_flux1"]
+    for row in scanned:
+        judged_real = row["label"] == "real"
+        assert (row["family"] == "") == judged_real
+        assert judged_real or row["family"] in ("sd15", "flux1", "unknown")
+    # The head learned the two autoencoders apart (on crops it mostly trained on).
+    for family in ("sd15", "flux1"):
+        own = [
+            r["family"]
+            for r in scanned
+            if r["path"].startswith(str(data / "reconstructed" / family))
+        ]
+        assert len(own) == 12 and own.count(family) > len(own) / 2, own
+
+
 # Commands whose options have a counterpart in a config dataclass or an API function: the CLI
 # default must be that counterpart's (one default per setting).
 OWNERS = {

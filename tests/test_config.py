@@ -58,3 +58,15 @@ def test_verdict_has_an_uncertain_band_between_two_calibrated_thresholds():
         config.decision_rule(0.05, uncertain_fpr=0.01)
     with pytest.raises(ValueError, match="lies above"):
         DecisionRule(0.01, "a", 0.5, 0.05, "b", 0.6)
+
+
+def test_families_round_trip_and_old_configs_have_none(tmp_path):
+    config = DetectorConfig(families=("sd-4ch", "flux-16ch"), family_threshold=0.62)
+    config.save(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["families"] == ["sd-4ch", "flux-16ch"]
+    loaded = DetectorConfig.load(tmp_path)
+    assert loaded.families == ("sd-4ch", "flux-16ch") and loaded.family_threshold == 0.62
+    old = DetectorConfig().to_dict()
+    del old["families"], old["family_threshold"]
+    assert DetectorConfig.from_dict(old).families == ()
+    assert DetectorConfig.from_dict(old).family_threshold is None

@@ -113,6 +113,14 @@ class DetectorConfig:
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The autoencoder the training data was reconstructed with (aligned datasets), if any.
     generator: dict[str, Any] | None = None
+    # Family head (methods that attribute, trained on reconstructions through >= 2
+    # autoencoders): the families it tells apart, its classes being ("real", *families).
+    # Empty: a real/generated detector.
+    families: tuple[str, ...] = ()
+    # Open-set rule of the family head: a generated image whose family score (the best
+    # family's share of the generated mass) is below this is "unknown"; calibrated on held-out
+    # reconstructions (ldmdetect.attribution.calibrate_family_threshold). None: no rule.
+    family_threshold: float | None = None
     # Where the model's starting weights came from ("random", a timm tag, a file...).
     weights_source: str = "random"
     training: dict[str, Any] = field(default_factory=dict)
@@ -215,6 +223,8 @@ class DetectorConfig:
         for key in ("mean", "std"):
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])
+        if "families" in data:
+            data["families"] = tuple(str(f) for f in data["families"])
         return cls(**data)
 
     def save(self, directory: str | os.PathLike) -> Path:

@@ -15,6 +15,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ldmdetect import methods
+from ldmdetect.attribution import Attribution, attribute
 from ldmdetect.config import CONFIG_NAME, WEIGHTS_NAME, DetectorConfig
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
@@ -109,6 +110,19 @@ class Detector:
         return directory
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes of this detector's outputs, the real one first: ``("real",
+        *config.families)`` for a family head, else the method's own (``("real",
+        "generated")``)."""
+        return self.method.classes_for(self.config)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The generator families a family head tells apart (``config.families``); empty for
+        a real/generated detector. Only these detectors :meth:`attribute`."""
+        return tuple(self.config.families) if len(self.classes) > 2 else ()
+
+    @property
     def features(self) -> FeatureStep | None:
         """The method's device-side feature step, built (components loaded) on first use."""
         if not self._features_built:
@@ -160,9 +174,9 @@ class Detector:
         self, prepared: Sequence[Sample], batch_size: int = 64
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-image samples -> (scores (N,), per-class probabilities (N, K) over
-        ``method.classes``), each the mean over the image's views, from one pass."""
+        :attr:`classes`), each the mean over the image's views, from one pass."""
         if not prepared:
-            return np.zeros(0), np.zeros((0, len(self.method.classes)))
+            return np.zeros(0), np.zeros((0, len(self.classes)))
         per_batch = max(1, batch_size // _views(prepared[0]))
         scores, probabilities = [], []
         for i in range(0, len(prepared), per_batch):
@@ -229,10 +243,37 @@ class Detector:
         tries: int | None = None,
         batch_size: int = 64,
     ) -> np.ndarray:
-        """Per-class probabilities (N, K), columns in the order of ``method.classes``; the
+        """Per-class probabilities (N, K), columns in the order of :attr:`classes`; the
         score :meth:`decision_function` gives is P("generated") (1 - P(real) without that
         class). Methods whose score is not a probability (``aeroblade``) have none and raise."""
         return self.score_and_probabilities(self._prepared(images, tries), batch_size)[1]
+
+    def attribute(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        fpr: float | None = None,
+        tries: int | None = None,
+        batch_size: int = 64,
+    ) -> list[Attribution]:
+        """Which family made each image (:class:`~ldmdetect.attribution.Attribution`): None
+        for the images :meth:`predict` judges real at ``fpr`` (None: the raw 0.5 rule),
+        "unknown" where the family evidence is below the calibrated ``family_threshold``, else
+        the family. Only detectors with a family head (``config.families``) attribute."""
+        if not self.families:
+            raise ValueError(
+                "this detector has no family head: train `ae` on reconstructions through two "
+                "or more autoencoders (`ldmdetect reconstruct --autoencoder NAME=SRC ...`)"
+            )
+        scores, probabilities = self.score_and_probabilities(
+            self._prepared(images, tries), batch_size
+        )
+        return attribute(
+            probabilities,
+            self.classes,
+            self._decide(scores, fpr),
+            self.config.family_threshold,
+        )
 
     def label(self, scores: np.ndarray, fpr: float | None = None) -> np.ndarray:
         """Deprecated: :meth:`predict` decides from the images, :meth:`decision_function`

@@ -139,3 +139,30 @@ def test_empty_inputs_are_errors(detector, eval_dirs, tmp_path):
         evaluate(detector, [tmp_path / "none"], [eval_dirs / "tiny-vae"])
     with pytest.raises(ValueError, match="generator 'none'"):
         evaluate(detector, [eval_dirs / "real"], [tmp_path / "none"])
+
+
+def test_a_family_heads_evaluation_lists_each_files_family(
+    family_detector_dir, two_family_aligned_dir
+):
+    from ldmdetect.io.datasets import find_images
+
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    sets = {
+        "real": [two_family_aligned_dir / "real"],
+        "sd": [two_family_aligned_dir / "reconstructed" / "sd-4ch"],
+        "flux": [two_family_aligned_dir / "reconstructed" / "flux-16ch"],
+    }
+    evaluation = evaluate(
+        detector, sets["real"], {"sd": sets["sd"], "flux": sets["flux"]}, n_boot=0
+    )
+    assert set(evaluation.families) == {"real", "sd", "flux"}
+    for name, folders in sets.items():
+        # No threshold at FPR 0.01 is resolved on 4 reals: the raw 0.5 rule decides.
+        expected = [a.family for a in detector.attribute(find_images(folders), fpr=None)]
+        assert evaluation.families[name] == expected
+    assert set(evaluation.families["sd"]) - {None}  # generated files are attributed
+
+
+def test_a_two_class_evaluation_has_no_families(detector, eval_dirs):
+    evaluation = evaluate(detector, [eval_dirs / "real"], [eval_dirs / "tiny-vae"], n_boot=0)
+    assert evaluation.families == {}

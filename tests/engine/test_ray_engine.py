@@ -116,6 +116,39 @@ def test_ray_rows_of_a_three_class_method_carry_one_p_class_column_per_class(
     assert failed.column_names == table.column_names and failed.schema == table.schema
 
 
+def test_ray_rows_of_a_family_head_carry_family_columns(
+    family_detector_dir, two_family_aligned_dir, tmp_path
+):
+    from ldmdetect.engine.ray_engine import ScoreBatch
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+    pairs = read_aligned_dataset(two_family_aligned_dir)[:2]
+    paths = [str(p.real) for p in pairs] + [str(f) for p in pairs for _, f in p.reconstructions]
+    paths.append(str(tmp_path / "gone.png"))
+    actor = ScoreBatch(
+        str(family_detector_dir),
+        tries=1,
+        fpr=None,
+        batch_size=8,
+        device="cpu",
+        pipeline=None,
+        max_pixels=None,
+    )
+    table = actor({"path": np.array(paths)})
+    columns = ["path", "score", "label", "threshold", "error", "verdict", "family"]
+    assert table.column_names == [*columns, "family_score", "p_real", "p_sd-4ch", "p_flux-16ch"]
+    local = scan(actor.detector, paths, fpr=None)
+    for row, expected in zip(table.to_pylist(), local, strict=True):
+        if expected.error:
+            assert row["family"] is None and row["family_score"] is None
+        else:
+            assert row["family"] == expected.family
+            assert (row["family_score"] is None) == (expected.family_score is None)
+    assert {r["family"] for r in table.to_pylist()} - {None, ""}  # some file has a family
+    failed = actor({"path": np.array(paths[-1:])})
+    assert failed.schema == table.schema
+
+
 LARE = {"lare": {"image_size": 64, "ensemble": 2}}
 
 

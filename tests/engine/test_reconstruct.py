@@ -1,4 +1,5 @@
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def test_pairs_have_matching_names_and_the_real_crop_is_the_source_pixels(aligne
     rows = list(csv.DictReader((aligned_dir / "manifest.csv").open()))
     assert set(rows[0]) == {
         *("path", "label", "pair_id", "source", "left", "top", "right", "bottom"),
-        *("scale", "jpeg_quality"),
+        *("scale", "jpeg_quality", "family"),
     }
     for pair in pairs:
         assert pair.real.name == pair.reconstructed.name
@@ -222,3 +223,89 @@ def test_scales_outside_the_unit_interval_are_refused():
         ReconstructConfig(scales=(2.0,))
     with pytest.raises(ValueError, match="scales"):
         ReconstructConfig(scales=())
+
+
+def test_two_named_autoencoders_give_each_crop_two_tagged_reconstructions(tmp_path, vae, photo_dir):
+    from ldmdetect.generative.tiny import build_tiny_autoencoder
+
+    other = build_tiny_autoencoder(seed=1, latent_channels=8)
+    cfg = ReconstructConfig(crop_size=32, crops_per_image=1, seed=0)
+    summary = build_aligned_dataset(
+        [photo_dir], tmp_path, autoencoder=[("first", vae), ("second", other)], config=cfg
+    )
+    assert summary.pairs == summary.written == 6
+    rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))
+    assert len(rows) == 6 * 3
+    assert {r["family"] for r in rows if r["label"] == "real"} == {""}
+    assert sorted(r["family"] for r in rows if r["label"] == "reconstructed") == [
+        *["first"] * 6,
+        *["second"] * 6,
+    ]
+    pairs = read_aligned_dataset(tmp_path)
+    assert len(pairs) == 6
+    for pair in pairs:
+        assert pair.families == ("first", "second")
+        (_, a), (_, b) = pair.reconstructions
+        assert a.parent.name == "first" and b.parent.name == "second"
+        assert a.name == b.name == pair.real.name  # same names: only the autoencoder differs
+        assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    # Each family's reconstruction is what that autoencoder alone writes, byte for byte.
+    alone = build_aligned_dataset(
+        [photo_dir], tmp_path / "alone", autoencoder=vae, family="first", config=cfg
+    )
+    assert alone.pairs == 6
+    for pair, single in zip(pairs, read_aligned_dataset(tmp_path / "alone"), strict=True):
+        assert single.families == ("first",)
+        assert pair.reconstructions[0][1].read_bytes() == single.reconstructed.read_bytes()
+    info = json.loads((tmp_path / "dataset.json").read_text())
+    assert list(info["families"]) == ["first", "second"]
+
+
+def test_untagged_autoencoders_are_tagged_by_family_and_latent_channels(
+    tmp_path, tiny_family_dir, photo_dir
+):
+    cfg = ReconstructConfig(crop_size=32, crops_per_image=1)
+    sources = [(None, tiny_family_dir("sd")), (None, tiny_family_dir("flux"))]
+    build_aligned_dataset([photo_dir], tmp_path, autoencoder=sources, config=cfg, device="cpu")
+    assert read_aligned_dataset(tmp_path)[0].families == ("sd-4ch", "flux-16ch")
+
+
+def test_two_untagged_autoencoders_with_one_derived_tag_must_be_named(tmp_path, vae, photo_dir):
+    from ldmdetect.generative.tiny import build_tiny_autoencoder
+
+    twin = build_tiny_autoencoder(seed=5)  # another 4-channel autoencoder: "vae-4ch" as well
+    with pytest.raises(ValueError, match=r"'vae-4ch'.*--autoencoder NAME=SRC"):
+        build_aligned_dataset([photo_dir], tmp_path, autoencoder=[(None, vae), (None, twin)])
+    with pytest.raises(ValueError, match=r"'a'.*a name of its own"):
+        build_aligned_dataset([photo_dir], tmp_path, autoencoder=[("a", vae), ("a", twin)])
+
+
+def test_parse_autoencoder_splits_a_family_name_from_its_source(tmp_path):
+    from ldmdetect.engine.reconstruct import parse_autoencoder
+
+    assert parse_autoencoder("sd21=stabilityai/stable-diffusion-2-1") == (
+        "sd21",
+        "stabilityai/stable-diffusion-2-1",
+    )
+    assert parse_autoencoder("stabilityai/sd-vae-ft-mse") == (None, "stabilityai/sd-vae-ft-mse")
+    odd = tmp_path / "a=b"
+    odd.mkdir()
+    assert parse_autoencoder(str(odd)) == (None, str(odd))  # an existing path stays a path
+
+
+def test_datasets_written_before_family_tags_still_read(aligned_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(aligned_dir, old)
+    rows = list(csv.DictReader((old / "manifest.csv").open()))
+    fields = [f for f in rows[0] if f != "family"]
+    with (old / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    info = json.loads((old / "dataset.json").read_text())
+    info.pop("families")
+    (old / "dataset.json").write_text(json.dumps(info))
+    pairs = read_aligned_dataset(old)
+    assert len(pairs) == 24 and {p.families for p in pairs} == {("",)}

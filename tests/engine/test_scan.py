@@ -232,3 +232,46 @@ def test_scan_output_helpers_journal_missing_rows_csv_and_summary(tmp_path):
         f"1 files, 1 flagged as generated (100.0%) at the raw 0.5 rule, 0 uncertain, 0 failed "
         f"-> {tmp_path / 'o.csv'}"
     )
+
+
+def test_a_family_heads_rows_name_the_family_of_each_generated_file(
+    family_detector_dir, two_family_aligned_dir, tmp_path
+):
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    pairs = read_aligned_dataset(two_family_aligned_dir)[:2]
+    paths = [str(p.real) for p in pairs] + [str(f) for p in pairs for _, f in p.reconstructions]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    paths.append(str(bad))
+    rows = scan(detector, paths, fpr=None, journal=tmp_path / "scan.partial")
+    expected = detector.attribute(paths[:-1], fpr=None)
+    assert any(a.family is not None for a in expected)  # some files are judged generated
+    columns = ["path", "score", "label", "threshold", "error", "verdict", "family"]
+    columns += ["family_score", "p_real", "p_sd-4ch", "p_flux-16ch"]
+    as_json = json.loads(write_rows(rows, tmp_path / "out.json").read_text())
+    assert list(as_json[0]) == columns
+    for row, want in zip(as_json, expected, strict=False):
+        assert row["family"] == (want.family or "")
+        if want.family is None:
+            assert row["label"] == "real" and row["family_score"] is None
+        else:
+            assert row["label"] == "generated"
+            assert row["family_score"] == pytest.approx(want.family_score, rel=1e-6)
+    assert as_json[-1]["family"] is None and as_json[-1]["error"]  # the failed file
+    as_csv = list(csv.DictReader(write_rows(rows, tmp_path / "out.csv").open()))
+    assert list(as_csv[0]) == columns
+    assert [r["family"] for r in as_csv[:-1]] == [a.family or "" for a in expected]
+    # A rerun takes the journal's rows, families included.
+    again = scan(detector, paths, fpr=None, journal=tmp_path / "scan.partial")
+    assert [(r.path, getattr(r, "family", None)) for r in again] == [
+        (r.path, getattr(r, "family", None)) for r in rows
+    ]
+
+
+def test_two_class_rows_have_no_family_columns(detector_dir, aligned_dir, tmp_path):
+    detector = Detector.from_pretrained(detector_dir, device="cpu")
+    rows = scan(detector, _inputs(tmp_path, aligned_dir))
+    first = json.loads(write_rows(rows, tmp_path / "o.json").read_text())[0]
+    assert not {"family", "family_score"} & set(first)

@@ -9,6 +9,7 @@ import torch
 from ldmdetect.config import DetectorConfig
 from ldmdetect.engine.reconstruct import read_aligned_dataset
 from ldmdetect.engine.train import AugmentConfig, TrainConfig, train_detector
+from ldmdetect.io.images import load_image
 
 
 def _small(**overrides) -> TrainConfig:
@@ -182,3 +183,47 @@ def test_an_augmentation_a_method_does_not_apply_is_an_error(tmp_path, aligned_d
     with pytest.raises(ValueError, match="'lare2' does not apply --augment"):
         train_detector([aligned_dir], tmp_path / "d", cfg)
     assert not (tmp_path / "d").exists()
+
+
+def test_ae_on_two_families_trains_a_family_head(family_detector_dir, two_family_aligned_dir):
+    from ldmdetect.detector import Detector
+
+    config = DetectorConfig.load(family_detector_dir)
+    assert config.families == ("sd-4ch", "flux-16ch")
+    listed = json.loads((family_detector_dir / "config.json").read_text())
+    assert listed["families"] == ["sd-4ch", "flux-16ch"]  # the directory names its families
+    assert config.family_threshold is not None and 0.0 <= config.family_threshold <= 1.0
+    record = config.training["families"]
+    assert record["classes"] == ["real", "sd-4ch", "flux-16ch"]
+    assert record["threshold_on"].endswith("held-out reconstructions")
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    assert detector.classes == ("real", "sd-4ch", "flux-16ch")
+    pair = read_aligned_dataset(two_family_aligned_dir)[0]
+    images = [str(pair.real)] + [str(path) for _, path in pair.reconstructions]
+    assert detector.logits_batch([detector.prepare(load_image(images[0]))]).shape == (1, 1, 3)
+    proba = detector.predict_proba(images)
+    assert proba.shape == (3, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # The score is 1 - P(real), so thresholds keep their meaning.
+    np.testing.assert_allclose(detector.decision_function(images), 1 - proba[:, 0])
+    attributions = detector.attribute(images, fpr=None)
+    judged = detector.predict(images, fpr=None)
+    for attribution, generated in zip(attributions, judged, strict=True):
+        if generated:
+            assert attribution.family in ("sd-4ch", "flux-16ch", "unknown")
+        else:
+            assert attribution.family is None and np.isnan(attribution.family_score)
+
+
+def test_family_head_only_for_methods_that_attribute_and_tagged_data(two_family_aligned_dir):
+    from ldmdetect.engine.reconstruct import AlignedPair
+    from ldmdetect.engine.train import _head_families
+
+    pairs = read_aligned_dataset(two_family_aligned_dir)
+    assert _head_families("ae", pairs, [two_family_aligned_dir]) == ("sd-4ch", "flux-16ch")
+    assert _head_families("aeroblade", pairs, [two_family_aligned_dir]) == ()
+    one = [AlignedPair(p.pair_id, p.source, p.real, p.reconstructions[:1]) for p in pairs]
+    assert _head_families("ae", one, [two_family_aligned_dir]) == ()  # one family: binary
+    untagged = [AlignedPair("x", "s", pairs[0].real, (("", pairs[0].reconstructed),))]
+    with pytest.raises(ValueError, match="NAME=SRC"):
+        _head_families("ae", pairs + untagged, [two_family_aligned_dir])

@@ -4,7 +4,7 @@ from PIL import Image
 
 from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
-from ldmdetect.engine.reconstruct import read_aligned_dataset
+from ldmdetect.engine.reconstruct import AlignedPair, read_aligned_dataset
 from ldmdetect.engine.train_config import AugmentConfig
 from ldmdetect.engine.train_data import PairDataset, split_by_source
 from ldmdetect.io.images import save_png
@@ -21,11 +21,24 @@ def test_split_keeps_every_source_on_one_side(aligned_dir):
 def _pair_dataset(tmp_path, image, size, aug, seed=0):
     save_png(image, tmp_path / "real.png")
     save_png(image, tmp_path / "fake.png")
-    pair = type(
-        "P", (), {"real": str(tmp_path / "real.png"), "reconstructed": str(tmp_path / "fake.png")}
-    )
+    pair = AlignedPair("p", "s", tmp_path / "real.png", (("", tmp_path / "fake.png"),))
     prepare = methods.get("ae").prepare(DetectorConfig(input_size=size), augment=aug)
     return PairDataset([pair], prepare, seed)
+
+
+def test_a_family_head_labels_each_reconstruction_by_its_family(tmp_path):
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), np.uint8))
+    for name in ("real", "a", "b"):
+        save_png(image, tmp_path / f"{name}.png")
+    pair = AlignedPair(
+        "p", "s", tmp_path / "real.png", (("b", tmp_path / "b.png"), ("a", tmp_path / "a.png"))
+    )
+    always = AugmentConfig(flip=1, jpeg_prob=1, resize_prob=0, blur_prob=0)
+    prepare = methods.get("ae").prepare(DetectorConfig(input_size=48), augment=always)
+    items = PairDataset([pair], prepare, 0, families=("a", "b"))[0]
+    assert [y for _, y in items] == [0, 2, 1]  # real 0, then 1 + the family's index
+    assert all(torch.equal(items[0][0]["crops"], s["crops"]) for s, _ in items)  # augmented alike
+    assert [y for _, y in PairDataset([pair], prepare, 0)[0]] == [0, 1, 1]  # binary
 
 
 def test_pair_augmentation_is_identical_for_both_members(tmp_path):

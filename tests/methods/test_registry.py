@@ -166,6 +166,24 @@ def test_binary_scores_are_unchanged_and_probabilities_cover_both_classes():
         methods.get("aeroblade").probabilities(torch.zeros(2, 1))
 
 
+def test_a_family_heads_classes_come_from_its_config_and_its_score_is_one_minus_p_real():
+    ae = methods.get("ae")
+    assert ae.attributes_families and not methods.get("lare2").attributes_families
+    assert ae.classes_for(DetectorConfig()) == ("real", "generated")
+    families = DetectorConfig(families=("sd-4ch", "flux-16ch"))
+    assert ae.classes_for(families) == ("real", "sd-4ch", "flux-16ch")
+    assert methods.get("lare2").classes_for(families) == ("real", "generated")
+    three = torch.randn(4, 2, 3)
+    p = three.double().softmax(dim=-1)
+    torch.testing.assert_close(ae.probabilities(three), p)
+    torch.testing.assert_close(ae.scores(three), 1 - p[..., 0])  # not P(classes[1])
+    labels = torch.tensor([0.0, 1.0, 2.0, 1.0])
+    torch.testing.assert_close(
+        ae.loss(three[:, 0], labels),
+        torch.nn.functional.cross_entropy(three[:, 0], labels.long()),
+    )
+
+
 def test_explain_is_one_hook_with_nothing_to_show_by_default():
     """aeroblade, lare2 and ae show evidence through ``Method.explain``; the others inherit
     its None, which callers (the detector, the service) read instead of asking which method."""

@@ -185,6 +185,46 @@ def test_a_three_class_method_replies_with_one_p_class_key_per_class(
     assert [batch["results"][0][key] for key in keys] == pytest.approx(expected.tolist(), rel=1e-5)
 
 
+def test_a_family_head_replies_with_the_family_of_a_generated_image(
+    family_detector_dir, two_family_aligned_dir
+):
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    pairs = read_aligned_dataset(two_family_aligned_dir)[:2]
+    files = [p.real for p in pairs] + [f for p in pairs for _, f in p.reconstructions]
+    # A threshold between the scores, so that some files are judged real and some generated.
+    scores = np.sort(detector.decision_function(files))
+    middle = len(scores) // 2
+    detector.config.thresholds["fpr_0.5"] = float(scores[middle - 1] + scores[middle]) / 2
+    expected = detector.attribute(files, fpr=0.5)
+    assert {a.family is None for a in expected} == {True, False}  # both kinds of answer
+    with TestClient(create_app(detector, fpr=0.5)) as client:
+        bodies = [
+            client.post("/v1/detect", files=one(path.read_bytes(), path.name)).json()
+            for path in files
+        ]
+        batch = client.post(
+            "/v1/detect/batch",
+            files=[("files", (p.name, p.read_bytes(), "image/png")) for p in files],
+        ).json()["results"]
+        info = client.get("/v1/detector").json()
+    assert info["config"]["families"] == ["sd-4ch", "flux-16ch"]
+    for body, from_batch, want in zip(bodies, batch, expected, strict=True):
+        assert body["family"] == from_batch["family"] == want.family
+        assert [k for k in body if k.startswith("p_")] == ["p_real", "p_sd-4ch", "p_flux-16ch"]
+        if want.family is None:
+            assert body["label"] == "real" and body["family_score"] is None
+        else:
+            assert body["label"] == "generated"
+            assert body["family_score"] == pytest.approx(want.family_score, rel=1e-5)
+
+
+def test_a_two_class_reply_has_no_family(client, photo_jpeg):
+    body = client.post("/v1/detect", files=one(photo_jpeg, "photo.jpg", "image/jpeg")).json()
+    assert "family" not in body and "family_score" not in body
+
+
 def test_detector_info_health_and_openapi(client, detector):
     info = client.get("/v1/detector").json()
     assert info["thresholds"] == detector.config.thresholds

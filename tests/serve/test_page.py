@@ -80,3 +80,41 @@ def test_upload_a_photo_and_read_the_verdict(detector_dir, photo_jpeg, tmp_path)
 def verdict_text_matches(label: str, score_text: str, expected: float) -> bool:
     shown = float(score_text.rstrip(" %")) / 100
     return label in {"generated", "real"} and abs(shown - expected) <= 0.0006
+
+
+def test_the_family_shows_under_the_verdict(family_detector_dir, two_family_aligned_dir):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    pair = read_aligned_dataset(two_family_aligned_dir)[0]
+    files = [pair.real] + [f for _, f in pair.reconstructions]
+    scores = np.sort(detector.decision_function(files))
+    # Between the lowest score and the next: at least one file judged real, the rest not.
+    detector.config.thresholds["fpr_0.5"] = float(scores[0] + scores[1]) / 2
+    expected = detector.attribute(files, fpr=0.5)
+    shown = []
+    with (
+        serve_in_thread(create_app(detector, fpr=0.5, detector_id="families")) as url,
+        sync_api.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            sync_api.expect(page.locator("#fpr option")).not_to_have_count(0)
+            for path in files:
+                page.locator("#verdict").evaluate("v => { v.dataset.label = ''; }")
+                page.set_input_files("#file", str(path))
+                sync_api.expect(page.locator("#verdict")).to_have_attribute(
+                    "data-label", re.compile("generated|real|uncertain")
+                )
+                family = page.locator("#family")
+                name = page.locator("#family-name").inner_text()
+                shown.append(name if family.is_visible() else None)
+        finally:
+            browser.close()
+    assert shown == [a.family for a in expected]
+    assert None in shown and set(shown) - {None}

@@ -42,7 +42,12 @@ def reconstruct(
     sources: Sources,
     output: Annotated[Path, typer.Option(help="Dataset directory to write (resumable).")],
     autoencoder: Annotated[
-        str, typer.Option(help="Hub id or local directory, e.g. stabilityai/stable-diffusion-2-1.")
+        list[str],
+        typer.Option(
+            help="Hub id or local directory, e.g. stabilityai/stable-diffusion-2-1. Repeat it "
+            "to reconstruct every crop through several autoencoders, one family each; NAME=SRC "
+            "names the family (else it is derived, e.g. sd-4ch)."
+        ),
     ],
     subfolder: Annotated[str | None, typer.Option(help="e.g. vae")] = None,
     crop_size: Annotated[int | None, typer.Option(help="Crop side; 0 = whole images.")] = None,
@@ -73,12 +78,16 @@ def reconstruct(
     workers: Workers = None,
 ) -> None:
     """Build an aligned dataset: real crops and their autoencoder reconstructions."""
-    from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
+    from ldmdetect.engine.reconstruct import (
+        ReconstructConfig,
+        build_aligned_dataset,
+        parse_autoencoder,
+    )
 
     summary = build_aligned_dataset(
         sources,
         output,
-        autoencoder=autoencoder,
+        autoencoder=[parse_autoencoder(text) for text in autoencoder],
         subfolder=subfolder,
         config=ReconstructConfig(
             crop_size=crop_size,

@@ -41,11 +41,17 @@ class Condition:
 
 @dataclass
 class Evaluation:
-    """``result`` is what metrics.json holds; ``scores`` the clean scores for plots."""
+    """``result`` is what metrics.json holds; ``scores`` the clean scores for plots.
+
+    ``families`` (detectors with a family head): per set, "real" and each generator's name,
+    the family attributed to each of its files in the set's file order (headline condition;
+    None where the file was judged real or failed, "unknown" under the open-set threshold;
+    see :mod:`ldmdetect.attribution`). Empty for other detectors."""
 
     result: dict
     scores: dict
     files: dict[str, Path] = field(default_factory=dict)
+    families: dict[str, list[str | None]] = field(default_factory=dict)
 
     def conditions(self) -> list[Condition]:
         """Every scoring condition in report order: tries, then perturbations (1 try, as the
@@ -104,6 +110,7 @@ def evaluate(
     confidence: float = 0.95,
     seed: int = 0,
     pairs: str | os.PathLike | None = None,
+    family_fpr: float | None = 0.01,
 ) -> Evaluation:
     """Score reals and each generator's fakes under every condition; optionally write a report.
 
@@ -121,6 +128,10 @@ def evaluate(
     against ``real``, so the share of the score that came from telling themes apart shows as
     the gap. ``fakes`` may then be empty; the paired fakes are the generator
     ``"synris fakes"``.
+
+    ``family_fpr``: for a family head, the FPR whose calibrated threshold decides which files
+    are judged generated and so get a family (``Evaluation.families``); the raw 0.5 rule where
+    the detector has no resolved threshold there (or with None).
     """
     real_paths = find_images(real)
     if isinstance(fakes, Mapping):
@@ -154,9 +165,14 @@ def evaluate(
     clean: dict[str, float] = {}
     # Methods of more than two classes: each set's mean probability per class on the clean
     # headline scores, {"real": {"p_<class>": mean}, "generators": {name: {...}}}.
-    classes = detector.method.classes
+    classes = detector.classes
     per_class = bool(class_columns(classes))
     class_means: dict = {"real": None, "generators": {}}
+    families: dict[str, list[str | None]] = {}
+    try:
+        family_rule = detector.config.decision_rule(family_fpr, None)
+    except ValueError:  # unresolved at that FPR: the raw rule, for the families only
+        family_rule = detector.config.decision_rule(None, None)
 
     def run(perturbation: Perturbation | None, n_tries: int):
         label = f"{perturbation or 'clean'}, {n_tries}-try"
@@ -208,6 +224,8 @@ def evaluate(
                 class_means["generators"][group] = means
             else:
                 class_means["real"] = means
+            if detector.families:
+                families[group or "real"] = _families(detector, scores, probabilities, family_rule)
         return scores[~np.isnan(scores)]
 
     def synris_section(pair_list):
@@ -302,7 +320,7 @@ def evaluate(
     if per_class:  # two-class results keep their keys
         result["class_probabilities"] = class_means
     scores = {"real": real_scores, "generators": gen_scores}
-    evaluation = Evaluation(result, scores)
+    evaluation = Evaluation(result, scores, families=families)
     if output is not None:
         evaluation.files = write_report(result, scores, output)
     return evaluation
@@ -314,6 +332,23 @@ SYNRIS_GENERATOR = "synris fakes"
 def _unique(items) -> list:
     """Items in first-seen order without repeats."""
     return list(dict.fromkeys(items))
+
+
+def _families(
+    detector: Detector, scores: np.ndarray, probabilities: np.ndarray, rule
+) -> list[str | None]:
+    """Each file's family (None for a failed file or one judged real by ``rule``)."""
+    from ldmdetect.attribution import attribute
+
+    scored = ~np.isnan(scores)
+    out: list[str | None] = [None] * len(scores)
+    generated = np.array([rule.label(float(s)) == "generated" for s in scores[scored]])
+    found = attribute(
+        probabilities[scored], detector.classes, generated, detector.config.family_threshold
+    )
+    for i, a in zip(np.flatnonzero(scored), found, strict=True):
+        out[i] = a.family
+    return out
 
 
 def _class_means(probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, float]:

@@ -35,7 +35,14 @@ import numpy as np
 from ldmdetect import methods
 from ldmdetect.engine.extract import ExtractSummary
 from ldmdetect.engine.loader import load_each
-from ldmdetect.engine.scan import PrepareFile, ScanRow, class_columns, row_values, scan_row
+from ldmdetect.engine.scan import (
+    FAMILY_COLUMNS,
+    PrepareFile,
+    ScanRow,
+    class_columns,
+    row_values,
+    scan_row,
+)
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["RayScanSummary", "ray_extract", "ray_scan"]
@@ -134,7 +141,8 @@ class ScoreBatch:
         good, failed = _error_rows(paths, self.prepare)
         scores: list[float | None] = [None] * len(paths)
         per_class: list[dict[str, float] | None] = [None] * len(paths)
-        classes = self.detector.method.classes
+        classes = self.detector.classes
+        families = self.detector.families
         if good:
             indices, samples = zip(*good, strict=True)
             if class_columns(classes):  # more than two classes: p_<class> columns too
@@ -148,14 +156,23 @@ class ScoreBatch:
             for i, s in zip(indices, computed, strict=True):
                 scores[i] = float(s)
         rows = [
-            scan_row(path, score, failed.get(i, ""), self.rule, per_class[i])
+            scan_row(
+                path,
+                score,
+                failed.get(i, ""),
+                self.rule,
+                per_class[i],
+                attributes=bool(families),
+                family_threshold=self.detector.config.family_threshold,
+            )
             for i, (path, score) in enumerate(zip(paths, scores, strict=True))
         ]
-        # The local scan's columns, with every p_<class> column even in a batch of failures,
-        # so that all blocks of one scan share a schema.
-        columns = list(ScanRow.__dataclass_fields__) + class_columns(classes)
+        # The local scan's columns, with every p_<class> (and family) column even in a batch
+        # of failures, so that all blocks of one scan share a schema.
+        family_columns = list(FAMILY_COLUMNS) if families else []
+        columns = list(ScanRow.__dataclass_fields__) + family_columns + class_columns(classes)
         values = [row_values(r, columns) for r in rows]
-        text = {name for name in ScanRow.__dataclass_fields__ if name != "score"}
+        text = {name for name in ScanRow.__dataclass_fields__ if name != "score"} | {"family"}
         return pa.table(
             {
                 name: pa.array(

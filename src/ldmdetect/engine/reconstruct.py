@@ -2,17 +2,23 @@
 
 Both members of a pair are written as lossless PNG with matching names, so that nothing but
 the autoencoder's trace (no file format, no content, no size) can separate the two classes.
+
+A dataset may reconstruct every crop through several autoencoders, one per generator family
+(``--autoencoder NAME=SRC`` repeated): each reconstruction is tagged with its family in the
+manifest's ``family`` column, which a family head (``train --method ae``) learns to tell apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +37,7 @@ from ldmdetect.generative.loading import ComponentSource
 from ldmdetect.io.crops import Box, crop_boxes, ensure_min_size
 from ldmdetect.io.datasets import find_images, read_manifest
 from ldmdetect.io.files import atomic_write_text
+from ldmdetect.io.hub import SourceUnavailable
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8, save_png, uint8_to_pil
 from ldmdetect.io.jpeg import JpegSettings, read_jpeg_settings, reencode_like
 
@@ -47,7 +54,11 @@ MANIFEST_FIELDS = (
     "bottom",
     "scale",
     "jpeg_quality",
+    "family",  # the reconstruction's autoencoder family tag; empty for reals
 )
+#: A family tag: also a folder name under ``reconstructed/`` when there are several.
+_FAMILY_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+AutoencoderSource = str | os.PathLike | ComponentSource | torch.nn.Module
 
 
 @dataclass
@@ -89,10 +100,22 @@ class ReconstructSummary:
 
 @dataclass(frozen=True)
 class AlignedPair:
+    """A real crop and its reconstructions: (family tag, path) per autoencoder it went
+    through ("" for a dataset written before family tags)."""
+
     pair_id: str
     source: str
     real: Path
-    reconstructed: Path
+    reconstructions: tuple[tuple[str, Path], ...]
+
+    @property
+    def reconstructed(self) -> Path:
+        """The first reconstruction (the only one in a single-autoencoder dataset)."""
+        return self.reconstructions[0][1]
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(family for family, _ in self.reconstructions)
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,7 @@ class _Crop:
     source: str
     box: Box  # in the (possibly downscaled) image the crop was cut from
     pixels: torch.Tensor  # uint8 (3, H, W)
-    done: bool = False  # both PNGs already on disk (a resumed run)
+    done: bool = False  # every PNG of the pair already on disk (a resumed run)
     scale: float = 1.0
     jpeg: JpegSettings | None = None  # the real's settings, when its partner is aligned
 
@@ -212,16 +235,96 @@ def _downscaled(image, scale: float):
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _pair_paths(output: Path, pair_id: str) -> tuple[Path, Path]:
-    return output / "real" / f"{pair_id}.png", output / "reconstructed" / f"{pair_id}.png"
+@dataclass(frozen=True)
+class _Autoencoder:
+    family: str
+    vae: torch.nn.Module
+    component: ComponentSource | None
+
+
+def _paths(output: Path, pair_id: str, families: Sequence[str]) -> tuple[Path, list[Path]]:
+    """The real crop's PNG and one reconstruction PNG per family: ``reconstructed/<pair>.png``
+    for a single autoencoder (the layout of datasets before families), else
+    ``reconstructed/<family>/<pair>.png``; every one named like the real."""
+    name = f"{pair_id}.png"
+    if len(families) == 1:
+        return output / "real" / name, [output / "reconstructed" / name]
+    return output / "real" / name, [output / "reconstructed" / f / name for f in families]
+
+
+def parse_autoencoder(text: str) -> tuple[str | None, str]:
+    """``--autoencoder NAME=SRC`` -> (NAME, SRC); a plain ``SRC`` -> (None, SRC), its family
+    tag then derived from the autoencoder (:func:`derived_family`)."""
+    name, sep, source = text.partition("=")
+    if sep and _FAMILY_TAG.fullmatch(name) and source and not Path(text).exists():
+        return name, source
+    return None, text
+
+
+def derived_family(vae: torch.nn.Module, component: ComponentSource | None) -> str:
+    """The family tag of an autoencoder given without a name: its pipeline's family (``sd``,
+    ``sdxl``, ``sd3``, ``flux``, from a local pipeline's ``model_index.json``; ``vae`` where
+    there is none to read) and its latent channels, e.g. ``sd-4ch``."""
+    from ldmdetect.generative.families import pipeline_family
+
+    family = "vae"
+    if component is not None and component.subfolder and component.is_local:
+        # Not a pipeline this package knows: the autoencoder alone names it.
+        with contextlib.suppress(ValueError, OSError, SourceUnavailable):
+            family = pipeline_family(component.id, revision=component.revision).name
+    return f"{family}-{int(vae.config.latent_channels)}ch"
+
+
+def _load_autoencoders(
+    autoencoder: AutoencoderSource | Sequence[tuple[str | None, AutoencoderSource]],
+    family: str | None,
+    subfolder: str | None,
+    device: str | torch.device | None,
+) -> list[_Autoencoder]:
+    """Each autoencoder loaded with its family tag; a tag two of them share is an error."""
+    if isinstance(autoencoder, list | tuple) and not isinstance(autoencoder, ComponentSource):
+        given = list(autoencoder)
+        if not given:
+            raise ValueError("no autoencoder given")
+        if family is not None:
+            raise ValueError("name the families inside the list of autoencoders, not with family=")
+    else:
+        given = [(family, autoencoder)]
+    loaded: list[_Autoencoder] = []
+    named: dict[str, bool] = {}  # tag -> whether it was given (not derived)
+    for name, source in given:
+        if isinstance(source, torch.nn.Module):
+            vae, component = source, None
+        else:
+            component = resolve_autoencoder_source(source, subfolder=subfolder)
+            vae = load_autoencoder(component, device=device)
+        tag = name if name is not None else derived_family(vae, component)
+        if not _FAMILY_TAG.fullmatch(tag):
+            raise ValueError(
+                f"family tag {tag!r}: use letters, digits and . _ + - (it names a folder)"
+            )
+        if tag in named:
+            what = component.id if component is not None else "an autoencoder module"
+            raise ValueError(
+                f"two autoencoders have the family tag {tag!r} (the second: {what}); "
+                + (
+                    "give each a name of its own"
+                    if name is not None and named[tag]
+                    else "name them with --autoencoder NAME=SRC"
+                )
+            )
+        named[tag] = name is not None
+        loaded.append(_Autoencoder(tag, vae, component))
+    return loaded
 
 
 def build_aligned_dataset(
     sources: Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
-    autoencoder: str | os.PathLike | ComponentSource | torch.nn.Module,
+    autoencoder: AutoencoderSource | Sequence[tuple[str | None, AutoencoderSource]],
     subfolder: str | None = None,
+    family: str | None = None,
     config: ReconstructConfig | None = None,
     device: str | torch.device | None = "auto",
     num_workers: int = 0,
@@ -229,7 +332,12 @@ def build_aligned_dataset(
 ) -> ReconstructSummary:
     """Write ``real/``, ``reconstructed/``, ``manifest.csv`` and ``dataset.json`` to ``output``.
 
-    Resumable: pairs whose two PNGs exist are kept, and a resumed run writes the same bytes
+    ``autoencoder`` is one source (hub id, directory, ComponentSource or a loaded module),
+    tagged ``family`` or with :func:`derived_family`'s tag; or a list of (family or None,
+    source), every real crop then reconstructed through each (same pair id, same box), one
+    PNG per family under ``reconstructed/<family>/``.
+
+    Resumable: pairs whose PNGs all exist are kept, and a resumed run writes the same bytes
     an uninterrupted one would: each pair's posterior noise comes from its own seed
     (``pair_seed``), and batches are formed as in a fresh run (pairs already done still take
     their place in a batch that has work left), so every reconstruction goes through the very
@@ -238,17 +346,15 @@ def build_aligned_dataset(
     """
     config = config or ReconstructConfig()
     output = Path(output)
-    if isinstance(autoencoder, torch.nn.Module):
-        vae, component = autoencoder, None
-    else:
-        component = resolve_autoencoder_source(autoencoder, subfolder=subfolder)
-        vae = load_autoencoder(component, device=device)
-    factor = autoencoder_scale_factor(vae)
-    if config.crop_size % factor:
-        raise ValueError(
-            f"crop size {config.crop_size} is not a multiple of the autoencoder's "
-            f"downsampling factor {factor}"
-        )
+    autoencoders = _load_autoencoders(autoencoder, family, subfolder, device)
+    families = [a.family for a in autoencoders]
+    factor = max(autoencoder_scale_factor(a.vae) for a in autoencoders)
+    for a in autoencoders:
+        if config.crop_size % autoencoder_scale_factor(a.vae):
+            raise ValueError(
+                f"crop size {config.crop_size} is not a multiple of the autoencoder's "
+                f"downsampling factor {autoencoder_scale_factor(a.vae)} (family {a.family})"
+            )
     items = _source_list(sources)
     names = {str(path): name for path, name in items}
     summary = ReconstructSummary(output)
@@ -261,19 +367,23 @@ def build_aligned_dataset(
         if all(c.done for c in crops):
             return
         batch = torch.stack([c.pixels for c in crops]).float() / 255.0
-        # One generator per pair (a list: diffusers draws each row's noise from its own).
-        generators = _pair_generators(config.seed, crops)
-        recon = reconstruct(vae, batch, sample=config.sample, generator=generators)
-        recon_u8 = (recon * 255.0).round().clamp(0, 255).to(torch.uint8)
-        for crop, fake in zip(crops, recon_u8, strict=True):
+        per_family = []
+        for a in autoencoders:
+            # One generator per pair (a list: diffusers draws each row's noise from its own),
+            # the same seeds through every autoencoder.
+            generators = _pair_generators(config.seed, crops)
+            recon = reconstruct(a.vae, batch, sample=config.sample, generator=generators)
+            per_family.append((recon * 255.0).round().clamp(0, 255).to(torch.uint8))
+        for i, crop in enumerate(crops):
             if crop.done:
                 continue
-            real_path, fake_path = _pair_paths(output, crop.pair_id)
+            real_path, fake_paths = _paths(output, crop.pair_id, families)
             save_png(uint8_to_pil(crop.pixels), real_path)
-            fake_image = uint8_to_pil(fake)
-            if crop.jpeg is not None:
-                fake_image = reencode_like(fake_image, crop.jpeg)
-            save_png(fake_image, fake_path)  # written last: marks the pair done
+            for recon_u8, fake_path in zip(per_family, fake_paths, strict=True):
+                fake_image = uint8_to_pil(recon_u8[i])
+                if crop.jpeg is not None:
+                    fake_image = reencode_like(fake_image, crop.jpeg)
+                save_png(fake_image, fake_path)  # the last one written marks the pair done
             summary.written += 1
 
     results = load_each(
@@ -286,10 +396,10 @@ def build_aligned_dataset(
             summary.errors[result.path] = result.error
             continue
         for crop in result.value:
-            rows += _manifest_rows(output, crop)
+            rows += _manifest_rows(output, crop, families)
             summary.pairs += 1
-            real_path, fake_path = _pair_paths(output, crop.pair_id)
-            if real_path.is_file() and fake_path.is_file():
+            real_path, fake_paths = _paths(output, crop.pair_id, families)
+            if real_path.is_file() and all(p.is_file() for p in fake_paths):
                 crop = replace(crop, done=True)
             key = tuple(crop.pixels.shape[1:])
             pending.setdefault(key, []).append(crop)
@@ -299,8 +409,11 @@ def build_aligned_dataset(
         flush(key)
 
     _write_manifest(output / MANIFEST_NAME, rows)
+    components = {a.family: a.component.to_dict() if a.component else None for a in autoencoders}
     info = {
-        "autoencoder": component.to_dict() if component else None,
+        # The first autoencoder's source, as datasets before families recorded their only one.
+        "autoencoder": components[families[0]],
+        "families": components,
         "reconstruct": asdict(config),
         "pairs": summary.pairs,
         "sources": len(items) - len(summary.errors),
@@ -310,12 +423,13 @@ def build_aligned_dataset(
     return summary
 
 
-def _manifest_rows(output: Path, crop: _Crop) -> list[dict]:
+def _manifest_rows(output: Path, crop: _Crop, families: Sequence[str]) -> list[dict]:
     left, top, right, bottom = crop.box
+    real_path, fake_paths = _paths(output, crop.pair_id, families)
     rows = []
-    for label, path in zip(
-        ("real", "reconstructed"), _pair_paths(output, crop.pair_id), strict=True
-    ):
+    members = [("real", "", real_path)]
+    members += [("reconstructed", f, p) for f, p in zip(families, fake_paths, strict=True)]
+    for label, family, path in members:
         rows.append(
             {
                 "path": path.relative_to(output).as_posix(),
@@ -328,6 +442,7 @@ def _manifest_rows(output: Path, crop: _Crop) -> list[dict]:
                 "bottom": bottom,
                 "scale": f"{crop.scale:g}",
                 "jpeg_quality": crop.jpeg.quality if crop.jpeg is not None else "",
+                "family": family,
             }
         )
     return rows
@@ -341,25 +456,51 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, table.getvalue())
 
 
+def dataset_family(directory: str | os.PathLike) -> str:
+    """The family tag of a single-autoencoder dataset's reconstructions, from its
+    ``dataset.json`` (its only ``families`` key); "" for datasets written before tags."""
+    path = Path(directory) / DATASET_INFO_NAME
+    try:
+        info = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    families = info.get("families") if isinstance(info, dict) else None
+    return next(iter(families)) if isinstance(families, Mapping) and len(families) == 1 else ""
+
+
 def read_aligned_dataset(directory: str | os.PathLike) -> list[AlignedPair]:
-    """The pairs of a dataset written by ``build_aligned_dataset``."""
+    """The pairs of a dataset written by ``build_aligned_dataset``, each real crop with its
+    reconstructions tagged by family (the manifest's ``family`` column; a manifest without
+    one: :func:`dataset_family`)."""
     directory = Path(directory)
     manifest = directory / MANIFEST_NAME
     if not manifest.is_file():
         raise FileNotFoundError(
             f"{manifest}: no manifest; build the dataset with `ldmdetect reconstruct` first"
         )
-    pairs: dict[str, dict[str, Path]] = {}
+    reals: dict[str, Path] = {}
+    fakes: dict[str, list[tuple[str, Path]]] = {}
     sources: dict[str, str] = {}
+    default_family: str | None = None
     with manifest.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            pairs.setdefault(row["pair_id"], {})[row["label"]] = directory / row["path"]
-            sources[row["pair_id"]] = row["source"]
+            pair_id = row["pair_id"]
+            sources[pair_id] = row["source"]
+            fakes.setdefault(pair_id, [])
+            if row["label"] == "real":
+                reals[pair_id] = directory / row["path"]
+                continue
+            family = row.get("family")
+            if family is None:  # a manifest written before family tags
+                if default_family is None:
+                    default_family = dataset_family(directory)
+                family = default_family
+            fakes[pair_id].append((family, directory / row["path"]))
     result = []
-    for pair_id, members in pairs.items():
-        if set(members) != {"real", "reconstructed"}:
+    for pair_id, reconstructions in fakes.items():
+        if pair_id not in reals or not reconstructions:
             raise ValueError(f"{manifest}: pair {pair_id!r} lacks a member")
         result.append(
-            AlignedPair(pair_id, sources[pair_id], members["real"], members["reconstructed"])
+            AlignedPair(pair_id, sources[pair_id], reals[pair_id], tuple(reconstructions))
         )
     return result

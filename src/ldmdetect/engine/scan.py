@@ -22,6 +22,7 @@ from typing import TextIO
 import numpy as np
 from tqdm.auto import tqdm
 
+from ldmdetect.attribution import attribute
 from ldmdetect.config import DecisionRule, DetectorConfig, fpr_key
 from ldmdetect.detector import Detector
 from ldmdetect.engine.loader import load_each
@@ -89,10 +90,10 @@ def score_files_by_class(
     classes: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
     """:func:`score_files` plus, with ``classes``, each file's per-class probabilities
-    (N, K) over ``detector.method.classes`` from the same pass (NaN rows where a file
+    (N, K) over ``detector.classes`` from the same pass (NaN rows where a file
     failed); None without."""
     scores = np.full(len(paths), math.nan)
-    probabilities = np.full((len(paths), len(detector.method.classes)), math.nan)
+    probabilities = np.full((len(paths), len(detector.classes)), math.nan)
     errors: dict[str, str] = {}
     batches = iter_scores(
         detector,
@@ -146,7 +147,7 @@ def iter_scores(
             indices, prepared = zip(*pending, strict=True)
             if classes:
                 scores, probabilities = detector.score_and_probabilities(prepared, batch_size)
-                names = detector.method.classes
+                names = detector.classes
                 done = [(*f, None) for f in done]
                 done += [
                     (i, float(x), "", dict(zip(names, map(float, p), strict=True)))
@@ -192,23 +193,63 @@ class ClassScanRow(ScanRow):
     probabilities: dict[str, float] | None = None
 
 
+@dataclass
+class FamilyScanRow(ClassScanRow):
+    """A row of a detector with a family head: which family made the file (columns
+    ``family`` and ``family_score``; see :mod:`ldmdetect.attribution`), empty where the
+    file was judged real."""
+
+    family: str = ""
+    family_score: float | None = None
+
+
+#: The columns a family head's rows add (before the ``p_<class>`` ones).
+FAMILY_COLUMNS = ("family", "family_score")
+
+
 def scan_row(
     path: str,
     score: float | None,
     error: str,
     rule: DecisionRule,
     probabilities: dict[str, float] | None = None,
+    *,
+    attributes: bool = False,
+    family_threshold: float | None = None,
 ) -> ScanRow:
+    """One file's row. With ``attributes`` (a family head, its ``probabilities`` over
+    ``("real", *families)``), the family of a file labelled generated, "unknown" below
+    ``family_threshold`` (:func:`ldmdetect.attribution.attribute`)."""
     if error or score is None:
         return ScanRow(path, None, "", rule.threshold_name, error or "no score")
     label, verdict = rule.label(score), rule.verdict(score)
     if probabilities is None:
         return ScanRow(path, score, label, rule.threshold_name, "", verdict)
-    return ClassScanRow(path, score, label, rule.threshold_name, "", verdict, probabilities)
+    if not attributes:
+        return ClassScanRow(path, score, label, rule.threshold_name, "", verdict, probabilities)
+    (found,) = attribute(
+        np.array([list(probabilities.values())]),
+        list(probabilities),
+        np.array([label == "generated"]),
+        family_threshold,
+    )
+    return FamilyScanRow(
+        path,
+        score,
+        label,
+        rule.threshold_name,
+        "",
+        verdict,
+        probabilities,
+        found.family or "",
+        None if found.family is None else found.family_score,
+    )
 
 
 def read_row(fields: dict) -> ScanRow:
     """A row from its JSON fields (a journal line)."""
+    if "family" in fields:
+        return FamilyScanRow(**fields)
     return ClassScanRow(**fields) if "probabilities" in fields else ScanRow(**fields)
 
 
@@ -248,11 +289,15 @@ def scan(
         num_workers=num_workers,
         progress=progress,
         desc="scan",
-        classes=len(detector.method.classes) > 2,
+        classes=len(detector.classes) > 2,
     )
+    family = {"attributes": bool(detector.families)}
+    if detector.families:
+        family["family_threshold"] = detector.config.family_threshold
     for batch in batches:
         finished = [
-            scan_row(todo[i], score, error, rule, *more) for i, score, error, *more in batch
+            scan_row(todo[i], score, error, rule, *more, **family)
+            for i, score, error, *more in batch
         ]
         if log is not None:
             log.append(finished)
@@ -372,10 +417,12 @@ def class_columns(classes: Sequence[str]) -> list[str]:
 
 
 def row_columns(rows: Sequence[ScanRow]) -> list[str]:
-    """The columns of a scan's output: :class:`ScanRow`'s fields, then one ``p_<class>`` per
+    """The columns of a scan's output: :class:`ScanRow`'s fields, ``family`` and
+    ``family_score`` where the rows have them (a family head), then one ``p_<class>`` per
     class where the rows carry per-class probabilities (methods of more than two classes)."""
     classes = next((list(r.probabilities) for r in rows if getattr(r, "probabilities", None)), [])
-    return list(ScanRow.__dataclass_fields__) + class_columns(classes)
+    families = list(FAMILY_COLUMNS) if any(isinstance(r, FamilyScanRow) for r in rows) else []
+    return list(ScanRow.__dataclass_fields__) + families + class_columns(classes)
 
 
 def row_values(row: ScanRow, columns: Sequence[str]) -> dict[str, object]:

@@ -46,7 +46,13 @@ from ldmdetect.engine.train_data import (
     split_by_source,
     split_examples,
 )
-from ldmdetect.engine.train_loop import fit, fit_on_features, is_main_process, score_loader
+from ldmdetect.engine.train_loop import (
+    class_probabilities,
+    fit,
+    fit_on_features,
+    is_main_process,
+    score_loader,
+)
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.images import ImageDecodeError, load_image
@@ -97,12 +103,17 @@ def build(
     input_size: int | None = None,
     pipeline: str | os.PathLike | None = None,
     revision: str | None = None,
+    families: Sequence[str] = (),
 ) -> tuple[Method, DetectorConfig, nn.Module]:
-    """The method, a fresh detector config and its model, initialised from ``cfg.seed``."""
+    """The method, a fresh detector config and its model, initialised from ``cfg.seed``.
+    ``families`` (two or more, for a method that attributes) makes the model a family head
+    over ``("real", *families)``."""
     from accelerate.utils import set_seed
 
     method = methods.get(cfg.method)
     config = make_config(cfg, method, input_size=input_size, pipeline=pipeline, revision=revision)
+    if families and method.attributes_families:
+        config.families = tuple(families)
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone
     # Methods on frozen networks (LPIPS, a foundation model) default to pretrained weights.
     pretrained = cfg.pretrained or method.defaults().get("pretrained", False)
@@ -144,7 +155,10 @@ def train_detector(
         raise ValueError("no training data: give aligned datasets or real/fake images")
     infos = [_dataset_info(d) for d in data]
     crop = _crop_size(pairs)
-    method, det_config, model = build(cfg, input_size=crop, pipeline=pipeline, revision=revision)
+    families = _head_families(cfg.method, pairs, data)
+    method, det_config, model = build(
+        cfg, input_size=crop, pipeline=pipeline, revision=revision, families=families
+    )
     det_config.generator = next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None)
 
     if not method.trains:  # nothing is fitted, so every real image can calibrate
@@ -162,7 +176,7 @@ def train_detector(
         evaluate_prepare = method.prepare(det_config)
         val_sets: list[Dataset] = []
         if val_pairs:
-            val_sets.append(PairDataset(val_pairs, evaluate_prepare, cfg.seed))
+            val_sets.append(PairDataset(val_pairs, evaluate_prepare, cfg.seed, families))
         if val_ex:
             val_sets.append(ExampleDataset(val_ex, evaluate_prepare, cfg.seed))
         val_loader = (
@@ -176,7 +190,7 @@ def train_detector(
         if method.trains and cfg.epochs > 0:
             train_prepare = method.prepare(det_config, augment=cfg.augment)
             train_set = (
-                PairDataset(train_pairs, train_prepare, cfg.seed)
+                PairDataset(train_pairs, train_prepare, cfg.seed, families)
                 if train_pairs
                 else ExampleDataset(train_ex, train_prepare, cfg.seed)
             )
@@ -207,6 +221,12 @@ def train_detector(
             last_val = s, y
             model = model.cpu()
         real_scores = last_val[0][last_val[1] == 0] if last_val is not None else np.zeros(0)
+        family_record = None
+        if det_config.families:
+            det_config.family_threshold, family_record = _calibrate_families(
+                method, model, det_config, val_loader, device, features, cache
+            )
+            model = model.cpu()
     val_real_sources = [p.source for p in val_pairs] + [e.group for e in val_ex if e.label == 0]
     det_config.thresholds, det_config.calibration = calibration_record(
         real_scores,
@@ -230,6 +250,7 @@ def train_detector(
             "val": len({p.source for p in val_pairs}),
         },
         "feature_cache": str(feature_cache) if feature_cache else None,
+        "families": family_record,
         "skipped_files": skipped,
         "config": _jsonable(asdict(cfg)),
         "history": history,
@@ -254,6 +275,60 @@ def train_detector(
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the directory is complete
     return detector
+
+
+def _head_families(
+    method_name: str, pairs: Sequence[AlignedPair], data: Sequence[str | os.PathLike]
+) -> tuple[str, ...]:
+    """The families a family head learns: every reconstruction family of the training pairs,
+    in the order they first appear (the order of ``--autoencoder`` and ``--data``). Empty
+    (a real/generated detector) for fewer than two, or a method that does not attribute."""
+    families = tuple(dict.fromkeys(f for p in pairs for f in p.families))
+    if len(families) < 2 or not methods.get(method_name).attributes_families:
+        return ()
+    if "" in families:
+        raise ValueError(
+            "these aligned datasets mix tagged and untagged reconstructions ("
+            + ", ".join(map(str, data))
+            + "), so the family head cannot name them all: rebuild the untagged ones with "
+            "`ldmdetect reconstruct --autoencoder NAME=SRC`"
+        )
+    return families
+
+
+def _calibrate_families(
+    method: Method,
+    model: nn.Module,
+    config: DetectorConfig,
+    val_loader: torch.utils.data.DataLoader | None,
+    device: torch.device,
+    features: FeatureStep | None,
+    cache: FeatureCache | None,
+) -> tuple[float | None, dict]:
+    """The family head's open-set threshold, from the validation split's reconstructions
+    (:func:`ldmdetect.attribution.calibrate_family_threshold`: their 5th percentile of family
+    score) and a record of it for the training summary. Without a validation split there
+    is nothing to calibrate on: no threshold (the best family always answers)."""
+    from ldmdetect.attribution import FAMILY_QUANTILE, calibrate_family_threshold
+
+    if val_loader is None:
+        return None, {"classes": list(method.classes_for(config)), "threshold_on": None}
+    probabilities, labels = class_probabilities(
+        method, model.to(device), config, val_loader, device, features=features, cache=cache
+    )
+    held_out = probabilities[labels > 0]
+    threshold = calibrate_family_threshold(held_out)
+    return threshold, {
+        "classes": list(method.classes_for(config)),
+        "threshold_on": f"{len(held_out)} held-out reconstructions",
+        "quantile": FAMILY_QUANTILE,
+        # Share of the held-out reconstructions the head gives their own family.
+        "val_family_accuracy": float(
+            (probabilities[labels > 0][:, 1:].argmax(axis=1) + 1 == labels[labels > 0]).mean()
+        )
+        if len(held_out)
+        else None,
+    }
 
 
 def _check_augment(cfg: TrainConfig) -> None:

@@ -63,25 +63,39 @@ def _split_groups(items: list, groups: list[str], val_fraction: float, seed: int
 
 
 class PairDataset(Dataset):
-    """Aligned pairs -> [(real sample, 0), (reconstruction sample, 1)], augmented alike.
+    """Aligned pairs -> [(real sample, 0), (reconstruction sample, label), ...], one per
+    reconstruction, all augmented alike.
 
-    The random stream depends on (seed, epoch, index) only; both members replay it.
+    A reconstruction's label is 1, or with ``families`` (a family head) 1 + the index of its
+    family there. The random stream depends on (seed, epoch, index) only; every member of a
+    pair replays it.
     """
 
-    def __init__(self, pairs: Sequence[AlignedPair], prepare: PrepareImage, seed: int) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[AlignedPair],
+        prepare: PrepareImage,
+        seed: int,
+        families: Sequence[str] = (),
+    ) -> None:
         self.pairs, self.prepare, self.seed, self.epoch = list(pairs), prepare, seed, 0
+        self.families = list(families)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> list[tuple[dict, int]] | Skipped:
         pair = self.pairs[index]
+        members = [(pair.real, 0)] + [
+            (path, 1 + self.families.index(family) if self.families else 1)
+            for family, path in pair.reconstructions
+        ]
         out = []
-        for path, label in ((pair.real, 0), (pair.reconstructed, 1)):
+        for path, label in members:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             try:
                 image = load_image(path)
-            except ImageDecodeError as err:  # the pair is unusable without both members
+            except ImageDecodeError as err:  # the pair is unusable without all its members
                 return Skipped(str(path), err.reason)
             out.append((self.prepare(image, path=path, rng=rng), label))
         return out

@@ -94,10 +94,44 @@ def _validate(
     device: torch.device,
     **score_kwargs,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score the validation set, add loss/AUC/ACC to a history ``entry``, return (s, y)."""
+    """Score the validation set, add loss/AUC/ACC to a history ``entry``, return (s, y).
+
+    Labels above 0 (a family head's families) all count as generated for AUC and accuracy."""
     s, y, loss = score_loader(method, model, config, loader, device, **score_kwargs)
-    entry.update(val_loss=loss, val_auc=roc_auc(y, s), val_acc=float(((s > 0.5) == y).mean()))
+    generated = y > 0
+    entry.update(
+        val_loss=loss,
+        val_auc=roc_auc(generated, s),
+        val_acc=float(((s > 0.5) == generated).mean()),
+    )
     return s, y
+
+
+@torch.no_grad()
+def class_probabilities(
+    method: Method,
+    model: nn.Module,
+    config: DetectorConfig,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    features: FeatureStep | None = None,
+    cache: FeatureCache | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(per-class probabilities (N, K), labels (N,)) over a loader of eval-mode samples, each
+    the mean over the sample's views: what a family head's open-set rule is calibrated on."""
+    model.eval()
+    probabilities, labels = [], []
+    for batch, y, _ in loader:
+        if batch is None:
+            continue
+        batch = _with_features(batch, features, cache, device)
+        logits = method.logits(model, batch, config)
+        probabilities.append(method.probabilities(logits).mean(dim=1).cpu())
+        labels.append(y)
+    if not labels:
+        return np.zeros((0, len(method.classes_for(config)))), np.zeros(0)
+    return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
 
 
 def _forget_accelerator_state(cpu: bool, precision: str) -> None:

@@ -12,7 +12,7 @@ and feature extraction are written once for all of them:
    reads from or writes to a :class:`~ldmdetect.features.cache.FeatureCache` by image id.
    Methods that only look at pixels have none.
 3. ``logits(model, batch, config)`` -> ``scores`` (P(generated), or the method's own score),
-   ``probabilities`` (one per class of :attr:`Method.classes`) and ``loss``: the model's
+   ``probabilities`` (one per class of :meth:`Method.classes_for`) and ``loss``: the model's
    scoring. Whether one logit and a sigmoid or K classes and a softmax is the method's to say.
 
 Plus whether the method ``trains`` (or only calibrates thresholds on real images), its default
@@ -190,6 +190,10 @@ class Method(ABC):
     #: The classes its outputs are over, the real one first. The score is P("generated"), or
     #: 1 - P(real) for methods without a "generated" class (attribution to generators).
     classes: ClassVar[tuple[str, ...]] = ("real", "generated")
+    #: True when the method can learn which family made an image: trained on reconstructions
+    #: through two or more autoencoders, its model gets one output per class of
+    #: ``("real", *families)`` (see :meth:`classes_for`) and a softmax.
+    attributes_families: ClassVar[bool] = False
     #: ``TrainConfig`` fields that make the method run in seconds on tiny components: what the
     #: contract test trains, saves, loads and scans every method with. ``"<tiny>"`` anywhere
     #: in them stands for a tiny Stable Diffusion pipeline's directory.
@@ -200,6 +204,14 @@ class Method(ABC):
     has_cost_specs: ClassVar[bool] = False
     #: The recipe class in the package's ``demo`` module that :meth:`demo_recipe` builds.
     demo_recipe_class: ClassVar[str | None] = None
+
+    def classes_for(self, config: DetectorConfig) -> tuple[str, ...]:
+        """The classes a detector of this method with ``config`` outputs: ``("real",
+        *config.families)`` for a family head (:attr:`attributes_families` and families in
+        the config), else :attr:`classes`."""
+        if self.attributes_families and config.families:
+            return ("real", *config.families)
+        return self.classes
 
     def package_module(self, name: str, declared_by: str) -> Any:
         """The module ``name`` of the package whose class declares ``declared_by`` (a
@@ -339,11 +351,16 @@ class Method(ABC):
         return logits.softmax(dim=-1)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, ...) -> the score per view (B, T): P(generated) (see :attr:`classes`)."""
-        if len(self.classes) == 2 and self.class_logits(logits).shape[-1] == 1:
+        """Logits (B, T, ...) -> the score per view (B, T): P(generated) (see :attr:`classes`).
+
+        Logits of another count than :attr:`classes` come from a family head (one per class
+        of ``("real", *families)``, :meth:`classes_for`), which has no "generated" class:
+        its score is 1 - P(real)."""
+        k = self.class_logits(logits).shape[-1]
+        if len(self.classes) == 2 and k == 1:
             return torch.sigmoid(self.class_logits(logits).double())[..., 0]
         probabilities = self.probabilities(logits)
-        if "generated" in self.classes:
+        if "generated" in self.classes and k == len(self.classes):
             return probabilities[..., self.classes.index("generated")]
         return 1 - probabilities[..., 0]
 

@@ -158,7 +158,8 @@ class BackboneClassifier(nn.Module):
     """Binary real/generated classifier on top of any timm backbone.
 
     One logit rather than two classes so that a score is a single calibrated probability
-    and thresholds at a target false-positive rate are one number.
+    and thresholds at a target false-positive rate are one number. ``num_classes`` > 1 gives
+    one logit per class instead (a family head: real and each generator family).
 
     ``weights_source`` records where the backbone's initial weights came from (see
     :func:`create_timm_model`); the one-logit head is always freshly initialised.
@@ -171,19 +172,21 @@ class BackboneClassifier(nn.Module):
         input_size: int = 256,
         pretrained: bool | str | Path = False,
         drop_rate: float = 0.0,
+        num_classes: int = 1,
     ) -> None:
         super().__init__()
         check_backbone_name(backbone)
         self.backbone = backbone
-        kwargs: dict = {"num_classes": 1, "drop_rate": drop_rate}
+        kwargs: dict = {"num_classes": num_classes, "drop_rate": drop_rate}
         if _accepts_img_size(backbone):
             kwargs["img_size"] = input_size
         self.net, self.weights_source = create_timm_model(backbone, pretrained, **kwargs)
         zero_head(self.net)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, H, W) -> logits (B,)."""
-        return self.net(images).squeeze(-1)
+        """Normalised images (B, 3, H, W) -> logits (B,), or (B, K) with K classes."""
+        out = self.net(images)
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 def backbone_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -26,6 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ldmdetect._version import __version__
+from ldmdetect.attribution import attribute
 from ldmdetect.config import DecisionRule
 from ldmdetect.io.images import DECODE_FORMATS, ImageDecodeError, load_image, sniff_format
 from ldmdetect.serve.batcher import MicroBatcher
@@ -117,7 +118,9 @@ class _Scorer:
         self.max_pixels = max_pixels
         self.max_batch = max_batch
         # Methods of more than two classes also give each class's probability.
-        self.classes = detector.method.classes if len(detector.method.classes) > 2 else None
+        self.classes = detector.classes if len(detector.classes) > 2 else None
+        # A family head also says which family made a generated image.
+        self.families = tuple(getattr(detector, "families", ()))
         self.batcher = MicroBatcher(
             self._score_with_classes if self.classes else detector.decision_function,
             max_batch=max_batch,
@@ -227,6 +230,16 @@ class _Scorer:
             body.update(
                 {f"p_{c}": p for c, p in zip(self.classes, result.probabilities, strict=True)}
             )
+            if self.families:
+                # family: None where judged real, "unknown" where the evidence is weak
+                (found,) = attribute(
+                    np.asarray([result.probabilities]),
+                    self.classes,
+                    np.asarray([body["label"] == "generated"]),
+                    self.detector.config.family_threshold,
+                )
+                body["family"] = found.family
+                body["family_score"] = None if found.family is None else found.family_score
         if filename is not None:
             body["filename"] = _client_text(filename)
         if evidence and self.has_evidence:

@@ -75,13 +75,19 @@ class AEReconstruction(Method):
 
     has_cost_specs = True
     demo_recipe_class = "AEDemo"
+    # Reconstructions through several autoencoders: one class per family beside "real".
+    attributes_families = True
 
     def defaults(self) -> dict[str, Any]:
         return {"backbone": "tf_efficientnetv2_b0", "input_size": 256, **super().defaults()}
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
+        classes = self.classes_for(config)
         return BackboneClassifier(
-            config.backbone, input_size=config.input_size, pretrained=pretrained
+            config.backbone,
+            input_size=config.input_size,
+            pretrained=pretrained,
+            num_classes=len(classes) if len(classes) > 2 else 1,
         )
 
     def transform(

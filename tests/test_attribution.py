@@ -1,0 +1,72 @@
+import math
+
+import numpy as np
+import pytest
+
+from ldmdetect.attribution import (
+    UNKNOWN,
+    Attribution,
+    attribute,
+    calibrate_family_threshold,
+    family_scores,
+)
+
+CLASSES = ("real", "sd-4ch", "flux-16ch")
+
+
+def test_real_gets_no_family_weak_evidence_unknown_strong_evidence_its_family():
+    probabilities = np.array(
+        [
+            [0.90, 0.05, 0.05],  # judged real: no family whatever the rest says
+            [0.10, 0.46, 0.44],  # generated, split between families: share 0.51
+            [0.10, 0.05, 0.85],  # generated, clearly flux: share 0.944
+            [0.40, 0.57, 0.03],  # generated (score 0.6), clearly sd: share 0.95
+        ]
+    )
+    generated = np.array([False, True, True, True])
+    got = attribute(probabilities, CLASSES, generated, threshold=0.8)
+    assert got[0].family is None and math.isnan(got[0].family_score)
+    assert got[1] == Attribution(UNKNOWN, pytest.approx(0.46 / 0.9))
+    assert got[2] == Attribution("flux-16ch", pytest.approx(0.85 / 0.9))
+    assert got[3] == Attribution("sd-4ch", pytest.approx(0.95))
+    # No open-set rule: the best family always answers.
+    assert [a.family for a in attribute(probabilities, CLASSES, generated, None)] == [
+        None,
+        "sd-4ch",
+        "flux-16ch",
+        "sd-4ch",
+    ]
+
+
+def test_the_decision_not_the_probabilities_says_who_is_generated():
+    probabilities = np.array([[0.9, 0.08, 0.02]])
+    (got,) = attribute(probabilities, CLASSES, np.array([True]), threshold=0.5)
+    assert got == Attribution("sd-4ch", pytest.approx(0.8))  # a strict threshold flagged it
+
+
+def test_a_row_without_generated_mass_has_share_zero():
+    _, share = family_scores(np.array([[1.0, 0.0, 0.0]]))
+    assert share.tolist() == [0.0]
+    (got,) = attribute(np.array([[1.0, 0.0, 0.0]]), CLASSES, np.array([True]), 0.5)
+    assert got.family == UNKNOWN
+
+
+def test_threshold_is_the_held_out_reconstructions_fifth_percentile():
+    rng = np.random.default_rng(0)
+    families = rng.dirichlet([1.0, 1.0], size=200) * 0.9
+    probabilities = np.column_stack([np.full(200, 0.1), families])
+    threshold = calibrate_family_threshold(probabilities)
+    _, share = family_scores(probabilities)
+    assert threshold in share  # a share that occurs, not an interpolation
+    kept = np.mean(share >= threshold)
+    assert 0.95 <= kept <= 0.96  # 95% of the known-family reconstructions keep their family
+    assert calibrate_family_threshold(np.zeros((0, 3))) is None
+
+
+def test_bad_shapes_and_classes_are_refused():
+    with pytest.raises(ValueError, match="real"):
+        attribute(np.zeros((1, 3)), ("sd", "real", "flux"), np.array([True]), None)
+    with pytest.raises(ValueError, match="do not match"):
+        attribute(np.zeros((2, 3)), CLASSES, np.array([True]), None)
+    with pytest.raises(ValueError, match="at least two families"):
+        family_scores(np.zeros((1, 2)))
