@@ -1,0 +1,371 @@
+"""Attribution benchmark: does the ``ae`` family head say which family made an image?
+
+In miniature with the two shipped generators, the mini LDM (``mini``: SD layout, 4-channel
+factor-8 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 layout,
+16-channel factor-4 autoencoder):
+
+1. The training photos (the generators' own training subjects) are reconstructed through both
+   autoencoders into one aligned dataset, each reconstruction tagged with its family, as the
+   demo builds ``ae``'s data (64 px crops at native and half scale, JPEG-aligned); ``ae``
+   trains on it with the demo's recipe and learns a family head (real + one class per family),
+   its open-set threshold calibrated on the validation split's reconstructions.
+2. For the binary comparison, the same recipe trains one single-family detector per family on
+   that family's reconstructions alone.
+3. Test images, none seen in training: the held-out subjects' photos (128 px crops) and their
+   reconstructions through each family's autoencoder and through two autoencoders the head
+   never saw (``tiny-random``: a tiny random autoencoder; ``mini-perturbed``: the mini LDM's
+   autoencoder with its decoder weights perturbed by 2% of each tensor's spread, a sibling
+   as SDXL's retrained KL-f8 is to SD's), and each generator's images from the demo's
+   unseen prompts and seeds.
+4. Reported: attribution accuracy per family (held-out reconstructions, generations) with
+   its confusion matrix (an ``unknown`` column, and ``real`` for generated images the detector
+   judged real); for the unseen autoencoders, the shares called unknown, real or a known
+   family; binary AUC (held-out reals vs. each family's generations and reconstructions, 95%
+   bootstrap intervals) of the two-family detector next to each single-family one; and
+   AEROBLADE's nearest autoencoder (both families' autoencoders) on the generations, its
+   agreement with the family head.
+
+Decisions use each detector's stored threshold at 1% FPR where its calibration resolved one,
+else the raw 0.5 rule (said in the JSON per detector).
+
+    python benchmarks/attribution.py [--seed 0] [--quick] [--threads N]
+        [--work runs/attribution] [--output benchmarks/results/attribution-cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from cross_family import write_unseen
+
+from ldmdetect.detector import Detector
+from ldmdetect.engine.attribution_report import (
+    agreement,
+    confusion_matrix,
+    nearest_autoencoders,
+    plot_confusion_matrix,
+)
+from ldmdetect.engine.demo import DemoConfig, resolve_generator, split_photos
+from ldmdetect.engine.demo_recipes import demo_train_config
+from ldmdetect.engine.evaluate import evaluate
+from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
+from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.generative.autoencoder import load_autoencoder
+from ldmdetect.generative.tiny import build_tiny_autoencoder
+from ldmdetect.io.datasets import find_images
+from ldmdetect.io.files import atomic_write_text
+from ldmdetect.io.labeled import read_labeled
+from ldmdetect.io.samples import write_sample_photos
+
+PERTURBATION = 0.02  # decoder weights += N(0, (0.02 * the tensor's std)^2)
+
+
+@dataclass(frozen=True)
+class Budget:
+    demo: DemoConfig = field(
+        default_factory=lambda: DemoConfig(synris=False, other_generator=None, photo_crops=False)
+    )
+    heldout_crops: int = 16  # 128 px crops per held-out photo (and its reconstructions)
+    n_boot: int = 1000
+
+
+BUDGETS = {
+    "cpu": Budget(),
+    "quick": Budget(
+        demo=DemoConfig(
+            synris=False,
+            other_generator=None,
+            photo_crops=False,
+            train_crops_per_image=4,
+            generated_images=8,
+            generation_steps=10,
+        ),
+        heldout_crops=4,
+        n_boot=200,
+    ),
+}
+
+
+def write_unseen_autoencoders(work: Path, family: str, pipeline: str, seed: int) -> dict[str, Path]:
+    """The two autoencoders no detector trains on, saved as autoencoder folders: a tiny random
+    one, and ``family``'s (from ``pipeline``) with its decoder weights perturbed."""
+    out = {}
+    tiny = build_tiny_autoencoder(seed=seed + 7)
+    out["tiny-random"] = work / "autoencoders" / "tiny-random"
+    tiny.save_pretrained(out["tiny-random"])
+    vae = load_autoencoder(pipeline, subfolder="vae", device="cpu")
+    generator = torch.Generator().manual_seed(seed + 11)
+    with torch.no_grad():
+        for parameter in vae.decoder.parameters():
+            if parameter.numel() > 1:
+                noise = torch.randn(parameter.shape, generator=generator)
+                parameter.add_(noise * PERTURBATION * parameter.std())
+    out[f"{family}-perturbed"] = work / "autoencoders" / f"{family}-perturbed"
+    vae.save_pretrained(out[f"{family}-perturbed"])
+    return out
+
+
+def decision_fpr(detector: Detector) -> float | None:
+    """1% where the detector's calibration resolved that threshold, else None (0.5 rule)."""
+    return 0.01 if "fpr_0.01" in detector.config.resolved_fprs() else None
+
+
+def run(
+    work: Path,
+    budget: Budget,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+    generators: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything above; returns the JSON's content. ``generators``: {family: --generator
+    value} (default: the two shipped ones)."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    start = time.perf_counter()
+    cfg = replace(budget.demo, seed=seed)
+    names = dict(generators or {"mini": "mini", "mini-flow": "mini-flow"})
+    pipelines = {}
+    heldout: tuple[str, ...] = ()
+    for family, name in names.items():
+        pipelines[family], own = resolve_generator(name, work, seed)
+        heldout = heldout or own
+    photos = write_sample_photos(work / "photos")
+    splits = split_photos(photos, cfg.heldout_subjects or heldout, cfg.heldout_count, seed)
+    seconds: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def step(name: str) -> None:
+        now = time.perf_counter()
+        seconds[name] = round(now - clock[0], 1)
+        clock[0] = now
+
+    # 1-2. Training data: every training crop through both autoencoders, and alone.
+    log(f"reconstruct {len(splits['train'])} training photos through {', '.join(names)}")
+    pair_config = ReconstructConfig(
+        crop_size=cfg.input_size,
+        crops_per_image=cfg.train_crops_per_image,
+        seed=seed,
+        scales=cfg.pair_scales,
+        align_jpeg=cfg.align_jpeg,
+    )
+    train_photos = work / "photos-train"
+    train_photos.mkdir(parents=True, exist_ok=True)
+    for photo in splits["train"]:
+        (train_photos / photo.name).write_bytes(photo.read_bytes())
+    both = work / "pairs" / "both"
+    build_aligned_dataset(
+        [train_photos],
+        both,
+        autoencoder=[(family, pipelines[family]) for family in names],
+        subfolder="vae",
+        config=pair_config,
+        device=cfg.device,
+    )
+    single = {}
+    for family in names:
+        single[family] = work / "pairs" / family
+        build_aligned_dataset(
+            [train_photos],
+            single[family],
+            autoencoder=[(family, pipelines[family])],
+            subfolder="vae",
+            config=pair_config,
+            device=cfg.device,
+        )
+    step("reconstruct_train")
+
+    train_config = demo_train_config(cfg, "ae")
+    detectors = {"two-family": work / "detectors" / "two-family"}
+    log("train ae on both families' reconstructions (family head)")
+    train_detector([both], detectors["two-family"], train_config)
+    for family in names:
+        detectors[family] = work / "detectors" / family
+        log(f"train ae on {family}'s reconstructions alone")
+        train_detector([single[family]], detectors[family], train_config)
+    step("train")
+
+    # 3. Test images.
+    log("held-out crops through both families' autoencoders and two unseen ones")
+    first = next(iter(names))
+    unseen = write_unseen_autoencoders(work, first, pipelines[first], seed)
+    heldout_photos = work / "photos-heldout"
+    heldout_photos.mkdir(parents=True, exist_ok=True)
+    for photo in splits["heldout"]:
+        (heldout_photos / photo.name).write_bytes(photo.read_bytes())
+    heldout_dir = work / "heldout"
+    sources: list[tuple[str, Any]] = [(f, pipelines[f]) for f in names]
+    build_aligned_dataset(
+        [heldout_photos],
+        heldout_dir,
+        autoencoder=sources,
+        subfolder="vae",
+        config=ReconstructConfig(
+            crop_size=cfg.eval_size, crops_per_image=budget.heldout_crops, seed=seed + 1
+        ),
+        device=cfg.device,
+    )
+    for tag, folder in unseen.items():
+        build_aligned_dataset(
+            [heldout_photos],
+            work / "heldout-unseen" / tag,
+            autoencoder=[(tag, str(folder))],
+            config=ReconstructConfig(
+                crop_size=cfg.eval_size, crops_per_image=budget.heldout_crops, seed=seed + 1
+            ),
+            device=cfg.device,
+        )
+    reals = heldout_dir / "real"
+    recon = {f: heldout_dir / "reconstructed" / f for f in names}
+    # one autoencoder: the dataset keeps the single-family layout, reconstructed/<pair>.png
+    recon_unseen = {t: work / "heldout-unseen" / t / "reconstructed" for t in unseen}
+    log(f"each generator's {cfg.generated_images} images from the unseen prompts")
+    generated = {f: write_unseen(pipelines[f], work / "generated" / f, cfg) for f in names}
+    step("test_images")
+
+    # 4. Attribution with the family head.
+    head = Detector.from_pretrained(detectors["two-family"], device=cfg.device)
+    fpr = decision_fpr(head)
+    sets = (
+        {f"reconstructed by {f}": (f, d) for f, d in recon.items()}
+        | {f"generated by {f}": (f, d) for f, d in generated.items()}
+        | {f"reconstructed by {t} (unseen)": (t, d) for t, d in recon_unseen.items()}
+        | {"real (held-out)": ("real", reals)}
+    )
+    attributions: dict[str, list[str | None]] = {}
+    attribution_rows: dict[str, Any] = {}
+    for label, (truth, folder) in sets.items():
+        files = find_images([folder])
+        found = [a.family for a in head.attribute(files, fpr=fpr)]
+        attributions[label] = found
+        shares = {
+            answer: round(sum(x == answer for x in found) / len(found), 4)
+            for answer in (*head.families, "unknown", None)
+        }
+        attribution_rows[label] = {
+            "true": truth,
+            "n": len(found),
+            "accuracy": shares.get(truth) if truth in head.families else None,
+            "shares": {("real" if k is None else k): v for k, v in shares.items()},
+        }
+    known = [label for label, (truth, _) in sets.items() if truth in head.families]
+    matrices = {}
+    for kind in ("reconstructed", "generated"):
+        labels = [label for label in known if label.startswith(kind)]
+        true = [sets[label][0] for label in labels for _ in attributions[label]]
+        predicted = [x for label in labels for x in attributions[label]]
+        cm = confusion_matrix(true, predicted, head.families)
+        plot_confusion_matrix(cm, work / f"confusion-{kind}.png")
+        matrices[kind] = {"table": cm.to_dict(), "markdown": cm.to_markdown()}
+    unseen_labels = [label for label in sets if "(unseen)" in label]
+    cm = confusion_matrix(
+        [sets[label][0] for label in unseen_labels for _ in attributions[label]],
+        [x for label in unseen_labels for x in attributions[label]],
+        head.families,
+    )
+    matrices["unseen autoencoders"] = {"table": cm.to_dict(), "markdown": cm.to_markdown()}
+    step("attribute")
+
+    # Binary: the family head's score against each single-family detector's.
+    binary: dict[str, Any] = {}
+    tests = {f"generated by {f}": [d] for f, d in generated.items()}
+    tests |= {f"reconstructed by {f}": [d] for f, d in recon.items()}
+    for name, directory in detectors.items():
+        detector = Detector.from_pretrained(directory, device=cfg.device)
+        evaluation = evaluate(detector, [reals], tests, tries=(1,), n_boot=budget.n_boot)
+        clean = evaluation.conditions()[0]
+        binary[name] = {
+            test: {
+                "auc": round(float(metrics["auc"]), 4),
+                "ci95": [round(float(x), 4) for x in clean.intervals["generators"][test]["auc"]],
+            }
+            for test, metrics in clean.generators.items()
+        } | {"decision_fpr": decision_fpr(detector)}
+    step("binary")
+
+    # AEROBLADE's nearest autoencoder on the generations, against the family head.
+    aeroblade_dir = work / "detectors" / "aeroblade"
+    train_detector(
+        [],
+        aeroblade_dir,
+        TrainConfig(
+            method="aeroblade",
+            input_size=cfg.eval_size,
+            feature={"aeroblade": {"autoencoders": [pipelines[f] for f in names], "grid": 8}},
+            device=cfg.device,
+        ),
+        # Its thresholds are not used here: a few training crops calibrate them.
+        examples=read_labeled([both / "real"], [])[:32],
+    )
+    aeroblade = Detector.from_pretrained(aeroblade_dir, device=cfg.device)
+    mapping = {Path(pipelines[f]).name: f for f in names}
+    cross_check: dict[str, Any] = {}
+    for family, folder in generated.items():
+        files = find_images([folder])
+        nearest = nearest_autoencoders(aeroblade.explain(files) or [], mapping)
+        label = f"generated by {family}"
+        cross_check[label] = {
+            "aeroblade_accuracy": round(sum(x == family for x in nearest) / len(nearest), 4),
+            "agreement_with_head": agreement(attributions[label], nearest),
+        }
+    step("aeroblade")
+
+    return {
+        "benchmark": "attribution",
+        "families": {f: pipelines[f] for f in names},
+        "unseen_autoencoders": {t: str(p) for t, p in unseen.items()},
+        "perturbation": PERTURBATION,
+        "family_threshold": head.config.family_threshold,
+        "decision_fpr": fpr,
+        "attribution": attribution_rows,
+        "confusion": matrices,
+        "binary_auc": binary,
+        "aeroblade_cross_check": cross_check,
+        "seconds": seconds,
+        "seconds_total": round(time.perf_counter() - start, 1),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "method_settings"}
+        | {"ae_recipe": asdict(cfg.recipe("ae")), "heldout_crops": budget.heldout_crops},
+        "seed": seed,
+        "n_boot": budget.n_boot,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a smoke run on fewer images")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--work", type=Path, default=None, help="keep the run here (default: temp)")
+    parser.add_argument("--output", type=Path, default=None, help="write the JSON here too")
+    args = parser.parse_args(argv)
+    budget = BUDGETS["quick" if args.quick else "cpu"]
+    budget = replace(budget, demo=replace(budget.demo, device=args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = run(work, budget, args.seed)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.output, text + "\n")
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
