@@ -614,6 +614,70 @@ def merge(contents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return content | {k: first[k] for k in (*keys, "torch_threads", "cpu_count", "machine")}
 
 
+def _auc_cell(row: Mapping[str, Any], metric: str = "auc") -> str:
+    """ "mean ± std (lo-hi)": the mean over seeds, their sample spread, and the span of the
+    seeds' 95% bootstrap intervals (lowest lower bound to highest upper bound)."""
+    value = row[metric]
+    intervals = [ci[metric] for ci in row["ci95_per_seed"] if ci and metric in ci]
+    spread = f" ± {value['std']:.3f}" if value["std"] is not None else ""
+    span = (
+        f" ({min(i[0] for i in intervals):.2f}-{max(i[1] for i in intervals):.2f})"
+        if intervals
+        else ""
+    )
+    return f"{value['mean']:.3f}{spread}{span}"
+
+
+def markdown(content: Mapping[str, Any]) -> str:
+    """The README's tables: per method (learned) and reference (training-free) and training
+    family, AUC on the same family's images and on the other family's; then each learned
+    method minus the score it is built on."""
+    part = content["cross_family"]
+    out = [
+        f"seeds {', '.join(map(str, part['seeds']))}; AUC mean ± std over seeds "
+        "(span of the seeds' 95% bootstrap intervals); TPR at 1% FPR: mean over seeds\n"
+    ]
+    for title, rows, kind in (
+        ("learned detectors", part["aggregated"], "method"),
+        ("training-free scores", part["training_free"]["aggregated"], "reference"),
+    ):
+        cells: dict[tuple[str, str], dict[str, str]] = {}
+        for row in rows:
+            key = (row[kind], row["train_family"])
+            side = "same" if row["relation"] == "same family" else "other"
+            cells.setdefault(key, {})[side] = _auc_cell(row)
+            cells[key][f"{side}_tpr"] = f"{row['tpr@fpr=0.01']['mean']:.2f}"
+        out.append(f"{title}:\n")
+        out.append(
+            f"| {kind} | trained with | AUC, same family | AUC, other family "
+            "| TPR@1%, same | TPR@1%, other |"
+        )
+        out.append("|---|---|---:|---:|---:|---:|")
+        for (name, train), c in cells.items():
+            out.append(
+                f"| {name} | {train} | {c.get('same', '')} | {c.get('other', '')} "
+                f"| {c.get('same_tpr', '')} | {c.get('other_tpr', '')} |"
+            )
+        out.append("")
+    out.append(
+        "learned minus the training-free score it is built on (AUC; seeds whose paired "
+        "95% interval lies above / below 0):\n"
+    )
+    out.append("| method | reference | trained with | tested on | AUC difference | above / below |")
+    out.append("|---|---|---|---|---:|---:|")
+    for row in part["comparison"]["aggregated"]:
+        diff = row["auc_difference"]
+        above = sum(ci[0] > 0 for ci in row["ci95_per_seed"])
+        below = sum(ci[1] < 0 for ci in row["ci95_per_seed"])
+        spread = f" ± {diff['std']:.3f}" if diff["std"] is not None else ""
+        out.append(
+            f"| {row['method']} | {row['reference']} | {row['train_family']} "
+            f"| {row['test_family']} | {diff['mean']:+.3f}{spread} "
+            f"| {above} / {below} of {len(row['seeds'])} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def _canonical(value: Any) -> str:
     """A JSON value as text, so that a tuple and the list it was written as compare equal."""
     return json.dumps(value, sort_keys=True, default=str)
@@ -665,6 +729,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="combine these JSON files (one setting, different seeds) instead of running",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the README's tables instead of the JSON"
+    )
     parser.add_argument("--device", default=None, help="where the models run (default: cpu)")
     parser.add_argument(
         "--work", type=Path, default=None, help="keep the runs here (default: temp)"
@@ -672,7 +739,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     if args.merge:
-        return _emit(merge([json.loads(p.read_text()) for p in args.merge]), args.output)
+        merged = merge([json.loads(p.read_text()) for p in args.merge])
+        return _emit(merged, args.output, as_markdown=args.markdown)
     budget = BUDGETS["quick" if args.quick else args.budget]
     if args.methods:
         from ldmdetect.methods import get
@@ -695,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = run(work, budget, args.generator_a, args.generator_b, on_seed=partial)
-    return _emit(result, args.output)
+    return _emit(result, args.output, as_markdown=args.markdown)
 
 
 def _write(content: Mapping[str, Any], path: Path) -> None:
@@ -703,10 +771,10 @@ def _write(content: Mapping[str, Any], path: Path) -> None:
     atomic_write_text(path, json.dumps(content, indent=2) + "\n")
 
 
-def _emit(content: dict[str, Any], output: Path | None) -> dict[str, Any]:
+def _emit(content: dict[str, Any], output: Path | None, as_markdown: bool) -> dict[str, Any]:
     if output:
         _write(content, output)
-    print(json.dumps(content, indent=2))
+    print(markdown(content) if as_markdown else json.dumps(content, indent=2))
     return content
 
 

@@ -235,3 +235,15 @@ def test_merge_aggregates_the_seeds_of_several_runs(bench, result) -> None:
     other = _as_seed(one, 2) | {"n_boot": 7}
     with pytest.raises(ValueError, match="n_boot"):
         bench.merge([one, other])
+
+
+def test_markdown_has_a_row_per_method_and_family_and_each_comparison(bench, result) -> None:
+    one = {k: v for k, v in result.items() if k != "labels"}
+    text = bench.markdown(bench.merge([one, _as_seed(one, 1)]))
+    label_a, label_b = result["labels"]
+    for method in ("ae", "aeroblade", "inversion_error", "lare_mean"):
+        for family in (label_a, label_b):
+            assert f"| {method} | {family} |" in text
+    auc = next(r for r in one["cross_family"]["rows"] if r["method"] == "ae")["auc"]
+    assert f"{auc:.3f} ± 0.000" in text  # two identical seeds: no spread
+    assert text.count("| ae | aeroblade_distance |") == 4  # 2 training x 2 test families
