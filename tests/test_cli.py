@@ -377,6 +377,29 @@ def test_family_tags_from_reconstruct_through_train_to_scan(
         assert len(own) == 12 and own.count(family) > len(own) / 2, own
 
 
+def test_evaluate_reports_attribution_for_a_family_head(
+    tmp_path, family_detector_dir, two_family_aligned_dir
+):
+    recon = two_family_aligned_dir / "reconstructed"
+    args = ["evaluate", "--detector", str(family_detector_dir), "--device", "cpu"]
+    args += ["--real", str(two_family_aligned_dir / "real"), "--output", str(tmp_path / "r")]
+    args += ["--fake", str(recon / "sd-4ch"), "--fake", str(recon / "flux-16ch")]
+    result = runner.invoke(app, [*args, "--family", "flux-16ch=sdxl-4ch"])
+    assert result.exit_code == 0, result.output
+    section = json.loads((tmp_path / "r" / "metrics.json").read_text())["attribution"]
+    # sd-4ch by its name; flux-16ch's folder mapped to a family the head does not know.
+    assert section["rows"] == ["sd-4ch", "sdxl-4ch", "real"]
+    assert section["sets"]["flux-16ch"]["family"] == "sdxl-4ch"
+    line = next(x for x in result.output.splitlines() if x.startswith("attribution accuracy"))
+    assert f"{section['accuracy']:.1%} over {section['n']} images" in line
+    assert f"sdxl-4ch {section['accuracy_per_family']['sdxl-4ch']:.1%}" in line
+    assert (tmp_path / "r" / "attribution_confusion.png").is_file()
+    result = runner.invoke(app, [*args, "--family", "nope"])
+    assert result.exit_code == 2 and "expected SET=FAMILY" in result.output
+    result = runner.invoke(app, [*args, "--family", "elsewhere=sd-4ch"])
+    assert result.exit_code != 0 and "['elsewhere']" in result.output
+
+
 # Commands whose options have a counterpart in a config dataclass or an API function: the CLI
 # default must be that counterpart's (one default per setting).
 OWNERS = {

@@ -121,6 +121,10 @@ class DetectorConfig:
     # family's share of the generated mass) is below this is "unknown"; calibrated on held-out
     # reconstructions (ldmdetect.attribution.calibrate_family_threshold). None: no rule.
     family_threshold: float | None = None
+    # Where each family's reconstructions came from: {family: component source dict} of the
+    # autoencoder that made them (the aligned datasets' dataset.json), so an evaluation can
+    # ask AEROBLADE which of them reconstructs an image best. Empty: not recorded.
+    family_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Where the model's starting weights came from ("random", a timm tag, a file...).
     weights_source: str = "random"
     training: dict[str, Any] = field(default_factory=dict)

@@ -115,3 +115,34 @@ def test_detectors_saved_before_calibration_records_are_judged_by_their_count():
     with pytest.raises(UnresolvedThreshold, match="64 real images and needs at least 99"):
         legacy.threshold(0.01)
     assert legacy.resolved_fprs() == ["fpr_0.05"]
+
+
+def test_an_aligned_dataset_recalibrates_a_family_heads_threshold(
+    tmp_path, family_detector_dir, two_family_aligned_dir
+):
+    from ldmdetect.attribution import calibrate_family_threshold
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+    before = DetectorConfig.load(family_detector_dir)
+    result = calibrate_detector(
+        family_detector_dir, [two_family_aligned_dir], tmp_path / "out", device="cpu"
+    )
+    pairs = read_aligned_dataset(two_family_aligned_dir)
+    # Only the real crops are reals, each counted for its source photo.
+    assert result.n_real == len(pairs) == 12
+    assert len(result.sources) == len({p.source for p in pairs})
+    recon = [path for p in pairs for _, path in p.reconstructions]
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    expected = calibrate_family_threshold(detector.predict_proba(recon))
+    saved = DetectorConfig.load(tmp_path / "out")
+    assert saved.family_threshold == pytest.approx(expected)
+    assert saved.family_threshold != before.family_threshold  # training's came from 1/3 of them
+    record = saved.calibration["families"]
+    assert record["previous"] == before.family_threshold
+    assert record["threshold_on"].startswith(f"{len(recon)} reconstructions")
+    # Plain folders of reals leave training's family threshold as it was.
+    plain = calibrate_detector(
+        family_detector_dir, [two_family_aligned_dir / "real"], tmp_path / "plain", device="cpu"
+    )
+    assert plain.config.family_threshold == before.family_threshold
+    assert "families" not in plain.config.calibration

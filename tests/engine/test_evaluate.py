@@ -163,6 +163,14 @@ def test_a_family_heads_evaluation_lists_each_files_family(
     assert set(evaluation.families["sd"]) - {None}  # generated files are attributed
 
 
-def test_a_two_class_evaluation_has_no_families(detector, eval_dirs):
-    evaluation = evaluate(detector, [eval_dirs / "real"], [eval_dirs / "tiny-vae"], n_boot=0)
+def test_a_two_class_evaluation_has_no_families(detector, eval_dirs, tmp_path):
+    evaluation = evaluate(
+        detector, [eval_dirs / "real"], [eval_dirs / "tiny-vae"], n_boot=0, output=tmp_path
+    )
     assert evaluation.families == {}
+    assert "attribution" not in evaluation.result
+    assert not (tmp_path / "attribution_confusion.png").exists()
+    assert "Attribution" not in (tmp_path / "report.md").read_text()
+    for asked in ({"families": {"tiny-vae": "sd"}}, {"cross_check": True}):
+        with pytest.raises(ValueError, match="apply to detectors with a family head"):
+            evaluate(detector, [eval_dirs / "real"], [eval_dirs / "tiny-vae"], n_boot=0, **asked)

@@ -28,6 +28,7 @@ commands = typer.Typer()
         "format_control",
         "tries",
         "batch_size",
+        "cross_check",
     )
     | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device"),
 )
@@ -61,8 +62,29 @@ def evaluate(
         Path | None,
         typer.Option(help="SynRIS pairs.csv: AUC on the matched reals next to --real's."),
     ] = None,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Family head: SET=FAMILY, the true family of the --fake folder named SET "
+            "(folders named like one of the detector's families need none; a family it does "
+            "not know is right when called unknown). Repeatable."
+        ),
+    ] = None,
+    cross_check: Annotated[
+        bool | None,
+        typer.Option(
+            "--cross-check/--no-cross-check",
+            help="Family head: AEROBLADE's nearest autoencoder per attributed image, over the "
+            "autoencoders of the detector's training data, and its agreement with the head.",
+        ),
+    ] = None,
 ) -> None:
-    """Metrics per generator and averaged; robustness rows; writes metrics.json + report."""
+    """Metrics per generator and averaged; robustness rows; writes metrics.json + report.
+
+    A detector with a family head also reports attribution: a confusion matrix of true family
+    against the family it named (with `unknown` and `real` columns), accuracy per family, in
+    report.md and attribution_confusion.png.
+    """
     from ldmdetect.engine.evaluate import evaluate as run_evaluate
     from ldmdetect.engine.report import markdown_table
 
@@ -80,6 +102,8 @@ def evaluate(
         settings={"detector": detector},
         progress=True,
         pairs=pairs,
+        families=_family_map(family or []),
+        cross_check=cross_check,
     )
     rows = dict(evaluation.result["generators"]) | {"mean": evaluation.result["mean"]}
     typer.echo(markdown_table(rows))
@@ -89,6 +113,61 @@ def evaluate(
             f"SynRIS: AUC {section['matched']['auc']:.4f} on matched reals vs. "
             f"{section['unmatched']['auc']:.4f} on --real (gap {section['auc_gap']:+.4f})"
         )
+    if evaluation.result.get("attribution"):
+        for line in attribution_lines(evaluation.result["attribution"]):
+            typer.echo(line)
     for path, reason in evaluation.result["errors"].items():
         typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"report: {evaluation.files.get('report')}")
+
+
+def _family_map(specs: list[str]) -> dict[str, str]:
+    """``--family SET=FAMILY`` options -> {set: family}; a malformed or repeated one is a
+    usage error naming it."""
+    found: dict[str, str] = {}
+    for spec in specs:
+        name, sep, family = spec.rpartition("=")
+        if not sep or not name or not family:
+            raise typer.BadParameter(f"{spec!r}: expected SET=FAMILY", param_hint="--family")
+        if name in found and found[name] != family:
+            raise typer.BadParameter(
+                f"{name!r} is given two families ({found[name]}, {family})", param_hint="--family"
+            )
+        found[name] = family
+    return found
+
+
+def attribution_lines(section: dict) -> list[str]:
+    """What the terminal shows of the attribution section: the accuracy line (overall, over
+    generated images, per row), sets left out, and the AEROBLADE cross-check."""
+    if section.get("accuracy") is None:
+        return [f"attribution: {section.get('note') or 'no image could be attributed'}"]
+    per_row = ", ".join(f"{r} {a:.1%}" for r, a in section["accuracy_per_family"].items())
+    lines = [
+        f"attribution accuracy {section['accuracy']:.1%} over {section['n']} images"
+        + (
+            f" ({section['accuracy_generated']:.1%} of {section['n_generated']} generated)"
+            if section.get("accuracy_generated") is not None
+            else ""
+        )
+        + f"; per family: {per_row}"
+    ]
+    if section.get("left_out"):
+        lines.append(
+            "attribution leaves out (no family known; --family SET=FAMILY): "
+            + ", ".join(section["left_out"])
+        )
+    cross = section.get("cross_check")
+    if cross and cross.get("error"):
+        lines.append(f"cross-check not run: {cross['error']}")
+    elif cross:
+        rate = cross["agreement"]["rate"]
+        accuracy = cross["aeroblade_accuracy"]
+        lines.append(
+            "AEROBLADE cross-check: agrees with the family head on "
+            + (f"{rate:.1%}" if rate is not None else "none")
+            + f" of {cross['agreement']['n']} images where both name a family; "
+            + "its own accuracy "
+            + (f"{accuracy:.1%}" if accuracy is not None else "n/a")
+        )
+    return lines

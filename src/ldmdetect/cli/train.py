@@ -219,6 +219,8 @@ def calibrate(
     Each threshold records how many reals and sources set it and a 95% upper bound on its
     false-positive rate; one the reals cannot resolve (a 0.1% threshold needs 999) is recorded
     as unresolved and refused by scan and serve. Unreadable files are named and skipped.
+    An aligned dataset (`ldmdetect reconstruct`'s output) gives its real crops; for a family
+    head its reconstructions also re-derive the family threshold, else training's stays.
     """
     from ldmdetect.engine.calibrate import calibrate_detector, describe
     from ldmdetect.generative.components import pipeline_sources

@@ -119,6 +119,12 @@ def calibrate_detector(
     """Copy the detector at ``detector`` to ``output`` with every threshold re-derived from
     the real images in ``reals`` (folders, searched recursively, or files).
 
+    An aligned dataset among ``reals`` (``ldmdetect reconstruct``'s output) gives its real
+    crops, each counted for its source image; for a detector with a family head, its
+    reconstructions of the head's families also re-derive the open-set ``family_threshold``
+    (:func:`ldmdetect.attribution.calibrate_family_threshold`, as training sets it). Without
+    such reconstructions the family threshold stays the one training set.
+
     Undecodable files are named in ``errors`` and left out; files that are not images by their
     extension in ``skipped``; the rest calibrates. Weights and everything else are copied as
     they are, so the new detector scores exactly as the old one and differs only in where its
@@ -132,7 +138,21 @@ def calibrate_detector(
     files: list[Path] = []
     sources: list[str] = []
     skipped: list[str] = []
+    reconstructions: list[Path] = []
     for root in reals:
+        if _is_aligned_dataset(root):
+            from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+            pairs = read_aligned_dataset(root)
+            files += [p.real for p in pairs]
+            sources += [f"{os.fspath(root)}:{p.source}" for p in pairs]
+            reconstructions += [
+                path
+                for p in pairs
+                for family, path in p.reconstructions
+                if family in model.families
+            ]
+            continue
         found = search_images([root])
         if found.missing:
             raise FileNotFoundError(f"{os.fspath(root)}: no such file or directory")
@@ -171,6 +191,10 @@ def calibrate_detector(
         config.to_dict() | {"thresholds": thresholds, "default_tries": tries}
     )
     new.calibration = record
+    if model.families and reconstructions:
+        new.family_threshold, record["families"] = _family_threshold(
+            model, reconstructions, tries, batch_size, num_workers, progress, errors
+        )
     out = Path(output)
     if out.resolve() != source.resolve():
         out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +206,50 @@ def calibrate_detector(
     for s in kept_sources:
         counts[s] = counts.get(s, 0) + 1
     return Calibration(new, out, int(ok.sum()), counts, errors, skipped)
+
+
+def _is_aligned_dataset(root: str | os.PathLike) -> bool:
+    """Whether a --real root is an aligned dataset (its manifest and dataset.json), whose
+    reconstructed/ images are not reals."""
+    from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, MANIFEST_NAME
+
+    root = Path(root)
+    return (root / MANIFEST_NAME).is_file() and (root / DATASET_INFO_NAME).is_file()
+
+
+def _family_threshold(
+    model: Any,
+    reconstructions: Sequence[Path],
+    tries: int,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    errors: dict[str, str],
+) -> tuple[float | None, dict[str, Any]]:
+    """The open-set family threshold from reconstructions of the head's families, and its
+    record (what it was set on, the value it replaces)."""
+    from ldmdetect.attribution import FAMILY_QUANTILE, calibrate_family_threshold
+    from ldmdetect.engine.scan import score_files_by_class
+
+    _, probabilities, errs = score_files_by_class(
+        model,
+        reconstructions,
+        tries=tries,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        desc="calibrate families",
+    )
+    errors.update(errs)
+    scored = probabilities[~np.isnan(probabilities).any(axis=1)]
+    threshold = calibrate_family_threshold(scored)
+    return threshold, {
+        "threshold_on": f"{len(scored)} reconstructions of the families "
+        f"{', '.join(model.families)}",
+        "quantile": FAMILY_QUANTILE,
+        "family_threshold": threshold,
+        "previous": model.config.family_threshold,
+    }
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -198,4 +266,12 @@ def describe(record: dict[str, Any]) -> str:
                 f"  {key}: unresolved (needs at least {entry['needs_n_real']} reals, "
                 f"has {record['n_real']})"
             )
+    families = record.get("families")
+    if families:
+        value = families["family_threshold"]
+        lines.append(
+            "  family threshold: "
+            + (f"{value:.4g}" if value is not None else "none")
+            + f" on {families['threshold_on']} (was {families['previous']})"
+        )
     return "\n".join(lines)

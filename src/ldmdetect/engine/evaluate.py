@@ -111,6 +111,8 @@ def evaluate(
     seed: int = 0,
     pairs: str | os.PathLike | None = None,
     family_fpr: float | None = 0.01,
+    families: Mapping[str, str] | None = None,
+    cross_check: bool = False,
 ) -> Evaluation:
     """Score reals and each generator's fakes under every condition; optionally write a report.
 
@@ -132,6 +134,15 @@ def evaluate(
     ``family_fpr``: for a family head, the FPR whose calibrated threshold decides which files
     are judged generated and so get a family (``Evaluation.families``); the raw 0.5 rule where
     the detector has no resolved threshold there (or with None).
+
+    A family head's result also has an ``attribution`` section (see
+    :mod:`ldmdetect.engine.evaluate_attribution`): the confusion matrix of true family against
+    attributed family, accuracy and ``unknown`` share per row, over the held-out reals and
+    each generator set whose family is known: its name where that is one of the detector's
+    families, else ``families`` ({set name: family}; a family outside the detector's is an
+    open-set row, right when called "unknown"). ``cross_check`` adds AEROBLADE's nearest
+    autoencoder per attributed image, over the autoencoders the detector's training data came
+    from, and its agreement with the family head. Detectors without families take neither.
     """
     real_paths = find_images(real)
     if isinstance(fakes, Mapping):
@@ -158,6 +169,16 @@ def evaluate(
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0 (0 = no intervals), got {n_boot}")
     perturbs = [p if isinstance(p, Perturbation) else parse_perturbation(p) for p in perturbations]
+    if (families or cross_check) and not detector.families:
+        raise ValueError(
+            "--family and --cross-check apply to detectors with a family head; this "
+            f"{detector.config.method} detector has none (it was trained on one family)"
+        )
+    truth, left_out = ({}, [])
+    if detector.families:
+        from ldmdetect.engine.evaluate_attribution import true_families
+
+        truth, left_out = true_families(list(fake_sets), detector.families, families)
     errors: dict[str, str] = {}
     probabilistic = detector.method.probabilistic
     # Clean headline scores by absolute path (NaN = failed), so the SynRIS section does not
@@ -168,7 +189,8 @@ def evaluate(
     classes = detector.classes
     per_class = bool(class_columns(classes))
     class_means: dict = {"real": None, "generators": {}}
-    families: dict[str, list[str | None]] = {}
+    attributed: dict[str, list[str | None]] = {}
+    failed: dict[str, list[bool]] = {}
     try:
         family_rule = detector.config.decision_rule(family_fpr, None)
     except ValueError:  # unresolved at that FPR: the raw rule, for the families only
@@ -225,7 +247,9 @@ def evaluate(
             else:
                 class_means["real"] = means
             if detector.families:
-                families[group or "real"] = _families(detector, scores, probabilities, family_rule)
+                key = group or "real"
+                attributed[key] = _families(detector, scores, probabilities, family_rule)
+                failed[key] = np.isnan(scores).tolist()
         return scores[~np.isnan(scores)]
 
     def synris_section(pair_list):
@@ -319,8 +343,16 @@ def evaluate(
     }
     if per_class:  # two-class results keep their keys
         result["class_probabilities"] = class_means
+    if detector.families:
+        result["attribution"] = _attribution(
+            detector, attributed, failed, truth, left_out, family_rule, fake_sets, cross_check
+        )
+        if cross_check:
+            result["settings"]["cross_check"] = True
+        if families:
+            result["settings"]["families"] = dict(families)
     scores = {"real": real_scores, "generators": gen_scores}
-    evaluation = Evaluation(result, scores, families=families)
+    evaluation = Evaluation(result, scores, families=attributed)
     if output is not None:
         evaluation.files = write_report(result, scores, output)
     return evaluation
@@ -349,6 +381,40 @@ def _families(
     for i, a in zip(np.flatnonzero(scored), found, strict=True):
         out[i] = a.family
     return out
+
+
+def _attribution(
+    detector: Detector,
+    attributed: Mapping[str, list[str | None]],
+    failed: Mapping[str, list[bool]],
+    truth: Mapping[str, str],
+    left_out: Sequence[str],
+    rule,
+    fake_sets: Mapping[str, Sequence[Path]],
+    cross_check: bool,
+) -> dict:
+    """The ``attribution`` section of a family head's result, with AEROBLADE's cross-check
+    where asked (over the attributed sets' files that scored)."""
+    from ldmdetect.engine.evaluate_attribution import aeroblade_cross_check, attribution_section
+
+    section = attribution_section(
+        detector.families,
+        attributed,
+        failed,
+        truth,
+        left_out,
+        family_threshold=detector.config.family_threshold,
+        decision=rule.threshold_name,
+    )
+    if cross_check and truth:
+        keep = {name: [not f for f in failed[name]] for name in truth}
+        section["cross_check"] = aeroblade_cross_check(
+            detector,
+            {n: [p for p, k in zip(fake_sets[n], keep[n], strict=True) if k] for n in truth},
+            truth,
+            {n: [a for a, k in zip(attributed[n], keep[n], strict=True) if k] for n in truth},
+        )
+    return section
 
 
 def _class_means(probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, float]:

@@ -14,7 +14,9 @@ The result mapping (what metrics.json holds)::
      "format_control": {"generators": {...}, "mean": {...}, "intervals": ...} or None,
      "synris": {"matched": {...}, "unmatched": {...}, "intervals": ..., ...} or None,
      # methods of more than two classes only: each set's mean probability per class (clean)
-     "class_probabilities": {"real": {"p_<class>": mean}, "generators": {name: {...}}}}
+     "class_probabilities": {"real": {"p_<class>": mean}, "generators": {name: {...}}},
+     # family heads only: the attribution confusion matrix (ldmdetect.engine.evaluate_attribution)
+     "attribution": {"rows", "columns", "counts", "accuracy_per_family", ...}}
 
 Where a condition has intervals, a table cell reads "0.9210 [0.8800, 0.9600]".
 
@@ -198,6 +200,10 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     if result.get("class_probabilities"):
         parts.append("## Per-class probabilities (mean over each set's images)\n")
         parts.append(_class_table(result["class_probabilities"]))
+    if result.get("attribution"):
+        from ldmdetect.engine.evaluate_attribution import markdown as attribution_markdown
+
+        parts.append(attribution_markdown(result["attribution"]))
 
     by_tries = result.get("tries") or {}
     if len(by_tries) > 1:
@@ -482,7 +488,7 @@ def write_report(
     result: Mapping[str, Any], scores: Mapping[str, Any], output_dir: str | os.PathLike[str]
 ) -> dict[str, Path]:
     """Write metrics.json, report.md, roc.png, roc_logfpr.png and histograms.png into
-    ``output_dir``.
+    ``output_dir``; with an ``attribution`` section, attribution_confusion.png too.
 
     Text is rendered before anything is written, so a malformed result leaves no partial
     report. metrics.json is strict JSON (no NaN), readable by any tool, in insertion order.
@@ -491,10 +497,18 @@ def write_report(
     markdown = render_markdown(result)
     metrics_json = json.dumps(result, indent=2, allow_nan=False, default=_json_default) + "\n"
     out.mkdir(parents=True, exist_ok=True)
-    return {
+    files = {
         "metrics": atomic_write_text(out / "metrics.json", metrics_json),
         "report": atomic_write_text(out / "report.md", markdown),
         "roc": plot_roc(scores, out / "roc.png"),
         "roc_logfpr": plot_roc_logfpr(scores, out / "roc_logfpr.png"),
         "histograms": plot_histograms(scores, out / "histograms.png"),
     }
+    if result.get("attribution"):
+        from ldmdetect.engine.attribution_report import DEFAULT_PNG, plot_confusion_matrix
+        from ldmdetect.engine.evaluate_attribution import matrix_from_section
+
+        cm = matrix_from_section(result["attribution"])
+        if cm is not None:
+            files["attribution"] = plot_confusion_matrix(cm, out / DEFAULT_PNG)
+    return files

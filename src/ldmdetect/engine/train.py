@@ -24,9 +24,10 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,6 +161,8 @@ def train_detector(
         cfg, input_size=crop, pipeline=pipeline, revision=revision, families=families
     )
     det_config.generator = next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None)
+    if det_config.families:
+        det_config.family_sources = family_sources(infos, det_config.families)
 
     if not method.trains:  # nothing is fitted, so every real image can calibrate
         train_pairs, val_pairs, train_ex, val_ex = [], pairs, [], examples
@@ -294,6 +297,24 @@ def _head_families(
             "`ldmdetect reconstruct --autoencoder NAME=SRC`"
         )
     return families
+
+
+def family_sources(
+    infos: Sequence[Mapping[str, Any]], families: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """{family: the component source of its autoencoder} from aligned datasets' dataset.json
+    (their ``families`` maps), the first dataset naming a family winning. Families whose
+    autoencoder was a loaded module (no source) or whose dataset predates the map are left
+    out: what is recorded can be loaded again, what is not is said to be missing."""
+    found: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        recorded = info.get("families") if isinstance(info, Mapping) else None
+        if not isinstance(recorded, Mapping):
+            continue
+        for family, source in recorded.items():
+            if family in families and family not in found and isinstance(source, Mapping):
+                found[family] = dict(source)
+    return {f: found[f] for f in families if f in found}
 
 
 def _calibrate_families(

@@ -227,11 +227,7 @@ class Aeroblade(Method):
         distances, distance_maps = self.maps(model, batch)
         evidence = _evidence(distance_maps, config)
         sources = features.sources if features is not None else []  # its AerobladeFeature
-        names = [autoencoder_name(s) for s in sources] or [
-            str(i) for i in range(distances.shape[1])
-        ]
-        if len(set(names)) < len(names):  # two folders of the same name: number them
-            names = [f"{i}:{name}" for i, name in enumerate(names)]
+        names = explanation_names(sources) or [str(i) for i in range(distances.shape[1])]
         out = []
         for i in range(len(distances)):
             row = distances[i].float().cpu()
@@ -247,6 +243,16 @@ class Aeroblade(Method):
                 )
             )
         return out
+
+
+def explanation_names(sources: list[dict[str, Any]]) -> list[str]:
+    """The names :meth:`Aeroblade.explain` gives the autoencoders in its ``distances``, in
+    list order: folder or repo (plus subfolder), numbered ``i:name`` when two share one, so
+    a caller can map them back to what it passed."""
+    names = [autoencoder_name(s) for s in sources]
+    if len(set(names)) < len(names):  # two folders of the same name: number them
+        names = [f"{i}:{name}" for i, name in enumerate(names)]
+    return names
 
 
 def _evidence(distance_map: torch.Tensor, config: DetectorConfig) -> torch.Tensor:
