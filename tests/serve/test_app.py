@@ -213,6 +213,11 @@ def test_a_family_head_replies_with_the_family_of_a_generated_image(
     for body, from_batch, want in zip(bodies, batch, expected, strict=True):
         assert body["family"] == from_batch["family"] == want.family
         assert [k for k in body if k.startswith("p_")] == ["p_real", "p_sd-4ch", "p_flux-16ch"]
+        labels = [p["label"] for p in body["predictions"]]
+        assert labels[:2] == ["generated", "real"] and set(labels[2:]) == {"sd-4ch", "flux-16ch"}
+        family_scores = [p["score"] for p in body["predictions"][2:]]
+        assert family_scores == sorted(family_scores, reverse=True)
+        assert family_scores[0] == max(body["p_sd-4ch"], body["p_flux-16ch"])
         if want.family is None:
             assert body["label"] == "real" and body["family_score"] is None
         else:

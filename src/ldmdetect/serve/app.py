@@ -227,9 +227,15 @@ class _Scorer:
         }
         if result.probabilities is not None and self.classes:
             # one p_<class> key per class, named as scan's columns
-            body.update(
-                {f"p_{c}": p for c, p in zip(self.classes, result.probabilities, strict=True)}
-            )
+            per_class = dict(zip(self.classes, result.probabilities, strict=True))
+            body.update({f"p_{c}": p for c, p in per_class.items()})
+            # Each class beyond real and generated (a family, a generator) joins the Hugging
+            # Face list too, most likely first, after the generated/real pair clients read.
+            others = {c: p for c, p in per_class.items() if c not in ("real", "generated")}
+            body["predictions"] += [
+                {"label": c, "score": p}
+                for c, p in sorted(others.items(), key=lambda item: -item[1])
+            ]
             if self.families:
                 # family: None where judged real, "unknown" where the evidence is weak
                 (found,) = attribute(
