@@ -56,7 +56,7 @@ def zoo_mini(
 @zoo_app.command("mini-flow")
 @user_errors
 def zoo_mini_flow(
-    output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
+    output: PipelineOutput,
 ) -> None:
     """Copy the shipped mini flow model (a small trained SD3-format pipeline) to a directory.
 
