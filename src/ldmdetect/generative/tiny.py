@@ -111,14 +111,38 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _tiny_unet(cls: type[UNetT], seed: int, **config: Any) -> UNetT:
+def _tiny_unet(
+    cls: type[UNetT], seed: int, down_block_types: tuple[str, ...], **config: Any
+) -> UNetT:
     """A seeded, eval-mode tiny UNet of ``cls`` with the widths every tiny UNet shares (two
-    levels of 16 and 32 channels, one layer each, GroupNorm over 8 groups); ``config`` holds
-    what tells the kinds apart (sizes, block kinds, conditioning)."""
+    levels of 16 and 32 channels, one layer each, GroupNorm over 8 groups) and an up path
+    that mirrors ``down_block_types`` (``CrossAttnDownBlock2D`` -> ``CrossAttnUpBlock2D``, in
+    reverse order); ``config`` holds what tells the kinds apart (sizes, conditioning)."""
+    up_block_types = tuple(kind.replace("Down", "Up") for kind in reversed(down_block_types))
     with _seeded(seed):
         return cls(
-            block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, **config
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            down_block_types=down_block_types,
+            up_block_types=up_block_types,
+            **config,
         ).eval()
+
+
+def _tiny_latent_unet(
+    seed: int, down_block_types: tuple[str, ...], **config: Any
+) -> UNet2DConditionModel:
+    """A text-conditioned :func:`_tiny_unet` over the tiny autoencoder's 4-channel latents."""
+    return _tiny_unet(
+        UNet2DConditionModel,
+        seed,
+        down_block_types,
+        sample_size=TINY_LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        **config,
+    )
 
 
 def build_tiny_autoencoder(
@@ -155,14 +179,9 @@ def build_tiny_autoencoder(
 
 def build_tiny_unet(seed: int = 0, cross_attention_dim: int = 32) -> UNet2DConditionModel:
     """A text-conditioned UNet with SD's block kinds (cross-attention down, mid and up)."""
-    return _tiny_unet(
-        UNet2DConditionModel,
+    return _tiny_latent_unet(
         seed,
-        sample_size=TINY_LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        ("CrossAttnDownBlock2D", "DownBlock2D"),
         # In UNet2DConditionModel this legacy name means the number of heads.
         attention_head_dim=2,
         cross_attention_dim=cross_attention_dim,
@@ -290,14 +309,9 @@ def build_tiny_t5(seed: int = 0, d_model: int = 32) -> T5EncoderModel:
 def build_tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
     """An SDXL-style UNet: cross-attention over both encoders' hidden states (32 + 32) and
     ``text_time`` added conditioning (pooled 32 + 6 size/crop ids x 8)."""
-    return _tiny_unet(
-        UNet2DConditionModel,
+    return _tiny_latent_unet(
         seed,
-        sample_size=TINY_LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        ("DownBlock2D", "CrossAttnDownBlock2D"),
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         cross_attention_dim=64,

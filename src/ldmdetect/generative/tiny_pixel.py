@@ -27,11 +27,10 @@ def build_tiny_pixel_unet(seed: int = 0, *, learn_sigma: bool = False) -> UNet2D
     return _tiny_unet(
         UNet2DModel,
         seed,
+        ("DownBlock2D", "AttnDownBlock2D"),
         sample_size=TINY_PIXEL_IMAGE_SIZE,
         in_channels=3,
         out_channels=6 if learn_sigma else 3,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=8,
     )
 
