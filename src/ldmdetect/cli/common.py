@@ -165,6 +165,7 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DetectorSource = Annotated[str, typer.Option(help="Detector directory or hub id.")]
 Sources = Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")]
 PipelineOutput = Annotated[Path, typer.Option(help="Pipeline directory to write.")]
+Revision = Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")]
 Workers = Annotated[
     int | None,
     typer.Option("--workers", help="Decoding worker processes (default: cores - 1, at most 4)."),

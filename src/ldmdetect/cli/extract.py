@@ -16,6 +16,7 @@ from ldmdetect.cli.common import (
     PromptTemplate,
     RayActors,
     RayAddress,
+    Revision,
     Sources,
     Workers,
     command,
@@ -41,7 +42,7 @@ def extract(
         str | None,
         typer.Option(help="SD-format pipeline (hub id or directory), for generator features."),
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")] = None,
+    revision: Revision = None,
     feature: FeatureOptions = None,
     prompt_template: PromptTemplate = None,
     backbone: Annotated[

@@ -16,6 +16,7 @@ from ldmdetect.cli.common import (
     FeatureOptions,
     PipelineOverride,
     PromptTemplate,
+    Revision,
     Workers,
     command,
     echo_not_images,
@@ -67,7 +68,7 @@ def train(
         str | None,
         typer.Option(help="SD-format pipeline (hub id or directory) for feature methods."),
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")] = None,
+    revision: Revision = None,
     features: Annotated[
         Path | None,
         typer.Option(help="Feature cache from `ldmdetect extract` (default: computed on the fly)."),

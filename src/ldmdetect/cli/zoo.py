@@ -36,6 +36,14 @@ def zoo_tiny(
     typer.echo(f"wrote tiny {family} pipeline to {path}")
 
 
+def _copy_shipped(source: Path, output: Path, name: str) -> None:
+    """Copy a pipeline shipped inside the package to ``output`` (merged into what is there)."""
+    import shutil
+
+    path = Path(shutil.copytree(source, output, dirs_exist_ok=True))
+    typer.echo(f"wrote {name} pipeline to {path}")
+
+
 @zoo_app.command("mini")
 @user_errors
 def zoo_mini(
@@ -45,29 +53,23 @@ def zoo_mini(
 
     To retrain it, run ``python recipes/mini_ldm/train.py --output DIR`` from a source checkout.
     """
-    import shutil
-
     from ldmdetect.generative.mini import mini_ldm_dir
 
-    path = Path(shutil.copytree(mini_ldm_dir(), output, dirs_exist_ok=True))
-    typer.echo(f"wrote mini LDM pipeline to {path}")
+    _copy_shipped(mini_ldm_dir(), output, "mini LDM")
 
 
 @zoo_app.command("mini-flow")
 @user_errors
 def zoo_mini_flow(
-    output: Annotated[Path, typer.Option(help="Pipeline directory to write.")],
+    output: PipelineOutput,
 ) -> None:
     """Copy the shipped mini flow model (a small trained SD3-format pipeline) to a directory.
 
     To retrain it, run ``python recipes/mini_flow/train.py --output DIR`` from a source checkout.
     """
-    import shutil
-
     from ldmdetect.generative.mini import mini_flow_dir
 
-    path = Path(shutil.copytree(mini_flow_dir(), output, dirs_exist_ok=True))
-    typer.echo(f"wrote mini flow pipeline to {path}")
+    _copy_shipped(mini_flow_dir(), output, "mini flow")
 
 
 @command(

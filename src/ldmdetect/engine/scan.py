@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO, TypedDict
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,6 +31,9 @@ from ldmdetect.io.images import DEFAULT_MAX_PIXELS, load_image
 from ldmdetect.io.perturb import Perturbation
 from ldmdetect.io.prompts import genimage_class
 from ldmdetect.methods.registry import PrepareImage, Sample
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -48,31 +51,25 @@ class PrepareFile:
         return self.prepare(image, path=path, class_name=genimage_class(path))
 
 
+class ScoreOptions(TypedDict, total=False):
+    """How :func:`score_files` and :func:`score_files_by_class` score: the keywords they pass
+    on to :func:`iter_scores`, whose signature holds their defaults."""
+
+    tries: int | None
+    perturbation: Perturbation | None
+    batch_size: int
+    num_workers: int
+    max_pixels: int | None
+    progress: bool
+    desc: str
+
+
 def score_files(
-    detector: Detector,
-    paths: Sequence[str | Path],
-    *,
-    tries: int | None = None,
-    perturbation: Perturbation | None = None,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    progress: bool = False,
-    desc: str = "scoring",
+    detector: Detector, paths: Sequence[str | Path], **options: Unpack[ScoreOptions]
 ) -> tuple[np.ndarray, dict[str, str]]:
-    """Scores for ``paths`` (NaN where a file failed) and {path: reason} for the failures."""
-    scores, _, errors = score_files_by_class(
-        detector,
-        paths,
-        tries=tries,
-        perturbation=perturbation,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        max_pixels=max_pixels,
-        progress=progress,
-        desc=desc,
-        classes=False,
-    )
+    """Scores for ``paths`` (NaN where a file failed) and {path: reason} for the failures.
+    Keywords (:class:`ScoreOptions`) as :func:`iter_scores`."""
+    scores, _, errors = score_files_by_class(detector, paths, classes=False, **options)
     return scores, errors
 
 
@@ -80,14 +77,8 @@ def score_files_by_class(
     detector: Detector,
     paths: Sequence[str | Path],
     *,
-    tries: int | None = None,
-    perturbation: Perturbation | None = None,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    progress: bool = False,
-    desc: str = "scoring",
     classes: bool = True,
+    **options: Unpack[ScoreOptions],
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, str]]:
     """:func:`score_files` plus, with ``classes``, each file's per-class probabilities
     (N, K) over ``detector.classes`` from the same pass (NaN rows where a file
@@ -95,19 +86,7 @@ def score_files_by_class(
     scores = np.full(len(paths), math.nan)
     probabilities = np.full((len(paths), len(detector.classes)), math.nan)
     errors: dict[str, str] = {}
-    batches = iter_scores(
-        detector,
-        paths,
-        tries=tries,
-        perturbation=perturbation,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        max_pixels=max_pixels,
-        progress=progress,
-        desc=desc,
-        classes=classes,
-    )
-    for batch in batches:
+    for batch in iter_scores(detector, paths, classes=classes, **options):
         for index, score, error, *per_class in batch:
             if error:
                 errors[str(paths[index])] = error

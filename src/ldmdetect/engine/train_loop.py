@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -57,6 +58,23 @@ def _with_features(
         return features.add_to(batch, cache, device=device)
 
 
+def _batches(
+    loader: DataLoader,
+    features: FeatureStep | None,
+    cache: FeatureCache | None,
+    device,
+    skipped_files: dict[str, str] | None = None,
+) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """A loader's (batch on ``device`` with its features, labels), noting each skipped file
+    and passing over batches none of whose files decoded: the walk every pass that is not a
+    training step makes (scoring, class probabilities, the closed-form fit's features)."""
+    for batch, y, skipped in loader:
+        _note(skipped, skipped_files)
+        if batch is None:
+            continue
+        yield _with_features(batch, features, cache, device), y
+
+
 @torch.no_grad()
 def score_loader(
     method: Method,
@@ -72,11 +90,7 @@ def score_loader(
     """(scores, labels, mean loss) over a loader of eval-mode samples."""
     model.eval()
     scores, labels, losses = [], [], []
-    for batch, y, skipped in loader:
-        _note(skipped, skipped_files)
-        if batch is None:
-            continue
-        batch = _with_features(batch, features, cache, device)
+    for batch, y in _batches(loader, features, cache, device, skipped_files):
         logits = method.logits(model, batch, config)
         y = y.to(device)
         losses.append(method.loss(logits[:, 0], y).item())
@@ -122,10 +136,7 @@ def class_probabilities(
     the mean over the sample's views: what a family head's open-set rule is calibrated on."""
     model.eval()
     probabilities, labels = [], []
-    for batch, y, _ in loader:
-        if batch is None:
-            continue
-        batch = _with_features(batch, features, cache, device)
+    for batch, y in _batches(loader, features, cache, device):
         logits = method.logits(model, batch, config)
         probabilities.append(method.probabilities(logits).mean(dim=1).cpu())
         labels.append(y)
@@ -330,11 +341,8 @@ def fit_on_features(
     collected: dict[str, list[torch.Tensor]] = {key: [] for key in features.keys}
     labels: list[torch.Tensor] = []
     loader = data_loader(train_set, method, cfg, shuffle=False)
-    for batch, y, skipped in tqdm(loader, desc="features", disable=not progress, unit="batch"):
-        _note(skipped, skipped_files)
-        if batch is None:
-            continue
-        batch = _with_features(batch, features, cache, device)
+    bar = tqdm(loader, desc="features", disable=not progress, unit="batch")
+    for batch, y in _batches(bar, features, cache, device, skipped_files):
         for key in features.keys:
             collected[key].append(batch[key].cpu())
         labels.append(y)

@@ -127,6 +127,13 @@ class SDComponents:
         """The UNet (SD, SDXL) or the transformer (SD3, FLUX)."""
         return self.transformer if self.spec.flow_matching else self.unet
 
+    def _first_model(self) -> torch.nn.Module:
+        """A loaded model: they are loaded together, so its device and dtype are all of theirs."""
+        models = self._models()
+        if not models:
+            raise ValueError("no model component (vae, unet, text_encoder) is loaded")
+        return models[0]
+
     def _models(self) -> list[torch.nn.Module]:
         models = (
             self.unet,
@@ -141,18 +148,12 @@ class SDComponents:
     @property
     def device(self) -> torch.device:
         """The device of the loaded models (they are loaded together, so they share it)."""
-        models = self._models()
-        if not models:
-            raise ValueError("no model component (vae, unet, text_encoder) is loaded")
-        return models[0].device
+        return self._first_model().device
 
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the models run in (float32 on CPU, bf16/fp16 on GPU by default)."""
-        models = self._models()
-        if not models:
-            raise ValueError("no model component (vae, unet, text_encoder) is loaded")
-        return models[0].dtype
+        return self._first_model().dtype
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """(len(prompts), seq, dim) text tokens, the denoiser's ``encoder_hidden_states``.

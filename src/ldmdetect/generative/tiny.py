@@ -15,6 +15,7 @@ import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from diffusers import (
@@ -95,6 +96,9 @@ TINY_IMAGE_SIZE = 64
 TINY_LATENT_SIZE = TINY_IMAGE_SIZE // 8
 
 
+UNetT = TypeVar("UNetT", bound=torch.nn.Module)
+
+
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """Seed weight initialisation without depending on or disturbing the global RNG.
@@ -105,6 +109,40 @@ def _seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def _tiny_unet(
+    cls: type[UNetT], seed: int, down_block_types: tuple[str, ...], **config: Any
+) -> UNetT:
+    """A seeded, eval-mode tiny UNet of ``cls`` with the widths every tiny UNet shares (two
+    levels of 16 and 32 channels, one layer each, GroupNorm over 8 groups) and an up path
+    that mirrors ``down_block_types`` (``CrossAttnDownBlock2D`` -> ``CrossAttnUpBlock2D``, in
+    reverse order); ``config`` holds what tells the kinds apart (sizes, conditioning)."""
+    up_block_types = tuple(kind.replace("Down", "Up") for kind in reversed(down_block_types))
+    with _seeded(seed):
+        return cls(
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            down_block_types=down_block_types,
+            up_block_types=up_block_types,
+            **config,
+        ).eval()
+
+
+def _tiny_latent_unet(
+    seed: int, down_block_types: tuple[str, ...], **config: Any
+) -> UNet2DConditionModel:
+    """A text-conditioned :func:`_tiny_unet` over the tiny autoencoder's 4-channel latents."""
+    return _tiny_unet(
+        UNet2DConditionModel,
+        seed,
+        down_block_types,
+        sample_size=TINY_LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        **config,
+    )
 
 
 def build_tiny_autoencoder(
@@ -141,20 +179,13 @@ def build_tiny_autoencoder(
 
 def build_tiny_unet(seed: int = 0, cross_attention_dim: int = 32) -> UNet2DConditionModel:
     """A text-conditioned UNet with SD's block kinds (cross-attention down, mid and up)."""
-    with _seeded(seed):
-        return UNet2DConditionModel(
-            sample_size=TINY_LATENT_SIZE,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            norm_num_groups=8,
-            # In UNet2DConditionModel this legacy name means the number of heads.
-            attention_head_dim=2,
-            cross_attention_dim=cross_attention_dim,
-        ).eval()
+    return _tiny_latent_unet(
+        seed,
+        ("CrossAttnDownBlock2D", "DownBlock2D"),
+        # In UNet2DConditionModel this legacy name means the number of heads.
+        attention_head_dim=2,
+        cross_attention_dim=cross_attention_dim,
+    )
 
 
 def build_tiny_text_encoder(
@@ -278,23 +309,16 @@ def build_tiny_t5(seed: int = 0, d_model: int = 32) -> T5EncoderModel:
 def build_tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
     """An SDXL-style UNet: cross-attention over both encoders' hidden states (32 + 32) and
     ``text_time`` added conditioning (pooled 32 + 6 size/crop ids x 8)."""
-    with _seeded(seed):
-        return UNet2DConditionModel(
-            sample_size=TINY_LATENT_SIZE,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            norm_num_groups=8,
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            cross_attention_dim=64,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=32 + 6 * 8,
-        ).eval()
+    return _tiny_latent_unet(
+        seed,
+        ("DownBlock2D", "CrossAttnDownBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=64,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8,
+    )
 
 
 def build_tiny_sd3_transformer(seed: int = 0) -> SD3Transformer2DModel:

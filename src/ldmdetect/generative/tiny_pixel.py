@@ -13,7 +13,7 @@ from pathlib import Path
 
 from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel
 
-from ldmdetect.generative.tiny import _seeded
+from ldmdetect.generative.tiny import _tiny_unet
 
 TINY_PIXEL_IMAGE_SIZE = 32
 
@@ -24,18 +24,15 @@ def build_tiny_pixel_unet(seed: int = 0, *, learn_sigma: bool = False) -> UNet2D
     ``learn_sigma`` doubles the output channels (noise, then variance), as ADM's
     ``--learn_sigma True`` checkpoints do.
     """
-    with _seeded(seed):
-        return UNet2DModel(
-            sample_size=TINY_PIXEL_IMAGE_SIZE,
-            in_channels=3,
-            out_channels=6 if learn_sigma else 3,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            norm_num_groups=8,
-            attention_head_dim=8,
-        ).eval()
+    return _tiny_unet(
+        UNet2DModel,
+        seed,
+        ("DownBlock2D", "AttnDownBlock2D"),
+        sample_size=TINY_PIXEL_IMAGE_SIZE,
+        in_channels=3,
+        out_channels=6 if learn_sigma else 3,
+        attention_head_dim=8,
+    )
 
 
 def build_tiny_pixel_scheduler() -> DDIMScheduler:

@@ -192,6 +192,19 @@ class Stage:
     estimate_quick_cpu_from: str | None = None
 
 
+def _inversion_round_trip(
+    prefix: str, back: str, model: str, inputs: Inputs, run: Callable[..., Any], steps: int
+) -> tuple[Stage, Stage]:
+    """A DDIM inversion (``{prefix}_inversion``, ``steps`` denoiser calls) and the walk back
+    to an image (``{prefix}_{back}``): the same denoiser at the same shapes, so the walk back
+    takes the inversion's times instead of being measured again."""
+    inversion = f"{prefix}_inversion"
+    return (
+        Stage(inversion, model, inputs, run, calls=steps),
+        Stage(f"{prefix}_{back}", model, inputs, run, calls=steps, same_as=inversion),
+    )
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A method's stages at one working size, and the models they use."""

@@ -31,6 +31,7 @@ from ldmdetect.methods.cost import (
     Stage,
     _call,
     _diffusers,
+    _inversion_round_trip,
     _token_inputs,
 )
 
@@ -313,6 +314,12 @@ def _family_models(family: FamilyCost, *extra: Model) -> tuple[Model, ...]:
 def _family_denoiser(family: FamilyCost, name: str, side: int, **kwargs: Any) -> Stage:
     inputs = family.denoiser_inputs(side)
     return Stage(name, family.denoiser.name, inputs, family.run, **kwargs)
+
+
+def _family_round_trip(family: FamilyCost, side: int, steps: int, back: str) -> tuple[Stage, ...]:
+    """The family denoiser's DDIM inversion and walk back (``_inversion_round_trip``)."""
+    inputs = family.denoiser_inputs(side)
+    return _inversion_round_trip("denoiser", back, family.denoiser.name, inputs, family.run, steps)
 
 
 def method_cost_specs(

@@ -154,6 +154,25 @@ def zero_head(model: nn.Module) -> nn.Module:
     return model
 
 
+def fresh_head_model(
+    backbone: str,
+    pretrained: bool | str | Path = False,
+    *,
+    input_size: int | None = None,
+    **kwargs,
+) -> tuple[nn.Module, str]:
+    """The timm network a trained detector starts from, and its weights source: ``backbone``'s
+    name checked first (an unknown one fails with close matches), the model built by
+    :func:`create_timm_model` (``input_size`` as its image size where the architecture takes
+    one: ViTs), and its fresh head zeroed (:func:`zero_head`). ``kwargs`` go to timm."""
+    check_backbone_name(backbone)
+    if input_size is not None and _accepts_img_size(backbone):
+        kwargs["img_size"] = input_size
+    net, source = create_timm_model(backbone, pretrained, **kwargs)
+    zero_head(net)
+    return net, source
+
+
 class BackboneClassifier(nn.Module):
     """Binary real/generated classifier on top of any timm backbone.
 
@@ -175,13 +194,14 @@ class BackboneClassifier(nn.Module):
         num_classes: int = 1,
     ) -> None:
         super().__init__()
-        check_backbone_name(backbone)
         self.backbone = backbone
-        kwargs: dict = {"num_classes": num_classes, "drop_rate": drop_rate}
-        if _accepts_img_size(backbone):
-            kwargs["img_size"] = input_size
-        self.net, self.weights_source = create_timm_model(backbone, pretrained, **kwargs)
-        zero_head(self.net)
+        self.net, self.weights_source = fresh_head_model(
+            backbone,
+            pretrained,
+            input_size=input_size,
+            num_classes=num_classes,
+            drop_rate=drop_rate,
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> logits (B,), or (B, K) with K classes."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldmdetect.models.classifier import check_backbone_name, create_timm_model, zero_head
+from ldmdetect.models.classifier import fresh_head_model
 
 INPUTS = ("image", "noise", "reconstruction")  # the three RGB groups, in channel order
 
@@ -40,13 +40,12 @@ class FakeInversionNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        check_backbone_name(backbone)
         self.backbone = backbone
         self.in_chans = input_channels(residual)
-        self.net, self.weights_source = create_timm_model(
+        # A zeroed head: a saturated start leaves every score at 0 or 1 (zero_head).
+        self.net, self.weights_source = fresh_head_model(
             backbone, pretrained, num_classes=1, in_chans=self.in_chans, drop_rate=drop_rate
         )
-        zero_head(self.net)  # a saturated start leaves every score at 0 or 1 (zero_head)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Normalised stacked inputs (B, in_chans, H, W) -> logits (B,)."""

@@ -16,14 +16,15 @@ from ldmdetect.methods.cost import (
     _diffusers,
     _encode,
     _images,
+    _inversion_round_trip,
     _latent_inputs,
     _pixel_unet,
     _pixels_t,
 )
 from ldmdetect.methods.family_costs import (
     FamilyCost,
-    _family_denoiser,
     _family_models,
+    _family_round_trip,
     _text_stages,
     method_cost_specs,
 )
@@ -58,14 +59,8 @@ def dire_pipeline(size: int) -> Pipeline:
     adm = Model("adm256_uncond", _diffusers("UNet2DModel", ADM256_UNCOND))
     classifier = _classifier("resnet50", 224)
     stages = (
-        Stage("unet_ddim_inversion", adm.name, _pixels_t(size), _pixel_unet, calls=DIRE_STEPS),
-        Stage(
-            "unet_ddim_reconstruction",
-            adm.name,
-            _pixels_t(size),
-            _pixel_unet,
-            calls=DIRE_STEPS,
-            same_as="unet_ddim_inversion",
+        *_inversion_round_trip(
+            "unet_ddim", "reconstruction", adm.name, _pixels_t(size), _pixel_unet, DIRE_STEPS
         ),
         Stage("classifier", classifier.name, _images(224), _call),
     )
@@ -84,14 +79,7 @@ def family_dire_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
         stages = (
             Stage("vae_encode", family.vae.name, _images(size), _encode),
             *_text_stages(family, per_image=False),
-            _family_denoiser(family, "denoiser_inversion", side, calls=DIRE_STEPS),
-            _family_denoiser(
-                family,
-                "denoiser_reconstruction",
-                side,
-                calls=DIRE_STEPS,
-                same_as="denoiser_inversion",
-            ),
+            *_family_round_trip(family, side, DIRE_STEPS, "reconstruction"),
             Stage("vae_decode", family.vae.name, _latent_inputs(side, channels), _decode),
             Stage("classifier", classifier.name, _images(224), _call),
         )

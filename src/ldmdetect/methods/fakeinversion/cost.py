@@ -21,6 +21,7 @@ from ldmdetect.methods.cost import (
     _encode,
     _greedy_caption,
     _images,
+    _inversion_round_trip,
     _latent_inputs,
     _latents,
     _opt,
@@ -30,8 +31,8 @@ from ldmdetect.methods.cost import (
 )
 from ldmdetect.methods.family_costs import (
     FamilyCost,
-    _family_denoiser,
     _family_models,
+    _family_round_trip,
     _text_stages,
     method_cost_specs,
 )
@@ -76,14 +77,8 @@ def fakeinversion_pipeline(size: int) -> Pipeline:
         *_caption_stages(prefix, lm),
         Stage("text_encoder", TEXT_MODEL.name, _tokens, _call),
         Stage("vae_encode", SD_VAE_MODEL.name, _images(size), _encode),
-        Stage("unet_ddim_inversion", SD_UNET_MODEL.name, _latents(side), _unet, calls=steps),
-        Stage(
-            "unet_ddim_regeneration",
-            SD_UNET_MODEL.name,
-            _latents(side),
-            _unet,
-            calls=steps,
-            same_as="unet_ddim_inversion",
+        *_inversion_round_trip(
+            "unet_ddim", "regeneration", SD_UNET_MODEL.name, _latents(side), _unet, steps
         ),
         Stage("vae_decode", SD_VAE_MODEL.name, _latent_inputs(side), _decode, rows=2),
         Stage("classifier", classifier.name, _images(224, 9), _call),
@@ -105,14 +100,7 @@ def family_fakeinversion_pipeline(family: FamilyCost) -> Callable[[int], Pipelin
             *_caption_stages(prefix, lm),
             *_text_stages(family, per_image=True),
             Stage("vae_encode", family.vae.name, _images(size), _encode),
-            _family_denoiser(family, "denoiser_inversion", side, calls=steps),
-            _family_denoiser(
-                family,
-                "denoiser_regeneration",
-                side,
-                calls=steps,
-                same_as="denoiser_inversion",
-            ),
+            *_family_round_trip(family, side, steps, "regeneration"),
             Stage("vae_decode", family.vae.name, _latent_inputs(side, channels), _decode, rows=2),
             Stage("classifier", classifier.name, _images(224, 9), _call),
         )
