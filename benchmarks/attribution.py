@@ -10,7 +10,11 @@ factor-8 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 l
    trains on it with the demo's recipe and learns a family head (real + one class per family),
    its open-set threshold calibrated on the validation split's reconstructions.
 2. For the binary comparison, the same recipe trains one single-family detector per family on
-   that family's reconstructions alone.
+   that family's reconstructions alone. Every detector's thresholds are then set as the demo
+   sets ``ae``'s: on the shipped calibration split's photo crops (sources the test photos are
+   not), on the mean of the recipe's 20 views per image, which attribution then uses too;
+   those crops' reconstructions through both families re-derive the head's open-set
+   threshold at the same views (``ldmdetect calibrate`` with an aligned dataset).
 3. Test images, none seen in training: the held-out subjects' photos (128 px crops) and their
    reconstructions through each family's autoencoder and through two autoencoders the head
    never saw (``tiny-random``: a tiny random autoencoder; ``mini-perturbed``: the mini LDM's
@@ -56,7 +60,9 @@ from ldmdetect.engine.attribution_report import (
     nearest_autoencoders,
     plot_confusion_matrix,
 )
+from ldmdetect.engine.calibrate import calibrate_detector
 from ldmdetect.engine.demo import DemoConfig, resolve_generator, split_photos
+from ldmdetect.engine.demo_photos import photo_sets
 from ldmdetect.engine.demo_recipes import demo_train_config
 from ldmdetect.engine.evaluate import evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
@@ -67,6 +73,7 @@ from ldmdetect.io.datasets import find_images
 from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.labeled import read_labeled
 from ldmdetect.io.samples import write_sample_photos
+from ldmdetect.methods.aeroblade.method import explanation_names
 
 PERTURBATION = 0.02  # decoder weights += N(0, (0.02 * the tensor's std)^2)
 
@@ -78,6 +85,9 @@ class Budget:
     )
     heldout_crops: int = 16  # 128 px crops per held-out photo (and its reconstructions)
     n_boot: int = 1000
+    # Shipped calibration-split photo crops (other sources than the test's; 0 = all 737)
+    # that set every detector's thresholds and the family head's open-set threshold.
+    calibration_limit: int = 0
 
 
 BUDGETS = {
@@ -93,6 +103,7 @@ BUDGETS = {
         ),
         heldout_crops=4,
         n_boot=200,
+        calibration_limit=40,
     ),
 }
 
@@ -185,14 +196,40 @@ def run(
     step("reconstruct_train")
 
     train_config = demo_train_config(cfg, "ae")
-    detectors = {"two-family": work / "detectors" / "two-family"}
-    log("train ae on both families' reconstructions (family head)")
-    train_detector([both], detectors["two-family"], train_config)
-    for family in names:
-        detectors[family] = work / "detectors" / family
-        log(f"train ae on {family}'s reconstructions alone")
-        train_detector([single[family]], detectors[family], train_config)
+    data = {"two-family": [both]} | {family: [single[family]] for family in names}
+    trained = work / "detectors-trained"
+    for name, sets in data.items():
+        if (trained / name / "config.json").is_file():  # a resumed run keeps its training
+            log(f"kept the trained ae detector '{name}'")
+            continue
+        log(f"train ae '{name}' on {', '.join(str(d.name) for d in sets)}")
+        train_detector(sets, trained / name, train_config)
     step("train")
+
+    # Thresholds as the demo sets ae's: on other sources' photos (the shipped calibration
+    # split), with the recipe's views per image; their reconstructions through both families
+    # re-derive the family head's open-set threshold at those views.
+    tries = cfg.recipe("ae").calibration_tries
+    calibration_photos = photo_sets(
+        work, replace(cfg, photo_limit=budget.calibration_limit), splits
+    ).calibration(costly=False)
+    calibration = work / "calibration"
+    log(f"reconstruct {len(calibration_photos.files)} calibration crops through both families")
+    build_aligned_dataset(
+        [calibration_photos.root],
+        calibration,
+        autoencoder=[(family, pipelines[family]) for family in names],
+        subfolder="vae",
+        config=ReconstructConfig(crop_size=cfg.eval_size, crops_per_image=1, seed=seed + 3),
+        device=cfg.device,
+    )
+    detectors = {name: work / "detectors" / name for name in data}
+    for name in data:
+        log(f"calibrate '{name}' on the calibration crops, {tries} views each")
+        calibrate_detector(
+            trained / name, [calibration], detectors[name], tries=tries, device=cfg.device
+        )
+    step("calibrate")
 
     # 3. Test images.
     log("held-out crops through both families' autoencoders and two unseen ones")
@@ -307,7 +344,9 @@ def run(
         examples=read_labeled([both / "real"], [])[:32],
     )
     aeroblade = Detector.from_pretrained(aeroblade_dir, device=cfg.device)
-    mapping = {Path(pipelines[f]).name: f for f in names}
+    # AEROBLADE names each autoencoder by folder (and subfolder), in the order given.
+    sources = aeroblade.config.feature["aeroblade"]["autoencoders"]
+    mapping = dict(zip(explanation_names(sources), names, strict=True))
     cross_check: dict[str, Any] = {}
     for family, folder in generated.items():
         files = find_images([folder])
@@ -315,6 +354,7 @@ def run(
         label = f"generated by {family}"
         cross_check[label] = {
             "aeroblade_accuracy": round(sum(x == family for x in nearest) / len(nearest), 4),
+            "aeroblade_nearest": {str(k): nearest.count(k) for k in sorted(set(nearest), key=str)},
             "agreement_with_head": agreement(attributions[label], nearest),
         }
     step("aeroblade")
@@ -325,6 +365,8 @@ def run(
         "unseen_autoencoders": {t: str(p) for t, p in unseen.items()},
         "perturbation": PERTURBATION,
         "family_threshold": head.config.family_threshold,
+        "views_per_image": tries,
+        "calibration_crops": len(calibration_photos.files),
         "decision_fpr": fpr,
         "attribution": attribution_rows,
         "confusion": matrices,

@@ -109,3 +109,7 @@ def test_binary_and_cross_check_cover_every_detector_and_family(result) -> None:
     for row in check.values():
         assert 0.0 <= row["aeroblade_accuracy"] <= 1.0
         assert row["agreement_with_head"]["total"] == GENERATED
+        # AEROBLADE's autoencoders are named by the families they stand for
+        assert set(row["aeroblade_nearest"]) <= {"sd", "sd3"}
+        assert sum(row["aeroblade_nearest"].values()) == GENERATED
+    assert result["views_per_image"] == 20 and result["calibration_crops"] == 40
