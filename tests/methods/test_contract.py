@@ -156,7 +156,13 @@ def check_contract(
             "/v1/detect", files={"file": ("a.png", files[0].read_bytes(), "image/png")}
         ).json()
     labels = [p["label"] for p in body["predictions"]]
-    assert labels == (["generated", "real"] if method.probabilistic else ["generated"])
+    base = ["generated", "real"] if method.probabilistic else ["generated"]
+    assert labels[: len(base)] == base
+    # a several-class method's other classes follow, most likely first
+    others = [c for c in detector.classes if c not in ("real", "generated")]
+    assert sorted(labels[len(base) :]) == sorted(others)
+    scores = [p["score"] for p in body["predictions"][len(base) :]]
+    assert scores == sorted(scores, reverse=True)
 
     # predict on a decoded image equals the scan's score for the same file
     score = detector.decision_function(load_image(files[0]))
