@@ -39,7 +39,6 @@ else the raw 0.5 rule (said in the JSON per detector).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cross_family import write_unseen
+from cross_family import emit, write_unseen
 
 from ldmdetect.detector import Detector
 from ldmdetect.engine.attribution_report import (
@@ -70,7 +69,6 @@ from ldmdetect.engine.train import TrainConfig, train_detector
 from ldmdetect.generative.autoencoder import load_autoencoder
 from ldmdetect.generative.tiny import build_tiny_autoencoder
 from ldmdetect.io.datasets import find_images
-from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.labeled import read_labeled
 from ldmdetect.io.samples import write_sample_photos
 from ldmdetect.methods.aeroblade.method import explanation_names
@@ -401,12 +399,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = run(work, budget, args.seed)
-    text = json.dumps(result, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.output, text + "\n")
-    print(text)
-    return result
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":

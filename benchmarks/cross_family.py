@@ -740,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.merge:
         merged = merge([json.loads(p.read_text()) for p in args.merge])
-        return _emit(merged, args.output, as_markdown=args.markdown)
+        return emit(merged, args.output, as_markdown=args.markdown)
     budget = BUDGETS["quick" if args.quick else args.budget]
     if args.methods:
         from ldmdetect.methods import get
@@ -763,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = run(work, budget, args.generator_a, args.generator_b, on_seed=partial)
-    return _emit(result, args.output, as_markdown=args.markdown)
+    return emit(result, args.output, as_markdown=args.markdown)
 
 
 def _write(content: Mapping[str, Any], path: Path) -> None:
@@ -771,7 +771,8 @@ def _write(content: Mapping[str, Any], path: Path) -> None:
     atomic_write_text(path, json.dumps(content, indent=2) + "\n")
 
 
-def _emit(content: dict[str, Any], output: Path | None, as_markdown: bool) -> dict[str, Any]:
+def emit(content: dict[str, Any], output: Path | None, as_markdown: bool = False) -> dict[str, Any]:
+    """Write the JSON to ``output`` (if given) and print it, or the README's tables."""
     if output:
         _write(content, output)
     print(markdown(content) if as_markdown else json.dumps(content, indent=2))

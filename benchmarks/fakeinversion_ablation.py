@@ -45,6 +45,7 @@ import torch
 from cross_family import (
     Reference,
     detector_rows,
+    emit,
     inversion_error,
     paired_auc_difference,
     score_rows,
@@ -58,7 +59,6 @@ from ldmdetect.engine.evaluate import evaluate
 from ldmdetect.engine.train import train_detector
 from ldmdetect.generative.components import load_sd_components
 from ldmdetect.io.datasets import find_images
-from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.samples import write_sample_photos
 from ldmdetect.methods.demo_recipe import DemoRun, write_crops
 
@@ -222,12 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             heldout_crops=4 if args.quick else HELDOUT_CROPS,
             n_boot=200 if args.quick else 1000,
         )
-    text = json.dumps(result, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.output, text + "\n")
-    print(text)
-    return result
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":
