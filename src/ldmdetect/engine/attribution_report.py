@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ldmdetect.engine.report import _new_figure, _save_png, markdown_table
+from ldmdetect.engine.figures import new_figure, save_png
+from ldmdetect.engine.markdown import markdown_table
 
 __all__ = [
     "REAL",
@@ -184,7 +185,7 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str | os.PathLike[str]) -> 
         raise ValueError("no images to plot: the confusion matrix is empty")
     counts = cm.array
     shares = counts / counts.sum(axis=1, keepdims=True)
-    fig = _new_figure((1.2 + 0.9 * len(cm.columns), 1.2 + 0.6 * len(cm.rows)))
+    fig = new_figure((1.2 + 0.9 * len(cm.columns), 1.2 + 0.6 * len(cm.rows)))
     ax = fig.add_subplot()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     for i in range(len(cm.rows)):
@@ -207,7 +208,7 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str | os.PathLike[str]) -> 
         title=f"Attribution (accuracy {accuracy:.1%}, n = {cm.n})",
     )
     fig.colorbar(image, ax=ax, label="share of the row")
-    return _save_png(
+    return save_png(
         fig,
         path,
         {"Title": "Attribution confusion matrix", "Description": "colours: row shares"},

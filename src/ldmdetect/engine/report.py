@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from ldmdetect.engine.figures import new_figure, save_png
+from ldmdetect.engine.markdown import DEFAULT_COLUMNS, markdown_table
 from ldmdetect.engine.metrics import _allowed_reals, _as_scores, roc_auc, roc_curve
-from ldmdetect.io.files import atomic_path, atomic_write_text
+from ldmdetect.io.files import atomic_write_text
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -47,16 +49,6 @@ __all__ = [
     "render_markdown",
     "write_report",
 ]
-
-DEFAULT_COLUMNS: tuple[str, ...] = (
-    "acc",
-    "oracle_acc",
-    "ap",
-    "auc",
-    "tpr@fpr=0.001",
-    "tpr@fpr=0.01",
-    "tpr@fpr=0.05",
-)
 
 _HIST_BINS = 50
 _TPR_PREFIX = "tpr@fpr="
@@ -80,55 +72,6 @@ THRESHOLD_NOTE = (
     "for each generator. The mean row averages over generators with equal weight; its n_fake is "
     "the total and its n_real the shared real set."
 )
-
-
-def _cell(value: Any) -> str:
-    """Counts print as integers, metrics with 4 decimals, so tables line up across runs."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.4f}"
-    return str(value).replace("|", "\\|")
-
-
-def _cell_with_interval(value: Any, interval: Sequence[float] | None) -> str:
-    if interval is None:
-        return _cell(value)
-    lo, hi = interval
-    return f"{_cell(value)} [{_cell(float(lo))}, {_cell(float(hi))}]"
-
-
-def markdown_table(
-    rows: Mapping[str, Mapping[str, float]],
-    columns: Sequence[str] = DEFAULT_COLUMNS,
-    *,
-    label: str = "name",
-    intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-) -> str:
-    """A GitHub-flavoured Markdown table, one row per name; ``label`` heads the name column.
-
-    ``intervals`` ({row name: {column: [lo, hi]}}) adds a bracketed interval after the values
-    it covers. A metric missing from a row raises rather than printing a blank that could be
-    misread.
-    """
-    intervals = intervals or {}
-    lines = [
-        "| " + " | ".join([label, *columns]) + " |",
-        "|" + "---|" + "---:|" * len(columns),
-    ]
-    for name, row in rows.items():
-        missing = [c for c in columns if c not in row]
-        if missing:
-            raise KeyError(f"row {name!r} has no value for column(s) {missing}")
-        row_intervals = intervals.get(name) or {}
-        cells = [
-            _cell(str(name)),
-            *(_cell_with_interval(row[c], row_intervals.get(c)) for c in columns),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _setting_text(value: Any) -> str:
@@ -341,31 +284,10 @@ def _split_scores(scores: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.n
     return real, gens
 
 
-def _new_figure(figsize: tuple[float, float]) -> Any:
-    # Figure + Agg canvas directly, not pyplot: no global figure registry to leak, and no
-    # interactive backend picked up in a headless run.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(
-    fig: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
-) -> Path:
-    # Written through a temporary file, so a reader never sees half a PNG. ``metadata`` goes
-    # into the PNG's text chunks (e.g. what the axes show), readable without decoding pixels.
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, metadata=dict(metadata or {}))
-    return Path(path)
-
-
 def plot_roc(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """One ROC curve per generator against the shared reals, AUC in the legend; saves a PNG."""
     real, gens = _split_scores(scores)
-    fig = _new_figure((6.0, 5.5))
+    fig = new_figure((6.0, 5.5))
     ax = fig.add_subplot()
     for name, fake in gens.items():
         y = np.r_[np.zeros(real.size, np.int8), np.ones(fake.size, np.int8)]
@@ -382,14 +304,14 @@ def plot_roc(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _roc_logfpr_figure(scores: Mapping[str, Any]) -> tuple[Any, float]:
     """The log-FPR ROC figure and where its FPR axis starts (see :func:`plot_roc_logfpr`)."""
     real, gens = _split_scores(scores)
     floor = log_fpr_floor(real.size)
-    fig = _new_figure((6.0, 5.5))
+    fig = new_figure((6.0, 5.5))
     ax = fig.add_subplot()
     for name, fake in gens.items():
         y = np.r_[np.zeros(real.size, np.int8), np.ones(fake.size, np.int8)]
@@ -434,7 +356,7 @@ def plot_roc_logfpr(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> 
         f"ROC, FPR axis log scale from {floor:.6g} to 1; "
         f"guides at FPR {', '.join(f'{g:g}' for g in guides) or 'none (too few reals)'}"
     )
-    return _save_png(fig, path, {"Title": "ROC (log FPR)", "Description": description})
+    return save_png(fig, path, {"Title": "ROC (log FPR)", "Description": description})
 
 
 def _shared_bins(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -458,7 +380,7 @@ def plot_histograms(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> 
     bins = _shared_bins([real, *gens.values()])
     ncols = min(3, len(gens))
     nrows = math.ceil(len(gens) / ncols)
-    fig = _new_figure((4.0 * ncols, 3.2 * nrows))
+    fig = new_figure((4.0 * ncols, 3.2 * nrows))
     # No sharex: it drops tick labels above a hidden spare panel; equal bins give equal x-ranges.
     axes = fig.subplots(nrows, ncols, squeeze=False)
     # The grid may have more panels than generators; the spare ones are hidden below.
@@ -470,7 +392,7 @@ def plot_histograms(scores: Mapping[str, Any], path: str | os.PathLike[str]) -> 
         ax.legend(fontsize="small")
     for ax in list(axes.flat)[len(gens) :]:
         ax.set_visible(False)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _json_default(obj: Any) -> Any:
