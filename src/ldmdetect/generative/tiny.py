@@ -221,13 +221,19 @@ def build_tiny_text_encoder(
         return cls(config).eval()
 
 
+# The noise schedule SD 1.x/2.x and SDXL ship (their schedulers differ in how they walk it).
+SD_BETAS: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+
+
 def build_tiny_scheduler() -> DDIMScheduler:
     """DDIM with the scheduler config SD 1.x/2.x ship, so timestep maths matches theirs."""
     return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **SD_BETAS,
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
@@ -361,10 +367,7 @@ def build_tiny_flux_transformer(seed: int = 0) -> FluxTransformer2DModel:
 def build_tiny_sdxl_scheduler() -> EulerDiscreteScheduler:
     """Euler with the noise schedule SDXL ships (the SD betas, ``leading`` spacing)."""
     return EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **SD_BETAS,
         steps_offset=1,
         timestep_spacing="leading",
         prediction_type="epsilon",

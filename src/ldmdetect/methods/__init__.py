@@ -3,6 +3,10 @@
 Every subpackage of ``ldmdetect.methods`` is a method package (importing it registers its
 method); other distributions add theirs under the entry-point group ``ldmdetect.methods``
 (:data:`~ldmdetect.methods.registry.ENTRY_POINT_GROUP`), loaded on first look-up.
+
+A method package holds ``method`` (the method, its transform and feature step, and the
+package's public names in its ``__all__``, which the package re-exports), ``settings`` (its
+settings and tiny settings), ``cost`` (its per-image cost spec) and ``demo`` (its demo recipe).
 """
 
 import importlib

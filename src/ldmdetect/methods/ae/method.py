@@ -33,6 +33,8 @@ from ldmdetect.methods.registry import (
 )
 from ldmdetect.models.classifier import BackboneClassifier
 
+__all__ = ["AEReconstruction", "CropTransform", "classify_crops"]
+
 
 @dataclass(frozen=True)
 class CropTransform:

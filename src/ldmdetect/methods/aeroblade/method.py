@@ -55,6 +55,16 @@ from ldmdetect.methods.registry import (
 )
 from ldmdetect.models.lpips import LPIPSMap, lpips_distance, lpips_map
 
+__all__ = [
+    "Aeroblade",
+    "AerobladeConfig",
+    "AerobladeExplanation",
+    "AerobladeFeature",
+    "AerobladeTransform",
+    "explain",
+    "resolve_autoencoders",
+]
+
 
 @dataclass(frozen=True)
 class AerobladeTransform:

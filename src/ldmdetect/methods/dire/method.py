@@ -58,6 +58,8 @@ from ldmdetect.methods.registry import (
 )
 from ldmdetect.models.classifier import BackboneClassifier
 
+__all__ = ["Dire", "DireFeature"]
+
 
 class DireFeature(GeneratorFeatureStep):
     """The uint8 DIRE map (3, S, S) of each image; the generator loads on the first image

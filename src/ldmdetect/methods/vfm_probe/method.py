@@ -45,6 +45,8 @@ from ldmdetect.models.vfm import (
     vfm_normalization,
 )
 
+__all__ = ["ResizeCropTransform", "VFMEmbedding", "VFMProbe", "fit_linear_probe"]
+
 
 @dataclass(frozen=True)
 class ResizeCropTransform:
