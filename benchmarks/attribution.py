@@ -67,11 +67,13 @@ from ldmdetect.engine.evaluate import evaluate
 from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
 from ldmdetect.engine.train import TrainConfig, train_detector
 from ldmdetect.generative.autoencoder import load_autoencoder
+from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import build_tiny_autoencoder
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.labeled import read_labeled
 from ldmdetect.io.samples import write_sample_photos
 from ldmdetect.methods.aeroblade.method import explanation_names
+from ldmdetect.methods.demo_recipe import TRAIN_SEED_OFFSET, training_prompts
 
 PERTURBATION = 0.02  # decoder weights += N(0, (0.02 * the tensor's std)^2)
 
@@ -97,6 +99,7 @@ BUDGETS = {
             photo_crops=False,
             train_crops_per_image=4,
             generated_images=8,
+            generated_train_images=8,
             generation_steps=10,
         ),
         heldout_crops=4,
@@ -123,6 +126,26 @@ def write_unseen_autoencoders(work: Path, family: str, pipeline: str, seed: int)
     out[f"{family}-perturbed"] = work / "autoencoders" / f"{family}-perturbed"
     vae.save_pretrained(out[f"{family}-perturbed"])
     return out
+
+
+def write_training_generations(
+    pipeline: str, output: Path, cfg: DemoConfig, photos: Sequence[Path]
+) -> Path:
+    """The generator's training images as the demo makes ``lare2``'s: the captions of the
+    training photos' subjects, seeds from ``TRAIN_SEED_OFFSET`` (the test set's prompts are
+    ``UNSEEN_PROMPTS`` and its seeds ``SEED_OFFSET``-based: disjoint from both)."""
+    prompts = training_prompts(pipeline, list(photos))
+    count = cfg.generated_train_images
+    write_generated(
+        load_pipeline(pipeline, device=cfg.device),
+        [prompts[i % len(prompts)] for i in range(count)],
+        [TRAIN_SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
+        output,
+        size=cfg.eval_size,
+        steps=cfg.generation_steps,
+        guidance_scale=cfg.guidance_scale,
+    )
+    return output
 
 
 def decision_fpr(detector: Detector) -> float | None:
@@ -193,15 +216,27 @@ def run(
         )
     step("reconstruct_train")
 
+    # The family head also learns each family from its generator's own images (training
+    # captions and seeds); the single-family detectors keep the demo's data.
+    log(f"each generator's {cfg.generated_train_images} training images from training captions")
+    train_generated = {
+        family: write_training_generations(
+            pipelines[family], work / "generated-train" / family, cfg, splits["train"]
+        )
+        for family in names
+    }
+    step("generate_train")
+
     train_config = demo_train_config(cfg, "ae")
     data = {"two-family": [both]} | {family: [single[family]] for family in names}
+    extra = {"two-family": list(train_generated.items())}
     trained = work / "detectors-trained"
     for name, sets in data.items():
         if (trained / name / "config.json").is_file():  # a resumed run keeps its training
             log(f"kept the trained ae detector '{name}'")
             continue
         log(f"train ae '{name}' on {', '.join(str(d.name) for d in sets)}")
-        train_detector(sets, trained / name, train_config)
+        train_detector(sets, trained / name, train_config, generated=extra.get(name, ()))
     step("train")
 
     # Thresholds as the demo sets ae's: on other sources' photos (the shipped calibration
@@ -223,6 +258,9 @@ def run(
     )
     detectors = {name: work / "detectors" / name for name in data}
     for name in data:
+        if (detectors[name] / "config.json").is_file():  # a resumed run keeps its calibration
+            log(f"kept the calibrated ae detector '{name}'")
+            continue
         log(f"calibrate '{name}' on the calibration crops, {tries} views each")
         calibrate_detector(
             trained / name, [calibration], detectors[name], tries=tries, device=cfg.device
@@ -361,6 +399,8 @@ def run(
         "benchmark": "attribution",
         "families": {f: pipelines[f] for f in names},
         "unseen_autoencoders": {t: str(p) for t, p in unseen.items()},
+        # The family head's extra training data: each generator's images per family.
+        "training_generations": {f: cfg.generated_train_images for f in train_generated},
         "perturbation": PERTURBATION,
         "family_threshold": head.config.family_threshold,
         "views_per_image": tries,

@@ -227,3 +227,41 @@ def test_family_head_only_for_methods_that_attribute_and_tagged_data(two_family_
     untagged = [AlignedPair("x", "s", pairs[0].real, (("", pairs[0].reconstructed),))]
     with pytest.raises(ValueError, match="NAME=SRC"):
         _head_families("ae", pairs + untagged, [two_family_aligned_dir])
+
+
+def test_a_family_head_also_learns_from_each_familys_generations(
+    tmp_path, two_family_aligned_dir, tiny_family_dir
+):
+    from ldmdetect.engine.train import family_generations
+    from ldmdetect.generative.sampling import load_pipeline, write_generated
+
+    generated = {}
+    for family, kind in (("sd-4ch", "sd"), ("flux-16ch", "flux")):
+        generated[family] = tmp_path / family
+        write_generated(
+            load_pipeline(str(tiny_family_dir(kind)), device="cpu"),
+            ["a photo"] * 4,
+            [50_000 + i for i in range(4)],
+            generated[family],
+            size=32,
+            steps=2,
+        )
+    examples = family_generations(list(generated.items()), ("sd-4ch", "flux-16ch"))
+    # Label 1 + the family's index: the head's class for that family.
+    assert sorted({e.label for e in examples if "flux-16ch" in e.path}) == [2]
+    assert sorted({e.label for e in examples if "sd-4ch" in e.path}) == [1]
+    out = tmp_path / "detector"
+    cfg = TrainConfig(
+        backbone="resnet10t", epochs=1, batch_size=4, val_fraction=0.34, seed=0, device="cpu"
+    )
+    train_detector([two_family_aligned_dir], out, cfg, generated=list(generated.items()))
+    record = DetectorConfig.load(out).training["generated"]
+    assert record["train"]["sd-4ch"] + record["val"]["sd-4ch"] == 4
+    assert record["val"]["flux-16ch"] >= 1  # the validation split holds generations too
+    with pytest.raises(ValueError, match="family 'sdxl'"):
+        family_generations([("sdxl", generated["sd-4ch"])], ("sd-4ch", "flux-16ch"))
+    with pytest.raises(ValueError, match="need a family head"):
+        family_generations([("sd-4ch", generated["sd-4ch"])], ())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no images"):
+        family_generations([("sd-4ch", tmp_path / "empty")], ("sd-4ch", "flux-16ch"))

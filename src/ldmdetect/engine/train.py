@@ -42,6 +42,7 @@ from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_al
 from ldmdetect.engine.train_config import AugmentConfig, TrainConfig
 from ldmdetect.engine.train_data import (
     ExampleDataset,
+    JoinedDataset,
     PairDataset,
     data_loader,
     split_by_source,
@@ -142,11 +143,15 @@ def train_detector(
     revision: str | None = None,
     feature_cache: str | os.PathLike | None = None,
     progress: bool = False,
+    generated: Sequence[tuple[str, str | os.PathLike]] = (),
 ) -> Detector:
     """Train ``config.method`` on aligned datasets ``data`` and/or labelled ``examples``.
 
-    Training-free methods (``Method.trains`` false) only calibrate their thresholds on the
-    real images. The detector directory is written to ``output``.
+    ``generated``: (family, folder) pairs of a generator's own images, extra training data
+    of that family for a family head (see :func:`family_generations`); the validation split
+    takes its share of them too. Training-free methods (``Method.trains`` false) only
+    calibrate their thresholds on the real images. The detector directory is written to
+    ``output``.
     """
     cfg = config or TrainConfig()
     _check_augment(cfg)
@@ -157,6 +162,7 @@ def train_detector(
     infos = [_dataset_info(d) for d in data]
     crop = _crop_size(pairs)
     families = _head_families(cfg.method, pairs, data)
+    family_examples = family_generations(generated, families) if generated else []
     method, det_config, model = build(
         cfg, input_size=crop, pipeline=pipeline, revision=revision, families=families
     )
@@ -171,6 +177,7 @@ def train_detector(
             raise ValueError("train on aligned pairs or on labelled images, not both at once")
         train_pairs, val_pairs = split_by_source(pairs, cfg.val_fraction, cfg.seed)
         train_ex, val_ex = split_examples(examples, cfg.val_fraction, cfg.seed)
+    train_gen, val_gen = split_examples(family_examples, cfg.val_fraction, cfg.seed)
 
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -182,6 +189,8 @@ def train_detector(
             val_sets.append(PairDataset(val_pairs, evaluate_prepare, cfg.seed, families))
         if val_ex:
             val_sets.append(ExampleDataset(val_ex, evaluate_prepare, cfg.seed))
+        if val_gen:
+            val_sets.append(ExampleDataset(val_gen, evaluate_prepare, cfg.seed))
         val_loader = (
             data_loader(torch.utils.data.ConcatDataset(val_sets), method, cfg, shuffle=False)
             if val_sets
@@ -192,11 +201,15 @@ def train_detector(
         last_val: tuple[np.ndarray, np.ndarray] | None = None
         if method.trains and cfg.epochs > 0:
             train_prepare = method.prepare(det_config, augment=cfg.augment)
-            train_set = (
+            train_set: Dataset = (
                 PairDataset(train_pairs, train_prepare, cfg.seed, families)
                 if train_pairs
                 else ExampleDataset(train_ex, train_prepare, cfg.seed)
             )
+            if train_gen:
+                train_set = JoinedDataset(
+                    [train_set, ExampleDataset(train_gen, train_prepare, cfg.seed)]
+                )
             fitter = fit_on_features if method.fits_features else fit
             model, history, last_val = fitter(
                 method,
@@ -248,6 +261,13 @@ def train_detector(
             "train": _counts(train_ex),
             "val": _counts(val_ex),
         },
+        "generated": {
+            "folders": {family: str(folder) for family, folder in generated},
+            "train": _family_counts(train_gen, families),
+            "val": _family_counts(val_gen, families),
+        }
+        if generated
+        else None,
         "sources": {
             "train": len({p.source for p in train_pairs}),
             "val": len({p.source for p in val_pairs}),
@@ -297,6 +317,41 @@ def _head_families(
             "`ldmdetect reconstruct --autoencoder NAME=SRC`"
         )
     return families
+
+
+def family_generations(
+    generated: Sequence[tuple[str, str | os.PathLike]], families: Sequence[str]
+) -> list[Example]:
+    """Each generator's own images as family-labelled training examples (label 1 + the
+    family's index in ``families``), each image its own group for the validation split.
+
+    Why: reconstructions of photographs teach the family head an autoencoder's trace on
+    photographic content only, while a generator's images carry it on everything it draws;
+    a few of them per family show the head that trace on other content. Only a family head
+    takes them, and only for families its aligned datasets have (the binary score stays
+    anchored to real crops and their reconstructions)."""
+    from ldmdetect.io.datasets import find_images
+
+    if not families:
+        raise ValueError(
+            "generated images per family need a family head: train `ae` on aligned "
+            "datasets reconstructed through two or more autoencoders"
+        )
+    examples = []
+    for family, folder in generated:
+        if family not in families:
+            raise ValueError(
+                f"{os.fspath(folder)}: tagged with family {family!r}, which no aligned "
+                f"dataset has (families: {', '.join(families)})"
+            )
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{os.fspath(folder)}: no such folder of generated images")
+        files = find_images([folder])
+        if not files:
+            raise ValueError(f"{os.fspath(folder)}: no images in this folder")
+        label = 1 + list(families).index(family)
+        examples += [Example(str(path), label, f"{family}:{path}") for path in files]
+    return examples
 
 
 def family_sources(
@@ -403,6 +458,10 @@ def _counts(examples: Sequence[Example]) -> dict[str, int]:
         "real": sum(e.label == 0 for e in examples),
         "fake": sum(e.label == 1 for e in examples),
     }
+
+
+def _family_counts(examples: Sequence[Example], families: Sequence[str]) -> dict[str, int]:
+    return {family: sum(e.label == 1 + i for e in examples) for i, family in enumerate(families)}
 
 
 def _dataset_info(directory: str | os.PathLike) -> dict:
