@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ldmdetect import methods
+from ldmdetect.attribution import Novelty
 from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector
 from ldmdetect.engine.calibrate import calibrate_detector, calibration_record
@@ -281,7 +282,13 @@ def train_detector(
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(device),
     }
-    detector = Detector(det_config, model, device="cpu")
+    novelty = None
+    if det_config.families and method.trains and train_pairs:
+        novelty = novelty_statistics(
+            Detector(det_config, model, device=device), train_pairs, train_gen, val_pairs
+        )
+        model = model.cpu()
+    detector = Detector(det_config, model, device="cpu", novelty=novelty)
     if is_main_process():  # every rank holds the same detector; one writes it
         detector.save_pretrained(output)
         if cfg.calibration_reals:
@@ -352,6 +359,46 @@ def family_generations(
         label = 1 + list(families).index(family)
         examples += [Example(str(path), label, f"{family}:{path}") for path in files]
     return examples
+
+
+def novelty_statistics(
+    detector: Detector,
+    train_pairs: Sequence[AlignedPair],
+    train_generated: Sequence[Example] = (),
+    val_pairs: Sequence[AlignedPair] = (),
+    batch_size: int = 64,
+) -> Novelty | None:
+    """A family head's feature-space open-set rule (:class:`ldmdetect.attribution.Novelty`):
+    class means and shared covariance of the penultimate embeddings of the training split
+    (real crops, each family's reconstructions and generations; one centred view each, no
+    augmentation), its threshold at ``NOVELTY_FPR`` of the validation split's real crops
+    (``ldmdetect calibrate`` re-derives it on the calibration reals at their views). None
+    where the classifier has no linear head to read, or no validation reals."""
+    from ldmdetect.attribution import NOVELTY_FPR, classifier_head, embed_files, fit_novelty
+
+    try:
+        classifier_head(detector.model)
+    except ValueError:
+        return None
+    families = list(detector.families)
+    members = [(p.real, 0) for p in train_pairs] + [
+        (path, 1 + families.index(family))
+        for p in train_pairs
+        for family, path in p.reconstructions
+    ]
+    members += [(Path(e.path), e.label) for e in train_generated]
+    embeddings, labels = embed_files(detector, [m for m, _ in members], 1, batch_size)
+    kept = [label for (_, label), ok in zip(members, labels, strict=True) if ok]
+    novelty = fit_novelty(
+        embeddings,
+        np.array(kept),
+        detector.classes,
+        on=f"{len(kept)} training crops (one view each)",
+    )
+    reals, _ = embed_files(detector, [p.real for p in val_pairs], None, batch_size)
+    if not len(reals):
+        return novelty
+    return novelty.calibrated(reals, NOVELTY_FPR, on=f"{len(reals)} held-out validation real crops")
 
 
 def family_sources(
