@@ -1,7 +1,7 @@
 """Attribution benchmark: does the ``ae`` family head say which family made an image?
 
 In miniature with the two shipped generators, the mini LDM (``mini``: SD layout, 4-channel
-factor-8 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 layout,
+factor-4 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 layout,
 16-channel factor-4 autoencoder):
 
 1. The training photos (the generators' own training subjects) are reconstructed through both
@@ -86,6 +86,20 @@ from ldmdetect.io.samples import write_sample_photos
 from ldmdetect.methods.demo_recipe import TRAIN_SEED_OFFSET, training_prompts
 
 PERTURBATION = 0.02  # decoder weights += N(0, (0.02 * the tensor's std)^2)
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def repository_relative(content: Any) -> Any:
+    """``content`` with every path inside this repository (the shipped generators) written
+    relative to its root, so the JSON reads the same wherever the repository lives."""
+    root = f"{REPOSITORY}{os.sep}"
+    if isinstance(content, str):
+        return content.removeprefix(root)
+    if isinstance(content, dict):
+        return {k: repository_relative(v) for k, v in content.items()}
+    if isinstance(content, list):
+        return [repository_relative(v) for v in content]
+    return content
 
 
 @dataclass(frozen=True)
@@ -450,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = run(work, budget, args.seed)
-    return emit(result, args.output)
+    return emit(repository_relative(result), args.output)
 
 
 if __name__ == "__main__":
