@@ -159,3 +159,13 @@ def test_a_resumed_run_fits_the_same_novelty_statistics_as_training(
     fitted, refitted = Novelty.load(trained), Novelty.load(copy)
     np.testing.assert_allclose(refitted.means, fitted.means, rtol=1e-4, atol=1e-5)
     assert refitted.threshold == pytest.approx(fitted.threshold, rel=1e-4)
+
+
+def test_paths_inside_the_repository_are_written_relative_to_it(bench) -> None:
+    inside = str(bench.REPOSITORY / "src" / "ldmdetect" / "generative" / "mini_ldm")
+    content = {"families": {"mini": inside}, "list": [inside, "/elsewhere/x"], "n": 3}
+    assert bench.repository_relative(content) == {
+        "families": {"mini": "src/ldmdetect/generative/mini_ldm"},
+        "list": ["src/ldmdetect/generative/mini_ldm", "/elsewhere/x"],
+        "n": 3,
+    }
