@@ -234,6 +234,13 @@ def test_a_family_head_saves_its_novelty_statistics_and_old_directories_load_wit
     (old / NOVELTY_NAME).unlink()
     before = Detector.from_pretrained(old, device="cpu")
     assert before.novelty is None
+    broken = tmp_path / "broken"
+    shutil.copytree(old, broken)
+    (broken / NOVELTY_NAME).write_bytes(b"not safetensors")
+    from ldmdetect.detector import DetectorLoadError
+
+    with pytest.raises(DetectorLoadError, match=r"novelty\.safetensors: unreadable novelty"):
+        Detector.from_pretrained(broken, device="cpu")
     reals = [str(p.real) for p in read_aligned_dataset(two_family_aligned_dir)]
     judged = before.predict(reals, fpr=None)
     found = before.attribute(reals, fpr=None)
