@@ -12,12 +12,13 @@ the generated mass goes to the best family (``family_score``) and answers ``"unk
 below a threshold calibrated on held-out reconstructions (:func:`calibrate_family_threshold`).
 
 That rule only sees images the detector judges generated, and an autoencoder it never saw
-can leave a trace its head reads as "real". A second, feature-space rule catches those
-(:class:`Novelty`): the classifier's penultimate embedding of an image is compared with
-where each known class (real and every family) sits in training, by the class-conditional
-Mahalanobis distance with a shared covariance (Lee et al. 2018, "A Simple Unified Framework
-for Detecting Out-of-Distribution Samples"); an image far from every class is novel, with the
-threshold set so that at most ~1% of held-out real photos are (``NOVELTY_FPR``).
+can leave a trace its head reads as "real". A second, feature-space rule is meant for those
+(:class:`Novelty`; how far it gets is measured by the README's attribution benchmark): the
+classifier's penultimate embedding of an image is compared with where each known class (real
+and every family) sits in training, by the class-conditional Mahalanobis distance with a
+shared covariance (Lee et al. 2018, "A Simple Unified Framework for Detecting
+Out-of-Distribution Samples"); an image far from every class is novel, with the threshold set
+so that at most ~1% of held-out real photos are (``NOVELTY_FPR``).
 
 The rule, whole (:func:`attribute`):
 
