@@ -1,33 +1,38 @@
 """Attribution benchmark: does the ``ae`` family head say which family made an image?
 
 In miniature with the two shipped generators, the mini LDM (``mini``: SD layout, 4-channel
-factor-8 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 layout,
+factor-4 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 layout,
 16-channel factor-4 autoencoder):
 
 1. The training photos (the generators' own training subjects) are reconstructed through both
    autoencoders into one aligned dataset, each reconstruction tagged with its family, as the
-   demo builds ``ae``'s data (64 px crops at native and half scale, JPEG-aligned); ``ae``
-   trains on it with the demo's recipe and learns a family head (real + one class per family),
-   its open-set threshold calibrated on the validation split's reconstructions.
+   demo builds ``ae``'s data (64 px crops at native and half scale, JPEG-aligned); each
+   generator also makes training images from the training photos' captions and training
+   seeds (as the demo makes ``lare2``'s). ``ae`` trains on both with the demo's recipe and
+   learns a family head (real + one class per family), its open-set threshold calibrated on
+   the validation split's reconstructions and generations, and its novelty statistics
+   (class means and shared covariance of the penultimate embedding) on the training split.
 2. For the binary comparison, the same recipe trains one single-family detector per family on
    that family's reconstructions alone. Every detector's thresholds are then set as the demo
    sets ``ae``'s: on the shipped calibration split's photo crops (sources the test photos are
    not), on the mean of the recipe's 20 views per image, which attribution then uses too;
    those crops' reconstructions through both families re-derive the head's open-set
-   threshold at the same views (``ldmdetect calibrate`` with an aligned dataset).
+   threshold at the same views (``ldmdetect calibrate`` with an aligned dataset), and the
+   crops themselves its novelty threshold (1% of them novel).
 3. Test images, none seen in training: the held-out subjects' photos (128 px crops) and their
    reconstructions through each family's autoencoder and through two autoencoders the head
    never saw (``tiny-random``: a tiny random autoencoder; ``mini-perturbed``: the mini LDM's
    autoencoder with its decoder weights perturbed by 2% of each tensor's spread, a sibling
    as SDXL's retrained KL-f8 is to SD's), and each generator's images from the demo's
    unseen prompts and seeds.
-4. Reported: attribution accuracy per family (held-out reconstructions, generations) with
-   its confusion matrix (an ``unknown`` column, and ``real`` for generated images the detector
-   judged real); for the unseen autoencoders, the shares called unknown, real or a known
-   family; binary AUC (held-out reals vs. each family's generations and reconstructions, 95%
-   bootstrap intervals) of the two-family detector next to each single-family one; and
-   AEROBLADE's nearest autoencoder (both families' autoencoders) on the generations, its
-   agreement with the family head.
+4. Reported, through ``evaluate(..., families=..., cross_check=True)`` as users get it:
+   attribution accuracy per family (held-out reconstructions, generations) with its
+   confusion matrix (an ``unknown`` column, and ``real`` for images judged real and not
+   novel), the unseen autoencoders and the held-out reals as rows of their own (the shares
+   called unknown, real or a known family); binary AUC (held-out reals vs. each family's
+   generations and reconstructions, 95% bootstrap intervals) of the two-family detector next
+   to each single-family one; and AEROBLADE's nearest autoencoder (both families'
+   autoencoders) on the generations, its agreement with the family head.
 
 Decisions use each detector's stored threshold at 1% FPR where its calibration resolved one,
 else the raw 0.5 rule (said in the JSON per detector).
@@ -52,28 +57,49 @@ from typing import Any
 import torch
 from cross_family import emit, write_unseen
 
+from ldmdetect.attribution import NOVELTY_NAME
 from ldmdetect.detector import Detector
-from ldmdetect.engine.attribution_report import (
-    agreement,
-    confusion_matrix,
-    nearest_autoencoders,
-    plot_confusion_matrix,
-)
+from ldmdetect.engine.attribution_report import plot_confusion_matrix
 from ldmdetect.engine.calibrate import calibrate_detector
 from ldmdetect.engine.demo import DemoConfig, resolve_generator, split_photos
 from ldmdetect.engine.demo_photos import photo_sets
 from ldmdetect.engine.demo_recipes import demo_train_config
 from ldmdetect.engine.evaluate import evaluate
-from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
-from ldmdetect.engine.train import TrainConfig, train_detector
+from ldmdetect.engine.evaluate_attribution import matrix_from_section
+from ldmdetect.engine.reconstruct import (
+    ReconstructConfig,
+    build_aligned_dataset,
+    read_aligned_dataset,
+)
+from ldmdetect.engine.train import (
+    TrainConfig,
+    family_generations,
+    novelty_statistics,
+    split_by_source,
+    split_examples,
+    train_detector,
+)
 from ldmdetect.generative.autoencoder import load_autoencoder
+from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import build_tiny_autoencoder
-from ldmdetect.io.datasets import find_images
-from ldmdetect.io.labeled import read_labeled
 from ldmdetect.io.samples import write_sample_photos
-from ldmdetect.methods.aeroblade.method import explanation_names
+from ldmdetect.methods.demo_recipe import TRAIN_SEED_OFFSET, training_prompts
 
 PERTURBATION = 0.02  # decoder weights += N(0, (0.02 * the tensor's std)^2)
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def repository_relative(content: Any) -> Any:
+    """``content`` with every path inside this repository (the shipped generators) written
+    relative to its root, so the JSON reads the same wherever the repository lives."""
+    root = f"{REPOSITORY}{os.sep}"
+    if isinstance(content, str):
+        return content.removeprefix(root)
+    if isinstance(content, dict):
+        return {k: repository_relative(v) for k, v in content.items()}
+    if isinstance(content, list):
+        return [repository_relative(v) for v in content]
+    return content
 
 
 @dataclass(frozen=True)
@@ -97,6 +123,7 @@ BUDGETS = {
             photo_crops=False,
             train_crops_per_image=4,
             generated_images=8,
+            generated_train_images=8,
             generation_steps=10,
         ),
         heldout_crops=4,
@@ -123,6 +150,45 @@ def write_unseen_autoencoders(work: Path, family: str, pipeline: str, seed: int)
     out[f"{family}-perturbed"] = work / "autoencoders" / f"{family}-perturbed"
     vae.save_pretrained(out[f"{family}-perturbed"])
     return out
+
+
+def write_training_generations(
+    pipeline: str, output: Path, cfg: DemoConfig, photos: Sequence[Path]
+) -> Path:
+    """The generator's training images as the demo makes ``lare2``'s: the captions of the
+    training photos' subjects, seeds from ``TRAIN_SEED_OFFSET`` (the test set's prompts are
+    ``UNSEEN_PROMPTS`` and its seeds ``SEED_OFFSET``-based: disjoint from both)."""
+    prompts = training_prompts(pipeline, list(photos))
+    count = cfg.generated_train_images
+    write_generated(
+        load_pipeline(pipeline, device=cfg.device),
+        [prompts[i % len(prompts)] for i in range(count)],
+        [TRAIN_SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
+        output,
+        size=cfg.eval_size,
+        steps=cfg.generation_steps,
+        guidance_scale=cfg.guidance_scale,
+    )
+    return output
+
+
+def add_novelty(
+    directory: Path,
+    data: Sequence[Path],
+    generated: Sequence[tuple[str, Path]],
+    config: TrainConfig,
+) -> None:
+    """Write a trained family head's novelty statistics as ``train_detector`` fits them:
+    on the training split it trained on (same seed, same validation share), the threshold on
+    the validation split's real crops."""
+    detector = Detector.from_pretrained(directory, device=config.device)
+    pairs = [p for d in data for p in read_aligned_dataset(d)]
+    train_pairs, val_pairs = split_by_source(pairs, config.val_fraction, config.seed)
+    examples = family_generations(generated, detector.families)
+    train_generated, _ = split_examples(examples, config.val_fraction, config.seed)
+    novelty = novelty_statistics(detector, train_pairs, train_generated, val_pairs)
+    if novelty is not None:
+        novelty.save(directory)
 
 
 def decision_fpr(detector: Detector) -> float | None:
@@ -193,15 +259,32 @@ def run(
         )
     step("reconstruct_train")
 
+    # The family head also learns each family from its generator's own images (training
+    # captions and seeds); the single-family detectors keep the demo's data.
+    log(f"each generator's {cfg.generated_train_images} training images from training captions")
+    train_generated = {
+        family: write_training_generations(
+            pipelines[family], work / "generated-train" / family, cfg, splits["train"]
+        )
+        for family in names
+    }
+    step("generate_train")
+
     train_config = demo_train_config(cfg, "ae")
     data = {"two-family": [both]} | {family: [single[family]] for family in names}
+    extra = {"two-family": list(train_generated.items())}
     trained = work / "detectors-trained"
     for name, sets in data.items():
         if (trained / name / "config.json").is_file():  # a resumed run keeps its training
             log(f"kept the trained ae detector '{name}'")
             continue
         log(f"train ae '{name}' on {', '.join(str(d.name) for d in sets)}")
-        train_detector(sets, trained / name, train_config)
+        train_detector(sets, trained / name, train_config, generated=extra.get(name, ()))
+    if not (trained / "two-family" / NOVELTY_NAME).is_file():
+        # A head trained before its novelty statistics (a resumed run): fit them as
+        # training does, on the same splits.
+        log("fit the family head's novelty statistics on its training split")
+        add_novelty(trained / "two-family", [both], extra["two-family"], train_config)
     step("train")
 
     # Thresholds as the demo sets ae's: on other sources' photos (the shipped calibration
@@ -223,6 +306,9 @@ def run(
     )
     detectors = {name: work / "detectors" / name for name in data}
     for name in data:
+        if (detectors[name] / "config.json").is_file():  # a resumed run keeps its calibration
+            log(f"kept the calibrated ae detector '{name}'")
+            continue
         log(f"calibrate '{name}' on the calibration crops, {tries} views each")
         calibrate_detector(
             trained / name, [calibration], detectors[name], tries=tries, device=cfg.device
@@ -267,47 +353,51 @@ def run(
     generated = {f: write_unseen(pipelines[f], work / "generated" / f, cfg) for f in names}
     step("test_images")
 
-    # 4. Attribution with the family head.
+    # 4. Attribution with the family head, through `evaluate` as users get it: the held-out
+    # reconstructions and the unseen autoencoders' in one matrix (a family the head does not
+    # know is right when called "unknown"), the generations in another with AEROBLADE's
+    # cross-check; decisions at the views the thresholds were calibrated for.
     head = Detector.from_pretrained(detectors["two-family"], device=cfg.device)
     fpr = decision_fpr(head)
-    sets = (
-        {f"reconstructed by {f}": (f, d) for f, d in recon.items()}
-        | {f"generated by {f}": (f, d) for f, d in generated.items()}
-        | {f"reconstructed by {t} (unseen)": (t, d) for t, d in recon_unseen.items()}
-        | {"real (held-out)": ("real", reals)}
-    )
-    attributions: dict[str, list[str | None]] = {}
+    groups = {
+        "reconstructed": {f"reconstructed by {f}": (f, d) for f, d in recon.items()}
+        | {f"reconstructed by {t} (unseen)": (t, d) for t, d in recon_unseen.items()},
+        "generated": {f"generated by {f}": (f, d) for f, d in generated.items()},
+    }
     attribution_rows: dict[str, Any] = {}
-    for label, (truth, folder) in sets.items():
-        files = find_images([folder])
-        found = [a.family for a in head.attribute(files, fpr=fpr)]
-        attributions[label] = found
-        shares = {
-            answer: round(sum(x == answer for x in found) / len(found), 4)
-            for answer in (*head.families, "unknown", None)
-        }
-        attribution_rows[label] = {
-            "true": truth,
-            "n": len(found),
-            "accuracy": shares.get(truth) if truth in head.families else None,
-            "shares": {("real" if k is None else k): v for k, v in shares.items()},
-        }
-    known = [label for label, (truth, _) in sets.items() if truth in head.families]
-    matrices = {}
-    for kind in ("reconstructed", "generated"):
-        labels = [label for label in known if label.startswith(kind)]
-        true = [sets[label][0] for label in labels for _ in attributions[label]]
-        predicted = [x for label in labels for x in attributions[label]]
-        cm = confusion_matrix(true, predicted, head.families)
+    matrices: dict[str, Any] = {}
+    cross_check: dict[str, Any] = {}
+    for kind, sets in groups.items():
+        evaluation = evaluate(
+            head,
+            [reals],
+            {label: [folder] for label, (_, folder) in sets.items()},
+            tries=(tries,),
+            n_boot=0,
+            family_fpr=fpr,
+            families={label: truth for label, (truth, _) in sets.items()},
+            cross_check=kind == "generated",
+        )
+        section = evaluation.result["attribution"]
+        cm = matrix_from_section(section)
         plot_confusion_matrix(cm, work / f"confusion-{kind}.png")
         matrices[kind] = {"table": cm.to_dict(), "markdown": cm.to_markdown()}
-    unseen_labels = [label for label in sets if "(unseen)" in label]
-    cm = confusion_matrix(
-        [sets[label][0] for label in unseen_labels for _ in attributions[label]],
-        [x for label in unseen_labels for x in attributions[label]],
-        head.families,
-    )
-    matrices["unseen autoencoders"] = {"table": cm.to_dict(), "markdown": cm.to_markdown()}
+        truths = {label: truth for label, (truth, _) in sets.items()} | {"real": "real"}
+        for label, truth in truths.items():
+            found = evaluation.families[label]
+            shares = {
+                answer: round(sum(x == answer for x in found) / len(found), 4)
+                for answer in (*head.families, "unknown", None)
+            }
+            name = "real (held-out)" if label == "real" else label
+            attribution_rows[name] = {
+                "true": truth,
+                "n": len(found),
+                "accuracy": shares.get(truth) if truth in head.families else None,
+                "shares": {("real" if k is None else k): v for k, v in shares.items()},
+            }
+        if "cross_check" in section:
+            cross_check = section["cross_check"]
     step("attribute")
 
     # Binary: the family head's score against each single-family detector's.
@@ -327,42 +417,17 @@ def run(
         } | {"decision_fpr": decision_fpr(detector)}
     step("binary")
 
-    # AEROBLADE's nearest autoencoder on the generations, against the family head.
-    aeroblade_dir = work / "detectors" / "aeroblade"
-    train_detector(
-        [],
-        aeroblade_dir,
-        TrainConfig(
-            method="aeroblade",
-            input_size=cfg.eval_size,
-            feature={"aeroblade": {"autoencoders": [pipelines[f] for f in names], "grid": 8}},
-            device=cfg.device,
-        ),
-        # Its thresholds are not used here: a few training crops calibrate them.
-        examples=read_labeled([both / "real"], [])[:32],
-    )
-    aeroblade = Detector.from_pretrained(aeroblade_dir, device=cfg.device)
-    # AEROBLADE names each autoencoder by folder (and subfolder), in the order given.
-    sources = aeroblade.config.feature["aeroblade"]["autoencoders"]
-    mapping = dict(zip(explanation_names(sources), names, strict=True))
-    cross_check: dict[str, Any] = {}
-    for family, folder in generated.items():
-        files = find_images([folder])
-        nearest = nearest_autoencoders(aeroblade.explain(files) or [], mapping)
-        label = f"generated by {family}"
-        cross_check[label] = {
-            "aeroblade_accuracy": round(sum(x == family for x in nearest) / len(nearest), 4),
-            "aeroblade_nearest": {str(k): nearest.count(k) for k in sorted(set(nearest), key=str)},
-            "agreement_with_head": agreement(attributions[label], nearest),
-        }
-    step("aeroblade")
-
     return {
         "benchmark": "attribution",
         "families": {f: pipelines[f] for f in names},
         "unseen_autoencoders": {t: str(p) for t, p in unseen.items()},
+        # The family head's extra training data: each generator's images per family.
+        "training_generations": {f: cfg.generated_train_images for f in train_generated},
         "perturbation": PERTURBATION,
         "family_threshold": head.config.family_threshold,
+        "novelty": None
+        if head.novelty is None
+        else {"threshold": head.novelty.threshold, **dict(head.novelty.record)},
         "views_per_image": tries,
         "calibration_crops": len(calibration_photos.files),
         "decision_fpr": fpr,
@@ -399,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = run(work, budget, args.seed)
-    return emit(result, args.output)
+    return emit(repository_relative(result), args.output)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ import pytest
 from ldmdetect.attribution import (
     UNKNOWN,
     Attribution,
+    Novelty,
     attribute,
     calibrate_family_threshold,
     family_scores,
+    fit_novelty,
 )
 
 CLASSES = ("real", "sd-4ch", "flux-16ch")
@@ -70,3 +72,48 @@ def test_bad_shapes_and_classes_are_refused():
         attribute(np.zeros((2, 3)), CLASSES, np.array([True]), None)
     with pytest.raises(ValueError, match="at least two families"):
         family_scores(np.zeros((1, 2)))
+
+
+def _three_clusters(rng: np.random.Generator, n: int = 200, dim: int = 8):
+    """Embeddings of three classes around distinct means, labels 0..2."""
+    means = np.array([[0.0] * dim, [4.0] + [0.0] * (dim - 1), [0.0, 4.0] + [0.0] * (dim - 2)])
+    labels = np.repeat(np.arange(3), n)
+    return means[labels] + rng.normal(size=(3 * n, dim)), labels, means
+
+
+def test_an_embedding_far_from_every_class_is_novel_one_near_a_class_is_not(tmp_path):
+    rng = np.random.default_rng(0)
+    embeddings, labels, means = _three_clusters(rng)
+    novelty = fit_novelty(embeddings, labels, CLASSES)
+    np.testing.assert_allclose(novelty.means, means, atol=0.25)
+    assert not novelty.novel(embeddings[:3]).any()  # uncalibrated: nothing is novel
+    reals = means[0] + rng.normal(size=(300, 8))
+    novelty = novelty.calibrated(reals, fpr=0.01)
+    assert novelty.record["novel_reals"] <= 3  # at most 1% of the reals it was set on
+    near = means[2] + rng.normal(size=(50, 8))  # a known family, unseen samples
+    far = np.full((5, 8), 12.0)  # nowhere near any class
+    assert novelty.novel(near).mean() <= 0.06
+    assert novelty.novel(far).all()
+    # Between two classes' means is still near both: not novel.
+    assert not novelty.novel(((means[1] + means[2]) / 2)[None]).any()
+    # Saved with the detector and read back alike; no file: no rule.
+    novelty.save(tmp_path)
+    loaded = Novelty.load(tmp_path)
+    assert loaded.classes == CLASSES and loaded.threshold == pytest.approx(novelty.threshold)
+    np.testing.assert_array_equal(loaded.novel(far), novelty.novel(far))
+    assert Novelty.load(tmp_path / "elsewhere") is None
+    with pytest.raises(ValueError, match="no training embeddings of class"):
+        fit_novelty(embeddings[labels < 2], labels[labels < 2], CLASSES)
+    with pytest.raises(ValueError, match="dimension 8"):
+        novelty.distances(np.zeros((1, 5)))
+
+
+def test_a_novel_image_is_unknown_whatever_its_verdict():
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.9, 0.05]])
+    generated = np.array([False, True, True])
+    got = attribute(probabilities, CLASSES, generated, 0.6, np.array([True, True, False]))
+    assert [a.family for a in got] == [UNKNOWN, UNKNOWN, "sd-4ch"]
+    # Without novelty flags a judged-real image keeps no family.
+    assert attribute(probabilities, CLASSES, generated, 0.6)[0].family is None
+    with pytest.raises(ValueError, match="novel flags"):
+        attribute(probabilities, CLASSES, generated, 0.6, np.array([True]))

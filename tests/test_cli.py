@@ -350,10 +350,17 @@ def test_family_tags_from_reconstruct_through_train_to_scan(
             *("train", "--data", str(data), "--output", str(det), "--backbone", "resnet10t"),
             *("--epochs", "2", "--batch-size", "4", "--val-fraction", "0.34", "--device", "cpu"),
             *("--calibration-real", str(calibration_dir)),
+            # each family's own images as extra data (here its reconstructions stand in)
+            *("--generated", f"sd15={data / 'reconstructed' / 'sd15'}"),
+            *("--generated", f"flux1={data / 'reconstructed' / 'flux1'}"),
         ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads((det / "config.json").read_text())["families"] == ["sd15", "flux1"]
+    config = json.loads((det / "config.json").read_text())
+    assert config["families"] == ["sd15", "flux1"]
+    generated = config["training"]["generated"]
+    assert generated["train"]["flux1"] + generated["val"]["flux1"] == 12
+    assert generated["folders"]["sd15"] == str(data / "reconstructed" / "sd15")
     out = tmp_path / "scan.csv"
     fakes = [str(data / "reconstructed" / family) for family in ("sd15", "flux1")]
     result = runner.invoke(
@@ -364,9 +371,10 @@ def test_family_tags_from_reconstruct_through_train_to_scan(
     scanned = list(csv.DictReader(out.open()))
     assert list(scanned[0])[6:] == ["family", "family_score", "p_real", "p_sd15", "p_flux1"]
     for row in scanned:
-        judged_real = row["label"] == "real"
-        assert (row["family"] == "") == judged_real
-        assert judged_real or row["family"] in ("sd15", "flux1", "unknown")
+        if row["label"] == "real":  # no family, or "unknown" where novel to every class
+            assert row["family"] in ("", "unknown")
+        else:
+            assert row["family"] in ("sd15", "flux1", "unknown")
     # The head learned the two autoencoders apart (on crops it mostly trained on).
     for family in ("sd15", "flux1"):
         own = [
@@ -375,6 +383,12 @@ def test_family_tags_from_reconstruct_through_train_to_scan(
             if r["path"].startswith(str(data / "reconstructed" / family))
         ]
         assert len(own) == 12 and own.count(family) > len(own) / 2, own
+
+
+def test_train_refuses_a_generated_folder_without_family(tmp_path, two_family_aligned_dir):
+    args = ["train", "--data", str(two_family_aligned_dir), "--output", str(tmp_path / "d")]
+    result = runner.invoke(app, [*args, "--generated", "gens"])
+    assert result.exit_code == 2 and "expected FAMILY=DIR" in result.output
 
 
 def test_evaluate_reports_attribution_for_a_family_head(

@@ -15,7 +15,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ldmdetect import methods
-from ldmdetect.attribution import Attribution, attribute
+from ldmdetect.attribution import Attribution, EmbeddingTap, Novelty, attribute
 from ldmdetect.config import CONFIG_NAME, WEIGHTS_NAME, DetectorConfig
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
@@ -65,8 +65,11 @@ class Detector:
         device: str | torch.device | None = "auto",
         components: dict[str, dict] | None = None,
         feature_cache: FeatureCache | None = None,
+        novelty: Novelty | None = None,
     ) -> None:
         self.config = config
+        # A family head's feature-space open-set rule (ldmdetect.attribution.Novelty).
+        self.novelty = novelty
         self.method = methods.get(config.method)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -99,7 +102,11 @@ class Detector:
                 f"{directory / WEIGHTS_NAME}: weights do not match the config "
                 f"({type(err).__name__}: {err})"
             ) from err
-        return cls(config, model, device=device, components=components)
+        try:
+            novelty = Novelty.load(directory)
+        except ValueError as err:
+            raise DetectorLoadError(str(err)) from err
+        return cls(config, model, device=device, components=components, novelty=novelty)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
@@ -107,6 +114,8 @@ class Detector:
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_model(self.model, str(tmp))
         self.config.save(directory)
+        if self.novelty is not None:
+            self.novelty.save(directory)
         return directory
 
     @property
@@ -175,17 +184,49 @@ class Detector:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-image samples -> (scores (N,), per-class probabilities (N, K) over
         :attr:`classes`), each the mean over the image's views, from one pass."""
+        scores, probabilities, _ = self._score_classes(prepared, batch_size, embed=False)
+        return scores, probabilities
+
+    @torch.inference_mode()
+    def score_probabilities_novel(
+        self, prepared: Sequence[Sample], batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`score_and_probabilities` plus, from the same pass, whether each image is
+        novel to every class the detector knows (:class:`~ldmdetect.attribution.Novelty`);
+        None for a detector without novelty statistics."""
+        scores, probabilities, embeddings = self._score_classes(
+            prepared, batch_size, embed=self.novelty is not None
+        )
+        novel = None
+        if self.novelty is not None and embeddings is not None:
+            novel = self.novelty.novel(embeddings) if len(embeddings) else np.zeros(0, bool)
+        return scores, probabilities, novel
+
+    @torch.inference_mode()
+    def embeddings(self, prepared: Sequence[Sample], batch_size: int = 64) -> np.ndarray:
+        """Per-image samples -> the classifier's penultimate embedding (N, D), the mean over
+        each image's views: what the novelty rule measures."""
+        return self._score_classes(prepared, batch_size, embed=True)[2]
+
+    def _score_classes(
+        self, prepared: Sequence[Sample], batch_size: int, *, embed: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if not prepared:
-            return np.zeros(0), np.zeros((0, len(self.classes)))
+            return np.zeros(0), np.zeros((0, len(self.classes))), np.zeros((0, 0))
         per_batch = max(1, batch_size // _views(prepared[0]))
-        scores, probabilities = [], []
+        scores, probabilities, embeddings = [], [], []
         for i in range(0, len(prepared), per_batch):
-            logits = self.logits_batch(prepared[i : i + per_batch])
+            chunk = prepared[i : i + per_batch]
+            with EmbeddingTap(self.model) if embed else contextlib.nullcontext() as tap:
+                logits = self.logits_batch(chunk)
+            if tap is not None:
+                embeddings.append(tap.per_image(len(chunk)))
             scores.append(self.method.scores(logits).mean(dim=1).cpu())
             probabilities.append(self.method.probabilities(logits).mean(dim=1).cpu())
         return (
             torch.cat(scores).double().numpy(),
             torch.cat(probabilities).double().numpy(),
+            np.concatenate(embeddings) if embed else None,
         )
 
     def score_prepared(self, prepared: Sequence[Sample], batch_size: int = 64) -> np.ndarray:
@@ -258,14 +299,16 @@ class Detector:
     ) -> list[Attribution]:
         """Which family made each image (:class:`~ldmdetect.attribution.Attribution`): None
         for the images :meth:`predict` judges real at ``fpr`` (None: the raw 0.5 rule),
-        "unknown" where the family evidence is below the calibrated ``family_threshold``, else
-        the family. Only detectors with a family head (``config.families``) attribute."""
+        "unknown" where the family evidence is below the calibrated ``family_threshold`` or the
+        image is novel to every class it knows (its novelty statistics; a novel image judged
+        real is "unknown" too: :mod:`ldmdetect.attribution`), else the family. Only detectors
+        with a family head (``config.families``) attribute."""
         if not self.families:
             raise ValueError(
                 "this detector has no family head: train `ae` on reconstructions through two "
                 "or more autoencoders (`ldmdetect reconstruct --autoencoder NAME=SRC ...`)"
             )
-        scores, probabilities = self.score_and_probabilities(
+        scores, probabilities, novel = self.score_probabilities_novel(
             self._prepared(images, tries), batch_size
         )
         return attribute(
@@ -273,6 +316,7 @@ class Detector:
             self.classes,
             self._decide(scores, fpr),
             self.config.family_threshold,
+            novel,
         )
 
     def label(self, scores: np.ndarray, fpr: float | None = None) -> np.ndarray:

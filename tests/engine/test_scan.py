@@ -270,6 +270,26 @@ def test_a_family_heads_rows_name_the_family_of_each_generated_file(
     ]
 
 
+def test_a_novel_file_is_unknown_in_its_row_whatever_its_label(
+    family_detector_dir, two_family_aligned_dir
+):
+    from dataclasses import replace
+
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    pairs = read_aligned_dataset(two_family_aligned_dir)[:2]
+    paths = [str(p.real) for p in pairs] + [str(f) for p in pairs for _, f in p.reconstructions]
+    detector.config.thresholds["fpr_0.5"] = 2.0  # every file judged real
+    novelty = detector.novelty
+    detector.novelty = replace(novelty, threshold=1e12)  # nothing is novel: no family
+    before = scan(detector, paths, fpr=0.5)
+    assert [(row.label, row.family) for row in before] == [("real", "")] * len(paths)
+    detector.novelty = replace(novelty, threshold=-1.0)  # everything is novel: unknown
+    rows = scan(detector, paths, fpr=0.5)
+    assert [(row.label, row.family) for row in rows] == [("real", "unknown")] * len(paths)
+
+
 def test_two_class_rows_have_no_family_columns(detector_dir, aligned_dir, tmp_path):
     detector = Detector.from_pretrained(detector_dir, device="cpu")
     rows = scan(detector, _inputs(tmp_path, aligned_dir))

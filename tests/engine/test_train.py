@@ -208,11 +208,51 @@ def test_ae_on_two_families_trains_a_family_head(family_detector_dir, two_family
     np.testing.assert_allclose(detector.decision_function(images), 1 - proba[:, 0])
     attributions = detector.attribute(images, fpr=None)
     judged = detector.predict(images, fpr=None)
+    _, _, novel = detector.score_probabilities_novel([detector.prepare(load_image(images[0]))])
+    assert novel is not None and novel.shape == (1,)
     for attribution, generated in zip(attributions, judged, strict=True):
         if generated:
             assert attribution.family in ("sd-4ch", "flux-16ch", "unknown")
         else:
-            assert attribution.family is None and np.isnan(attribution.family_score)
+            assert attribution.family in (None, "unknown")  # unknown: novel to every class
+
+
+def test_a_family_head_saves_its_novelty_statistics_and_old_directories_load_without(
+    tmp_path, family_detector_dir, two_family_aligned_dir
+):
+    from ldmdetect.attribution import NOVELTY_NAME
+    from ldmdetect.detector import Detector
+
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    novelty = detector.novelty
+    assert novelty is not None and novelty.classes == detector.classes
+    assert novelty.threshold is not None  # set on the validation reals
+    assert novelty.record["threshold_on"].endswith("held-out validation real crops")
+    assert novelty.means.shape[0] == 3
+    old = tmp_path / "old"
+    shutil.copytree(family_detector_dir, old)
+    (old / NOVELTY_NAME).unlink()
+    before = Detector.from_pretrained(old, device="cpu")
+    assert before.novelty is None
+    broken = tmp_path / "broken"
+    shutil.copytree(old, broken)
+    (broken / NOVELTY_NAME).write_bytes(b"not safetensors")
+    from ldmdetect.detector import DetectorLoadError
+
+    with pytest.raises(DetectorLoadError, match=r"novelty\.safetensors: unreadable novelty"):
+        Detector.from_pretrained(broken, device="cpu")
+    reals = [str(p.real) for p in read_aligned_dataset(two_family_aligned_dir)]
+    judged = before.predict(reals, fpr=None)
+    found = before.attribute(reals, fpr=None)
+    # The old rule: a judged-real image gets no family, whatever lies where.
+    assert all(a.family is None for a, g in zip(found, judged, strict=True) if not g)
+    # Calibration re-derives the novelty threshold on its reals, at its views.
+    from ldmdetect.engine.calibrate import calibrate_detector
+
+    calibrated = calibrate_detector(family_detector_dir, reals, tmp_path / "cal", tries=2)
+    again = Detector.from_pretrained(tmp_path / "cal", device="cpu")
+    assert again.novelty.record["threshold_on"] == f"{len(reals)} calibration real images, 2-try"
+    assert calibrated.config.calibration["novelty"]["n_real"] == len(reals)
 
 
 def test_family_head_only_for_methods_that_attribute_and_tagged_data(two_family_aligned_dir):
@@ -227,3 +267,41 @@ def test_family_head_only_for_methods_that_attribute_and_tagged_data(two_family_
     untagged = [AlignedPair("x", "s", pairs[0].real, (("", pairs[0].reconstructed),))]
     with pytest.raises(ValueError, match="NAME=SRC"):
         _head_families("ae", pairs + untagged, [two_family_aligned_dir])
+
+
+def test_a_family_head_also_learns_from_each_familys_generations(
+    tmp_path, two_family_aligned_dir, tiny_family_dir
+):
+    from ldmdetect.engine.train import family_generations
+    from ldmdetect.generative.sampling import load_pipeline, write_generated
+
+    generated = {}
+    for family, kind in (("sd-4ch", "sd"), ("flux-16ch", "flux")):
+        generated[family] = tmp_path / family
+        write_generated(
+            load_pipeline(str(tiny_family_dir(kind)), device="cpu"),
+            ["a photo"] * 4,
+            [50_000 + i for i in range(4)],
+            generated[family],
+            size=32,
+            steps=2,
+        )
+    examples = family_generations(list(generated.items()), ("sd-4ch", "flux-16ch"))
+    # Label 1 + the family's index: the head's class for that family.
+    assert sorted({e.label for e in examples if "flux-16ch" in e.path}) == [2]
+    assert sorted({e.label for e in examples if "sd-4ch" in e.path}) == [1]
+    out = tmp_path / "detector"
+    cfg = TrainConfig(
+        backbone="resnet10t", epochs=1, batch_size=4, val_fraction=0.34, seed=0, device="cpu"
+    )
+    train_detector([two_family_aligned_dir], out, cfg, generated=list(generated.items()))
+    record = DetectorConfig.load(out).training["generated"]
+    assert record["train"]["sd-4ch"] + record["val"]["sd-4ch"] == 4
+    assert record["val"]["flux-16ch"] >= 1  # the validation split holds generations too
+    with pytest.raises(ValueError, match="family 'sdxl'"):
+        family_generations([("sdxl", generated["sd-4ch"])], ("sd-4ch", "flux-16ch"))
+    with pytest.raises(ValueError, match="need a family head"):
+        family_generations([("sd-4ch", generated["sd-4ch"])], ())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no images"):
+        family_generations([("sd-4ch", tmp_path / "empty")], ("sd-4ch", "flux-16ch"))

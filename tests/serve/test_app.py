@@ -225,6 +225,33 @@ def test_a_family_head_replies_with_the_family_of_a_generated_image(
             assert body["family_score"] == pytest.approx(want.family_score, rel=1e-5)
 
 
+def test_a_novel_image_is_unknown_in_the_reply_even_when_judged_real(
+    family_detector_dir, two_family_aligned_dir
+):
+    from dataclasses import replace
+
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    files = [p.real for p in read_aligned_dataset(two_family_aligned_dir)[:4]]
+    detector.config.thresholds["fpr_0.5"] = 2.0  # every file judged real
+    # A novelty threshold between the files' distances: some are novel, some not.
+    distances = np.sort(
+        detector.novelty.distances(detector.embeddings(detector._prepared(files, None)))
+    )
+    threshold = float(distances[1] + distances[2]) / 2
+    detector.novelty = replace(detector.novelty, threshold=threshold)
+    expected = [a.family for a in detector.attribute(files, fpr=0.5)]
+    assert sorted(expected, key=str) == [None, None, "unknown", "unknown"]
+    with TestClient(create_app(detector, fpr=0.5)) as client:
+        bodies = [
+            client.post("/v1/detect", files=one(path.read_bytes(), path.name)).json()
+            for path in files
+        ]
+    assert [b["label"] for b in bodies] == ["real"] * 4  # the verdict stays
+    assert [b["family"] for b in bodies] == expected
+
+
 def test_a_two_class_reply_has_no_family(client, photo_jpeg):
     body = client.post("/v1/detect", files=one(photo_jpeg, "photo.jpg", "image/jpeg")).json()
     assert "family" not in body and "family_score" not in body

@@ -52,6 +52,13 @@ def train(
     data: Annotated[
         list[Path] | None, typer.Option(help="Aligned dataset directory (repeatable).")
     ] = None,
+    generated: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="FAMILY=DIR: a generator's own images as extra training data of that family "
+            "for a family head (repeatable; FAMILY as tagged in the --data sets)."
+        ),
+    ] = None,
     real: Annotated[
         list[Path] | None, typer.Option(help="Real images: folder or CSV manifest (repeatable).")
     ] = None,
@@ -167,6 +174,7 @@ def train(
         revision=revision,
         feature_cache=features,
         progress=True,
+        generated=[_family_folder(spec) for spec in generated or ()],
     )
     if not is_main_process():
         return  # under a distributed launch every rank returns the same detector; one reports
@@ -189,6 +197,14 @@ def train(
 
     typer.echo(f"saved detector to {output}")
     typer.echo(describe(detector.config.calibration))
+
+
+def _family_folder(spec: str) -> tuple[str, Path]:
+    """``FAMILY=DIR`` -> (family, folder), with an error that names the value otherwise."""
+    family, sep, folder = spec.partition("=")
+    if not sep or not family.strip() or not folder.strip():
+        raise typer.BadParameter(f"{spec!r}: expected FAMILY=DIR", param_hint="--generated")
+    return family.strip(), Path(folder.strip())
 
 
 @command(

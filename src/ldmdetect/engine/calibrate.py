@@ -123,7 +123,8 @@ def calibrate_detector(
     crops, each counted for its source image; for a detector with a family head, its
     reconstructions of the head's families also re-derive the open-set ``family_threshold``
     (:func:`ldmdetect.attribution.calibrate_family_threshold`, as training sets it). Without
-    such reconstructions the family threshold stays the one training set.
+    such reconstructions the family threshold stays the one training set. A detector with
+    novelty statistics gets their threshold re-derived on the same reals and views.
 
     Undecodable files are named in ``errors`` and left out; files that are not images by their
     extension in ``skipped``; the rest calibrates. Weights and everything else are copied as
@@ -202,10 +203,28 @@ def calibrate_detector(
             if item.is_file() and item.name != CONFIG_NAME:
                 shutil.copy2(item, out / item.name)
     new.save(out)
+    if model.novelty is not None:
+        novelty = _novelty_threshold(
+            model, [f for f, good in zip(files, ok, strict=True) if good], tries, batch_size
+        )
+        novelty.save(out)
+        record["novelty"] = dict(novelty.record) | {"threshold": novelty.threshold}
+        new.save(out)
     counts: dict[str, int] = {}
     for s in kept_sources:
         counts[s] = counts.get(s, 0) + 1
     return Calibration(new, out, int(ok.sum()), counts, errors, skipped)
+
+
+def _novelty_threshold(model: Any, files: Sequence[Path], tries: int, batch_size: int) -> Any:
+    """The novelty rule's threshold re-derived on the calibration reals at the views the
+    thresholds hold for (:meth:`ldmdetect.attribution.Novelty.calibrated`)."""
+    from ldmdetect.attribution import NOVELTY_FPR, embed_files
+
+    embeddings, _ = embed_files(model, list(files), tries, batch_size)
+    return model.novelty.calibrated(
+        embeddings, NOVELTY_FPR, on=f"{len(embeddings)} calibration real images, {tries}-try"
+    )
 
 
 def _is_aligned_dataset(root: str | os.PathLike) -> bool:

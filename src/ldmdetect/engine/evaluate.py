@@ -21,7 +21,7 @@ from ldmdetect.engine.metrics import (
     mean_metrics,
 )
 from ldmdetect.engine.report import write_report
-from ldmdetect.engine.scan import class_columns, score_files_by_class
+from ldmdetect.engine.scan import class_columns, score_files_novel
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.perturb import Perturbation, parse_perturbation
 
@@ -226,7 +226,7 @@ def evaluate(
     def _score(paths, perturbation, n_tries, desc, group=None):
         # group: whose class means a headline pass records ("" = the reals; None = nobody's)
         headline = perturbation is None and n_tries == tries[0]
-        scores, probabilities, errs = score_files_by_class(
+        scores, probabilities, novel, errs = score_files_novel(
             detector,
             paths,
             tries=n_tries,
@@ -248,7 +248,7 @@ def evaluate(
                 class_means["real"] = means
             if detector.families:
                 key = group or "real"
-                attributed[key] = _families(detector, scores, probabilities, family_rule)
+                attributed[key] = _families(detector, scores, probabilities, family_rule, novel)
                 failed[key] = np.isnan(scores).tolist()
         return scores[~np.isnan(scores)]
 
@@ -367,16 +367,25 @@ def _unique(items) -> list:
 
 
 def _families(
-    detector: Detector, scores: np.ndarray, probabilities: np.ndarray, rule
+    detector: Detector,
+    scores: np.ndarray,
+    probabilities: np.ndarray,
+    rule,
+    novel: np.ndarray | None = None,
 ) -> list[str | None]:
-    """Each file's family (None for a failed file or one judged real by ``rule``)."""
+    """Each file's family (None for a failed file or one judged real by ``rule`` and not
+    novel; "unknown" for a novel one: :func:`ldmdetect.attribution.attribute`)."""
     from ldmdetect.attribution import attribute
 
     scored = ~np.isnan(scores)
     out: list[str | None] = [None] * len(scores)
     generated = np.array([rule.label(float(s)) == "generated" for s in scores[scored]])
     found = attribute(
-        probabilities[scored], detector.classes, generated, detector.config.family_threshold
+        probabilities[scored],
+        detector.classes,
+        generated,
+        detector.config.family_threshold,
+        None if novel is None else novel[scored],
     )
     for i, a in zip(np.flatnonzero(scored), found, strict=True):
         out[i] = a.family

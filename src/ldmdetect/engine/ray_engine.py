@@ -141,16 +141,20 @@ class ScoreBatch:
         good, failed = _error_rows(paths, self.prepare)
         scores: list[float | None] = [None] * len(paths)
         per_class: list[dict[str, float] | None] = [None] * len(paths)
+        novel: list[bool | None] = [None] * len(paths)
         classes = self.detector.classes
         families = self.detector.families
         if good:
             indices, samples = zip(*good, strict=True)
             if class_columns(classes):  # more than two classes: p_<class> columns too
-                computed, probabilities = self.detector.score_and_probabilities(
+                computed, probabilities, flags = self.detector.score_probabilities_novel(
                     samples, self.batch_size
                 )
                 for i, p in zip(indices, probabilities, strict=True):
                     per_class[i] = dict(zip(classes, map(float, p), strict=True))
+                if flags is not None:
+                    for i, flag in zip(indices, flags, strict=True):
+                        novel[i] = bool(flag)
             else:
                 computed = self.detector.score_prepared(samples, self.batch_size)
             for i, s in zip(indices, computed, strict=True):
@@ -162,6 +166,7 @@ class ScoreBatch:
                 failed.get(i, ""),
                 self.rule,
                 per_class[i],
+                novel[i],
                 attributes=bool(families),
                 family_threshold=self.detector.config.family_threshold,
             )

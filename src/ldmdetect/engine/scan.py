@@ -83,8 +83,26 @@ def score_files_by_class(
     """:func:`score_files` plus, with ``classes``, each file's per-class probabilities
     (N, K) over ``detector.classes`` from the same pass (NaN rows where a file
     failed); None without."""
+    scores, probabilities, _, errors = score_files_novel(
+        detector, paths, classes=classes, **options
+    )
+    return scores, probabilities, errors
+
+
+def score_files_novel(
+    detector: Detector,
+    paths: Sequence[str | Path],
+    *,
+    classes: bool = True,
+    **options: Unpack[ScoreOptions],
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, str]]:
+    """:func:`score_files_by_class` plus, with ``classes`` and a detector with novelty
+    statistics, whether each file is novel to every class it knows (N,) (False where a file
+    failed); None otherwise."""
     scores = np.full(len(paths), math.nan)
     probabilities = np.full((len(paths), len(detector.classes)), math.nan)
+    novel = np.zeros(len(paths), dtype=bool)
+    has_novelty = False
     errors: dict[str, str] = {}
     for batch in iter_scores(detector, paths, classes=classes, **options):
         for index, score, error, *per_class in batch:
@@ -94,7 +112,14 @@ def score_files_by_class(
                 scores[index] = score
                 if classes:
                     probabilities[index] = list(per_class[0].values())
-    return scores, probabilities if classes else None, errors
+                    if per_class[1] is not None:
+                        novel[index], has_novelty = per_class[1], True
+    return (
+        scores,
+        probabilities if classes else None,
+        novel if classes and has_novelty else None,
+        errors,
+    )
 
 
 def iter_scores(
@@ -112,7 +137,9 @@ def iter_scores(
 ) -> Iterator[list[tuple]]:
     """Each device batch as it finishes: ``(index into paths, score, "")`` per scored file,
     with ``(index, None, reason)`` for the files that failed since the last batch. With
-    ``classes``, a fourth item: {class: probability} (None for a failed file)."""
+    ``classes``, a fourth item: {class: probability} (None for a failed file), and a fifth:
+    whether the file is novel to every class the detector knows (None without novelty
+    statistics or for a failed file; :class:`ldmdetect.attribution.Novelty`)."""
     tries = tries or detector.config.default_tries
     prepare = PrepareFile(detector.preparer(tries), perturbation, max_pixels)
     pending: list[tuple[int, Sample]] = []
@@ -125,12 +152,15 @@ def iter_scores(
         if pending:
             indices, prepared = zip(*pending, strict=True)
             if classes:
-                scores, probabilities = detector.score_and_probabilities(prepared, batch_size)
+                scores, probabilities, novel = detector.score_probabilities_novel(
+                    prepared, batch_size
+                )
                 names = detector.classes
-                done = [(*f, None) for f in done]
+                flags = [None] * len(scores) if novel is None else [bool(n) for n in novel]
+                done = [(*f, None, None) for f in done]
                 done += [
-                    (i, float(x), "", dict(zip(names, map(float, p), strict=True)))
-                    for i, x, p in zip(indices, scores, probabilities, strict=True)
+                    (i, float(x), "", dict(zip(names, map(float, p), strict=True)), n)
+                    for i, x, p, n in zip(indices, scores, probabilities, flags, strict=True)
                 ]
             else:
                 scores = detector.score_prepared(list(prepared), batch_size)
@@ -192,13 +222,15 @@ def scan_row(
     error: str,
     rule: DecisionRule,
     probabilities: dict[str, float] | None = None,
+    novel: bool | None = None,
     *,
     attributes: bool = False,
     family_threshold: float | None = None,
 ) -> ScanRow:
     """One file's row. With ``attributes`` (a family head, its ``probabilities`` over
     ``("real", *families)``), the family of a file labelled generated, "unknown" below
-    ``family_threshold`` (:func:`ldmdetect.attribution.attribute`)."""
+    ``family_threshold`` or where ``novel`` (novel to every known class, whatever the label:
+    :func:`ldmdetect.attribution.attribute`)."""
     if error or score is None:
         return ScanRow(path, None, "", rule.threshold_name, error or "no score")
     label, verdict = rule.label(score), rule.verdict(score)
@@ -211,6 +243,7 @@ def scan_row(
         list(probabilities),
         np.array([label == "generated"]),
         family_threshold,
+        None if novel is None else np.array([novel]),
     )
     return FamilyScanRow(
         path,

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ldmdetect import methods
+from ldmdetect.attribution import Novelty
 from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector
 from ldmdetect.engine.calibrate import calibrate_detector, calibration_record
@@ -42,6 +43,7 @@ from ldmdetect.engine.reconstruct import DATASET_INFO_NAME, AlignedPair, read_al
 from ldmdetect.engine.train_config import AugmentConfig, TrainConfig
 from ldmdetect.engine.train_data import (
     ExampleDataset,
+    JoinedDataset,
     PairDataset,
     data_loader,
     split_by_source,
@@ -142,11 +144,15 @@ def train_detector(
     revision: str | None = None,
     feature_cache: str | os.PathLike | None = None,
     progress: bool = False,
+    generated: Sequence[tuple[str, str | os.PathLike]] = (),
 ) -> Detector:
     """Train ``config.method`` on aligned datasets ``data`` and/or labelled ``examples``.
 
-    Training-free methods (``Method.trains`` false) only calibrate their thresholds on the
-    real images. The detector directory is written to ``output``.
+    ``generated``: (family, folder) pairs of a generator's own images, extra training data
+    of that family for a family head (see :func:`family_generations`); the validation split
+    takes its share of them too. Training-free methods (``Method.trains`` false) only
+    calibrate their thresholds on the real images. The detector directory is written to
+    ``output``.
     """
     cfg = config or TrainConfig()
     _check_augment(cfg)
@@ -157,6 +163,7 @@ def train_detector(
     infos = [_dataset_info(d) for d in data]
     crop = _crop_size(pairs)
     families = _head_families(cfg.method, pairs, data)
+    family_examples = family_generations(generated, families) if generated else []
     method, det_config, model = build(
         cfg, input_size=crop, pipeline=pipeline, revision=revision, families=families
     )
@@ -171,6 +178,7 @@ def train_detector(
             raise ValueError("train on aligned pairs or on labelled images, not both at once")
         train_pairs, val_pairs = split_by_source(pairs, cfg.val_fraction, cfg.seed)
         train_ex, val_ex = split_examples(examples, cfg.val_fraction, cfg.seed)
+    train_gen, val_gen = split_examples(family_examples, cfg.val_fraction, cfg.seed)
 
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -182,6 +190,8 @@ def train_detector(
             val_sets.append(PairDataset(val_pairs, evaluate_prepare, cfg.seed, families))
         if val_ex:
             val_sets.append(ExampleDataset(val_ex, evaluate_prepare, cfg.seed))
+        if val_gen:
+            val_sets.append(ExampleDataset(val_gen, evaluate_prepare, cfg.seed))
         val_loader = (
             data_loader(torch.utils.data.ConcatDataset(val_sets), method, cfg, shuffle=False)
             if val_sets
@@ -192,11 +202,15 @@ def train_detector(
         last_val: tuple[np.ndarray, np.ndarray] | None = None
         if method.trains and cfg.epochs > 0:
             train_prepare = method.prepare(det_config, augment=cfg.augment)
-            train_set = (
+            train_set: Dataset = (
                 PairDataset(train_pairs, train_prepare, cfg.seed, families)
                 if train_pairs
                 else ExampleDataset(train_ex, train_prepare, cfg.seed)
             )
+            if train_gen:
+                train_set = JoinedDataset(
+                    [train_set, ExampleDataset(train_gen, train_prepare, cfg.seed)]
+                )
             fitter = fit_on_features if method.fits_features else fit
             model, history, last_val = fitter(
                 method,
@@ -248,6 +262,13 @@ def train_detector(
             "train": _counts(train_ex),
             "val": _counts(val_ex),
         },
+        "generated": {
+            "folders": {family: str(folder) for family, folder in generated},
+            "train": _family_counts(train_gen, families),
+            "val": _family_counts(val_gen, families),
+        }
+        if generated
+        else None,
         "sources": {
             "train": len({p.source for p in train_pairs}),
             "val": len({p.source for p in val_pairs}),
@@ -261,7 +282,13 @@ def train_detector(
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(device),
     }
-    detector = Detector(det_config, model, device="cpu")
+    novelty = None
+    if det_config.families and method.trains and train_pairs:
+        novelty = novelty_statistics(
+            Detector(det_config, model, device=device), train_pairs, train_gen, val_pairs
+        )
+        model = model.cpu()
+    detector = Detector(det_config, model, device="cpu", novelty=novelty)
     if is_main_process():  # every rank holds the same detector; one writes it
         detector.save_pretrained(output)
         if cfg.calibration_reals:
@@ -297,6 +324,81 @@ def _head_families(
             "`ldmdetect reconstruct --autoencoder NAME=SRC`"
         )
     return families
+
+
+def family_generations(
+    generated: Sequence[tuple[str, str | os.PathLike]], families: Sequence[str]
+) -> list[Example]:
+    """Each generator's own images as family-labelled training examples (label 1 + the
+    family's index in ``families``), each image its own group for the validation split.
+
+    Why: reconstructions of photographs teach the family head an autoencoder's trace on
+    photographic content only, while a generator's images carry it on everything it draws;
+    a few of them per family show the head that trace on other content. Only a family head
+    takes them, and only for families its aligned datasets have (the binary score stays
+    anchored to real crops and their reconstructions)."""
+    from ldmdetect.io.datasets import find_images
+
+    if not families:
+        raise ValueError(
+            "generated images per family need a family head: train `ae` on aligned "
+            "datasets reconstructed through two or more autoencoders"
+        )
+    examples = []
+    for family, folder in generated:
+        if family not in families:
+            raise ValueError(
+                f"{os.fspath(folder)}: tagged with family {family!r}, which no aligned "
+                f"dataset has (families: {', '.join(families)})"
+            )
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{os.fspath(folder)}: no such folder of generated images")
+        files = find_images([folder])
+        if not files:
+            raise ValueError(f"{os.fspath(folder)}: no images in this folder")
+        label = 1 + list(families).index(family)
+        examples += [Example(str(path), label, f"{family}:{path}") for path in files]
+    return examples
+
+
+def novelty_statistics(
+    detector: Detector,
+    train_pairs: Sequence[AlignedPair],
+    train_generated: Sequence[Example] = (),
+    val_pairs: Sequence[AlignedPair] = (),
+    batch_size: int = 64,
+) -> Novelty | None:
+    """A family head's feature-space open-set rule (:class:`ldmdetect.attribution.Novelty`):
+    class means and shared covariance of the penultimate embeddings of the training split
+    (real crops, each family's reconstructions and generations; one centred view each, no
+    augmentation), its threshold at ``NOVELTY_FPR`` of the validation split's real crops
+    (``ldmdetect calibrate`` re-derives it on the calibration reals at their views). None
+    where the classifier has no linear head to read, or no validation reals."""
+    from ldmdetect.attribution import NOVELTY_FPR, classifier_head, embed_files, fit_novelty
+
+    try:
+        classifier_head(detector.model)
+    except ValueError:
+        return None
+    families = list(detector.families)
+    members = [(p.real, 0) for p in train_pairs] + [
+        (path, 1 + families.index(family))
+        for p in train_pairs
+        for family, path in p.reconstructions
+    ]
+    members += [(Path(e.path), e.label) for e in train_generated]
+    embeddings, labels = embed_files(detector, [m for m, _ in members], 1, batch_size)
+    kept = [label for (_, label), ok in zip(members, labels, strict=True) if ok]
+    novelty = fit_novelty(
+        embeddings,
+        np.array(kept),
+        detector.classes,
+        on=f"{len(kept)} training crops (one view each)",
+    )
+    reals, _ = embed_files(detector, [p.real for p in val_pairs], None, batch_size)
+    if not len(reals):
+        return novelty
+    return novelty.calibrated(reals, NOVELTY_FPR, on=f"{len(reals)} held-out validation real crops")
 
 
 def family_sources(
@@ -403,6 +505,10 @@ def _counts(examples: Sequence[Example]) -> dict[str, int]:
         "real": sum(e.label == 0 for e in examples),
         "fake": sum(e.label == 1 for e in examples),
     }
+
+
+def _family_counts(examples: Sequence[Example], families: Sequence[str]) -> dict[str, int]:
+    return {family: sum(e.label == 1 + i for e in examples) for i, family in enumerate(families)}
 
 
 def _dataset_info(directory: str | os.PathLike) -> dict:

@@ -121,6 +121,21 @@ class ExampleDataset(Dataset):
         return [(sample, ex.label)]
 
 
+class JoinedDataset(torch.utils.data.ConcatDataset):
+    """Several training datasets as one (aligned pairs and family-labelled generations),
+    each told the epoch, so every member's random stream still depends on (seed, epoch,
+    index) alone."""
+
+    @property
+    def epoch(self) -> int:
+        return getattr(self.datasets[0], "epoch", 0)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        for dataset in self.datasets:
+            dataset.epoch = value
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A file that could not be decoded: reported in the training summary, never fatal."""

@@ -132,9 +132,10 @@ class _Scorer:
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _score_with_classes(self, images: list) -> tuple:
-        """(scores, per-class probabilities) of a batch of decoded images."""
+        """(scores, per-class probabilities, novel flags or None) of a batch of decoded
+        images."""
         prepare = self.detector.preparer()
-        return self.detector.score_and_probabilities([prepare(image) for image in images])
+        return self.detector.score_probabilities_novel([prepare(image) for image in images])
 
     def slots(self) -> asyncio.Semaphore:
         # At most `max_batch` decoded images are alive at once (memory bound); one semaphore per
@@ -243,6 +244,7 @@ class _Scorer:
                     self.classes,
                     np.asarray([body["label"] == "generated"]),
                     self.detector.config.family_threshold,
+                    None if result.novel is None else np.asarray([result.novel]),
                 )
                 body["family"] = found.family
                 body["family_score"] = None if found.family is None else found.family_score

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-# images -> scores (N,), or (scores (N,), per-class probabilities (N, K))
-ScoreFn = Callable[[list[Image.Image]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+# images -> scores (N,), or (scores (N,), per-class probabilities (N, K)[, novel (N,) or None])
+ScoreFn = Callable[[list[Image.Image]], "np.ndarray | tuple"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class BatchResult:
     score_ms: float  # the batch's scoring time
     #: per-class probabilities, where the scorer gives them (methods of more than two classes)
     probabilities: tuple[float, ...] | None = None
+    #: novel to every class the detector knows (a family head with novelty statistics)
+    novel: bool | None = None
 
 
 @dataclass
@@ -99,9 +101,12 @@ class MicroBatcher:
                 self._executor, self.score_fn, images
             )
             probabilities: list | None = None
+            novel: list | None = None
             if isinstance(scores, tuple):
-                scores, per_class = scores
+                scores, per_class, *flags = scores
                 probabilities = [tuple(map(float, row)) for row in np.asarray(per_class)]
+                if flags and flags[0] is not None:
+                    novel = [bool(flag) for flag in flags[0]]
             scores = np.asarray(scores, dtype=np.float64).reshape(-1)
             if scores.shape[0] != len(items):
                 raise RuntimeError(f"scorer returned {scores.shape[0]} scores for {len(items)}")
@@ -122,6 +127,7 @@ class MicroBatcher:
                         queued_ms=(start - item.submitted) * 1000.0,
                         score_ms=score_ms,
                         probabilities=None if probabilities is None else probabilities[j],
+                        novel=None if novel is None else novel[j],
                     )
                 )
 
