@@ -38,20 +38,27 @@ interval (the same resampled images for both), so it answers "does the learned d
 the training-free score it is built on, on the unseen family" with a sign and an interval.
 
     python benchmarks/cross_family.py [--generator-a mini] [--generator-b mini-flow]
-        [--methods ae lare2 ...] [--seeds 0 1 2] [--quick] [--device cpu]
-        [--work runs/cross_family] [--output benchmarks/results/cross_family-cpu.json]
+        [--methods ae lare2 ...] [--seeds 0 1 2] [--budget cpu-clean] [--quick]
+        [--device cpu] [--work runs/cross_family] [--output seed2.json]
+    python benchmarks/cross_family.py --merge seed0.json seed1.json seed2.json
+        [--output benchmarks/results/cross_family-cpu.json] [--markdown]
 
 The JSON (printed; ``--output`` writes it too) has, under ``cross_family``: ``families``
 (each generator's family and, per seed, its reals, images and stage times), ``rows`` (one
 per method, training family, test family and seed: metrics, ``n_real``, ``n_fake``,
 ``ci95``), ``aggregated`` (over seeds: mean, sample std and per-seed values of each metric,
 and each seed's intervals), ``training_free`` (``rows`` and ``aggregated`` per reference the
-same way) and ``comparison`` (per seed and aggregated).
+same way) and ``comparison`` (per seed and aggregated); beside it ``budget`` and, per seed,
+``budgets`` (the budget each seed ran with) and ``config`` (the demo's settings).
 
 The default budget is the demo's settings (SynRIS rows off, 64 crops per held-out photo so
 that TPR at 1% FPR is resolved) for three seeds and six methods: hours on a CPU. ``--quick``
 is one seed with fewer crops, images, sampling steps and ``ae`` epochs: a smoke run whose
-numbers mean little.
+numbers mean little. ``cpu`` is the published CPU table's settings, pinned field by field.
+A ``-clean`` budget (``cpu-clean``, ``quick-clean``) trains exactly as the budget it is named
+after, and scores the same rows, without the demo's own evaluation (10-try, JPEG and
+format-control rows) or a second generation of the unseen images: about half the time.
+``--merge`` joins per-seed runs whose training settings agree, of either.
 """
 
 from __future__ import annotations
