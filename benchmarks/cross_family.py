@@ -38,20 +38,27 @@ interval (the same resampled images for both), so it answers "does the learned d
 the training-free score it is built on, on the unseen family" with a sign and an interval.
 
     python benchmarks/cross_family.py [--generator-a mini] [--generator-b mini-flow]
-        [--methods ae lare2 ...] [--seeds 0 1 2] [--quick] [--device cpu]
-        [--work runs/cross_family] [--output benchmarks/results/cross_family-cpu.json]
+        [--methods ae lare2 ...] [--seeds 0 1 2] [--budget cpu-clean] [--quick]
+        [--device cpu] [--work runs/cross_family] [--output seed2.json]
+    python benchmarks/cross_family.py --merge seed0.json seed1.json seed2.json
+        [--output benchmarks/results/cross_family-cpu.json] [--markdown]
 
 The JSON (printed; ``--output`` writes it too) has, under ``cross_family``: ``families``
 (each generator's family and, per seed, its reals, images and stage times), ``rows`` (one
 per method, training family, test family and seed: metrics, ``n_real``, ``n_fake``,
 ``ci95``), ``aggregated`` (over seeds: mean, sample std and per-seed values of each metric,
 and each seed's intervals), ``training_free`` (``rows`` and ``aggregated`` per reference the
-same way) and ``comparison`` (per seed and aggregated).
+same way) and ``comparison`` (per seed and aggregated); beside it ``budget`` and, per seed,
+``budgets`` (the budget each seed ran with) and ``config`` (the demo's settings).
 
 The default budget is the demo's settings (SynRIS rows off, 64 crops per held-out photo so
 that TPR at 1% FPR is resolved) for three seeds and six methods: hours on a CPU. ``--quick``
 is one seed with fewer crops, images, sampling steps and ``ae`` epochs: a smoke run whose
-numbers mean little.
+numbers mean little. ``cpu`` is the published CPU table's settings, pinned field by field.
+A ``-clean`` budget (``cpu-clean``, ``quick-clean``) trains exactly as the budget it is named
+after, and scores the same rows, without the demo's own evaluation (10-try, JPEG and
+format-control rows) or a second generation of the unseen images: about half the time.
+``--merge`` joins per-seed runs whose training settings agree, of either.
 """
 
 from __future__ import annotations
@@ -125,8 +132,15 @@ class Reference:
 
 @dataclass(frozen=True)
 class Budget:
-    """Seeds, methods and the demo settings (only its method-independent fields) to run."""
+    """Seeds, methods and the demo settings (only its method-independent fields) to run.
 
+    With ``demo.evaluate`` off (the ``-clean`` budgets) the demo trains exactly as with it on
+    but scores nothing itself (its 10-try, JPEG and format-control rows, which this table never
+    reads), and each family's test images are the demo's own (``write_unseen`` makes the same
+    prompts, seeds and settings): the same detectors and the same rows in a fraction of the
+    time."""
+
+    name: str = "full"  # recorded in the JSON, so that merged seeds say what each ran with
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
     demo: DemoConfig = field(
@@ -145,32 +159,121 @@ def _fewer_epochs(method: str, epochs: int) -> dict[str, DemoRecipe]:
     return recipes
 
 
+# The demo settings the CPU table's seeds train with (its JSON's "config"), every field
+# written out, recipes included: a later change of DemoConfig's or a recipe's defaults must
+# not change what a new seed of that table trains. The full protocol at the cost a CPU
+# affords: the shipped photo crops are left out (they only add ae training data and the
+# threshold calibration; AUC and TPR at a threshold set on the held-out reals do not need
+# them) and 32 crops per held-out photo instead of 64.
+CPU_DEMO: dict[str, Any] = {
+    "other_generator": None,
+    "input_size": 64,
+    "train_crops_per_image": 32,
+    "eval_size": 128,
+    "eval_crops_per_image": 32,
+    "generated_images": 48,
+    "generation_steps": 25,
+    "guidance_scale": 3.0,
+    "heldout_subjects": None,
+    "heldout_count": 3,
+    "batch_size": 16,
+    "perturbations": ("jpeg:75",),
+    "format_control": 90,
+    "synris": False,
+    "real_train_crops_per_image": 5,
+    "generated_train_images": 48,
+    "num_workers": 0,
+    "device": "cpu",
+    "photo_crops": False,
+    "pair_scales": (1.0, 0.5),
+    "align_jpeg": True,
+    "photo_limit": 0,
+    "costly_photo_limit": 200,
+}
+CPU_RECIPES: dict[str, dict[str, Any]] = {
+    "ae": {
+        "calibration_tries": 20,
+        "backbone": "tf_efficientnet_lite0",
+        "pretrained": True,
+        "lr": 0.002,
+        "augment": "jpeg_prob=0.3,jpeg_quality=65-100,jpeg_grid_shift=0",
+        "epochs": 20,
+    },
+    "lare2": {
+        "calibration_tries": 1,
+        "backbone": "timm:tf_efficientnet_lite0",
+        "pretrained": True,
+        "input_size": 112,
+        "timestep": 200,
+        "ensemble": 4,
+        "epochs": 6,
+    },
+    "fakeinversion": {
+        "calibration_tries": 1,
+        "backbone": "tf_efficientnet_lite0",
+        "pretrained": True,
+        "input_size": 112,
+        "steps": 4,
+        "captioner": "fixed:a photo",
+        "epochs": 6,
+        "residual": False,
+    },
+    "aeroblade": {"calibration_tries": 1},
+    "dire": {
+        "calibration_tries": 1,
+        "backbone": "tf_efficientnet_lite0",
+        "pretrained": True,
+        "input_size": 112,
+        "steps": 5,
+        "epochs": 6,
+    },
+    "vfm-probe": {
+        "calibration_tries": 1,
+        "backbone": "timm:tf_efficientnet_lite0",
+        "input_size": 128,
+    },
+}
+# Settings that change what a run scores but not what it trains: runs that differ only in
+# these merge (each seed's budget is recorded).
+EVALUATION_ONLY = ("evaluate",)
+# Settings added after a JSON may have been recorded, with the value that does what the code
+# did before they existed: a recorded "config" without one ran with that value.
+ADDED_SETTINGS: dict[str, Any] = {"evaluate": True}
+ADDED_RECIPE_SETTINGS: dict[str, dict[str, Any]] = {"fakeinversion": {"residual": False}}
+
+
+def _pinned_demo(fields: Mapping[str, Any], recipes: Mapping[str, Mapping[str, Any]]) -> DemoConfig:
+    """A DemoConfig with these fields and each listed method's recipe set field by field."""
+    defaults = default_method_settings()
+    unknown = set(recipes) - set(defaults)
+    if unknown:
+        raise ValueError(f"no demo recipe for {sorted(unknown)}")
+    settings = {name: replace(defaults[name], **values) for name, values in recipes.items()}
+    return DemoConfig(**fields, method_settings=settings)
+
+
+_CPU = _pinned_demo(CPU_DEMO, CPU_RECIPES)
+_QUICK = DemoConfig(
+    synris=False,
+    other_generator=None,
+    photo_crops=False,
+    train_crops_per_image=8,
+    eval_crops_per_image=8,
+    generated_images=8,
+    generation_steps=10,
+    method_settings=_fewer_epochs("ae", 3),
+)
 BUDGETS: dict[str, Budget] = {
     "full": Budget(),
+    "cpu": Budget(name="cpu", demo=_CPU),
+    # cpu's detectors and rows without the demo's own evaluation (about half cpu's time).
+    "cpu-clean": Budget(name="cpu-clean", demo=replace(_CPU, evaluate=False)),
     # Minutes per method on a CPU, to check the whole chain; the numbers mean little. The
     # shipped photo crops (extra ae training data, calibration) are left out: AUC does not
     # depend on thresholds.
-    # The full protocol at the cost a CPU affords: the shipped photo crops are left out (they
-    # only add ae training data and the threshold calibration; AUC and TPR at a threshold set on
-    # the held-out reals do not need them) and 32 crops per held-out photo instead of 64.
-    "cpu": Budget(
-        demo=DemoConfig(
-            synris=False, eval_crops_per_image=32, other_generator=None, photo_crops=False
-        )
-    ),
-    "quick": Budget(
-        seeds=(0,),
-        demo=DemoConfig(
-            synris=False,
-            other_generator=None,
-            photo_crops=False,
-            train_crops_per_image=8,
-            eval_crops_per_image=8,
-            generated_images=8,
-            generation_steps=10,
-            method_settings=_fewer_epochs("ae", 3),
-        ),
-        n_boot=200,
+    "quick": Budget(name="quick", seeds=(0,), demo=_QUICK, n_boot=200),
+    "quick-clean": Budget(
+        name="quick-clean", seeds=(0,), demo=replace(_QUICK, evaluate=False), n_boot=200
     ),
 }
 
@@ -220,22 +323,36 @@ def write_unseen(pipeline: str, output: Path, cfg: DemoConfig) -> Path:
 def run_family(
     work: Path, label: str, generator: str, cfg: DemoConfig, log: Callable[[str], None]
 ) -> FamilyRun:
-    """Train every method with ``generator`` (the demo) and make its unseen images."""
+    """Train every method with ``generator`` (the demo) and make its unseen images (or, when
+    the demo does not evaluate, take its test images: the same prompts, seeds and settings)."""
     cfg = replace(cfg, generator=generator)
     result = run_demo(work / "demo", cfg, log=log)
-    # The held-out reals the demo scored its detectors on (never seen in training).
-    real_dirs = {tuple(e.result["settings"]["real"]) for e in result.evaluations.values()}
-    if len(real_dirs) != 1 or len(next(iter(real_dirs))) != 1:
-        raise RuntimeError(f"expected one held-out real folder in the demo run, got {real_dirs}")
     pipeline, _ = resolve_generator(generator, work / "demo", cfg.seed)
-    start = time.perf_counter()
-    generated = write_unseen(pipeline, work / "generated", cfg)
-    seconds = result.seconds | {"generate_unseen": round(time.perf_counter() - start, 2)}
+    seconds = dict(result.seconds)
+    if cfg.evaluate:
+        # The held-out reals the demo scored its detectors on (never seen in training).
+        real_dirs = {tuple(e.result["settings"]["real"]) for e in result.evaluations.values()}
+        if len(real_dirs) != 1 or len(next(iter(real_dirs))) != 1:
+            raise RuntimeError(
+                f"expected one held-out real folder in the demo run, got {real_dirs}"
+            )
+        reals = Path(next(iter(real_dirs))[0])
+        start = time.perf_counter()
+        generated = write_unseen(pipeline, work / "generated", cfg)
+        seconds["generate_unseen"] = round(time.perf_counter() - start, 2)
+    else:  # the demo's held-out reals and test images, where its evaluation would read them
+        reals, generated = (
+            work / "demo" / "data" / "heldout" / "real",
+            work / "demo" / "data" / "generated",
+        )
+        for folder in (reals, generated):
+            if not find_images([folder]):
+                raise RuntimeError(f"{folder}: the demo run left no images there")
     return FamilyRun(
         label=label,
         pipeline=pipeline,
         family=pipeline_family(pipeline).name,
-        reals=Path(next(iter(real_dirs))[0]),
+        reals=reals,
         generated=generated,
         detectors=dict(result.detector_dirs),
         seconds=seconds,
@@ -529,6 +646,8 @@ def _content(
     compared = {(r["method"], r["reference"]) for r in tables["comparison"].rows}
     return {
         "benchmark": "cross_family",
+        "budget": budget.name,
+        "budgets": {str(seed): budget.name for seed in seeds},
         "cross_family": {
             "families": families,
             "seeds": seeds,
@@ -549,11 +668,7 @@ def _content(
         },
         "seconds_total": round(time.perf_counter() - start, 1),
         # The demo's settings for both families (each run sets its own generator).
-        "config": {
-            k: v
-            for k, v in asdict(replace(budget.demo, methods=budget.methods)).items()
-            if k != "generator"
-        },
+        "config": demo_settings(budget.demo, budget.methods),
         "reference": asdict(budget.reference),
         "n_boot": budget.n_boot,
         "torch_threads": budget.demo.threads or torch.get_num_threads(),
@@ -562,15 +677,63 @@ def _content(
     }
 
 
+def demo_settings(demo: DemoConfig, methods: Sequence[str]) -> dict[str, Any]:
+    """The JSON's "config": the demo's settings for both families (each run sets its own
+    generator)."""
+    settings = asdict(replace(demo, methods=tuple(methods)))
+    return {k: v for k, v in settings.items() if k != "generator"}
+
+
+def completed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON's "config" with the settings added since it was recorded (``ADDED_SETTINGS``,
+    ``ADDED_RECIPE_SETTINGS``) at the values it ran with."""
+    out = ADDED_SETTINGS | dict(config)
+    recipes = dict(out.get("method_settings") or {})
+    for method, added in ADDED_RECIPE_SETTINGS.items():
+        if method in recipes:
+            recipes[method] = added | recipes[method]
+    return out | {"method_settings": recipes}
+
+
+def training_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a JSON's "config" trains: completed, without the settings that change only what
+    is scored (``EVALUATION_ONLY``)."""
+    return {k: v for k, v in completed_settings(config).items() if k not in EVALUATION_ONLY}
+
+
+def budget_names(content: Mapping[str, Any]) -> dict[str, str]:
+    """{seed: budget name} of a run's JSON. A JSON recorded before the budget's name was
+    gets the budget whose settings its "config" equals (with its threads and device),
+    else "unrecorded"."""
+    seeds = [str(s) for s in content["cross_family"]["seeds"]]
+    if "budgets" in content:
+        return dict(content["budgets"])
+    config = content["config"]
+    recorded = _canonical(completed_settings(config))
+    for name, budget in BUDGETS.items():
+        demo = replace(budget.demo, threads=config.get("threads"), device=config.get("device"))
+        expected = completed_settings(demo_settings(demo, config.get("methods", ())))
+        if _canonical(expected) == recorded:
+            return dict.fromkeys(seeds, name)
+    return dict.fromkeys(seeds, "unrecorded")
+
+
 def merge(contents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One JSON from runs of the same settings on different seeds (say, one process per
-    seed), aggregated over all their seeds as one run would have."""
+    """One JSON from runs of the same training settings on different seeds (say, one process
+    per seed), aggregated over all their seeds as one run would have. Runs whose budgets
+    differ only in what the demo itself scores (a ``-clean`` budget and its full one) merge;
+    "budgets" says which each seed ran with."""
     if not contents:
         raise ValueError("nothing to merge")
     first = contents[0]
     keys = ("config", "reference", "n_boot")
+
+    def comparable(content: Mapping[str, Any], key: str) -> str:
+        value = content.get(key)
+        return _canonical(training_settings(value) if key == "config" else value)
+
     for other in contents[1:]:
-        differing = [k for k in keys if _canonical(other.get(k)) != _canonical(first.get(k))]
+        differing = [k for k in keys if comparable(other, k) != comparable(first, k)]
         if differing:
             raise ValueError(f"the runs differ in {differing}: only one setting's seeds merge")
     seeds = [s for c in contents for s in c["cross_family"]["seeds"]]
@@ -611,7 +774,17 @@ def merge(contents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     content = _content(tables, families, budget, time.perf_counter(), seeds_done=None)
     content["cross_family"]["complete"] = all(c["cross_family"]["complete"] for c in contents)
     content["seconds_total"] = round(sum(c["seconds_total"] for c in contents), 1)
-    return content | {k: first[k] for k in (*keys, "torch_threads", "cpu_count", "machine")}
+    budgets = {seed: name for c in contents for seed, name in budget_names(c).items()}
+    names = sorted(set(budgets.values()))
+    content["budget"] = names[0] if len(names) == 1 else "+".join(names)
+    content["budgets"] = dict(sorted(budgets.items(), key=lambda item: int(item[0])))
+    config = first["config"]
+    if any(_canonical(c["config"]) != _canonical(config) for c in contents):
+        config = training_settings(config)  # the settings every seed shares
+    content |= {
+        k: first[k] for k in ("reference", "n_boot", "torch_threads", "cpu_count", "machine")
+    }
+    return content | {"config": config}
 
 
 def _auc_cell(row: Mapping[str, Any], metric: str = "auc") -> str:
@@ -718,7 +891,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         choices=sorted(BUDGETS),
         default="full",
         help="full: the demo's settings; cpu: without the shipped photo crops, 32 crops per "
-        "held-out photo; quick: one seed, small, a smoke run",
+        "held-out photo; quick: one seed, small, a smoke run; NAME-clean: NAME's detectors and "
+        "rows without the demo's own evaluation (what the table does not read)",
     )
     parser.add_argument("--quick", action="store_true", help="the same as --budget quick")
     parser.add_argument(

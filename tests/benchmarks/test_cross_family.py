@@ -111,7 +111,8 @@ def result(bench, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path_factory) ->
     work = tmp_path_factory.mktemp("cross-family")
     a, b = tiny_pipeline_dir, tiny_family_dir("sd3")
     return bench.run(work, budget, str(a), str(b), log=lambda _: None) | {
-        "labels": (a.name, b.name)
+        "labels": (a.name, b.name),
+        "budget_used": budget,
     }
 
 
@@ -212,11 +213,12 @@ def _as_seed(content: dict, seed: int) -> dict:
             row["seed"] = seed
     for family in part["families"].values():
         family["runs"] = {str(seed): family["runs"]["0"]}
+    content["budgets"] = {str(seed): content["budgets"]["0"]}
     return content
 
 
 def test_merge_aggregates_the_seeds_of_several_runs(bench, result) -> None:
-    one = {k: v for k, v in result.items() if k != "labels"}
+    one = {k: v for k, v in result.items() if k not in ("labels", "budget_used")}
     merged = bench.merge([one, _as_seed(one, 1)])
     cross = merged["cross_family"]
     assert cross["seeds"] == [0, 1] and cross["complete"]
@@ -235,10 +237,14 @@ def test_merge_aggregates_the_seeds_of_several_runs(bench, result) -> None:
     other = _as_seed(one, 2) | {"n_boot": 7}
     with pytest.raises(ValueError, match="n_boot"):
         bench.merge([one, other])
+    other = _as_seed(one, 2)
+    other["config"]["train_crops_per_image"] += 1  # trained otherwise: no merge
+    with pytest.raises(ValueError, match="config"):
+        bench.merge([one, other])
 
 
 def test_markdown_has_a_row_per_method_and_family_and_each_comparison(bench, result) -> None:
-    one = {k: v for k, v in result.items() if k != "labels"}
+    one = {k: v for k, v in result.items() if k not in ("labels", "budget_used")}
     text = bench.markdown(bench.merge([one, _as_seed(one, 1)]))
     label_a, label_b = result["labels"]
     for method in ("ae", "aeroblade", "inversion_error", "lare_mean"):
@@ -247,3 +253,60 @@ def test_markdown_has_a_row_per_method_and_family_and_each_comparison(bench, res
     auc = next(r for r in one["cross_family"]["rows"] if r["method"] == "ae")["auc"]
     assert f"{auc:.3f} ± 0.000" in text  # two identical seeds: no spread
     assert text.count("| ae | aeroblade_distance |") == 4  # 2 training x 2 test families
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds_per_image"} for row in rows]
+
+
+def test_the_clean_budget_trains_and_scores_as_its_full_one(
+    bench, result, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path: Path
+) -> None:
+    """``result``'s run again with the demo's own evaluation off: the same rows (the same
+    detectors, reals and test images), without the demo's evaluation and second generation."""
+    budget = result["budget_used"]
+    clean = replace(budget, name="quick-clean", demo=replace(budget.demo, evaluate=False))
+    a, b = tiny_pipeline_dir, tiny_family_dir("sd3")
+    fast = bench.run(tmp_path / "clean", clean, str(a), str(b), log=lambda _: None)
+    full, part = result["cross_family"], fast["cross_family"]
+    assert part["rows"] and _without_timing(part["rows"]) == _without_timing(full["rows"])
+    for table in ("training_free", "comparison"):
+        assert _without_timing(part[table]["rows"]) == _without_timing(full[table]["rows"])
+    for label, family in part["families"].items():
+        run, before = family["runs"]["0"], full["families"][label]["runs"]["0"]
+        assert not any(s.startswith("evaluate_") or s == "generate_unseen" for s in run["seconds"])
+        assert "evaluate_ae" in before["seconds"] and "generate_unseen" in before["seconds"]
+        for key in ("reals", "generated"):
+            old, new = sorted(Path(before[key]).glob("*.png")), sorted(Path(run[key]).glob("*.png"))
+            assert [p.name for p in old] == [p.name for p in new] and new
+            for path_old, path_new in zip(old, new, strict=True):
+                assert np.array_equal(_pixels(path_old), _pixels(path_new))
+    assert fast["budgets"] == {"0": "quick-clean"} and fast["config"]["evaluate"] is False
+    merged = bench.merge(
+        [{k: v for k, v in result.items() if k not in ("labels", "budget_used")}, _as_seed(fast, 1)]
+    )
+    assert merged["budgets"] == {"0": "quick", "1": "quick-clean"}
+    assert "evaluate" not in merged["config"]  # the seeds differ in it; what they train agrees
+
+
+def test_the_cpu_budgets_train_as_the_published_seeds_did(bench) -> None:
+    """Both CPU budgets' training settings are the ones the committed table's JSON records,
+    whatever DemoConfig's and the recipes' defaults become."""
+    published = json.loads((BENCHMARKS / "results" / "cross_family-cpu.json").read_text())
+    recorded = bench.training_settings(published["config"])
+    for name in ("cpu", "cpu-clean"):
+        demo = replace(bench.BUDGETS[name].demo, threads=published["config"]["threads"])
+        settings = bench.training_settings(bench.demo_settings(demo, bench.METHODS))
+        assert bench._canonical(settings) == bench._canonical(recorded), name
+    assert not bench.BUDGETS["cpu-clean"].demo.evaluate and bench.BUDGETS["cpu"].demo.evaluate
+    assert set(bench.budget_names(published).values()) <= {"cpu", "cpu-clean"}
+    # A JSON recorded before budgets were named: the budget its settings match.
+    unnamed = {k: v for k, v in published.items() if k not in ("budget", "budgets")}
+    assert set(bench.budget_names(unnamed).values()) == {"cpu"}
+    unnamed["config"] = unnamed["config"] | {"eval_size": 96}
+    assert set(bench.budget_names(unnamed).values()) == {"unrecorded"}

@@ -253,6 +253,8 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
                 num_workers=cfg.num_workers,
             )
         step(f"train_{name}")
+        if not cfg.evaluate:
+            continue
         log(
             f"[5/6] evaluate '{name}': held-out reals vs. held-out reconstructions and "
             "generated images, 1-try and 10-try"

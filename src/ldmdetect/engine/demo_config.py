@@ -91,6 +91,10 @@ class DemoConfig:
     # processes hold the cores, 1 thread avoids thread-sync stalls (reconstruct 18.4 s ->
     # 1.3 s, training 42 s -> 14 s with another process on one of 2 cores): --threads 1.
     threads: int | None = None
+    # False: train (and calibrate) every method but evaluate none, for callers that score the
+    # detectors on their own test sets (the cross-family benchmark): the same detectors,
+    # without the 10-try and robustness rows' cost.
+    evaluate: bool = True
 
     def other_family(self) -> str | None:
         """The --generator value of the other family's generator, or None (see
