@@ -84,8 +84,8 @@ class DemoConfig:
     # Shipped photo crops per split used to calibrate and to test (0 = all of them).
     # Methods whose features run the generator on every image (DemoRecipe.costly: lare2's
     # UNet passes, fakeinversion's inversions) take a subset, spread over the sources, that
-    # still resolves the 1% threshold (>= 99 reals): 120 crops cost lare2 0.5 CPU-min and
-    # fakeinversion 1.2 per pass, where all of both splits (737 + 647 x 2) cost lare2 8.
+    # still resolves the 1% threshold (>= 99 reals): 120 crops cost lare2 0.6 CPU-min and
+    # fakeinversion 1.5 per pass, where all of both splits (737 + 647 x 2) cost lare2 8.
     photo_limit: int = 0
     costly_photo_limit: int = 120
     # torch threads; None = torch's default (every core). On 2 idle cores, 2 threads run the
