@@ -88,3 +88,4 @@ def demo(
         typer.echo(f"report ({name}): {evaluation.files['report']}")
     typer.echo(f"scan: {result.scan_path}")
     typer.echo(f"seconds per stage: {json.dumps(result.seconds)}")
+    typer.echo(f"CPU seconds per stage: {json.dumps(result.cpu_seconds)}")

@@ -82,10 +82,12 @@ class DemoConfig:
     pair_scales: tuple[float, ...] = (1.0, 0.5)
     align_jpeg: bool = True
     # Shipped photo crops per split used to calibrate and to test (0 = all of them).
-    # Methods whose features invert every image (DemoRecipe.costly) take a subset, spread over
-    # the sources, that still resolves the 1% threshold (>= 99 reals).
+    # Methods whose features run the generator on every image (DemoRecipe.costly: lare2's
+    # UNet passes, fakeinversion's inversions) take a subset, spread over the sources, that
+    # still resolves the 1% threshold (>= 99 reals): 120 crops cost lare2 0.6 CPU-min and
+    # fakeinversion 1.5 per pass, where all of both splits (737 + 647 x 2) cost lare2 8.
     photo_limit: int = 0
-    costly_photo_limit: int = 200
+    costly_photo_limit: int = 120
     # torch threads; None = torch's default (every core). On 2 idle cores, 2 threads run the
     # mini LDM's sampling 1.8x and Lite0's training steps 1.7x faster than 1. When other
     # processes hold the cores, 1 thread avoids thread-sync stalls (reconstruct 18.4 s ->

@@ -90,8 +90,9 @@ class DemoRecipe(ABC):
     #: JPEG and format-control rows feed new pixels, so a generator-backed method recomputes
     #: its features for them; False where that would break the demo's time budget.
     robustness: ClassVar[bool] = True
-    #: Features that invert every image: calibrated and tested on a subset of the photo crops
-    #: (``DemoConfig.costly_photo_limit``).
+    #: Features that run the generator on every image (a UNet pass per noise draw, an
+    #: inversion): calibrated and tested on a subset of the photo crops
+    #: (``DemoConfig.costly_photo_limit``), as those passes are most of the demo's time.
     costly: ClassVar[bool] = False
 
     def label(self, name: str) -> str:

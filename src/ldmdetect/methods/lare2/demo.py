@@ -15,6 +15,9 @@ class LaRE2Demo(RealVsGeneratedRecipe):
     """lare2's demo settings (also the base of benchmarks/lare2_ablation.py)."""
 
     cache_name: ClassVar[str] = "lare2"
+    # Four UNet passes and a VAE encoding per image (0.25 CPU-s at 128 px): calibrated and
+    # tested on DemoConfig.costly_photo_limit of the photo crops, as fakeinversion is.
+    costly: ClassVar[bool] = True
 
     backbone: str = "timm:tf_efficientnet_lite0"  # ImageNet weights ship offline
     pretrained: bool = True
