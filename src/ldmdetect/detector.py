@@ -115,7 +115,8 @@ class Detector:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_model(self.model, str(tmp))
+            # A model scored channels-last is written in the plain layout every loader expects.
+            save_model(self.model, str(tmp), force_contiguous=True)
         self.config.save(directory)
         if self.novelty is not None:
             self.novelty.save(directory)
