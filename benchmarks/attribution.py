@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cross_family import emit, write_unseen
+from cross_family import emit, write_prompted, write_unseen
 
 from ldmdetect.attribution import NOVELTY_NAME
 from ldmdetect.detector import Detector
@@ -80,7 +80,6 @@ from ldmdetect.engine.train import (
     train_detector,
 )
 from ldmdetect.generative.autoencoder import load_autoencoder
-from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.generative.tiny import build_tiny_autoencoder
 from ldmdetect.io.samples import write_sample_photos
 from ldmdetect.methods.demo_recipe import TRAIN_SEED_OFFSET, training_prompts
@@ -158,18 +157,14 @@ def write_training_generations(
     """The generator's training images as the demo makes ``lare2``'s: the captions of the
     training photos' subjects, seeds from ``TRAIN_SEED_OFFSET`` (the test set's prompts are
     ``UNSEEN_PROMPTS`` and its seeds ``SEED_OFFSET``-based: disjoint from both)."""
-    prompts = training_prompts(pipeline, list(photos))
-    count = cfg.generated_train_images
-    write_generated(
-        load_pipeline(pipeline, device=cfg.device),
-        [prompts[i % len(prompts)] for i in range(count)],
-        [TRAIN_SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
+    return write_prompted(
+        pipeline,
         output,
-        size=cfg.eval_size,
-        steps=cfg.generation_steps,
-        guidance_scale=cfg.guidance_scale,
+        cfg,
+        training_prompts(pipeline, list(photos)),
+        TRAIN_SEED_OFFSET,
+        cfg.generated_train_images,
     )
-    return output
 
 
 def add_novelty(

@@ -304,20 +304,33 @@ def family_labels(generator_a: str, generator_b: str) -> tuple[str, str]:
     return a, b
 
 
-def write_unseen(pipeline: str, output: Path, cfg: DemoConfig) -> Path:
-    """The generator's images for ``cfg.seed`` from the demo's unseen prompts and seeds (as
-    ``engine.demo`` makes its test set), so A's and B's image i share prompt and seed."""
-    count = cfg.generated_images
+def write_prompted(
+    pipeline: str,
+    output: Path,
+    cfg: DemoConfig,
+    prompts: Sequence[str],
+    seed_offset: int,
+    count: int,
+) -> Path:
+    """``count`` images of the generator, image i from prompt i (cycling) and seed
+    ``seed_offset + cfg.seed * 1000 + i``, at the demo's size, steps and guidance: the one way
+    the benchmarks make a generator's images, so two families' image i share prompt and seed."""
     write_generated(
         load_pipeline(pipeline, device=cfg.device),
-        [UNSEEN_PROMPTS[i % len(UNSEEN_PROMPTS)] for i in range(count)],
-        [SEED_OFFSET + cfg.seed * 1000 + i for i in range(count)],
+        [prompts[i % len(prompts)] for i in range(count)],
+        [seed_offset + cfg.seed * 1000 + i for i in range(count)],
         output,
         size=cfg.eval_size,
         steps=cfg.generation_steps,
         guidance_scale=cfg.guidance_scale,
     )
     return output
+
+
+def write_unseen(pipeline: str, output: Path, cfg: DemoConfig) -> Path:
+    """The generator's images for ``cfg.seed`` from the demo's unseen prompts and seeds (as
+    ``engine.demo`` makes its test set), so A's and B's image i share prompt and seed."""
+    return write_prompted(pipeline, output, cfg, UNSEEN_PROMPTS, SEED_OFFSET, cfg.generated_images)
 
 
 def run_family(
