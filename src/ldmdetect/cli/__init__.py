@@ -14,6 +14,7 @@ import typer
 
 from ldmdetect.cli import data, demo, evaluate, extract, scan, serve, synris, train, zoo
 from ldmdetect.cli.common import ConfigDefaults, default_of
+from ldmdetect.memory import keep_freed_memory
 
 __all__ = ["ConfigDefaults", "app", "default_of"]
 
@@ -35,6 +36,7 @@ def main(
     ] = None,
 ) -> None:
     """Detect images made by latent diffusion models."""
+    keep_freed_memory()
     if threads:
         import torch
 
