@@ -98,6 +98,11 @@ def test_the_whole_chain_on_the_tiny_generator(tmp_path, tiny_family_dir):
         counts = result.flagged[name]
         photos = next(v for k, v in counts.items() if k.endswith("native"))["fpr_0.01"]
         assert sum(f for f, _ in photos["per_source"].values()) == photos["flagged"]
+    # The recompressed photos are a second pass over new pixels: kept for ae, left to evaluate
+    # for lare2, whose every image costs a LaRE pass (as its JPEG rows in the first table).
+    assert [k for k in result.photo_table if k.startswith("ae /") and k.endswith("jpeg:85")]
+    assert not [k for k in result.photo_table if k.startswith("lare2 /") and "jpeg" in k]
+    assert not [k for k in result.table if k.startswith("lare2 /") and "jpeg" in k]
     # Held-out fakes score above held-out reals, for both methods and both kinds of fake.
     for row in (
         "ae / generated / 1-try",

@@ -291,6 +291,7 @@ def _run(out: Path, cfg: DemoConfig, progress: bool, log: Callable[[str], None])
                 photos.test(recipe.costly),
                 {name: find_images([folder]) for name, folder in generated_sets.items()},
                 cfg,
+                recompressed=recipe.robustness,
             )
             photo_table |= rows
             step(f"photos_{name}")

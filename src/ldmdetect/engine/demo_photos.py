@@ -110,10 +110,12 @@ def photo_rows(
     photos: PhotoSet,
     generated: Mapping[str, Sequence[Path]],
     cfg: DemoConfig,
+    recompressed: bool = True,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
     """Rows of the demo's second table: the share of the test split's real photo crops (as
-    shipped, and recompressed at JPEG q85) each stored threshold flags, beside the share of
-    each set of generated images (by name: "generated", the other family's) it flags.
+    shipped, and recompressed at JPEG q85 unless ``recompressed`` is False) each stored
+    threshold flags, beside the share of each set of generated images (by name: "generated",
+    the other family's) it flags.
 
     Every set is scored as ``scan`` scores it, with the views per image the detector's
     thresholds were calibrated with (its default tries), so the shares are what an operator
@@ -121,7 +123,10 @@ def photo_rows(
     fprs = (0.01, 0.05)
     sets: dict[str, dict] = {}
     n_sources = len(set(photos.sources))
-    for condition, perturbation in (("native", None), ("jpeg:85", parse_perturbation("jpeg:85"))):
+    conditions = [("native", None)]
+    if recompressed:
+        conditions.append(("jpeg:85", parse_perturbation("jpeg:85")))
+    for condition, perturbation in conditions:
         counts, _, _ = score_and_flag(
             detector,
             photos.files,

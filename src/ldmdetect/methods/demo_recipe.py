@@ -87,8 +87,10 @@ class DemoRecipe(ABC):
     #: thresholds hold for that many views, which scans then default to).
     calibration_tries: int = 1
 
-    #: JPEG and format-control rows feed new pixels, so a generator-backed method recomputes
-    #: its features for them; False where that would break the demo's time budget.
+    #: JPEG and format-control rows, and the photo table's JPEG q85 row, feed new pixels, so a
+    #: generator-backed method recomputes its features for them; False where that would break
+    #: the demo's time budget (``ldmdetect evaluate`` and ``benchmarks/real_photo_fpr.py`` give
+    #: those rows for any detector).
     robustness: ClassVar[bool] = True
     #: Features that run the generator on every image (a UNet pass per noise draw, an
     #: inversion): calibrated and tested on a subset of the photo crops
