@@ -26,8 +26,10 @@ from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_datase
 from ldmdetect.engine.train import TrainConfig, train_detector
 from ldmdetect.io.images import load_image, save_png
 from ldmdetect.io.samples import sample_photos
+from ldmdetect.memory import keep_freed_memory
 
 torch.set_num_threads(1)
+keep_freed_memory()  # as the CLI does: the suite allocates and frees the same buffers all along
 
 
 @pytest.fixture(scope="session")
