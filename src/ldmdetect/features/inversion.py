@@ -31,9 +31,9 @@ Every generator family inverts (:func:`invert_latents` / :func:`regenerate_laten
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 from torch.nn import functional as F
 
+from ldmdetect.features.knobs import Knobs
 from ldmdetect.features.reconstruction import (
     from_vae_output,
     scale_latents,
@@ -56,7 +57,7 @@ from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
 
 @dataclass(frozen=True)
-class InversionConfig:
+class InversionConfig(Knobs):
     """FakeInversion's knobs (the paper's settings for SD v1.5).
 
     - ``image_size``: the center crop that is inverted (512: SD v1.5's native resolution, a
@@ -71,16 +72,8 @@ class InversionConfig:
     steps: int = 50
     guidance: float = 1.0
 
-    def __post_init__(self) -> None:
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.guidance < 1.0:
-            raise ValueError(f"guidance must be >= 1 (1 = no guidance), got {self.guidance}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    # guidance 1 is no guidance; below it, the walk would extrapolate away from the prompt.
+    minimums: ClassVar[Mapping[str, float]] = {"image_size": 1, "steps": 1, "guidance": 1.0}
 
 
 def inverse_scheduler(config: Any, steps: int, device: torch.device) -> DDIMInverseScheduler:
