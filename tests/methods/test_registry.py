@@ -30,6 +30,15 @@ def test_defaults_are_the_default_config_plus_the_settings_feature():
     assert method.defaults()["training"]["lr"] == 1e-4
 
 
+@pytest.mark.parametrize("name", ["lare2", "fakeinversion"])
+def test_a_feature_step_without_generator_components_names_the_method(name):
+    config = DetectorConfig(method=name)
+    with pytest.raises(ValueError, match=rf"{name} needs generator components \(--pipeline"):
+        methods.get(name).build_features(config)
+    given = {"unet": {"id": "local/unet"}}
+    assert methods.get(name).generator_sources(config, given) == given
+
+
 def test_a_name_cannot_be_registered_twice():
     with pytest.raises(ValueError, match="already registered"):
         register_method(AEReconstruction)

@@ -330,6 +330,17 @@ class Method(ABC):
         """
         return None
 
+    def generator_sources(
+        self, config: DetectorConfig, components: dict[str, dict] | None = None
+    ) -> dict[str, dict]:
+        """The generator components a feature step is built from: ``components`` (e.g. local
+        copies) instead of the ones ``config`` records; an error naming the method when there
+        are none."""
+        sources = components or config.components
+        if not sources:
+            raise ValueError(f"{self.name} needs generator components (--pipeline ID_OR_DIR)")
+        return sources
+
     def collate(self, samples: Sequence[Sample]) -> Batch:
         """Stack samples into a batch: tensors along a new first dim, strings into lists."""
         return collate_samples(samples)

@@ -142,9 +142,7 @@ class FakeInversion(Method):
         device: str | torch.device = "auto",
         components: dict[str, dict] | None = None,
     ) -> InversionFeature:
-        sources = components or config.components
-        if not sources:
-            raise ValueError("fakeinversion needs generator components (--pipeline ID_OR_DIR)")
+        sources = self.generator_sources(config, components)
         settings = self.settings(config)
         inversion = settings.inversion
         family = method_family(sources, self.name)

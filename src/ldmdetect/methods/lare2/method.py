@@ -219,9 +219,7 @@ class LaRE2(Method):
         settings = self.settings(config)
         if settings.unguided:
             return None
-        sources = components or config.components
-        if not sources:
-            raise ValueError("lare2 needs generator components (--pipeline ID_OR_DIR)")
+        sources = self.generator_sources(config, components)
         method_family(sources, self.name)  # a generator no family describes is refused here
         return LareFeature(
             sources, settings.lare, device=device, prompt_template=settings.prompt_template
