@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ldmdetect.cli import app, default_of
+from ldmdetect.cli import ConfigDefaults, app, default_of
 from ldmdetect.engine.train import TrainConfig
 from ldmdetect.io.augment import AugmentConfig
 
@@ -494,6 +494,17 @@ def test_default_of_reads_fields_factories_and_keywords():
     assert default_of(_owner("engine.scan:scan"), "fpr") == 0.01
     with pytest.raises(KeyError, match="no default for 'nope'"):
         default_of(TrainConfig, "nope")
+
+
+def test_config_defaults_build_the_owner_from_a_commands_values():
+    settings = ConfigDefaults(
+        "ldmdetect.engine.train:TrainConfig", "epochs", "seed", augment=("augment", str)
+    )
+    params = {"epochs": 3, "seed": 7, "augment": "none", "output": "runs/x"}
+    cfg = settings.build(params, seed=11, num_workers=2)
+    # Named options are taken, given values win, a converted one is left to the caller.
+    assert (cfg.epochs, cfg.seed, cfg.num_workers) == (3, 11, 2)
+    assert cfg.augment == TrainConfig().augment
 
 
 def test_top_level_help_imports_no_engine_module():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ldmdetect.engine.train_loop import _lr_lambda
+from ldmdetect.engine.train_loop import _lr_lambda, fit_on_features
 
 
 def _factors(schedule, total: int) -> list[float]:
@@ -36,3 +36,8 @@ def test_lr_warms_up_linearly_then_follows_a_cosine_to_zero(total):
     reference = _factors(lambda o: get_cosine_schedule_with_warmup(o, warmup, total), total)
     assert factors[warmup:] == pytest.approx(reference[warmup:], abs=1e-12)
     assert reference[0] == 0.0 and factors[:warmup] == pytest.approx(reference[1 : warmup + 1])
+
+
+def test_fit_on_features_is_a_deprecated_alias_of_fit():
+    with pytest.deprecated_call(), pytest.raises(TypeError):
+        fit_on_features()  # warns, then fit itself refuses the missing arguments

@@ -21,6 +21,24 @@ def test_unknown_method_lists_known_ones_and_suggests():
         methods.get("aee")
 
 
+def test_defaults_are_the_default_config_plus_the_settings_feature():
+    method = methods.get("lare2")
+    defaults = method.defaults()
+    assert defaults["training"] == method.default_config["training"]
+    assert defaults["feature"] == method.Settings().to_feature()
+    defaults["training"]["lr"] = 1.0  # a caller's copy: the method's own stays as declared
+    assert method.defaults()["training"]["lr"] == 1e-4
+
+
+@pytest.mark.parametrize("name", ["lare2", "fakeinversion"])
+def test_a_feature_step_without_generator_components_names_the_method(name):
+    config = DetectorConfig(method=name)
+    with pytest.raises(ValueError, match=rf"{name} needs generator components \(--pipeline"):
+        methods.get(name).build_features(config)
+    given = {"unet": {"id": "local/unet"}}
+    assert methods.get(name).generator_sources(config, given) == given
+
+
 def test_a_name_cannot_be_registered_twice():
     with pytest.raises(ValueError, match="already registered"):
         register_method(AEReconstruction)

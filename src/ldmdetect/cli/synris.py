@@ -20,17 +20,15 @@ from ldmdetect.cli.common import (
 commands = typer.Typer()
 
 
-@command(
-    commands,
-    ConfigDefaults(
-        "ldmdetect.engine.synris:SynRISConfig",
-        "allow_reuse",
-        "embedder",
-        "batch_size",
-        "device",
-    ),
+#: ``synris``'s options that are :class:`SynRISConfig` settings.
+SYNRIS_SETTINGS = ConfigDefaults(
+    "ldmdetect.engine.synris:SynRISConfig", "allow_reuse", "embedder", "batch_size", "device"
 )
+
+
+@command(commands, SYNRIS_SETTINGS)
 def synris(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Option(help="Folder for pairs.csv, the sheet and the index.")],
     fake: Annotated[
         list[Path] | None, typer.Option(help="Generated images: folder or file (repeatable).")
@@ -59,15 +57,9 @@ def synris(
     workers: Workers = None,
 ) -> None:
     """SynRIS: pair each fake with its most similar real (reverse image search); pairs.csv."""
-    from ldmdetect.engine.synris import SynRISConfig, run_synris
+    from ldmdetect.engine.synris import run_synris
 
-    config = SynRISConfig(
-        embedder=embedder,
-        allow_reuse=allow_reuse,
-        batch_size=batch_size,
-        num_workers=num_workers(workers),
-        device=device,
-    )
+    config = SYNRIS_SETTINGS.build(ctx.params, num_workers=num_workers(workers))
     try:
         result = run_synris(
             output,

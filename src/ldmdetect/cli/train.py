@@ -28,26 +28,28 @@ from ldmdetect.cli.common import (
 commands = typer.Typer()
 
 
-@command(
-    commands,
-    ConfigDefaults(
-        "ldmdetect.engine.train:TrainConfig",
-        "method",
-        "backbone",
-        "pretrained",
-        "input_size",
-        "epochs",
-        "batch_size",
-        "lr",
-        "val_fraction",
-        "seed",
-        "device",
-        "channels_last",
-        "ema_decay",
-        augment=("augment", lambda augment: augment.to_spec()),
-    ),
+#: ``train``'s options that are :class:`TrainConfig` settings.
+TRAIN_SETTINGS = ConfigDefaults(
+    "ldmdetect.engine.train:TrainConfig",
+    "method",
+    "backbone",
+    "pretrained",
+    "input_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "val_fraction",
+    "seed",
+    "device",
+    "channels_last",
+    "ema_decay",
+    augment=("augment", lambda augment: augment.to_spec()),
 )
+
+
+@command(commands, TRAIN_SETTINGS)
 def train(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Option(help="Detector directory to write.")],
     data: Annotated[
         list[Path] | None, typer.Option(help="Aligned dataset directory (repeatable).")
@@ -140,27 +142,17 @@ def train(
     workers: Workers = None,
 ) -> None:
     """Train a detector (or calibrate a training-free one); saves config.json + weights."""
-    from ldmdetect.engine.train import TrainConfig, is_main_process, train_detector
+    from ldmdetect.engine.train import is_main_process, train_detector
     from ldmdetect.io.augment import AugmentConfig
     from ldmdetect.io.labeled import read_genimage, read_labeled
 
     examples = read_labeled(real or [], fake or [])
     for root in genimage or []:
         examples += read_genimage(root, "train")
-    cfg = TrainConfig(
-        method=method,
-        backbone=backbone,
+    cfg = TRAIN_SETTINGS.build(
+        ctx.params,
         pretrained=str(pretrained_file) if pretrained_file else pretrained,
-        input_size=input_size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        val_fraction=val_fraction,
-        seed=seed,
         num_workers=num_workers(workers),
-        device=device,
-        channels_last=channels_last,
-        ema_decay=ema_decay,
         augment=AugmentConfig.from_spec(augment),
         feature=feature_settings(feature, prompt_template, captioner),
         calibration_reals=tuple(str(p) for p in calibration_real or ()),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -36,40 +37,40 @@ def zoo_tiny(
     typer.echo(f"wrote tiny {family} pipeline to {path}")
 
 
-def _copy_shipped(source: Path, output: Path, name: str) -> None:
-    """Copy a pipeline shipped inside the package to ``output`` (merged into what is there)."""
-    import shutil
-
-    path = Path(shutil.copytree(source, output, dirs_exist_ok=True))
-    typer.echo(f"wrote {name} pipeline to {path}")
-
-
-@zoo_app.command("mini")
-@user_errors
-def zoo_mini(
-    output: PipelineOutput,
-) -> None:
-    """Copy the shipped mini LDM (a small trained SD-format pipeline) to a directory.
-
-    To retrain it, run ``python recipes/mini_ldm/train.py --output DIR`` from a source checkout.
-    """
-    from ldmdetect.generative.mini import mini_ldm_dir
-
-    _copy_shipped(mini_ldm_dir(), output, "mini LDM")
+#: The pipelines shipped in the package, by ``zoo`` command: (name, what it is, the
+#: ``ldmdetect.generative.mini`` function that locates it, its training recipe).
+SHIPPED = {
+    "mini": ("mini LDM", "a small trained SD-format pipeline", "mini_ldm_dir", "mini_ldm"),
+    "mini-flow": (
+        "mini flow",
+        "a small trained SD3-format pipeline",
+        "mini_flow_dir",
+        "mini_flow",
+    ),
+}
 
 
-@zoo_app.command("mini-flow")
-@user_errors
-def zoo_mini_flow(
-    output: PipelineOutput,
-) -> None:
-    """Copy the shipped mini flow model (a small trained SD3-format pipeline) to a directory.
+def _copy_shipped_command(name: str, what: str, locate: str, recipe: str) -> Callable:
+    """A ``zoo`` command that copies one shipped pipeline to ``--output`` (merged into what is
+    there)."""
 
-    To retrain it, run ``python recipes/mini_flow/train.py --output DIR`` from a source checkout.
-    """
-    from ldmdetect.generative.mini import mini_flow_dir
+    def copy(output: PipelineOutput) -> None:
+        import shutil
 
-    _copy_shipped(mini_flow_dir(), output, "mini flow")
+        from ldmdetect.generative import mini
+
+        path = Path(shutil.copytree(getattr(mini, locate)(), output, dirs_exist_ok=True))
+        typer.echo(f"wrote {name} pipeline to {path}")
+
+    copy.__doc__ = (
+        f"Copy the shipped {name} ({what}) to a directory.\n\nTo retrain it, run "
+        f"``python recipes/{recipe}/train.py --output DIR`` from a source checkout."
+    )
+    return user_errors(copy)
+
+
+for _command, _shipped in SHIPPED.items():
+    zoo_app.command(_command)(_copy_shipped_command(*_shipped))
 
 
 @command(

@@ -21,7 +21,7 @@ from ldmdetect.engine.metrics import (
     mean_metrics,
 )
 from ldmdetect.engine.report import write_report
-from ldmdetect.engine.scan import class_columns, score_files_novel
+from ldmdetect.engine.scan import ScoreOptions, class_columns, score_files_novel
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.perturb import Perturbation, parse_perturbation
 
@@ -196,6 +196,13 @@ def evaluate(
     except ValueError:  # unresolved at that FPR: the raw rule, for the families only
         family_rule = detector.config.decision_rule(None, None)
 
+    # How every pass loads its files: the same for each condition and set.
+    loading: ScoreOptions = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "progress": progress,
+    }
+
     def run(perturbation: Perturbation | None, n_tries: int):
         label = f"{perturbation or 'clean'}, {n_tries}-try"
         start = time.perf_counter()
@@ -226,16 +233,15 @@ def evaluate(
     def _score(paths, perturbation, n_tries, desc, group=None):
         # group: whose class means a headline pass records ("" = the reals; None = nobody's)
         headline = perturbation is None and n_tries == tries[0]
+        with_classes = per_class and headline and group is not None
         scores, probabilities, novel, errs = score_files_novel(
             detector,
             paths,
             tries=n_tries,
             perturbation=perturbation,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            progress=progress,
             desc=desc,
-            classes=per_class and headline and group is not None,
+            classes=with_classes,
+            **loading,
         )
         errors.update(errs)
         if headline:

@@ -1,8 +1,9 @@
 """Train (or calibrate) any registered method and save it as a detector directory.
 
 Three verbs, as in scikit-learn: :func:`build` makes the config and a fresh model, :func:`fit`
-runs the training loop (or :func:`fit_on_features`, for methods fitted in closed form on cached
-features such as a linear probe), :func:`calibrate` sets the thresholds on held-out real images.
+runs the training loop (or, for methods fitted in closed form on cached features such as a
+linear probe, one pass of the feature step and their fit), :func:`calibrate` sets the
+thresholds on held-out real images.
 :func:`train_detector` chains them for both kinds of training data:
 
 - aligned pairs (``ldmdetect reconstruct``): both members of a pair go into the same batch with
@@ -14,7 +15,7 @@ Methods with a device-side feature step (LaRE's UNet pass) read their features f
 compute them on the fly in the first epoch into a temporary cache reused by later epochs.
 
 The pieces live beside this module: ``train_config`` (:class:`TrainConfig`), ``train_data``
-(splits and datasets) and ``train_loop`` (:func:`fit`, :func:`fit_on_features`); this one builds
+(splits and datasets) and ``train_loop`` (:func:`fit`); this one builds
 the detector and drives them.
 """
 
@@ -211,8 +212,7 @@ def train_detector(
                 train_set = JoinedDataset(
                     [train_set, ExampleDataset(train_gen, train_prepare, cfg.seed)]
                 )
-            fitter = fit_on_features if method.fits_features else fit
-            model, history, last_val = fitter(
+            model, history, last_val = fit(
                 method,
                 det_config,
                 model,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from ldmdetect.engine.train_data import ExampleDataset, PairDataset, Skipped, da
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.methods.registry import Batch, FeatureStep, Method, batch_to
+
+#: A validation pass's (scores, labels).
+Validation = tuple[np.ndarray, np.ndarray]
 
 # ---------------------------------------------------------------------------------------- fit
 
@@ -99,28 +103,6 @@ def score_loader(
     return torch.cat(scores).numpy(), torch.cat(labels).numpy(), float(np.mean(losses))
 
 
-def _validate(
-    entry: dict,
-    method: Method,
-    model: nn.Module,
-    config: DetectorConfig,
-    loader: DataLoader,
-    device: torch.device,
-    **score_kwargs,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score the validation set, add loss/AUC/ACC to a history ``entry``, return (s, y).
-
-    Labels above 0 (a family head's families) all count as generated for AUC and accuracy."""
-    s, y, loss = score_loader(method, model, config, loader, device, **score_kwargs)
-    generated = y > 0
-    entry.update(
-        val_loss=loss,
-        val_auc=roc_auc(generated, s),
-        val_acc=float(((s > 0.5) == generated).mean()),
-    )
-    return s, y
-
-
 @torch.no_grad()
 def class_probabilities(
     method: Method,
@@ -174,13 +156,42 @@ def fit(
     cache: FeatureCache | None = None,
     skipped_files: dict[str, str] | None = None,
     progress: bool = False,
-) -> tuple[nn.Module, list[dict], tuple[np.ndarray, np.ndarray] | None]:
-    """The training loop (accelerate): the final-epoch model on the CPU, the history, and the
-    final epoch's validation (scores, labels) when there is a validation set.
+) -> tuple[nn.Module, list[dict], Validation | None]:
+    """Train ``model``: the final-epoch model on the CPU, the history, and the final epoch's
+    validation (scores, labels) when there is a validation set.
 
-    The final epoch is kept, with no selection on the validation set, so the same held-out
-    reals can calibrate the thresholds without selection bias.
+    A method fitted in closed form (``Method.fit_features``) gets one pass of the feature step
+    over the training set (through ``cache``), then its fit: a history of one entry. The
+    others run the training loop (accelerate). The final epoch is kept, with no selection on
+    the validation set, so the same held-out reals can calibrate the thresholds without
+    selection bias.
     """
+
+    def validate(entry: dict, trained: nn.Module, device: torch.device) -> Validation | None:
+        """Score the validation set, add loss/AUC/ACC to a history ``entry``, return (s, y).
+        Labels above 0 (a family head's families) all count as generated."""
+        if val_loader is None:
+            return None
+        passes = {"features": features, "cache": cache, "skipped_files": skipped_files}
+        s, y, loss = score_loader(method, trained, config, val_loader, device, **passes)
+        generated = y > 0
+        entry.update(
+            val_loss=loss,
+            val_auc=roc_auc(generated, s),
+            val_acc=float(((s > 0.5) == generated).mean()),
+        )
+        return s, y
+
+    if method.fits_features:
+        if features is None:
+            raise ValueError(f"method {method.name!r} fits on features but has no feature step")
+        device = resolve_device(cfg.device)
+        loader = data_loader(train_set, method, cfg, shuffle=False)
+        bar = tqdm(loader, desc="features", disable=not progress, unit="batch")
+        batches = _batches(bar, features, cache, device, skipped_files)
+        entry = _fit_closed_form(method, config, model, batches, features.keys)
+        last_val = validate(entry, model.to(device), device)
+        return model.float().cpu().eval(), [entry], last_val
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -251,19 +262,8 @@ def fit(
             torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device), "sum"
         ).tolist()
         entry = {"epoch": epoch + 1, "train_loss": total / count if count else None}
-        if val_loader is not None:
-            # Every rank scores all of it with the same weights: the same scores everywhere.
-            last_val = _validate(
-                entry,
-                method,
-                _kept(accelerator, model, ema),
-                config,
-                val_loader,
-                device,
-                features=features,
-                cache=cache,
-                skipped_files=skipped_files,
-            )
+        # Every rank scores all of it with the same weights: the same scores everywhere.
+        last_val = validate(entry, _kept(accelerator, model, ema), device)
         history.append(entry)
     _gather_skipped(accelerator, skipped_files)
     model = _kept(accelerator, model, ema).float().cpu().eval()
@@ -318,53 +318,33 @@ def _gather_skipped(accelerator, skipped_files: dict[str, str] | None) -> None:
             skipped_files.setdefault(path, reason)
 
 
+def fit_on_features(*args: Any, **kwargs: Any) -> tuple[nn.Module, list[dict], Validation | None]:
+    """Deprecated: :func:`fit` fits the methods fitted in closed form (``Method.fit_features``)
+    itself, with the same arguments."""
+    warnings.warn("fit_on_features is deprecated; call fit", DeprecationWarning, stacklevel=2)
+    return fit(*args, **kwargs)
+
+
 @torch.no_grad()
-def fit_on_features(
+def _fit_closed_form(
     method: Method,
     config: DetectorConfig,
     model: nn.Module,
-    train_set: PairDataset | ExampleDataset,
-    val_loader: DataLoader | None,
-    cfg: TrainConfig,
-    *,
-    features: FeatureStep | None = None,
-    cache: FeatureCache | None = None,
-    skipped_files: dict[str, str] | None = None,
-    progress: bool = False,
-) -> tuple[nn.Module, list[dict], tuple[np.ndarray, np.ndarray] | None]:
-    """:func:`fit` for methods fitted in closed form (``Method.fit_features``): one pass of
-    the feature step over the training set (through ``cache``), then the method's fit, then
-    the validation scores. Same returns as :func:`fit`; the history has one entry."""
-    if features is None:
-        raise ValueError(f"method {method.name!r} fits on features but has no feature step")
-    device = resolve_device(cfg.device)
-    collected: dict[str, list[torch.Tensor]] = {key: [] for key in features.keys}
+    batches: Iterable[tuple[Batch, torch.Tensor]],
+    keys: Sequence[str],
+) -> dict:
+    """The method's closed-form fit of ``model`` (moved to the CPU) on the feature step's
+    outputs ``keys`` over the training ``batches``: the history's one entry."""
+    collected: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     labels: list[torch.Tensor] = []
-    loader = data_loader(train_set, method, cfg, shuffle=False)
-    bar = tqdm(loader, desc="features", disable=not progress, unit="batch")
-    for batch, y in _batches(bar, features, cache, device, skipped_files):
-        for key in features.keys:
+    for batch, y in batches:
+        for key in keys:
             collected[key].append(batch[key].cpu())
         labels.append(y)
     if not labels:
         raise ValueError("no training image could be decoded")
     stacked = {key: torch.cat(values) for key, values in collected.items()}
-    model = model.cpu()
-    entry = {"epoch": 1, **method.fit_features(model, stacked, torch.cat(labels), config)}
-    last_val = None
-    if val_loader is not None:
-        last_val = _validate(
-            entry,
-            method,
-            model.to(device),
-            config,
-            val_loader,
-            device,
-            features=features,
-            cache=cache,
-            skipped_files=skipped_files,
-        )
-    return model.float().cpu().eval(), [entry], last_val
+    return {"epoch": 1, **method.fit_features(model.cpu(), stacked, torch.cat(labels), config)}
 
 
 def _same_buffers(accelerator, model: nn.Module) -> None:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
@@ -39,6 +39,7 @@ from ldmdetect.features.inversion import (
     invert_latents,
     regenerate_latents,
 )
+from ldmdetect.features.knobs import Knobs
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents, load_sd_components_from
 from ldmdetect.generative.loading import (
@@ -56,7 +57,7 @@ SPACES = ("auto", "pixel", "latent")
 
 
 @dataclass(frozen=True)
-class DireConfig:
+class DireConfig(Knobs):
     """DIRE's knobs (the paper's settings for ADM).
 
     - ``image_size``: the square that is reconstructed (256: ADM's resolution; the DIRE map
@@ -73,14 +74,7 @@ class DireConfig:
     steps: int = 20
     fit_short_side: bool = True
 
-    def __post_init__(self) -> None:
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    minimums: ClassVar[Mapping[str, float]] = {"image_size": 1, "steps": 1}
 
 
 def generator_space(sources: Mapping[str, Mapping[str, Any]]) -> str:

@@ -30,9 +30,10 @@ Every generator family inverts (:func:`invert_latents` / :func:`regenerate_laten
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 from torch.nn import functional as F
 
+from ldmdetect.features.knobs import Knobs
 from ldmdetect.features.reconstruction import (
     from_vae_output,
     scale_latents,
@@ -55,7 +57,7 @@ from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
 
 @dataclass(frozen=True)
-class InversionConfig:
+class InversionConfig(Knobs):
     """FakeInversion's knobs (the paper's settings for SD v1.5).
 
     - ``image_size``: the center crop that is inverted (512: SD v1.5's native resolution, a
@@ -70,16 +72,8 @@ class InversionConfig:
     steps: int = 50
     guidance: float = 1.0
 
-    def __post_init__(self) -> None:
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.guidance < 1.0:
-            raise ValueError(f"guidance must be >= 1 (1 = no guidance), got {self.guidance}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    # guidance 1 is no guidance; below it, the walk would extrapolate away from the prompt.
+    minimums: ClassVar[Mapping[str, float]] = {"image_size": 1, "steps": 1, "guidance": 1.0}
 
 
 def inverse_scheduler(config: Any, steps: int, device: torch.device) -> DDIMInverseScheduler:
@@ -167,17 +161,20 @@ def _walk(
 
 
 @torch.inference_mode()
-def ddim_invert(
+def ddim_walk(
     latents: torch.Tensor,
     embeddings: torch.Tensor | None,
     unet: torch.nn.Module,
     scheduler_config: Any,
     *,
+    invert: bool,
     steps: int = 50,
     guidance: float = 1.0,
     unconditional: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scaled clean latents z_0 (B, C, h, w) -> z_T after ``steps`` DDIM inversion steps.
+    """``steps`` deterministic DDIM steps (eta 0) over latents (B, C, h, w): with ``invert``,
+    scaled clean latents z_0 -> z_T (:func:`ddim_invert`), else z_T -> z_0 (:func:`ddim_sample`),
+    the same noise levels walked the other way.
 
     ``embeddings`` (B, seq, dim) condition each row (the text encoder's hidden states, e.g.
     :meth:`SDComponents.encode_prompts`), or None for an unconditional ``UNet2DModel`` (then
@@ -185,34 +182,17 @@ def ddim_invert(
     ``""``, needed only when ``guidance`` > 1. ``scheduler_config`` is the pipeline's scheduler
     config (any SD scheduler's ``.config``). Returns float32 latents on the input's device.
     """
-    scheduler = inverse_scheduler(scheduler_config, steps, latents.device)
+    make = inverse_scheduler if invert else forward_scheduler
     predict = _unet_predictor(
         unet, embeddings, guidance, unconditional, latents.shape[0], latents.device
     )
-    return _walk(scheduler, latents, predict)
+    return _walk(make(scheduler_config, steps, latents.device), latents, predict)
 
 
-@torch.inference_mode()
-def ddim_sample(
-    noise: torch.Tensor,
-    embeddings: torch.Tensor | None,
-    unet: torch.nn.Module,
-    scheduler_config: Any,
-    *,
-    steps: int = 50,
-    guidance: float = 1.0,
-    unconditional: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """z_T (B, C, h, w) -> z_0 after ``steps`` deterministic DDIM steps (eta 0).
-
-    The exact counterpart of :func:`ddim_invert` with the same ``steps``: the same noise
-    levels, walked the other way. Arguments as there; float32 latents on the input's device.
-    """
-    scheduler = forward_scheduler(scheduler_config, steps, noise.device)
-    predict = _unet_predictor(
-        unet, embeddings, guidance, unconditional, noise.shape[0], noise.device
-    )
-    return _walk(scheduler, noise, predict)
+#: :func:`ddim_walk` backwards: scaled clean latents z_0 -> z_T.
+ddim_invert = functools.partial(ddim_walk, invert=True)
+#: :func:`ddim_walk` forwards: z_T -> z_0, the exact counterpart of :func:`ddim_invert`.
+ddim_sample = functools.partial(ddim_walk, invert=False)
 
 
 def _family_predictor(
@@ -239,15 +219,21 @@ def _family_predictor(
     return predict
 
 
-def _family_walk(
+@torch.inference_mode()
+def walk_latents(
     components: SDComponents,
     latents: torch.Tensor,
     prompts: Sequence[str],
     *,
-    steps: int,
-    guidance: float,
     invert: bool,
+    steps: int = 50,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
+    """Any family's deterministic sampler (DDIM for SD/SDXL, the flow's Euler ODE for
+    SD3/FLUX) over latents (B, C, h, w) conditioned on ``prompts``: with ``invert``, scaled
+    clean latents -> the noise that would have generated them (:func:`invert_latents`, the
+    sampler run backwards, from s = 0 up), else noise -> clean latents through the same levels
+    (:func:`regenerate_latents`). Float32, on the input's device."""
     if components.denoiser is None or components.scheduler is None:
         raise ValueError(f"inversion needs the {components.spec.denoiser} and scheduler components")
     if guidance < 1.0:
@@ -284,33 +270,10 @@ def _family_walk(
     return _walk(make(config, steps, latents.device), latents, predict)
 
 
-@torch.inference_mode()
-def invert_latents(
-    components: SDComponents,
-    latents: torch.Tensor,
-    prompts: Sequence[str],
-    *,
-    steps: int = 50,
-    guidance: float = 1.0,
-) -> torch.Tensor:
-    """Scaled clean latents (B, C, h, w) -> the noise that would have generated them, through
-    any family's deterministic sampler run backwards (DDIM for SD/SDXL, the flow's Euler ODE
-    from s = 0 up for SD3/FLUX), conditioned on ``prompts``. Float32, on the input's device."""
-    return _family_walk(components, latents, prompts, steps=steps, guidance=guidance, invert=True)
-
-
-@torch.inference_mode()
-def regenerate_latents(
-    components: SDComponents,
-    noise: torch.Tensor,
-    prompts: Sequence[str],
-    *,
-    steps: int = 50,
-    guidance: float = 1.0,
-) -> torch.Tensor:
-    """The counterpart of :func:`invert_latents`: noise -> clean latents through the same
-    levels, walked forwards (DDIM eta 0, or Euler down the flow's grid)."""
-    return _family_walk(components, noise, prompts, steps=steps, guidance=guidance, invert=False)
+#: :func:`walk_latents` backwards: scaled clean latents -> the noise that made them.
+invert_latents = functools.partial(walk_latents, invert=True)
+#: :func:`walk_latents` forwards: the counterpart of :func:`invert_latents`.
+regenerate_latents = functools.partial(walk_latents, invert=False)
 
 
 @torch.inference_mode()

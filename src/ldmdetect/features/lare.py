@@ -25,13 +25,14 @@ the batch the image ran in, and reruns are bit-identical.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from PIL import Image
 
+from ldmdetect.features.knobs import Knobs
 from ldmdetect.features.reconstruction import scale_latents, to_vae_input
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
@@ -40,7 +41,7 @@ from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
 
 @dataclass(frozen=True)
-class LareConfig:
+class LareConfig(Knobs):
     """LaRE's knobs; every default is the official extraction script's (``extract_lare.sh``).
 
     - ``image_size``: the whole image is resized (bicubic, no crop) to this square; official
@@ -62,16 +63,7 @@ class LareConfig:
     sample_posterior: bool = True
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-        if self.ensemble < 1:
-            raise ValueError(f"ensemble must be at least 1, got {self.ensemble}")
-        if self.timestep < 0:
-            raise ValueError(f"timestep must be >= 0, got {self.timestep}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    minimums: ClassVar[Mapping[str, float]] = {"image_size": 1, "ensemble": 1, "timestep": 0}
 
 
 def image_seed(image_id: str, seed: int = 0) -> int:

@@ -33,11 +33,12 @@ labelled images; both reach the method through ``transform``.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -204,6 +205,9 @@ class Method(ABC):
     has_cost_specs: ClassVar[bool] = False
     #: The recipe class in the package's ``demo`` module that :meth:`demo_recipe` builds.
     demo_recipe_class: ClassVar[str | None] = None
+    #: Default :class:`DetectorConfig` fields (backbone, input size, the ``training`` recipe
+    #: the loop reads...), like timm's ``default_cfgs``: what :meth:`defaults` gives.
+    default_config: ClassVar[Mapping[str, Any]] = {}
 
     def classes_for(self, config: DetectorConfig) -> tuple[str, ...]:
         """The classes a detector of this method with ``config`` outputs: ``("real",
@@ -255,9 +259,9 @@ class Method(ABC):
         return getattr(self.package_module("demo", "demo_recipe_class"), self.demo_recipe_class)()
 
     def defaults(self) -> dict[str, Any]:
-        """Default :class:`DetectorConfig` fields for this method (sizes, normalisation...);
-        ``feature`` is always its :attr:`Settings`' defaults."""
-        return {"feature": self.Settings().to_feature()}
+        """Default :class:`DetectorConfig` fields for this method: its :attr:`default_config`
+        and, as ``feature``, its :attr:`Settings`' defaults."""
+        return {**copy.deepcopy(dict(self.default_config)), "feature": self.Settings().to_feature()}
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
         """The generator components these feature settings need (``components`` by default)."""
@@ -325,6 +329,17 @@ class Method(ABC):
         copy of a hub pipeline).
         """
         return None
+
+    def generator_sources(
+        self, config: DetectorConfig, components: dict[str, dict] | None = None
+    ) -> dict[str, dict]:
+        """The generator components a feature step is built from: ``components`` (e.g. local
+        copies) instead of the ones ``config`` records; an error naming the method when there
+        are none."""
+        sources = components or config.components
+        if not sources:
+            raise ValueError(f"{self.name} needs generator components (--pipeline ID_OR_DIR)")
+        return sources
 
     def collate(self, samples: Sequence[Sample]) -> Batch:
         """Stack samples into a batch: tensors along a new first dim, strings into lists."""

@@ -9,7 +9,7 @@ image (``evidence``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -80,8 +80,10 @@ class AEReconstruction(Method):
     # Reconstructions through several autoencoders: one class per family beside "real".
     attributes_families = True
 
-    def defaults(self) -> dict[str, Any]:
-        return {"backbone": "tf_efficientnetv2_b0", "input_size": 256, **super().defaults()}
+    default_config: ClassVar[dict[str, Any]] = {
+        "backbone": "tf_efficientnetv2_b0",
+        "input_size": 256,
+    }
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         classes = self.classes_for(config)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -146,13 +146,11 @@ class Aeroblade(Method):
 
     Settings = AerobladeSettings
 
-    def defaults(self) -> dict[str, Any]:
-        return {
-            "backbone": "lpips-vgg16",
-            "input_size": 512,
-            "pretrained": True,  # the LPIPS trunk's ImageNet weights, where reachable
-            **super().defaults(),
-        }
+    default_config: ClassVar[dict[str, Any]] = {
+        "backbone": "lpips-vgg16",
+        "input_size": 512,
+        "pretrained": True,  # the LPIPS trunk's ImageNet weights, where reachable
+    }
 
     def resolve(
         self, config: DetectorConfig, settings: AerobladeSettings, *, pretrained: bool | str

@@ -21,7 +21,7 @@ augmentations (JPEG, blur) are not applied: they would change x but not its cach
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -113,8 +113,7 @@ class FakeInversion(Method):
 
     Settings = FakeInversionSettings
 
-    def defaults(self) -> dict[str, Any]:
-        return {"backbone": "resnet50", "input_size": 224, **super().defaults()}
+    default_config: ClassVar[dict[str, Any]] = {"backbone": "resnet50", "input_size": 224}
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return FakeInversionNet(
@@ -143,9 +142,7 @@ class FakeInversion(Method):
         device: str | torch.device = "auto",
         components: dict[str, dict] | None = None,
     ) -> InversionFeature:
-        sources = components or config.components
-        if not sources:
-            raise ValueError("fakeinversion needs generator components (--pipeline ID_OR_DIR)")
+        sources = self.generator_sources(config, components)
         settings = self.settings(config)
         inversion = settings.inversion
         family = method_family(sources, self.name)

