@@ -272,8 +272,8 @@ def train_detector(
         },
         "generated": {
             "folders": {family: str(folder) for family, folder in generated},
-            "train": _family_counts(train_gen, families),
-            "val": _family_counts(val_gen, families),
+            "train": _family_counts(train_gen, known_families(families)),
+            "val": _family_counts(val_gen, known_families(families)),
         }
         if generated
         else None,
