@@ -5,6 +5,7 @@ binary table has every detector, and AEROBLADE's cross-check covers the generati
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,7 @@ def bench(import_script) -> Iterator[ModuleType]:
 
 
 @pytest.fixture(scope="module")
-def result(bench, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path_factory) -> dict:
+def budget(bench):
     quick = bench.BUDGETS["quick"]
     recipes = dict(quick.demo.method_settings)
     recipes["ae"] = replace(recipes["ae"], epochs=1, backbone="resnet10t", pretrained=False)
@@ -49,6 +50,11 @@ def result(bench, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path_factory) ->
         baseline_head=False,
         n_boot=20,
     )
+    return budget
+
+
+@pytest.fixture(scope="module")
+def result(bench, budget, tiny_pipeline_dir: Path, tiny_family_dir, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("attribution")
     generators = {"sd": str(tiny_pipeline_dir), "sd3": str(tiny_family_dir("sd3"))}
     return bench.run(work, budget, 0, log=lambda _: None, generators=generators) | {"work": work}
@@ -198,3 +204,18 @@ def test_paths_inside_the_repository_are_written_relative_to_it(bench) -> None:
         "list": ["src/ldmdetect/generative/mini_ldm", "/elsewhere/x"],
         "n": 3,
     }
+
+
+def test_another_training_seed_of_the_head_is_asked_on_the_same_rows(
+    import_script, budget, result
+) -> None:
+    seeded = import_script(BENCHMARKS / "attribution_seed.py", "attribution_seed_benchmark")
+    again = seeded.run(result["work"], 1, budget)
+    assert again["train_seed"] == 1
+    assert set(again["attribution"]) == {
+        name for name in result["attribution"] if name.startswith("reconstructed")
+    } | {"real (held-out)"}
+    for name, row in again["attribution"].items():
+        assert row["n"] == result["attribution"][name]["n"]  # the run's very test rows
+    trained = result["work"] / "head-seed1" / "trained" / "config.json"
+    assert json.loads(trained.read_text())["training"]["config"]["seed"] == 1
