@@ -211,7 +211,8 @@ def test_another_training_seed_of_the_head_is_asked_on_the_same_rows(
 ) -> None:
     seeded = import_script(BENCHMARKS / "attribution_seed.py", "attribution_seed_benchmark")
     again = seeded.run(result["work"], 1, budget)
-    assert again["train_seed"] == 1
+    assert again["train_seed"] == 1 and again["outlier_exposure"]
+    assert again["classes"] == ["real", "sd", "sd3", "other"]
     assert set(again["attribution"]) == {
         name for name in result["attribution"] if name.startswith("reconstructed")
     } | {"real (held-out)"}
