@@ -9,27 +9,42 @@ factor-4 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 l
    demo builds ``ae``'s data (64 px crops at native and half scale, JPEG-aligned); each
    generator also makes training images from the training photos' captions and training
    seeds (as the demo makes ``lare2``'s). ``ae`` trains on both with the demo's recipe and
-   learns a family head (real + one class per family), its open-set threshold calibrated on
-   the validation split's reconstructions and generations, and its novelty statistics
-   (class means and shared covariance of the penultimate embedding) on the training split.
+   learns a family head (real + one class per family + ``other``), its open-set threshold
+   calibrated on the validation split's reconstructions and generations, and its novelty
+   statistics (class means and shared covariance of the penultimate embedding) on the
+   training split. The ``other`` class is Outlier Exposure (``train(..., outliers=...)``,
+   ``ldmdetect train --outlier-data``): the training photos reconstructed through two
+   auxiliary autoencoders that no test set uses (tiny random ones of other seeds, one SD-shaped
+   with 4 latent channels, one SD3-shaped with 16), every reconstruction labelled ``other``.
+   The same head without them (``two-family-no-oe``) is trained and asked too, for the
+   comparison.
 2. For the binary comparison, the same recipe trains one single-family detector per family on
    that family's reconstructions alone. Every detector's thresholds are then set as the demo
    sets ``ae``'s: on the shipped calibration split's photo crops (sources the test photos are
    not), on the mean of the recipe's 20 views per image, which attribution then uses too;
    those crops' reconstructions through both families re-derive the head's open-set
-   threshold at the same views (``ldmdetect calibrate`` with an aligned dataset), and the
-   crops themselves its novelty threshold (1% of them novel).
+   threshold at the same views (``ldmdetect calibrate`` with an aligned dataset: their 1%
+   point of family score, so a known family loses about 1% to "unknown"; the record lists
+   the thresholds other points would set, the trade-off reported below), and the crops
+   themselves its novelty threshold (1% of them novel). Every operating point is set on
+   these calibration data, none on the test rows.
 3. Test images, none seen in training: the held-out subjects' photos (128 px crops) and their
-   reconstructions through each family's autoencoder and through two autoencoders the head
-   never saw (``tiny-random``: a tiny random autoencoder; ``mini-perturbed``: the mini LDM's
-   autoencoder with its decoder weights perturbed by 2% of each tensor's spread, a sibling
-   as SDXL's retrained KL-f8 is to SD's), and each generator's images from the demo's
-   unseen prompts and seeds.
+   reconstructions through each family's autoencoder and through three autoencoders the head
+   never saw (``tiny-random``: a tiny random autoencoder of the auxiliary 4-channel one's
+   configuration but another seed; ``tiny-wide``: a random autoencoder of a configuration no
+   auxiliary one has, factor 4 as the known families, wider, 8 latent channels, two layers
+   per block; ``mini-perturbed``: the mini LDM's autoencoder with its decoder weights
+   perturbed by 2% of each tensor's spread, a sibling as SDXL's retrained KL-f8 is to
+   SD's), and each generator's images from the demo's unseen prompts and seeds.
 4. Reported, through ``evaluate(..., families=..., cross_check=True)`` as users get it:
    attribution accuracy per family (held-out reconstructions, generations) with its
    confusion matrix (an ``unknown`` column, and ``real`` for images judged real and not
    novel), the unseen autoencoders and the held-out reals as rows of their own (the shares
-   called unknown, real or a known family); binary AUC (held-out reals vs. each family's
+   called unknown, real or a known family), each row's exact (Clopper-Pearson) 95% interval,
+   the closed-set accuracy beside the end-to-end one (the most probable known family,
+   whatever the verdict: what the literature reports as attribution accuracy; the end-to-end
+   figure stays the headline), the trade-off of the family threshold's operating point, and
+   the head without Outlier Exposure on the same rows; binary AUC (held-out reals vs. each family's
    generations and reconstructions, 95% bootstrap intervals) of the two-family detector next
    to each single-family one; and AEROBLADE's nearest autoencoder (both families'
    autoencoders) on the generations, its agreement with the family head.
@@ -56,16 +71,17 @@ from typing import Any
 
 import torch
 from cross_family import emit, write_prompted, write_unseen
+from diffusers import AutoencoderKL
 
-from ldmdetect.attribution import NOVELTY_NAME
+from ldmdetect.attribution import NOVELTY_NAME, TRADE_OFF_QUANTILES
 from ldmdetect.detector import Detector
-from ldmdetect.engine.attribution_report import plot_confusion_matrix
+from ldmdetect.engine.attribution_report import accuracy_interval, plot_confusion_matrix
 from ldmdetect.engine.calibrate import calibrate_detector
 from ldmdetect.engine.demo import DemoConfig, resolve_generator, split_photos
 from ldmdetect.engine.demo_photos import photo_sets
 from ldmdetect.engine.demo_recipes import demo_train_config
 from ldmdetect.engine.evaluate import evaluate
-from ldmdetect.engine.evaluate_attribution import matrix_from_section
+from ldmdetect.engine.evaluate_attribution import FamilyInputs, matrix_from_section
 from ldmdetect.engine.reconstruct import (
     ReconstructConfig,
     build_aligned_dataset,
@@ -75,6 +91,7 @@ from ldmdetect.engine.train import (
     TrainConfig,
     family_generations,
     novelty_statistics,
+    outlier_pairs,
     split_by_source,
     split_examples,
     train_detector,
@@ -106,7 +123,12 @@ class Budget:
     demo: DemoConfig = field(
         default_factory=lambda: DemoConfig(synris=False, other_generator=None, photo_crops=False)
     )
-    heldout_crops: int = 16  # 128 px crops per held-out photo (and its reconstructions)
+    heldout_crops: int = 64  # 128 px crops per held-out photo (and its reconstructions)
+    # Crops per training photo reconstructed through the auxiliary autoencoders (the
+    # outlier class's data; fewer than the families' own, to keep training's cost down).
+    outlier_crops: int = 8
+    # Also train, calibrate and ask the head without Outlier Exposure (the comparison).
+    baseline_head: bool = True
     n_boot: int = 1000
     # Shipped calibration-split photo crops (other sources than the test's; 0 = all 737)
     # that set every detector's thresholds and the family head's open-set threshold.
@@ -126,19 +148,57 @@ BUDGETS = {
             generation_steps=10,
         ),
         heldout_crops=4,
+        outlier_crops=2,
         n_boot=200,
         calibration_limit=40,
     ),
 }
 
 
+def write_auxiliary_autoencoders(work: Path, seed: int) -> dict[str, Path]:
+    """The Outlier Exposure autoencoders the family head's ``other`` class trains on, saved
+    as autoencoder folders: tiny random ones of seeds no test set uses, one SD-shaped (4
+    latent channels), one SD3-shaped (16 latent channels, shift, no quant convolutions)."""
+    out = {}
+    models = {
+        "aux-tiny-4ch": build_tiny_autoencoder(seed=seed + 101),
+        "aux-tiny-16ch": build_tiny_autoencoder(
+            seed=seed + 102, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609
+        ),
+    }
+    for name, model in models.items():
+        out[name] = work / "autoencoders" / name
+        model.save_pretrained(out[name])
+    return out
+
+
+def build_wide_autoencoder(seed: int) -> AutoencoderKL:
+    """A random autoencoder of a configuration no auxiliary one has: three blocks (factor 4,
+    as the known families), wider, two layers per block, 8 latent channels."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=2,
+        latent_channels=8,
+        norm_num_groups=8,
+        sample_size=64,
+    ).eval()
+
+
 def write_unseen_autoencoders(work: Path, family: str, pipeline: str, seed: int) -> dict[str, Path]:
-    """The two autoencoders no detector trains on, saved as autoencoder folders: a tiny random
-    one, and ``family``'s (from ``pipeline``) with its decoder weights perturbed."""
+    """The autoencoders no detector trains on, saved as autoencoder folders: a tiny random
+    one (the auxiliary 4-channel configuration, another seed), a random one of another
+    configuration, and ``family``'s (from ``pipeline``) with its decoder weights perturbed."""
     out = {}
     tiny = build_tiny_autoencoder(seed=seed + 7)
     out["tiny-random"] = work / "autoencoders" / "tiny-random"
     tiny.save_pretrained(out["tiny-random"])
+    out["tiny-wide"] = work / "autoencoders" / "tiny-wide"
+    build_wide_autoencoder(seed + 13).save_pretrained(out["tiny-wide"])
     vae = load_autoencoder(pipeline, subfolder="vae", device="cpu")
     generator = torch.Generator().manual_seed(seed + 11)
     with torch.no_grad():
@@ -172,12 +232,14 @@ def add_novelty(
     data: Sequence[Path],
     generated: Sequence[tuple[str, Path]],
     config: TrainConfig,
+    outliers: Sequence[Path] = (),
 ) -> None:
     """Write a trained family head's novelty statistics as ``train_detector`` fits them:
-    on the training split it trained on (same seed, same validation share), the threshold on
-    the validation split's real crops."""
+    on the training split it trained on (same seed, same validation share; ``outliers``
+    as its ``--outlier-data``), the threshold on the validation split's real crops."""
     detector = Detector.from_pretrained(directory, device=config.device)
     pairs = [p for d in data for p in read_aligned_dataset(d)]
+    pairs += outlier_pairs(outliers, detector.families) if outliers else []
     train_pairs, val_pairs = split_by_source(pairs, config.val_fraction, config.seed)
     examples = family_generations(generated, detector.families)
     train_generated, _ = split_examples(examples, config.val_fraction, config.seed)
@@ -189,6 +251,122 @@ def add_novelty(
 def decision_fpr(detector: Detector) -> float | None:
     """1% where the detector's calibration resolved that threshold, else None (0.5 rule)."""
     return 0.01 if "fpr_0.01" in detector.config.resolved_fprs() else None
+
+
+def head_summary(head: Detector) -> dict[str, Any]:
+    """A family head's open-set settings as the JSON reports them: its classes, the family
+    threshold with what it was set on and the trade-off record, its novelty statistics."""
+    families = (head.config.calibration or {}).get("families") or {}
+    return {
+        "classes": list(head.classes),
+        "family_threshold": head.config.family_threshold,
+        "family_threshold_on": families.get("threshold_on"),
+        "family_quantile": families.get("quantile"),
+        "novelty": None
+        if head.novelty is None
+        else {"threshold": head.novelty.threshold, **dict(head.novelty.record)},
+    }
+
+
+def interval(correct: int, n: int) -> list[float] | None:
+    """The exact 95% interval on ``correct / n``, rounded; None for an empty row."""
+    return [round(x, 4) for x in accuracy_interval(correct, n)] if n else None
+
+
+def trade_off(
+    head: Detector,
+    inputs: Mapping[str, FamilyInputs],
+    truths: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """The family threshold at each operating point its calibration record lists (set on
+    the calibration reconstructions, never on these rows), and what it gives on the test
+    rows: each known family's accuracy and each unseen autoencoder's share called
+    ``unknown``. Reported to weigh the choice, not to make it."""
+    points = ((head.config.calibration or {}).get("families") or {}).get("share_quantiles") or {}
+    out = []
+    for quantile in TRADE_OFF_QUANTILES:
+        threshold = points.get(str(quantile))
+        if threshold is None:
+            continue
+        rows = {}
+        for label, truth in truths.items():
+            if label == "real":
+                continue
+            found = inputs[label].attribute(head.classes, threshold)
+            expected = truth if truth in head.families else "unknown"
+            rows[label] = round(sum(f == expected for f in found) / len(found), 4)
+        out.append({"quantile": quantile, "threshold": threshold, "right": rows})
+    return out
+
+
+def attribute_sets(
+    head: Detector,
+    reals: Path,
+    groups: Mapping[str, Mapping[str, tuple[str, Path]]],
+    tries: int,
+    work: Path,
+    *,
+    cross_check: bool,
+) -> dict[str, Any]:
+    """Every group of test sets through ``evaluate`` with ``head``: per set its answers'
+    shares, end-to-end accuracy with its exact 95% interval and closed-set accuracy; per
+    group the confusion matrix (its PNG under ``work``), the closed-set section and the
+    trade-off; AEROBLADE's cross-check on the generations where asked."""
+    fpr = decision_fpr(head)
+    rows: dict[str, Any] = {}
+    matrices: dict[str, Any] = {}
+    closed: dict[str, Any] = {}
+    points: dict[str, Any] = {}
+    checked: dict[str, Any] = {}
+    work.mkdir(parents=True, exist_ok=True)
+    for kind, sets in groups.items():
+        evaluation = evaluate(
+            head,
+            [reals],
+            {label: [folder] for label, (_, folder) in sets.items()},
+            tries=(tries,),
+            n_boot=0,
+            family_fpr=fpr,
+            families={label: truth for label, (truth, _) in sets.items()},
+            cross_check=cross_check and kind == "generated",
+        )
+        section = evaluation.result["attribution"]
+        cm = matrix_from_section(section)
+        plot_confusion_matrix(cm, work / f"confusion-{kind}.png")
+        matrices[kind] = {"table": cm.to_dict(), "markdown": cm.to_markdown()}
+        closed[kind] = section["closed_set"]
+        truths = {label: truth for label, (truth, _) in sets.items()} | {"real": "real"}
+        points[kind] = trade_off(head, evaluation.family_inputs, truths)
+        for label, truth in truths.items():
+            found = evaluation.families[label]
+            shares = {
+                answer: round(sum(x == answer for x in found) / len(found), 4)
+                for answer in (*head.families, "unknown", None)
+            }
+            name = "real (held-out)" if label == "real" else label
+            expected = truth if truth in head.families or truth == "real" else "unknown"
+            correct = sum(x == (None if expected == "real" else expected) for x in found)
+            closed_row = section["closed_set"]["sets"].get(label)
+            rows[name] = {
+                "true": truth,
+                "n": len(found),
+                "accuracy": shares.get(truth) if truth in head.families else None,
+                # right answers (the family; "unknown" for an unseen autoencoder; judged
+                # real for a real), with their exact 95% interval
+                "right": round(correct / len(found), 4),
+                "right_ci95": interval(correct, len(found)),
+                "closed_set_accuracy": None if closed_row is None else closed_row["accuracy"],
+                "shares": {("real" if k is None else k): v for k, v in shares.items()},
+            }
+        if "cross_check" in section:
+            checked = section["cross_check"]
+    return {
+        "rows": rows,
+        "confusion": matrices,
+        "closed_set": closed,
+        "trade_off": points,
+        "cross_check": checked,
+    }
 
 
 def run(
@@ -252,6 +430,16 @@ def run(
             config=pair_config,
             device=cfg.device,
         )
+    # The outlier class's data: the training photos through the auxiliary autoencoders.
+    auxiliary = write_auxiliary_autoencoders(work, seed)
+    outliers = work / "pairs" / "outliers"
+    build_aligned_dataset(
+        [train_photos],
+        outliers,
+        autoencoder=[(tag, str(folder)) for tag, folder in auxiliary.items()],
+        config=replace(pair_config, crops_per_image=budget.outlier_crops),
+        device=cfg.device,
+    )
     step("reconstruct_train")
 
     # The family head also learns each family from its generator's own images (training
@@ -266,20 +454,30 @@ def run(
     step("generate_train")
 
     train_config = demo_train_config(cfg, "ae")
-    data = {"two-family": [both]} | {family: [single[family]] for family in names}
-    extra = {"two-family": list(train_generated.items())}
+    heads = ["two-family"] + (["two-family-no-oe"] if budget.baseline_head else [])
+    data = {head: [both] for head in heads} | {family: [single[family]] for family in names}
+    extra = {head: list(train_generated.items()) for head in heads}
+    exposed = {"two-family": [outliers]}
     trained = work / "detectors-trained"
     for name, sets in data.items():
         if (trained / name / "config.json").is_file():  # a resumed run keeps its training
             log(f"kept the trained ae detector '{name}'")
             continue
-        log(f"train ae '{name}' on {', '.join(str(d.name) for d in sets)}")
-        train_detector(sets, trained / name, train_config, generated=extra.get(name, ()))
-    if not (trained / "two-family" / NOVELTY_NAME).is_file():
-        # A head trained before its novelty statistics (a resumed run): fit them as
-        # training does, on the same splits.
-        log("fit the family head's novelty statistics on its training split")
-        add_novelty(trained / "two-family", [both], extra["two-family"], train_config)
+        used = [*sets, *exposed.get(name, [])]
+        log(f"train ae '{name}' on {', '.join(str(d.name) for d in used)}")
+        train_detector(
+            sets,
+            trained / name,
+            train_config,
+            generated=extra.get(name, ()),
+            outliers=exposed.get(name, ()),
+        )
+    for head in heads:
+        if not (trained / head / NOVELTY_NAME).is_file():
+            # A head trained before its novelty statistics (a resumed run): fit them as
+            # training does, on the same splits.
+            log(f"fit the novelty statistics of '{head}' on its training split")
+            add_novelty(trained / head, [both], extra[head], train_config, exposed.get(head, []))
     step("train")
 
     # Thresholds as the demo sets ae's: on other sources' photos (the shipped calibration
@@ -311,7 +509,7 @@ def run(
     step("calibrate")
 
     # 3. Test images.
-    log("held-out crops through both families' autoencoders and two unseen ones")
+    log("held-out crops through both families' autoencoders and three unseen ones")
     first = next(iter(names))
     unseen = write_unseen_autoencoders(work, first, pipelines[first], seed)
     heldout_photos = work / "photos-heldout"
@@ -352,47 +550,22 @@ def run(
     # reconstructions and the unseen autoencoders' in one matrix (a family the head does not
     # know is right when called "unknown"), the generations in another with AEROBLADE's
     # cross-check; decisions at the views the thresholds were calibrated for.
-    head = Detector.from_pretrained(detectors["two-family"], device=cfg.device)
-    fpr = decision_fpr(head)
     groups = {
         "reconstructed": {f"reconstructed by {f}": (f, d) for f, d in recon.items()}
         | {f"reconstructed by {t} (unseen)": (t, d) for t, d in recon_unseen.items()},
         "generated": {f"generated by {f}": (f, d) for f, d in generated.items()},
     }
-    attribution_rows: dict[str, Any] = {}
-    matrices: dict[str, Any] = {}
-    cross_check: dict[str, Any] = {}
-    for kind, sets in groups.items():
-        evaluation = evaluate(
-            head,
-            [reals],
-            {label: [folder] for label, (_, folder) in sets.items()},
-            tries=(tries,),
-            n_boot=0,
-            family_fpr=fpr,
-            families={label: truth for label, (truth, _) in sets.items()},
-            cross_check=kind == "generated",
-        )
-        section = evaluation.result["attribution"]
-        cm = matrix_from_section(section)
-        plot_confusion_matrix(cm, work / f"confusion-{kind}.png")
-        matrices[kind] = {"table": cm.to_dict(), "markdown": cm.to_markdown()}
-        truths = {label: truth for label, (truth, _) in sets.items()} | {"real": "real"}
-        for label, truth in truths.items():
-            found = evaluation.families[label]
-            shares = {
-                answer: round(sum(x == answer for x in found) / len(found), 4)
-                for answer in (*head.families, "unknown", None)
-            }
-            name = "real (held-out)" if label == "real" else label
-            attribution_rows[name] = {
-                "true": truth,
-                "n": len(found),
-                "accuracy": shares.get(truth) if truth in head.families else None,
-                "shares": {("real" if k is None else k): v for k, v in shares.items()},
-            }
-        if "cross_check" in section:
-            cross_check = section["cross_check"]
+    head = Detector.from_pretrained(detectors["two-family"], device=cfg.device)
+    fpr = decision_fpr(head)
+    asked = attribute_sets(head, reals, groups, tries, work, cross_check=True)
+    baseline = None
+    if "two-family-no-oe" in detectors:
+        log("the same rows through the head without Outlier Exposure")
+        other = Detector.from_pretrained(detectors["two-family-no-oe"], device=cfg.device)
+        baseline = attribute_sets(
+            other, reals, groups, tries, work / "no-oe", cross_check=False
+        ) | head_summary(other)
+        baseline.pop("cross_check", None)
     step("attribute")
 
     # Binary: the family head's score against each single-family detector's.
@@ -419,21 +592,27 @@ def run(
         # The family head's extra training data: each generator's images per family.
         "training_generations": {f: cfg.generated_train_images for f in train_generated},
         "perturbation": PERTURBATION,
-        "family_threshold": head.config.family_threshold,
-        "novelty": None
-        if head.novelty is None
-        else {"threshold": head.novelty.threshold, **dict(head.novelty.record)},
+        "auxiliary_autoencoders": {t: str(p) for t, p in auxiliary.items()},
+        "outlier_pairs": len(read_aligned_dataset(outliers)),
+        **head_summary(head),
         "views_per_image": tries,
         "calibration_crops": len(calibration_photos.files),
         "decision_fpr": fpr,
-        "attribution": attribution_rows,
-        "confusion": matrices,
+        "attribution": asked["rows"],
+        "confusion": asked["confusion"],
+        "closed_set": asked["closed_set"],
+        "trade_off": asked["trade_off"],
+        "without_outlier_exposure": baseline,
         "binary_auc": binary,
-        "aeroblade_cross_check": cross_check,
+        "aeroblade_cross_check": asked["cross_check"],
         "seconds": seconds,
         "seconds_total": round(time.perf_counter() - start, 1),
         "config": {k: v for k, v in asdict(cfg).items() if k != "method_settings"}
-        | {"ae_recipe": asdict(cfg.recipe("ae")), "heldout_crops": budget.heldout_crops},
+        | {
+            "ae_recipe": asdict(cfg.recipe("ae")),
+            "heldout_crops": budget.heldout_crops,
+            "outlier_crops": budget.outlier_crops,
+        },
         "seed": seed,
         "n_boot": budget.n_boot,
         "torch_threads": torch.get_num_threads(),

@@ -385,6 +385,63 @@ def test_family_tags_from_reconstruct_through_train_to_scan(
         assert len(own) == 12 and own.count(family) > len(own) / 2, own
 
 
+def test_outlier_data_from_reconstruct_through_train_to_scan(
+    tmp_path, two_family_aligned_dir, photo_dir, calibration_dir
+):
+    """``train --outlier-data``: reconstructions through an autoencoder of no known family
+    teach the head an ``other`` class; scanned, that autoencoder's images are "unknown" and
+    the known families keep their names (on crops it mostly trained on)."""
+    from ldmdetect.generative.tiny import build_tiny_autoencoder
+
+    build_tiny_autoencoder(seed=5).save_pretrained(tmp_path / "aux-vae")
+    outliers = tmp_path / "outliers"
+    result = runner.invoke(
+        app,
+        [
+            *("reconstruct", str(photo_dir), "--output", str(outliers)),
+            *("--autoencoder", f"aux={tmp_path / 'aux-vae'}"),
+            *("--crop-size", "32", "--crops-per-image", "2", "--device", "cpu"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    det = tmp_path / "det"
+    result = runner.invoke(
+        app,
+        [
+            *("train", "--data", str(two_family_aligned_dir), "--output", str(det)),
+            *("--outlier-data", str(outliers), "--backbone", "resnet10t", "--epochs", "3"),
+            *("--batch-size", "4", "--val-fraction", "0.34", "--device", "cpu"),
+            *("--calibration-real", str(calibration_dir)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((det / "config.json").read_text())
+    assert config["families"] == ["sd-4ch", "flux-16ch", "other"]
+    assert config["training"]["outliers"] == [str(outliers)]
+    out = tmp_path / "scan.csv"
+    recon = two_family_aligned_dir / "reconstructed"
+    sets = {"aux": outliers / "reconstructed", "sd-4ch": recon / "sd-4ch"}
+    result = runner.invoke(
+        app,
+        [
+            *("scan", *map(str, sets.values()), "--detector", str(det)),
+            *("--output", str(out), "--device", "cpu"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scanned = list(csv.DictReader(out.open()))
+    assert "p_other" in scanned[0] and {r["family"] for r in scanned} <= {
+        "",
+        "sd-4ch",
+        "flux-16ch",
+        "unknown",
+    }
+    for name, folder in sets.items():
+        found = [r["family"] for r in scanned if r["path"].startswith(str(folder))]
+        expected = "unknown" if name == "aux" else name
+        assert len(found) == 12 and found.count(expected) > len(found) / 2, (name, found)
+
+
 def test_train_refuses_a_generated_folder_without_family(tmp_path, two_family_aligned_dir):
     args = ["train", "--data", str(two_family_aligned_dir), "--output", str(tmp_path / "d")]
     result = runner.invoke(app, [*args, "--generated", "gens"])

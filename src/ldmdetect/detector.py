@@ -15,7 +15,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ldmdetect import methods
-from ldmdetect.attribution import Attribution, EmbeddingTap, Novelty, attribute
+from ldmdetect.attribution import Attribution, EmbeddingTap, Novelty, attribute, known_families
 from ldmdetect.config import CONFIG_NAME, WEIGHTS_NAME, DetectorConfig
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
@@ -131,9 +131,11 @@ class Detector:
 
     @property
     def families(self) -> tuple[str, ...]:
-        """The generator families a family head tells apart (``config.families``); empty for
-        a real/generated detector. Only these detectors :meth:`attribute`."""
-        return tuple(self.config.families) if len(self.classes) > 2 else ()
+        """The generator families a family head tells apart (``config.families``, less the
+        Outlier Exposure class ``"other"`` where it has one: no family, see
+        :mod:`ldmdetect.attribution`); empty for a real/generated detector. Only these
+        detectors :meth:`attribute`."""
+        return known_families(self.config.families) if len(self.classes) > 2 else ()
 
     @property
     def features(self) -> FeatureStep | None:
@@ -198,13 +200,25 @@ class Detector:
         """:meth:`score_and_probabilities` plus, from the same pass, whether each image is
         novel to every class the detector knows (:class:`~ldmdetect.attribution.Novelty`);
         None for a detector without novelty statistics."""
-        scores, probabilities, embeddings = self._score_classes(
-            prepared, batch_size, embed=self.novelty is not None
-        )
-        novel = None
-        if self.novelty is not None and embeddings is not None:
-            novel = self.novelty.novel(embeddings) if len(embeddings) else np.zeros(0, bool)
-        return scores, probabilities, novel
+        scores, probabilities, embeddings = self.score_probabilities_embedded(prepared, batch_size)
+        return scores, probabilities, self.novel(embeddings)
+
+    @torch.inference_mode()
+    def score_probabilities_embedded(
+        self, prepared: Sequence[Sample], batch_size: int = 64, *, embed: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`score_and_probabilities` plus, from the same pass, the penultimate
+        embeddings (N, D) the novelty rule reads (:meth:`embeddings`): with ``embed``, else
+        (None) where the detector has novelty statistics; None otherwise."""
+        embed = self.novelty is not None if embed is None else embed
+        return self._score_classes(prepared, batch_size, embed=embed)
+
+    def novel(self, embeddings: np.ndarray | None) -> np.ndarray | None:
+        """Per image, whether its embedding is novel to every class the detector knows; None
+        without novelty statistics (or embeddings)."""
+        if self.novelty is None or embeddings is None:
+            return None
+        return self.novelty.novel(embeddings) if len(embeddings) else np.zeros(0, bool)
 
     @torch.inference_mode()
     def embeddings(self, prepared: Sequence[Sample], batch_size: int = 64) -> np.ndarray:

@@ -11,6 +11,7 @@ from PIL import Image
 from ldmdetect.engine.attribution_report import (
     REAL,
     UNKNOWN,
+    accuracy_interval,
     agreement,
     confusion_matrix,
     markdown_section,
@@ -65,6 +66,18 @@ def test_markdown_and_dict(cm):
     assert as_json["counts"][1] == [0, 1, 2, 0]
     assert as_json["accuracy"] == pytest.approx(5 / 11) and as_json["n"] == 11
     assert as_json["unknown_share"]["flux"] == pytest.approx(2 / 3)
+
+
+def test_accuracy_intervals_are_exact_clopper_pearson(cm):
+    # Known values: 28/32 -> [0.7101, 0.9649]; 0/32 -> [0, 0.1089]; n/n -> [.., 1].
+    low, high = accuracy_interval(28, 32)
+    assert (low, high) == (pytest.approx(0.7101, abs=1e-4), pytest.approx(0.9649, abs=1e-4))
+    assert accuracy_interval(0, 32) == [0.0, pytest.approx(0.1089, abs=1e-4)]
+    assert accuracy_interval(32, 32)[1] == 1.0 and accuracy_interval(32, 32)[0] < 1.0
+    with pytest.raises(ValueError, match="0 <= correct <= n"):
+        accuracy_interval(3, 2)
+    intervals = cm.to_dict()["accuracy_ci95"]
+    assert intervals["sd"] == accuracy_interval(2, 4) and set(intervals) == set(cm.rows)
 
 
 def test_rows_only_for_labels_present_and_reals_optional():

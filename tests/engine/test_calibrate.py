@@ -146,3 +146,49 @@ def test_an_aligned_dataset_recalibrates_a_family_heads_threshold(
     )
     assert plain.config.family_threshold == before.family_threshold
     assert "families" not in plain.config.calibration
+
+
+def test_novelty_is_calibrated_on_the_scored_reals_at_their_views_in_one_pass(
+    tmp_path, family_detector_dir, two_family_aligned_dir
+):
+    """The novelty threshold comes from the embeddings of the very reals the thresholds were
+    set on, at the same views, from the scoring pass itself: an undecodable real drops out of
+    both, and the reconstructions (scored in the same pass for the family threshold) never
+    count as reals."""
+    from ldmdetect.attribution import NOVELTY_FPR
+    from ldmdetect.engine.reconstruct import read_aligned_dataset
+    from ldmdetect.io.images import load_image
+
+    pairs = read_aligned_dataset(two_family_aligned_dir)
+    reals = tmp_path / "reals"
+    reals.mkdir()
+    for pair in pairs:
+        shutil.copy(pair.real, reals / f"{pair.pair_id}.png")
+    (reals / "broken.png").write_bytes(b"not a PNG")
+    detector = Detector.from_pretrained(family_detector_dir, device="cpu")
+    result = calibrate_detector(family_detector_dir, [reals], tmp_path / "out", tries=3)
+    assert result.n_real == len(pairs) and str(reals / "broken.png") in result.errors
+    good = sorted(p for p in reals.glob("*.png") if p.name != "broken.png")
+    prepared = [detector.prepare(load_image(p), tries=3) for p in good]
+    expected = detector.novelty.calibrated(detector.embeddings(prepared), NOVELTY_FPR)
+    saved = Detector.from_pretrained(tmp_path / "out", device="cpu")
+    assert saved.novelty.threshold == pytest.approx(expected.threshold, rel=1e-5)
+    # Other images (the reconstructions of the same crops) would set another threshold.
+    recon = [path for p in pairs for _, path in p.reconstructions]
+    prepared = [detector.prepare(load_image(p), tries=3) for p in recon]
+    other = detector.novelty.calibrated(detector.embeddings(prepared), NOVELTY_FPR)
+    assert other.threshold != pytest.approx(expected.threshold, rel=1e-5)
+    # The saved config records the novelty threshold it was written with (one save).
+    record = saved.config.calibration["novelty"]
+    assert record["threshold"] == pytest.approx(saved.novelty.threshold)
+    assert record["n_real"] == len(pairs)
+    # With an aligned dataset, reals and reconstructions in one pass: the novelty threshold
+    # stays on the reals alone.
+    aligned = calibrate_detector(
+        family_detector_dir, [two_family_aligned_dir], tmp_path / "aligned", tries=3
+    )
+    again = Detector.from_pretrained(aligned.output, device="cpu")
+    assert again.novelty.threshold == pytest.approx(expected.threshold, rel=1e-5)
+    assert aligned.config.calibration["families"]["share_quantiles"]["0.01"] == pytest.approx(
+        aligned.config.family_threshold
+    )

@@ -112,6 +112,30 @@ def family_evaluation(family_detector_dir, two_family_aligned_dir, tmp_path_fact
     return evaluation, out
 
 
+def test_closed_set_accuracy_is_the_best_known_family_whatever_the_verdict(
+    family_evaluation,
+):
+    evaluation, _ = family_evaluation
+    closed = evaluation.result["attribution"]["closed_set"]
+    inputs = evaluation.family_inputs
+    detector_classes = ("real", *FAMILIES)
+    # Per set: the argmax over the known families of the stored probabilities.
+    for name, family in (("sd-4ch", "sd-4ch"), ("flux gens", "flux-16ch")):
+        columns = inputs[name].probabilities[:, 1:3]
+        best = [FAMILIES[i] for i in columns.argmax(axis=1)]
+        assert closed["sets"][name]["correct"] == best.count(family)
+        assert closed["sets"][name]["n"] == len(best)
+    assert set(closed["sets"]) == {"sd-4ch", "flux gens"}  # no reals, no left-out set
+    assert closed["n"] == sum(e["n"] for e in closed["sets"].values())
+    # Re-read at the head's own threshold, the inputs give the answers evaluate gave; at a
+    # threshold of 1 every judged-generated image with any split is "unknown".
+    threshold = evaluation.result["attribution"]["family_threshold"]
+    for name in ("real", "sd-4ch", "flux gens"):
+        assert inputs[name].attribute(detector_classes, threshold) == evaluation.families[name]
+    strict = inputs["sd-4ch"].attribute(detector_classes, 1.0 + 1e-9)
+    assert all(a in (None, "unknown") for a in strict)
+
+
 def test_the_report_has_the_confusion_matrix_of_the_family_head(family_evaluation):
     evaluation, out = family_evaluation
     section = json.loads((out / "metrics.json").read_text())["attribution"]

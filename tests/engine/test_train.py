@@ -311,3 +311,67 @@ def test_a_family_head_also_learns_from_each_familys_generations(
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty: no images"):
         family_generations([("sd-4ch", tmp_path / "empty")], ("sd-4ch", "flux-16ch"))
+
+
+@pytest.fixture(scope="module")
+def outlier_aligned_dir(tmp_path_factory, photo_dir) -> Path:
+    """The same photos' 32 px crops through a tiny random autoencoder of no known family
+    (tagged ``aux``): Outlier Exposure data."""
+    from ldmdetect.engine.reconstruct import ReconstructConfig, build_aligned_dataset
+    from ldmdetect.generative.tiny import build_tiny_autoencoder
+
+    root = tmp_path_factory.mktemp("outliers")
+    build_tiny_autoencoder(seed=5).save_pretrained(root / "vae")
+    build_aligned_dataset(
+        [photo_dir],
+        root / "data",
+        autoencoder=[("aux", str(root / "vae"))],
+        config=ReconstructConfig(crop_size=32, crops_per_image=2, seed=0),
+        device="cpu",
+    )
+    return root / "data"
+
+
+def test_outlier_pairs_are_tagged_other_and_refused_where_they_cannot_teach_it(
+    outlier_aligned_dir, two_family_aligned_dir
+):
+    from ldmdetect.engine.train import outlier_pairs
+
+    found = outlier_pairs([outlier_aligned_dir], ("sd-4ch", "flux-16ch"))
+    original = read_aligned_dataset(outlier_aligned_dir)
+    assert len(found) == len(original) > 0
+    assert {f for p in found for f in p.families} == {"other"}
+    # Pair ids of their own: never confused with a family pair of the same crop.
+    assert all(p.pair_id == f"other:{q.pair_id}" for p, q in zip(found, original, strict=True))
+    with pytest.raises(ValueError, match="needs a family head"):
+        outlier_pairs([outlier_aligned_dir], ())
+    with pytest.raises(ValueError, match="reconstructed through flux-16ch, sd-4ch"):
+        outlier_pairs([two_family_aligned_dir], ("sd-4ch", "flux-16ch"))
+    with pytest.raises(ValueError, match="name of the outlier class"):
+        outlier_pairs([outlier_aligned_dir], ("sd-4ch", "other"))
+
+
+def test_outlier_data_trains_an_other_class_that_is_no_family(
+    tmp_path, two_family_aligned_dir, outlier_aligned_dir
+):
+    from ldmdetect.detector import Detector
+
+    cfg = TrainConfig(
+        backbone="resnet10t", epochs=2, batch_size=4, val_fraction=0.34, device="cpu", seed=0
+    )
+    train_detector([two_family_aligned_dir], tmp_path / "d", cfg, outliers=[outlier_aligned_dir])
+    detector = Detector.from_pretrained(tmp_path / "d", device="cpu")
+    assert detector.classes == ("real", "sd-4ch", "flux-16ch", "other")
+    assert detector.families == ("sd-4ch", "flux-16ch")  # "other" is never an answer
+    training = detector.config.training
+    assert training["outliers"] == [str(outlier_aligned_dir)]
+    assert set(detector.config.family_sources) == {"sd-4ch", "flux-16ch"}
+    record = training["families"]
+    # The family threshold is set on the known families' held-out reconstructions alone
+    # (12 pairs, a third held out, two families), the outliers' own share reported beside.
+    assert record["threshold_on"] == "8 held-out reconstructions"
+    assert 0.0 <= record["val_other_share"] <= 1.0
+    assert detector.novelty.means.shape[0] == 4  # every class has its mean, "other" too
+    images = [str(p) for p in sorted((outlier_aligned_dir / "reconstructed").glob("*.png"))]
+    found = detector.attribute(images, fpr=None)
+    assert all(a.family in (None, "sd-4ch", "flux-16ch", "unknown") for a in found)

@@ -61,6 +61,14 @@ def train(
             "for a family head (repeatable; FAMILY as tagged in the --data sets)."
         ),
     ] = None,
+    outlier_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Aligned dataset reconstructed through autoencoders of none of the head's "
+            "families (repeatable): its reconstructions train an extra 'other' class, so "
+            "images of autoencoders the head does not know are called 'unknown'."
+        ),
+    ] = None,
     real: Annotated[
         list[Path] | None, typer.Option(help="Real images: folder or CSV manifest (repeatable).")
     ] = None,
@@ -167,6 +175,7 @@ def train(
         feature_cache=features,
         progress=True,
         generated=[_family_folder(spec) for spec in generated or ()],
+        outliers=outlier_data or (),
     )
     if not is_main_process():
         return  # under a distributed launch every rank returns the same detector; one reports

@@ -33,6 +33,7 @@ __all__ = [
     "REAL",
     "UNKNOWN",
     "ConfusionMatrix",
+    "accuracy_interval",
     "agreement",
     "confusion_matrix",
     "markdown_section",
@@ -124,6 +125,12 @@ class ConfusionMatrix:
         }
         return markdown_table(rows, [*self.columns, "n", "accuracy"], label="true \\ predicted")
 
+    def accuracy_intervals(self, level: float = 0.95) -> dict[str, list[float]]:
+        """Per true label: the exact (Clopper-Pearson) ``level`` interval on its accuracy,
+        which says how little a row of a few dozen images pins it down."""
+        totals = self.totals()
+        return {r: accuracy_interval(c, totals[r], level) for r, c in self.correct().items()}
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (for metrics.json)."""
         return {
@@ -133,8 +140,23 @@ class ConfusionMatrix:
             "n": self.n,
             "accuracy": self.accuracy,
             "accuracy_per_family": self.accuracy_per_family(),
+            "accuracy_ci95": self.accuracy_intervals(),
             "unknown_share": self.unknown_share(),
         }
+
+
+def accuracy_interval(correct: int, n: int, level: float = 0.95) -> list[float]:
+    """The two-sided Clopper-Pearson ``level`` interval on a proportion ``correct / n``:
+    exact (never narrower than it should be), and sensible at 0 and n, where a normal
+    approximation collapses to a point."""
+    from scipy.stats import beta
+
+    if n <= 0 or not 0 <= correct <= n:
+        raise ValueError(f"a proportion needs 0 <= correct <= n and n > 0, got {correct}/{n}")
+    alpha = 1.0 - level
+    low = float(beta.ppf(alpha / 2, correct, n - correct + 1)) if correct > 0 else 0.0
+    high = float(beta.ppf(1 - alpha / 2, correct + 1, n - correct)) if correct < n else 1.0
+    return [low, high]
 
 
 def confusion_matrix(

@@ -131,8 +131,9 @@ def calibrate_detector(
     they are, so the new detector scores exactly as the old one and differs only in where its
     thresholds sit.
     """
+    from ldmdetect.attribution import NOVELTY_FPR
     from ldmdetect.detector import Detector
-    from ldmdetect.engine.scan import score_files
+    from ldmdetect.engine.scan import score_files, score_files_by_class, score_files_embedded
 
     source = Path(detector)
     model = Detector.from_pretrained(source, device=device, components=components)
@@ -163,15 +164,26 @@ def calibrate_detector(
         sources += [source_of(p, base) for p in found.files]
     if not files:
         raise ValueError(f"no real images found in {', '.join(map(os.fspath, reals))}")
-    scores, errors = score_files(
-        model,
-        files,
-        tries=tries,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
-        desc="calibrate",
-    )
+    # One pass over everything: the reals' scores (and, for a family head with novelty
+    # statistics, their embeddings) and the reconstructions' per-class probabilities.
+    options = {
+        "tries": tries,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "progress": progress,
+        "desc": "calibrate",
+    }
+    scored_paths = files + reconstructions if model.families else files
+    embeddings = None
+    if model.novelty is not None:
+        scores, probabilities, embeddings, errors = score_files_embedded(
+            model, scored_paths, **options
+        )
+    elif len(scored_paths) > len(files):
+        scores, probabilities, errors = score_files_by_class(model, scored_paths, **options)
+    else:
+        scores, errors = score_files(model, scored_paths, **options)
+    scores = scores[: len(files)]
     ok = ~np.isnan(scores)
     if not ok.any():
         raise ValueError("no real image could be decoded; nothing to calibrate on")
@@ -194,8 +206,17 @@ def calibrate_detector(
     new.calibration = record
     if model.families and reconstructions:
         new.family_threshold, record["families"] = _family_threshold(
-            model, reconstructions, tries, batch_size, num_workers, progress, errors
+            model, probabilities[len(files) :]
         )
+    novelty = None
+    if embeddings is not None:
+        # The novelty threshold on the very reals (and views) the thresholds were set on.
+        novelty = model.novelty.calibrated(
+            embeddings[: len(files)][ok],
+            NOVELTY_FPR,
+            on=f"{int(ok.sum())} calibration real images, {tries}-try",
+        )
+        record["novelty"] = dict(novelty.record) | {"threshold": novelty.threshold}
     out = Path(output)
     if out.resolve() != source.resolve():
         out.mkdir(parents=True, exist_ok=True)
@@ -203,28 +224,12 @@ def calibrate_detector(
             if item.is_file() and item.name != CONFIG_NAME:
                 shutil.copy2(item, out / item.name)
     new.save(out)
-    if model.novelty is not None:
-        novelty = _novelty_threshold(
-            model, [f for f, good in zip(files, ok, strict=True) if good], tries, batch_size
-        )
+    if novelty is not None:
         novelty.save(out)
-        record["novelty"] = dict(novelty.record) | {"threshold": novelty.threshold}
-        new.save(out)
     counts: dict[str, int] = {}
     for s in kept_sources:
         counts[s] = counts.get(s, 0) + 1
     return Calibration(new, out, int(ok.sum()), counts, errors, skipped)
-
-
-def _novelty_threshold(model: Any, files: Sequence[Path], tries: int, batch_size: int) -> Any:
-    """The novelty rule's threshold re-derived on the calibration reals at the views the
-    thresholds hold for (:meth:`ldmdetect.attribution.Novelty.calibrated`)."""
-    from ldmdetect.attribution import NOVELTY_FPR, embed_files
-
-    embeddings, _ = embed_files(model, list(files), tries, batch_size)
-    return model.novelty.calibrated(
-        embeddings, NOVELTY_FPR, on=f"{len(embeddings)} calibration real images, {tries}-try"
-    )
 
 
 def _is_aligned_dataset(root: str | os.PathLike) -> bool:
@@ -236,38 +241,27 @@ def _is_aligned_dataset(root: str | os.PathLike) -> bool:
     return (root / MANIFEST_NAME).is_file() and (root / DATASET_INFO_NAME).is_file()
 
 
-def _family_threshold(
-    model: Any,
-    reconstructions: Sequence[Path],
-    tries: int,
-    batch_size: int,
-    num_workers: int,
-    progress: bool,
-    errors: dict[str, str],
-) -> tuple[float | None, dict[str, Any]]:
-    """The open-set family threshold from reconstructions of the head's families, and its
-    record (what it was set on, the value it replaces)."""
-    from ldmdetect.attribution import FAMILY_QUANTILE, calibrate_family_threshold
-    from ldmdetect.engine.scan import score_files_by_class
-
-    _, probabilities, errs = score_files_by_class(
-        model,
-        reconstructions,
-        tries=tries,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
-        desc="calibrate families",
+def _family_threshold(model: Any, probabilities: np.ndarray) -> tuple[float | None, dict[str, Any]]:
+    """The open-set family threshold from the per-class probabilities of reconstructions of
+    the head's families (NaN rows: files that failed), and its record: what it was set on,
+    the value it replaces, and the thresholds other quantiles would set (the trade-off)."""
+    from ldmdetect.attribution import (
+        FAMILY_QUANTILE,
+        calibrate_family_threshold,
+        has_other,
+        share_quantiles,
     )
-    errors.update(errs)
+
+    other = has_other(model.classes)
     scored = probabilities[~np.isnan(probabilities).any(axis=1)]
-    threshold = calibrate_family_threshold(scored)
+    threshold = calibrate_family_threshold(scored, other=other)
     return threshold, {
         "threshold_on": f"{len(scored)} reconstructions of the families "
         f"{', '.join(model.families)}",
         "quantile": FAMILY_QUANTILE,
         "family_threshold": threshold,
         "previous": model.config.family_threshold,
+        "share_quantiles": share_quantiles(scored, other=other),
     }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ldmdetect.detector import Detector
+from ldmdetect.engine.evaluate_attribution import FamilyInputs, closed_set_section
 from ldmdetect.engine.metrics import (
     bootstrap_intervals,
     compute_metrics,
@@ -52,6 +53,9 @@ class Evaluation:
     scores: dict
     files: dict[str, Path] = field(default_factory=dict)
     families: dict[str, list[str | None]] = field(default_factory=dict)
+    # Per set as ``families``: what the attribution was made from (per-class probabilities,
+    # verdicts, novelty), to re-read it at another operating point without scoring again.
+    family_inputs: dict[str, FamilyInputs] = field(default_factory=dict)
 
     def conditions(self) -> list[Condition]:
         """Every scoring condition in report order: tries, then perturbations (1 try, as the
@@ -190,6 +194,7 @@ def evaluate(
     per_class = bool(class_columns(classes))
     class_means: dict = {"real": None, "generators": {}}
     attributed: dict[str, list[str | None]] = {}
+    family_inputs: dict[str, FamilyInputs] = {}
     failed: dict[str, list[bool]] = {}
     try:
         family_rule = detector.config.decision_rule(family_fpr, None)
@@ -255,6 +260,7 @@ def evaluate(
             if detector.families:
                 key = group or "real"
                 attributed[key] = _families(detector, scores, probabilities, family_rule, novel)
+                family_inputs[key] = FamilyInputs.of(scores, probabilities, family_rule, novel)
                 failed[key] = np.isnan(scores).tolist()
         return scores[~np.isnan(scores)]
 
@@ -353,12 +359,15 @@ def evaluate(
         result["attribution"] = _attribution(
             detector, attributed, failed, truth, left_out, family_rule, fake_sets, cross_check
         )
+        result["attribution"]["closed_set"] = closed_set_section(
+            family_inputs, truth, detector.classes
+        )
         if cross_check:
             result["settings"]["cross_check"] = True
         if families:
             result["settings"]["families"] = dict(families)
     scores = {"real": real_scores, "generators": gen_scores}
-    evaluation = Evaluation(result, scores, families=attributed)
+    evaluation = Evaluation(result, scores, families=attributed, family_inputs=family_inputs)
     if output is not None:
         evaluation.files = write_report(result, scores, output)
     return evaluation

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ldmdetect.engine.attribution_report import (
     DEFAULT_PNG,
@@ -33,13 +36,92 @@ from ldmdetect.engine.attribution_report import (
 )
 
 __all__ = [
+    "FamilyInputs",
     "aeroblade_cross_check",
     "attribution_section",
+    "closed_set_section",
     "family_autoencoders",
     "markdown",
     "matrix_from_section",
     "true_families",
 ]
+
+
+@dataclass(frozen=True)
+class FamilyInputs:
+    """What a set's attribution is made from, per file: per-class probabilities (N, K) over
+    the detector's classes (NaN rows: files that failed), whether it was judged generated
+    (N,), whether it is novel (N,; None: no novelty statistics). :meth:`attribute` re-reads
+    them at another family threshold; :meth:`closed_set` gives the best known family alone."""
+
+    probabilities: np.ndarray
+    generated: np.ndarray
+    novel: np.ndarray | None
+
+    @classmethod
+    def of(
+        cls, scores: np.ndarray, probabilities: np.ndarray, rule: Any, novel: np.ndarray | None
+    ) -> FamilyInputs:
+        generated = np.array(
+            [not np.isnan(s) and rule.label(float(s)) == "generated" for s in scores], dtype=bool
+        )
+        return cls(np.asarray(probabilities, dtype=np.float64), generated, novel)
+
+    @property
+    def scored(self) -> np.ndarray:
+        return ~np.isnan(self.probabilities).any(axis=1)
+
+    def attribute(self, classes: Sequence[str], threshold: float | None) -> list[str | None]:
+        """Each scored file's answer (:func:`ldmdetect.attribution.attribute`) at
+        ``threshold``; failed files left out."""
+        from ldmdetect.attribution import attribute
+
+        ok = self.scored
+        found = attribute(
+            self.probabilities[ok],
+            classes,
+            self.generated[ok],
+            threshold,
+            None if self.novel is None else self.novel[ok],
+        )
+        return [a.family for a in found]
+
+    def closed_set(self, classes: Sequence[str]) -> list[str]:
+        """Each scored file's most probable known family, whatever its verdict, novelty or
+        outlier-class mass: the closed-set attribution the literature reports."""
+        from ldmdetect.attribution import known_families
+
+        families = known_families(classes[1:])
+        columns = self.probabilities[self.scored][:, 1 : 1 + len(families)]
+        return [families[i] for i in columns.argmax(axis=1)]
+
+
+def closed_set_section(
+    inputs: Mapping[str, FamilyInputs], truth: Mapping[str, str], classes: Sequence[str]
+) -> dict[str, Any]:
+    """Closed-set accuracy over the sets of a known family: the share of their scored files
+    whose most probable known family is the true one (no "real", no "unknown" answer: an
+    upper bound on the open-set, end-to-end accuracy, which stays the headline), overall and
+    per set."""
+    from ldmdetect.attribution import known_families
+
+    families = known_families(classes[1:])
+    per_set: dict[str, dict[str, Any]] = {}
+    right = total = 0
+    for name, family in truth.items():
+        if family not in families or name not in inputs:
+            continue
+        found = inputs[name].closed_set(classes)
+        hits = sum(f == family for f in found)
+        per_set[name] = {"family": family, "n": len(found), "correct": hits}
+        per_set[name]["accuracy"] = hits / len(found) if found else None
+        right, total = right + hits, total + len(found)
+    return {
+        "rule": "most probable known family, whatever the verdict (closed set)",
+        "accuracy": right / total if total else None,
+        "n": total,
+        "sets": per_set,
+    }
 
 
 def true_families(
@@ -151,9 +233,10 @@ def family_autoencoders(config: Any) -> tuple[dict[str, dict[str, Any]], list[st
     """({family: autoencoder source dict}, [families without one]) of a family-head config:
     ``family_sources``, else (a detector saved before it was recorded) the ``families`` maps
     of the dataset.json files its training summary kept."""
+    from ldmdetect.attribution import known_families
     from ldmdetect.engine.train import family_sources
 
-    families = tuple(config.families)
+    families = known_families(config.families)
     sources = dict(config.family_sources or {})
     if not sources:
         sources = family_sources(config.training.get("datasets") or [], families)
@@ -238,7 +321,7 @@ def aeroblade_cross_check(
             nearest[name] = found
     except (SourceUnavailable, OSError, ValueError) as err:
         return {"error": f"AEROBLADE could not be built over the families' autoencoders: {err}"}
-    families = tuple(config.families)
+    families = tuple(detector.families)
     head_all = [x for name in truth for x in head[name]]
     nearest_all = [x for name in truth for x in nearest[name]]
     counts: dict[str, dict[str, int]] = {}

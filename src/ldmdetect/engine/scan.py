@@ -122,6 +122,31 @@ def score_files_novel(
     )
 
 
+def score_files_embedded(
+    detector: Detector, paths: Sequence[str | Path], **options: Unpack[ScoreOptions]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
+    """:func:`score_files_by_class` plus each file's penultimate embedding (N, D), the mean
+    over its views, from the same pass (NaN rows where a file failed): what the novelty rule
+    is fitted and calibrated on (:class:`ldmdetect.attribution.Novelty`)."""
+    scores = np.full(len(paths), math.nan)
+    probabilities = np.full((len(paths), len(detector.classes)), math.nan)
+    rows: dict[int, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    for batch in iter_scores(detector, paths, classes=True, embed=True, **options):
+        for index, score, error, per_class, _, embedding in batch:
+            if error:
+                errors[str(paths[index])] = error
+            else:
+                scores[index] = score
+                probabilities[index] = list(per_class.values())
+                rows[index] = embedding
+    width = len(next(iter(rows.values()))) if rows else 0
+    embeddings = np.full((len(paths), width), math.nan)
+    for index, row in rows.items():
+        embeddings[index] = row
+    return scores, probabilities, embeddings, errors
+
+
 def iter_scores(
     detector: Detector,
     paths: Sequence[str | Path],
@@ -134,12 +159,14 @@ def iter_scores(
     progress: bool = False,
     desc: str = "scoring",
     classes: bool = False,
+    embed: bool = False,
 ) -> Iterator[list[tuple]]:
     """Each device batch as it finishes: ``(index into paths, score, "")`` per scored file,
     with ``(index, None, reason)`` for the files that failed since the last batch. With
     ``classes``, a fourth item: {class: probability} (None for a failed file), and a fifth:
     whether the file is novel to every class the detector knows (None without novelty
-    statistics or for a failed file; :class:`ldmdetect.attribution.Novelty`)."""
+    statistics or for a failed file; :class:`ldmdetect.attribution.Novelty`); with
+    ``embed`` too, a sixth: the file's penultimate embedding (None for a failed file)."""
     tries = tries or detector.config.default_tries
     prepare = PrepareFile(detector.preparer(tries), perturbation, max_pixels)
     pending: list[tuple[int, Sample]] = []
@@ -152,15 +179,24 @@ def iter_scores(
         if pending:
             indices, prepared = zip(*pending, strict=True)
             if classes:
-                scores, probabilities, novel = detector.score_probabilities_novel(
-                    prepared, batch_size
+                scores, probabilities, embeddings = detector.score_probabilities_embedded(
+                    prepared, batch_size, embed=True if embed else None
                 )
+                novel = detector.novel(embeddings)
                 names = detector.classes
                 flags = [None] * len(scores) if novel is None else [bool(n) for n in novel]
-                done = [(*f, None, None) for f in done]
+                done = [(*f, None, None) + ((None,) if embed else ()) for f in done]
                 done += [
                     (i, float(x), "", dict(zip(names, map(float, p), strict=True)), n)
-                    for i, x, p, n in zip(indices, scores, probabilities, flags, strict=True)
+                    + ((e,) if embed else ())
+                    for i, x, p, n, e in zip(
+                        indices,
+                        scores,
+                        probabilities,
+                        flags,
+                        embeddings if embed else [None] * len(scores),
+                        strict=True,
+                    )
                 ]
             else:
                 scores = detector.score_prepared(list(prepared), batch_size)

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ldmdetect import methods
-from ldmdetect.attribution import Novelty
+from ldmdetect.attribution import OTHER, Novelty, known_families
 from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector
 from ldmdetect.engine.calibrate import calibrate_detector, calibration_record
@@ -146,12 +146,16 @@ def train_detector(
     feature_cache: str | os.PathLike | None = None,
     progress: bool = False,
     generated: Sequence[tuple[str, str | os.PathLike]] = (),
+    outliers: Sequence[str | os.PathLike] = (),
 ) -> Detector:
     """Train ``config.method`` on aligned datasets ``data`` and/or labelled ``examples``.
 
     ``generated``: (family, folder) pairs of a generator's own images, extra training data
     of that family for a family head (see :func:`family_generations`); the validation split
-    takes its share of them too. Training-free methods (``Method.trains`` false) only
+    takes its share of them too. ``outliers``: aligned datasets reconstructed through
+    autoencoders of none of the head's families, whose reconstructions all train one more
+    class, ``"other"`` (Outlier Exposure: see :mod:`ldmdetect.attribution`); their real
+    crops train the real class as any pair's. Training-free methods (``Method.trains`` false) only
     calibrate their thresholds on the real images. The detector directory is written to
     ``output``.
     """
@@ -164,13 +168,17 @@ def train_detector(
     infos = [_dataset_info(d) for d in data]
     crop = _crop_size(pairs)
     families = _head_families(cfg.method, pairs, data)
+    if outliers:
+        other_pairs = outlier_pairs(outliers, families)
+        families = (*families, OTHER)
+        pairs += other_pairs
     family_examples = family_generations(generated, families) if generated else []
     method, det_config, model = build(
         cfg, input_size=crop, pipeline=pipeline, revision=revision, families=families
     )
     det_config.generator = next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None)
     if det_config.families:
-        det_config.family_sources = family_sources(infos, det_config.families)
+        det_config.family_sources = family_sources(infos, known_families(det_config.families))
 
     if not method.trains:  # nothing is fitted, so every real image can calibrate
         train_pairs, val_pairs, train_ex, val_ex = [], pairs, [], examples
@@ -264,8 +272,8 @@ def train_detector(
         },
         "generated": {
             "folders": {family: str(folder) for family, folder in generated},
-            "train": _family_counts(train_gen, families),
-            "val": _family_counts(val_gen, families),
+            "train": _family_counts(train_gen, known_families(families)),
+            "val": _family_counts(val_gen, known_families(families)),
         }
         if generated
         else None,
@@ -275,6 +283,7 @@ def train_detector(
         },
         "feature_cache": str(feature_cache) if feature_cache else None,
         "families": family_record,
+        "outliers": [str(d) for d in outliers],
         "skipped_files": skipped,
         "config": _jsonable(asdict(cfg)),
         "history": history,
@@ -326,6 +335,48 @@ def _head_families(
     return families
 
 
+def outlier_pairs(
+    outliers: Sequence[str | os.PathLike], families: Sequence[str]
+) -> list[AlignedPair]:
+    """The pairs of the ``outliers`` aligned datasets with every reconstruction tagged
+    ``"other"``: the Outlier Exposure class of a family head (an auxiliary autoencoder is
+    there to stand for autoencoders the head does not know, not to be told apart). Refused
+    for a detector without a family head, and for a dataset whose autoencoder is tagged as
+    one of the head's families (its images would teach two classes at once)."""
+    from dataclasses import replace
+
+    if not families:
+        raise ValueError(
+            "--outlier-data needs a family head: train `ae` on aligned datasets reconstructed "
+            "through two or more autoencoders (`ldmdetect reconstruct --autoencoder NAME=SRC`)"
+        )
+    if OTHER in families:
+        raise ValueError(
+            f"a family is named {OTHER!r}, the name of the outlier class: rename it with "
+            "`ldmdetect reconstruct --autoencoder NAME=SRC`"
+        )
+    out = []
+    for directory in outliers:
+        pairs = read_aligned_dataset(directory)
+        if not pairs:
+            raise ValueError(f"{os.fspath(directory)}: no aligned pairs in this dataset")
+        clash = sorted({f for p in pairs for f in p.families} & set(families))
+        if clash:
+            raise ValueError(
+                f"{os.fspath(directory)}: reconstructed through {', '.join(clash)}, a family "
+                "the head learns; outlier data must come from other autoencoders"
+            )
+        out += [
+            replace(
+                p,
+                pair_id=f"{OTHER}:{p.pair_id}",
+                reconstructions=tuple((OTHER, path) for _, path in p.reconstructions),
+            )
+            for p in pairs
+        ]
+    return out
+
+
 def family_generations(
     generated: Sequence[tuple[str, str | os.PathLike]], families: Sequence[str]
 ) -> list[Example]:
@@ -374,28 +425,36 @@ def novelty_statistics(
     augmentation), its threshold at ``NOVELTY_FPR`` of the validation split's real crops
     (``ldmdetect calibrate`` re-derives it on the calibration reals at their views). None
     where the classifier has no linear head to read, or no validation reals."""
-    from ldmdetect.attribution import NOVELTY_FPR, classifier_head, embed_files, fit_novelty
+    from ldmdetect.attribution import NOVELTY_FPR, classifier_head, fit_novelty
+    from ldmdetect.engine.scan import score_files_embedded
 
     try:
         classifier_head(detector.model)
     except ValueError:
         return None
-    families = list(detector.families)
+    # Every class of the head, the outlier class included, has its mean.
+    families = list(detector.classes[1:])
     members = [(p.real, 0) for p in train_pairs] + [
         (path, 1 + families.index(family))
         for p in train_pairs
         for family, path in p.reconstructions
     ]
     members += [(Path(e.path), e.label) for e in train_generated]
-    embeddings, labels = embed_files(detector, [m for m, _ in members], 1, batch_size)
-    kept = [label for (_, label), ok in zip(members, labels, strict=True) if ok]
-    novelty = fit_novelty(
-        embeddings,
-        np.array(kept),
-        detector.classes,
-        on=f"{len(kept)} training crops (one view each)",
+    scores, _, embeddings, _ = score_files_embedded(
+        detector, [m for m, _ in members], tries=1, batch_size=batch_size
     )
-    reals, _ = embed_files(detector, [p.real for p in val_pairs], None, batch_size)
+    ok = ~np.isnan(scores)
+    labels = np.array([label for _, label in members])[ok]
+    novelty = fit_novelty(
+        embeddings[ok],
+        labels,
+        detector.classes,
+        on=f"{len(labels)} training crops (one view each)",
+    )
+    scores, _, reals, _ = score_files_embedded(
+        detector, [p.real for p in val_pairs], batch_size=batch_size
+    )
+    reals = reals[~np.isnan(scores)]
     if not len(reals):
         return novelty
     return novelty.calibrated(reals, NOVELTY_FPR, on=f"{len(reals)} held-out validation real crops")
@@ -428,30 +487,48 @@ def _calibrate_families(
     features: FeatureStep | None,
     cache: FeatureCache | None,
 ) -> tuple[float | None, dict]:
-    """The family head's open-set threshold, from the validation split's reconstructions
-    (:func:`ldmdetect.attribution.calibrate_family_threshold`: their 5th percentile of family
-    score) and a record of it for the training summary. Without a validation split there
-    is nothing to calibrate on: no threshold (the best family always answers)."""
-    from ldmdetect.attribution import FAMILY_QUANTILE, calibrate_family_threshold
+    """The family head's open-set threshold, from the validation split's reconstructions of
+    its known families (:func:`ldmdetect.attribution.calibrate_family_threshold`: their 1st
+    percentile of family score) and a record of it for the training summary. Without a
+    validation split there is nothing to calibrate on: no threshold (the best family always
+    answers)."""
+    from ldmdetect.attribution import (
+        FAMILY_QUANTILE,
+        calibrate_family_threshold,
+        has_other,
+        share_quantiles,
+    )
 
+    classes = list(method.classes_for(config))
     if val_loader is None:
-        return None, {"classes": list(method.classes_for(config)), "threshold_on": None}
+        return None, {"classes": classes, "threshold_on": None}
     probabilities, labels = class_probabilities(
         method, model.to(device), config, val_loader, device, features=features, cache=cache
     )
-    held_out = probabilities[labels > 0]
-    threshold = calibrate_family_threshold(held_out)
-    return threshold, {
-        "classes": list(method.classes_for(config)),
+    other = has_other(classes)
+    known = (labels > 0) & (labels < len(classes) - int(other))
+    held_out = probabilities[known]
+    threshold = calibrate_family_threshold(held_out, other=other)
+    n_families = len(classes) - 1 - int(other)
+    record = {
+        "classes": classes,
         "threshold_on": f"{len(held_out)} held-out reconstructions",
         "quantile": FAMILY_QUANTILE,
+        "share_quantiles": share_quantiles(held_out, other=other),
         # Share of the held-out reconstructions the head gives their own family.
         "val_family_accuracy": float(
-            (probabilities[labels > 0][:, 1:].argmax(axis=1) + 1 == labels[labels > 0]).mean()
+            (held_out[:, 1 : 1 + n_families].argmax(axis=1) + 1 == labels[known]).mean()
         )
         if len(held_out)
         else None,
     }
+    if other:
+        # Held-out outlier reconstructions whose mass goes mostly to the outlier class.
+        outlier = probabilities[labels == len(classes) - 1]
+        record["val_other_share"] = (
+            float((outlier[:, -1] >= outlier[:, 1:-1].max(axis=1)).mean()) if len(outlier) else None
+        )
+    return threshold, record
 
 
 def _check_augment(cfg: TrainConfig) -> None:
