@@ -107,8 +107,10 @@ def serve_forever(args: argparse.Namespace) -> None:
     import torch
 
     from ldmdetect.detector import Detector
+    from ldmdetect.memory import keep_freed_memory
     from ldmdetect.serve import create_app, run_server
 
+    keep_freed_memory()  # as the ``ldmdetect`` command does (LDMDETECT_KEEP_FREED_MEMORY=0: off)
     torch.set_num_threads(args.threads)
     detector = Detector.from_pretrained(args.detector_dir, device=args.device)
     app = create_app(
