@@ -133,7 +133,7 @@ def calibrate_detector(
     """
     from ldmdetect.attribution import NOVELTY_FPR
     from ldmdetect.detector import Detector
-    from ldmdetect.engine.scan import score_files, score_files_by_class, score_files_embedded
+    from ldmdetect.engine.scan import score_files_by_class, score_files_embedded
 
     source = Path(detector)
     model = Detector.from_pretrained(source, device=device, components=components)
@@ -179,10 +179,11 @@ def calibrate_detector(
         scores, probabilities, embeddings, errors = score_files_embedded(
             model, scored_paths, **options
         )
-    elif len(scored_paths) > len(files):
-        scores, probabilities, errors = score_files_by_class(model, scored_paths, **options)
     else:
-        scores, errors = score_files(model, scored_paths, **options)
+        classes = len(scored_paths) > len(files)
+        scores, probabilities, errors = score_files_by_class(
+            model, scored_paths, classes=classes, **options
+        )
     scores = scores[: len(files)]
     ok = ~np.isnan(scores)
     if not ok.any():

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, TypedDict
+from typing import TYPE_CHECKING, Any, TextIO, TypedDict
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -99,27 +99,8 @@ def score_files_novel(
     """:func:`score_files_by_class` plus, with ``classes`` and a detector with novelty
     statistics, whether each file is novel to every class it knows (N,) (False where a file
     failed); None otherwise."""
-    scores = np.full(len(paths), math.nan)
-    probabilities = np.full((len(paths), len(detector.classes)), math.nan)
-    novel = np.zeros(len(paths), dtype=bool)
-    has_novelty = False
-    errors: dict[str, str] = {}
-    for batch in iter_scores(detector, paths, classes=classes, **options):
-        for index, score, error, *per_class in batch:
-            if error:
-                errors[str(paths[index])] = error
-            else:
-                scores[index] = score
-                if classes:
-                    probabilities[index] = list(per_class[0].values())
-                    if per_class[1] is not None:
-                        novel[index], has_novelty = per_class[1], True
-    return (
-        scores,
-        probabilities if classes else None,
-        novel if classes and has_novelty else None,
-        errors,
-    )
+    scores, probabilities, novel, _, errors = _collect(detector, paths, classes, False, options)
+    return scores, probabilities, novel, errors
 
 
 def score_files_embedded(
@@ -128,23 +109,51 @@ def score_files_embedded(
     """:func:`score_files_by_class` plus each file's penultimate embedding (N, D), the mean
     over its views, from the same pass (NaN rows where a file failed): what the novelty rule
     is fitted and calibrated on (:class:`ldmdetect.attribution.Novelty`)."""
+    scores, probabilities, _, embeddings, errors = _collect(detector, paths, True, True, options)
+    return scores, probabilities, embeddings, errors
+
+
+def _collect(
+    detector: Detector,
+    paths: Sequence[str | Path],
+    classes: bool,
+    embed: bool,
+    options: ScoreOptions,
+) -> tuple[np.ndarray, Any, Any, Any, dict[str, str]]:
+    """One pass of :func:`iter_scores` gathered into arrays indexed like ``paths``: scores,
+    then (with ``classes``) per-class probabilities and novelty flags, (with ``embed``)
+    embeddings, each NaN/False/None as the public wrappers document; and the failures."""
     scores = np.full(len(paths), math.nan)
     probabilities = np.full((len(paths), len(detector.classes)), math.nan)
+    novel = np.zeros(len(paths), dtype=bool)
+    has_novelty = False
     rows: dict[int, np.ndarray] = {}
     errors: dict[str, str] = {}
-    for batch in iter_scores(detector, paths, classes=True, embed=True, **options):
-        for index, score, error, per_class, _, embedding in batch:
+    for batch in iter_scores(detector, paths, classes=classes, embed=embed, **options):
+        for index, score, error, *extra in batch:
             if error:
                 errors[str(paths[index])] = error
-            else:
-                scores[index] = score
-                probabilities[index] = list(per_class.values())
-                rows[index] = embedding
-    width = len(next(iter(rows.values()))) if rows else 0
-    embeddings = np.full((len(paths), width), math.nan)
-    for index, row in rows.items():
-        embeddings[index] = row
-    return scores, probabilities, embeddings, errors
+                continue
+            scores[index] = score
+            if classes:
+                probabilities[index] = list(extra[0].values())
+                if extra[1] is not None:
+                    novel[index], has_novelty = extra[1], True
+            if embed:
+                rows[index] = extra[2]
+    embeddings = None
+    if embed:
+        width = len(next(iter(rows.values()))) if rows else 0
+        embeddings = np.full((len(paths), width), math.nan)
+        for index, row in rows.items():
+            embeddings[index] = row
+    return (
+        scores,
+        probabilities if classes else None,
+        novel if classes and has_novelty else None,
+        embeddings,
+        errors,
+    )
 
 
 def iter_scores(
