@@ -178,6 +178,10 @@ DetectorSource = Annotated[str, typer.Option(help="Detector directory or hub id.
 Sources = Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")]
 PipelineOutput = Annotated[Path, typer.Option(help="Pipeline directory to write.")]
 Revision = Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")]
+GeneratorPipeline = Annotated[
+    str | None,
+    typer.Option(help="SD-format pipeline (hub id or directory) for generator features."),
+]
 Workers = Annotated[
     int | None,
     typer.Option("--workers", help="Decoding worker processes (default: cores - 1, at most 4)."),

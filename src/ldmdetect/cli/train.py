@@ -14,6 +14,7 @@ from ldmdetect.cli.common import (
     ConfigDefaults,
     Device,
     FeatureOptions,
+    GeneratorPipeline,
     PipelineOverride,
     PromptTemplate,
     Revision,
@@ -81,10 +82,7 @@ def train(
         typer.Option(help="GenImage-layout root: <generator>/train/{nature,ai} (repeatable)."),
     ] = None,
     method: Annotated[str | None, typer.Option(help="ae, lare2, ... (see README).")] = None,
-    pipeline: Annotated[
-        str | None,
-        typer.Option(help="SD-format pipeline (hub id or directory) for feature methods."),
-    ] = None,
+    pipeline: GeneratorPipeline = None,
     revision: Revision = None,
     features: Annotated[
         Path | None,
