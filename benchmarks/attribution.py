@@ -6,7 +6,8 @@ factor-4 autoencoder) and the flow-matching mini generator (``mini-flow``: SD3 l
 
 1. The training photos (the generators' own training subjects) are reconstructed through both
    autoencoders into one aligned dataset, each reconstruction tagged with its family, as the
-   demo builds ``ae``'s data (64 px crops at native and half scale, JPEG-aligned); each
+   demo builds ``ae``'s data (64 px crops at native and half scale, JPEG-aligned, of the
+   training photos and of the shipped train split's crops of other sources' photos); each
    generator also makes training images from the training photos' captions and training
    seeds (as the demo makes ``lare2``'s). ``ae`` trains on both with the demo's recipe and
    learns a family head (real + one class per family + ``other``), its open-set threshold
@@ -120,9 +121,7 @@ def repository_relative(content: Any) -> Any:
 
 @dataclass(frozen=True)
 class Budget:
-    demo: DemoConfig = field(
-        default_factory=lambda: DemoConfig(synris=False, other_generator=None, photo_crops=False)
-    )
+    demo: DemoConfig = field(default_factory=lambda: DemoConfig(synris=False, other_generator=None))
     heldout_crops: int = 64  # 128 px crops per held-out photo (and its reconstructions)
     # Crops per training photo reconstructed through the auxiliary autoencoders (the
     # outlier class's data; fewer than the families' own, to keep training's cost down).
@@ -153,6 +152,12 @@ BUDGETS = {
         calibration_limit=40,
     ),
 }
+
+
+def pair_sets(work: Path, name: str) -> list[Path]:
+    """A training set's aligned datasets under ``work/pairs``: ``name`` (the training photos'
+    crops) and ``name-crops`` where the run reconstructed the shipped train-split crops too."""
+    return [d for d in (work / "pairs" / name, work / "pairs" / f"{name}-crops") if d.is_dir()]
 
 
 def write_auxiliary_autoencoders(work: Path, seed: int) -> dict[str, Path]:
@@ -397,7 +402,9 @@ def run(
         seconds[name] = round(now - clock[0], 1)
         clock[0] = now
 
-    # 1-2. Training data: every training crop through both autoencoders, and alone.
+    # 1-2. Training data: every training crop through both autoencoders, and alone; with
+    # the demo's photo_crops, the shipped train split's crops of other sources' photos too,
+    # as the demo trains ae (real content from more sources than the generators' subjects).
     log(f"reconstruct {len(splits['train'])} training photos through {', '.join(names)}")
     pair_config = ReconstructConfig(
         crop_size=cfg.input_size,
@@ -410,35 +417,41 @@ def run(
     train_photos.mkdir(parents=True, exist_ok=True)
     for photo in splits["train"]:
         (train_photos / photo.name).write_bytes(photo.read_bytes())
-    both = work / "pairs" / "both"
-    build_aligned_dataset(
-        [train_photos],
-        both,
-        autoencoder=[(family, pipelines[family]) for family in names],
-        subfolder="vae",
-        config=pair_config,
-        device=cfg.device,
-    )
-    single = {}
-    for family in names:
-        single[family] = work / "pairs" / family
+    crops = None
+    if cfg.photo_crops:
+        crops = work / "photos" / "train-crops"
+        log(f"and {photo_sets(work, cfg, splits).train_count} shipped train-split crops")
+
+    def aligned(
+        name: str, autoencoder: list[tuple[str, str]], subfolder: str | None, per_photo: int
+    ) -> list[Path]:
+        """The training photos (``per_photo`` crops each) and the shipped crops (one pair
+        each, as the demo cuts them) through ``autoencoder``: ``pair_sets(work, name)``."""
         build_aligned_dataset(
             [train_photos],
-            single[family],
-            autoencoder=[(family, pipelines[family])],
-            subfolder="vae",
-            config=pair_config,
+            work / "pairs" / name,
+            autoencoder=autoencoder,
+            subfolder=subfolder,
+            config=replace(pair_config, crops_per_image=per_photo),
             device=cfg.device,
         )
-    # The outlier class's data: the training photos through the auxiliary autoencoders.
+        if crops is not None:
+            build_aligned_dataset(
+                [crops],
+                work / "pairs" / f"{name}-crops",
+                autoencoder=autoencoder,
+                subfolder=subfolder,
+                config=replace(pair_config, crops_per_image=1, seed=seed + 2),
+                device=cfg.device,
+            )
+        return pair_sets(work, name)
+
+    both = aligned("both", [(f, pipelines[f]) for f in names], "vae", cfg.train_crops_per_image)
+    single = {f: aligned(f, [(f, pipelines[f])], "vae", cfg.train_crops_per_image) for f in names}
+    # The outlier class's data: the same photos through the auxiliary autoencoders.
     auxiliary = write_auxiliary_autoencoders(work, seed)
-    outliers = work / "pairs" / "outliers"
-    build_aligned_dataset(
-        [train_photos],
-        outliers,
-        autoencoder=[(tag, str(folder)) for tag, folder in auxiliary.items()],
-        config=replace(pair_config, crops_per_image=budget.outlier_crops),
-        device=cfg.device,
+    outliers = aligned(
+        "outliers", [(t, str(d)) for t, d in auxiliary.items()], None, budget.outlier_crops
     )
     step("reconstruct_train")
 
@@ -455,9 +468,9 @@ def run(
 
     train_config = demo_train_config(cfg, "ae")
     heads = ["two-family"] + (["two-family-no-oe"] if budget.baseline_head else [])
-    data = {head: [both] for head in heads} | {family: [single[family]] for family in names}
+    data = {head: both for head in heads} | {family: single[family] for family in names}
     extra = {head: list(train_generated.items()) for head in heads}
-    exposed = {"two-family": [outliers]}
+    exposed = {"two-family": outliers}
     trained = work / "detectors-trained"
     for name, sets in data.items():
         if (trained / name / "config.json").is_file():  # a resumed run keeps its training
@@ -477,7 +490,7 @@ def run(
             # A head trained before its novelty statistics (a resumed run): fit them as
             # training does, on the same splits.
             log(f"fit the novelty statistics of '{head}' on its training split")
-            add_novelty(trained / head, [both], extra[head], train_config, exposed.get(head, []))
+            add_novelty(trained / head, both, extra[head], train_config, exposed.get(head, []))
     step("train")
 
     # Thresholds as the demo sets ae's: on other sources' photos (the shipped calibration
@@ -593,7 +606,10 @@ def run(
         "training_generations": {f: cfg.generated_train_images for f in train_generated},
         "perturbation": PERTURBATION,
         "auxiliary_autoencoders": {t: str(p) for t, p in auxiliary.items()},
-        "outlier_pairs": len(read_aligned_dataset(outliers)),
+        "outlier_pairs": sum(len(read_aligned_dataset(d)) for d in outliers),
+        "training_pairs": {
+            name: sum(len(read_aligned_dataset(d)) for d in sets) for name, sets in data.items()
+        },
         **head_summary(head),
         "views_per_image": tries,
         "calibration_crops": len(calibration_photos.files),

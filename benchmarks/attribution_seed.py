@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from attribution import BUDGETS, Budget, attribute_sets, head_summary, repository_relative
+from attribution import (
+    BUDGETS,
+    Budget,
+    attribute_sets,
+    head_summary,
+    pair_sets,
+    repository_relative,
+)
 from cross_family import emit
 
 from ldmdetect.detector import Detector
@@ -42,11 +49,11 @@ def run(
     out = work / (f"head-seed{seed}" + ("" if outliers else "-no-oe"))
     if not (out / "trained" / "config.json").is_file():
         train_detector(
-            [work / "pairs" / "both"],
+            pair_sets(work, "both"),
             out / "trained",
             config,
             generated=[(f, work / "generated-train" / f) for f in families],
-            outliers=[work / "pairs" / "outliers"] if outliers else (),
+            outliers=pair_sets(work, "outliers") if outliers else (),
         )
     tries = cfg.recipe("ae").calibration_tries
     calibrate_detector(

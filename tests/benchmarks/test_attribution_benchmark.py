@@ -44,6 +44,7 @@ def budget(bench):
             generation_steps=2,
             batch_size=8,
             method_settings=recipes,
+            photo_crops=True,  # as the full budget: the shipped train-split crops train too
         ),
         heldout_crops=2,
         outlier_crops=1,
@@ -111,12 +112,21 @@ def test_confusion_matrices_count_every_image(result) -> None:
     )
 
 
-def test_the_family_head_learns_from_generations_and_has_novelty_statistics(result) -> None:
+def test_the_family_head_learns_from_generations_and_has_novelty_statistics(bench, result) -> None:
     assert result["training_generations"] == {"sd": GENERATED, "sd3": GENERATED}
     # Outlier Exposure: the auxiliary autoencoders' reconstructions train an "other" class;
     # none of them is a test set's autoencoder.
     assert result["classes"] == ["real", "sd", "sd3", "other"]
     assert result["outlier_pairs"] > 0
+    # The shipped train-split crops of other sources' photos train every detector, as they
+    # train the demo's ae: each training set is the photos' dataset and the crops' dataset.
+    work = result["work"]
+    assert [d.name for d in bench.pair_sets(work, "both")] == ["both", "both-crops"]
+    crop_pairs = len(list((work / "pairs" / "sd-crops" / "real").iterdir()))
+    photo_pairs = len(list((work / "pairs" / "sd" / "real").iterdir()))
+    assert crop_pairs > 0 and result["training_pairs"]["sd"] == photo_pairs + crop_pairs
+    # the same real crops, each pair carrying both families' reconstructions
+    assert result["training_pairs"]["two-family"] == result["training_pairs"]["sd"]
     assert not set(result["auxiliary_autoencoders"]) & set(result["unseen_autoencoders"])
     assert result["without_outlier_exposure"] is None  # not asked for in this budget
     # The family threshold's operating point, set on the calibration reconstructions, and
@@ -189,7 +199,7 @@ def test_a_resumed_run_fits_the_same_novelty_statistics_as_training(
     recorded = DetectorConfig.load(trained).training["config"]
     config = TrainConfig(val_fraction=recorded["val_fraction"], seed=recorded["seed"], device="cpu")
     bench.add_novelty(
-        copy, [work / "pairs" / "both"], generated, config, [work / "pairs" / "outliers"]
+        copy, bench.pair_sets(work, "both"), generated, config, bench.pair_sets(work, "outliers")
     )
     fitted, refitted = Novelty.load(trained), Novelty.load(copy)
     np.testing.assert_allclose(refitted.means, fitted.means, rtol=1e-4, atol=1e-5)
