@@ -126,6 +126,10 @@ class Budget:
     # Crops per training photo reconstructed through the auxiliary autoencoders (the
     # outlier class's data; fewer than the families' own, to keep training's cost down).
     outlier_crops: int = 8
+    # Crops of the shipped test split's photos (sources neither training nor calibration
+    # saw, spread over all of them; 0 = none) asked as a second test set, with their
+    # reconstructions: held-out photos of many sources, not two photos' crops.
+    source_crops: int = 128
     # Also train, calibrate and ask the head without Outlier Exposure (the comparison).
     baseline_head: bool = True
     n_boot: int = 1000
@@ -147,6 +151,7 @@ BUDGETS = {
             generation_steps=10,
         ),
         heldout_crops=4,
+        source_crops=4,
         outlier_crops=2,
         n_boot=200,
         calibration_limit=40,
@@ -374,6 +379,69 @@ def attribute_sets(
     }
 
 
+@dataclass(frozen=True)
+class SourceTests:
+    """The held-out sources' test set: real crops, their reconstructions per test set (as
+    ``attribute_sets`` groups, and as ``evaluate``'s generator sets for the binary table)."""
+
+    reals: Path
+    groups: dict[str, dict[str, tuple[str, Path]]]
+    binary: dict[str, list[Path]]
+    crops: int
+    source_names: list[str]
+
+
+def write_source_tests(
+    work: Path,
+    cfg: DemoConfig,
+    splits: Mapping[str, list[Path]],
+    crops: int,
+    families: Sequence[tuple[str, Any]],
+    unseen: Mapping[str, Path],
+    seed: int,
+) -> SourceTests:
+    """``crops`` crops of the shipped test split's photos (taken in turn from each source:
+    sources neither the detectors' training nor their calibration saw), one 128 px crop
+    each, through every family's autoencoder and the random unseen ones (the perturbed
+    sibling is asked on the held-out photos alone)."""
+    photos = photo_sets(work, replace(cfg, photo_limit=crops), splits).test(costly=False)
+    dataset = work / "heldout-sources"
+    config = ReconstructConfig(crop_size=cfg.eval_size, crops_per_image=1, seed=seed + 5)
+    build_aligned_dataset(
+        [photos.root],
+        dataset,
+        autoencoder=list(families),
+        subfolder="vae",
+        config=config,
+        device=cfg.device,
+    )
+    randoms = {t: d for t, d in unseen.items() if not t.endswith("-perturbed")}
+    for tag, folder in randoms.items():
+        build_aligned_dataset(
+            [photos.root],
+            work / "heldout-sources-unseen" / tag,
+            autoencoder=[(tag, str(folder))],
+            config=config,
+            device=cfg.device,
+        )
+    recon = {f: dataset / "reconstructed" / f for f, _ in families}
+    suffix = "(held-out sources)"
+    group = {f"reconstructed by {f} {suffix}": (f, d) for f, d in recon.items()} | {
+        f"reconstructed by {t} (unseen) {suffix}": (
+            t,
+            work / "heldout-sources-unseen" / t / "reconstructed",
+        )
+        for t in randoms
+    }
+    return SourceTests(
+        reals=dataset / "real",
+        groups={"held-out-sources": group},
+        binary={f"reconstructed by {f} {suffix}": [d] for f, d in recon.items()},
+        crops=len(photos.files),
+        source_names=sorted(set(photos.sources)),
+    )
+
+
 def run(
     work: Path,
     budget: Budget,
@@ -555,6 +623,11 @@ def run(
     recon = {f: heldout_dir / "reconstructed" / f for f in names}
     # one autoencoder: the dataset keeps the single-family layout, reconstructed/<pair>.png
     recon_unseen = {t: work / "heldout-unseen" / t / "reconstructed" for t in unseen}
+    sources_test = None
+    if budget.source_crops:
+        sources_test = write_source_tests(
+            work, cfg, splits, budget.source_crops, sources, unseen, seed
+        )
     log(f"each generator's {cfg.generated_images} images from the unseen prompts")
     generated = {f: write_unseen(pipelines[f], work / "generated" / f, cfg) for f in names}
     step("test_images")
@@ -571,6 +644,17 @@ def run(
     head = Detector.from_pretrained(detectors["two-family"], device=cfg.device)
     fpr = decision_fpr(head)
     asked = attribute_sets(head, reals, groups, tries, work, cross_check=True)
+    on_sources = None
+    if sources_test is not None:
+        log("the held-out sources' crops and their reconstructions")
+        on_sources = attribute_sets(
+            head,
+            sources_test.reals,
+            sources_test.groups,
+            tries,
+            work / "sources",
+            cross_check=False,
+        )
     baseline = None
     if "two-family-no-oe" in detectors:
         log("the same rows through the head without Outlier Exposure")
@@ -579,23 +663,39 @@ def run(
             other, reals, groups, tries, work / "no-oe", cross_check=False
         ) | head_summary(other)
         baseline.pop("cross_check", None)
+        if sources_test is not None:
+            baseline["held_out_sources"] = attribute_sets(
+                other,
+                sources_test.reals,
+                sources_test.groups,
+                tries,
+                work / "no-oe" / "sources",
+                cross_check=False,
+            )["rows"]
     step("attribute")
 
     # Binary: the family head's score against each single-family detector's.
     binary: dict[str, Any] = {}
     tests = {f"generated by {f}": [d] for f, d in generated.items()}
     tests |= {f"reconstructed by {f}": [d] for f, d in recon.items()}
+    test_sets = [(reals, tests)]
+    if sources_test is not None:  # the held-out sources' reconstructions vs. their reals
+        test_sets.append((sources_test.reals, sources_test.binary))
     for name, directory in detectors.items():
         detector = Detector.from_pretrained(directory, device=cfg.device)
-        evaluation = evaluate(detector, [reals], tests, tries=(1,), n_boot=budget.n_boot)
-        clean = evaluation.conditions()[0]
-        binary[name] = {
-            test: {
-                "auc": round(float(metrics["auc"]), 4),
-                "ci95": [round(float(x), 4) for x in clean.intervals["generators"][test]["auc"]],
+        binary[name] = {"decision_fpr": decision_fpr(detector)}
+        for real_set, fake_sets in test_sets:
+            evaluation = evaluate(detector, [real_set], fake_sets, tries=(1,), n_boot=budget.n_boot)
+            clean = evaluation.conditions()[0]
+            binary[name] |= {
+                test: {
+                    "auc": round(float(metrics["auc"]), 4),
+                    "ci95": [
+                        round(float(x), 4) for x in clean.intervals["generators"][test]["auc"]
+                    ],
+                }
+                for test, metrics in clean.generators.items()
             }
-            for test, metrics in clean.generators.items()
-        } | {"decision_fpr": decision_fpr(detector)}
     step("binary")
 
     return {
@@ -618,6 +718,15 @@ def run(
         "confusion": asked["confusion"],
         "closed_set": asked["closed_set"],
         "trade_off": asked["trade_off"],
+        "held_out_sources": None
+        if on_sources is None
+        else {
+            "crops": sources_test.crops,
+            "sources": sources_test.source_names,
+            "attribution": on_sources["rows"],
+            "confusion": on_sources["confusion"],
+            "closed_set": on_sources["closed_set"],
+        },
         "without_outlier_exposure": baseline,
         "binary_auc": binary,
         "aeroblade_cross_check": asked["cross_check"],
@@ -627,6 +736,7 @@ def run(
         | {
             "ae_recipe": asdict(cfg.recipe("ae")),
             "heldout_crops": budget.heldout_crops,
+            "source_crops": budget.source_crops,
             "outlier_crops": budget.outlier_crops,
         },
         "seed": seed,

@@ -149,6 +149,30 @@ def test_the_family_head_learns_from_generations_and_has_novelty_statistics(benc
     assert novelty["threshold_on"] == "40 calibration real images, 20-try"
 
 
+def test_the_held_out_sources_are_a_second_test_set(result) -> None:
+    # Crops of the shipped test split's photos (sources neither training nor calibration
+    # saw), spread over its sources, and their reconstructions: asked as the held-out
+    # photos are, each image counted once in the confusion matrix.
+    sources = result["held_out_sources"]
+    assert sources["crops"] == 4 and len(sources["sources"]) == 4
+    rows = sources["attribution"]
+    suffix = "(held-out sources)"
+    assert set(rows) == {
+        f"reconstructed by sd {suffix}",
+        f"reconstructed by sd3 {suffix}",
+        f"reconstructed by tiny-random (unseen) {suffix}",
+        f"reconstructed by tiny-wide (unseen) {suffix}",
+        "real (held-out)",
+    }
+    assert all(row["n"] == 4 for row in rows.values())
+    table = sources["confusion"]["held-out-sources"]["table"]
+    assert sum(sum(r) for r in table["counts"]) == 5 * 4
+    assert (result["work"] / "sources" / "confusion-held-out-sources.png").is_file()
+    for detector in result["binary_auc"].values():
+        low, high = detector[f"reconstructed by sd3 {suffix}"]["ci95"]
+        assert 0.0 <= low <= high <= 1.0
+
+
 def test_the_perturbed_autoencoder_is_a_sibling_not_a_copy(
     bench, result, tiny_pipeline_dir
 ) -> None:
