@@ -70,6 +70,25 @@ def run(
         }
     }
     asked = attribute_sets(head, work / "heldout" / "real", groups, tries, out, cross_check=False)
+    on_sources = None
+    if (work / "heldout-sources").is_dir():  # the run's held-out sources, asked alike
+        sources = work / "heldout-sources"
+        suffix = "(held-out sources)"
+        unseen_sources = work / "heldout-sources-unseen"
+        group = {
+            f"reconstructed by {f} {suffix}": (f, sources / "reconstructed" / f) for f in families
+        } | {
+            f"reconstructed by {t} (unseen) {suffix}": (t, unseen_sources / t / "reconstructed")
+            for t in sorted(p.name for p in unseen_sources.iterdir())
+        }
+        on_sources = attribute_sets(
+            head,
+            sources / "real",
+            {"held-out-sources": group},
+            tries,
+            out / "sources",
+            cross_check=False,
+        )["rows"]
     return {
         "benchmark": "attribution, another training seed of the family head",
         "outlier_exposure": outliers,
@@ -80,6 +99,7 @@ def run(
         "attribution": asked["rows"],
         "confusion": asked["confusion"],
         "closed_set": asked["closed_set"],
+        "held_out_sources": on_sources,
         "seconds_total": round(time.perf_counter() - start, 1),
         "torch_threads": torch.get_num_threads(),
     }

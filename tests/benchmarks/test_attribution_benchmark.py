@@ -252,5 +252,6 @@ def test_another_training_seed_of_the_head_is_asked_on_the_same_rows(
     } | {"real (held-out)"}
     for name, row in again["attribution"].items():
         assert row["n"] == result["attribution"][name]["n"]  # the run's very test rows
+    assert set(again["held_out_sources"]) == set(result["held_out_sources"]["attribution"])
     trained = result["work"] / "head-seed1" / "trained" / "config.json"
     assert json.loads(trained.read_text())["training"]["config"]["seed"] == 1
