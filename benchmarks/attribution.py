@@ -391,6 +391,20 @@ class SourceTests:
     source_names: list[str]
 
 
+def source_sets(
+    work: Path, families: Sequence[str], unseen: Sequence[str]
+) -> dict[str, tuple[str, Path]]:
+    """The held-out sources' reconstruction sets as ``attribute_sets`` asks them, {label:
+    (true family, folder)}, where :func:`write_source_tests` writes them under ``work``."""
+    suffix = "(held-out sources)"
+    recon = work / "heldout-sources" / "reconstructed"
+    unseen_root = work / "heldout-sources-unseen"
+    return {f"reconstructed by {f} {suffix}": (f, recon / f) for f in families} | {
+        f"reconstructed by {t} (unseen) {suffix}": (t, unseen_root / t / "reconstructed")
+        for t in unseen
+    }
+
+
 def write_source_tests(
     work: Path,
     cfg: DemoConfig,
@@ -424,19 +438,12 @@ def write_source_tests(
             config=config,
             device=cfg.device,
         )
-    recon = {f: dataset / "reconstructed" / f for f, _ in families}
-    suffix = "(held-out sources)"
-    group = {f"reconstructed by {f} {suffix}": (f, d) for f, d in recon.items()} | {
-        f"reconstructed by {t} (unseen) {suffix}": (
-            t,
-            work / "heldout-sources-unseen" / t / "reconstructed",
-        )
-        for t in randoms
-    }
+    known = [f for f, _ in families]
+    group = source_sets(work, known, list(randoms))
     return SourceTests(
         reals=dataset / "real",
         groups={"held-out-sources": group},
-        binary={f"reconstructed by {f} {suffix}": [d] for f, d in recon.items()},
+        binary={label: [d] for label, (truth, d) in group.items() if truth in known},
         crops=len(photos.files),
         source_names=sorted(set(photos.sources)),
     )

@@ -28,6 +28,7 @@ from attribution import (
     head_summary,
     pair_sets,
     repository_relative,
+    source_sets,
 )
 from cross_family import emit
 
@@ -72,18 +73,11 @@ def run(
     asked = attribute_sets(head, work / "heldout" / "real", groups, tries, out, cross_check=False)
     on_sources = None
     if (work / "heldout-sources").is_dir():  # the run's held-out sources, asked alike
-        sources = work / "heldout-sources"
-        suffix = "(held-out sources)"
-        unseen_sources = work / "heldout-sources-unseen"
-        group = {
-            f"reconstructed by {f} {suffix}": (f, sources / "reconstructed" / f) for f in families
-        } | {
-            f"reconstructed by {t} (unseen) {suffix}": (t, unseen_sources / t / "reconstructed")
-            for t in sorted(p.name for p in unseen_sources.iterdir())
-        }
+        unseen_sources = sorted(p.name for p in (work / "heldout-sources-unseen").iterdir())
+        group = source_sets(work, families, unseen_sources)
         on_sources = attribute_sets(
             head,
-            sources / "real",
+            work / "heldout-sources" / "real",
             {"held-out-sources": group},
             tries,
             out / "sources",
