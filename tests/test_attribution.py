@@ -7,9 +7,11 @@ from ldmdetect.attribution import (
     OTHER,
     UNKNOWN,
     Attribution,
+    EmbeddingTap,
     Novelty,
     attribute,
     calibrate_family_threshold,
+    combine_novelty,
     family_scores,
     fit_novelty,
     has_other,
@@ -155,6 +157,59 @@ def test_an_embedding_far_from_every_class_is_novel_one_near_a_class_is_not(tmp_
         fit_novelty(embeddings[labels < 2], labels[labels < 2], CLASSES)
     with pytest.raises(ValueError, match="dimension 8"):
         novelty.distances(np.zeros((1, 5)))
+
+
+def test_an_ensembles_novelty_sums_its_members_squared_distances_and_saves_as_blocks(tmp_path):
+    from scipy.linalg import block_diag
+
+    rng = np.random.default_rng(1)
+    embeddings, labels, _ = _three_clusters(rng)
+    first = fit_novelty(embeddings, labels, CLASSES)
+    second = fit_novelty(embeddings[:, ::-1] * 2 + 1, labels, CLASSES)  # another member's view
+    combined = combine_novelty([first, second])
+    assert [len(b) for b in combined.blocks] == [8, 8] and combined.threshold is None
+    side_by_side = np.concatenate([embeddings, embeddings[:, ::-1] * 2 + 1], axis=1)[:40]
+    # The blocks are one block-diagonal precision: the same distances as the dense matrix.
+    dense = Novelty(CLASSES, combined.means, block_diag(*combined.blocks))
+    np.testing.assert_allclose(combined.distances(side_by_side), dense.distances(side_by_side))
+    # Per class, squared distances add: the nearest class is the one nearest on both.
+    far = side_by_side + 30.0
+    assert (combined.distances(far) > np.maximum(first.distances(far[:, :8]), 1.0)).all()
+    calibrated = combined.calibrated(side_by_side, fpr=0.05)
+    calibrated.save(tmp_path)
+    loaded = Novelty.load(tmp_path)
+    assert len(loaded.blocks) == 2
+    np.testing.assert_allclose(loaded.distances(far), calibrated.distances(far), rtol=1e-5)
+    assert loaded.threshold == pytest.approx(calibrated.threshold)
+    # An ensemble of an ensemble and one more network: three blocks, in member order.
+    assert [len(b) for b in combine_novelty([combined, first]).blocks] == [8, 8, 8]
+    with pytest.raises(ValueError, match="different classes"):
+        combine_novelty([first, fit_novelty(embeddings, labels, ("real", "a", "b"))])
+
+
+def test_an_ensembles_embedding_is_its_members_side_by_side():
+    import timm
+    import torch
+
+    from ldmdetect.models.ensemble import Ensemble
+
+    torch.manual_seed(0)
+    nets = [timm.create_model("resnet10t", num_classes=3).eval() for _ in range(2)]
+    views = torch.randn(4, 3, 32, 32)  # two images, two views each, an image's views in a row
+    alone = []
+    with torch.no_grad():
+        for net in nets:
+            with EmbeddingTap(net) as tap:
+                net(views)
+            alone.append(tap.per_image(2))
+        with EmbeddingTap(Ensemble(nets, num_classes=3)) as tap:
+            Ensemble(nets, num_classes=3)(views)
+    together = tap.per_image(2)
+    width = alone[0].shape[1]
+    assert together.shape == (2, 2 * width)
+    np.testing.assert_allclose(together[:, :width], alone[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(together[:, width:], alone[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(alone[0], alone[1])  # two networks, two different embeddings
 
 
 def test_a_novel_image_is_unknown_whatever_its_verdict():

@@ -242,38 +242,57 @@ def classifier_head(model: nn.Module) -> nn.Module:
     return head
 
 
+def classifier_heads(model: nn.Module) -> list[nn.Module]:
+    """Every network's :func:`classifier_head`: one, or one per member of an ensemble (whose
+    embedding is its members' side by side)."""
+    from ldmdetect.models.ensemble import Ensemble
+
+    networks = list(model.members) if isinstance(model, Ensemble) else [model]
+    return [classifier_head(network) for network in networks]
+
+
 class EmbeddingTap:
-    """While open, records the input of ``model``'s classifier head on every forward pass:
-    the penultimate embedding of each view, in the order the views ran.
+    """While open, records the input of ``model``'s classifier head (each member's, for an
+    ensemble) on every forward pass: the penultimate embedding of each view, in the order the
+    views ran.
 
     A hook rather than a second pass: the scores, probabilities and embeddings of an image
     come from one forward pass. :meth:`per_image` averages each image's views, as its score
-    is their mean."""
+    is their mean, and puts an ensemble's members' embeddings side by side."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.head = classifier_head(model)
-        self.chunks: list[torch.Tensor] = []
-        self._handle: Any = None
+        self.heads = classifier_heads(model)
+        self.chunks: list[list[torch.Tensor]] = [[] for _ in self.heads]
+        self._handles: list[Any] = []
 
-    def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        self.chunks.append(inputs[0].detach().float().flatten(1).cpu())
+    def _recorder(self, index: int) -> Any:
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            self.chunks[index].append(inputs[0].detach().float().flatten(1).cpu())
+
+        return record
 
     def __enter__(self) -> EmbeddingTap:
-        self._handle = self.head.register_forward_pre_hook(self._record)
+        self._handles = [
+            head.register_forward_pre_hook(self._recorder(i)) for i, head in enumerate(self.heads)
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
     def per_image(self, n_images: int) -> np.ndarray:
         """(n_images, D): the recorded views' embeddings, averaged per image (every image the
-        same number of views, in order)."""
-        if not self.chunks:
+        same number of views, in order); an ensemble's D is the sum of its members'."""
+        if not self.chunks[0]:
             return np.zeros((0, 0))
-        views = torch.cat(self.chunks)
-        if n_images <= 0 or len(views) % n_images:
-            raise ValueError(f"{len(views)} recorded views do not split over {n_images} images")
-        return views.view(n_images, len(views) // n_images, -1).mean(dim=1).double().numpy()
+        parts = []
+        for chunks in self.chunks:
+            views = torch.cat(chunks)
+            if n_images <= 0 or len(views) % n_images:
+                raise ValueError(f"{len(views)} recorded views do not split over {n_images} images")
+            parts.append(views.view(n_images, len(views) // n_images, -1).mean(dim=1))
+        return torch.cat(parts, dim=1).double().numpy()
 
 
 @dataclass(frozen=True)
@@ -283,15 +302,21 @@ class Novelty:
 
     ``means`` (K, D) per class of ``classes``; ``precision`` (D, D) the inverse of their
     shared within-class covariance (Ledoit-Wolf shrunk: a few thousand training crops do not
-    pin down 1280 dimensions). ``threshold``: the largest min-over-classes Mahalanobis
-    distance that is not novel (None: not calibrated, nothing is novel). ``record``: what it
-    was fitted and calibrated on."""
+    pin down 1280 dimensions), or a tuple of the diagonal blocks of one (an ensemble's members,
+    each with its own embedding: :func:`combine_novelty`). ``threshold``: the largest
+    min-over-classes Mahalanobis distance that is not novel (None: not calibrated, nothing is
+    novel). ``record``: what it was fitted and calibrated on."""
 
     classes: tuple[str, ...]
     means: np.ndarray
-    precision: np.ndarray
+    precision: np.ndarray | tuple[np.ndarray, ...]
     threshold: float | None = None
     record: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> tuple[np.ndarray, ...]:
+        """The precision's diagonal blocks (one for a single network's statistics)."""
+        return self.precision if isinstance(self.precision, tuple) else (self.precision,)
 
     def distances(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, D) -> (N,): the Mahalanobis distance to the nearest class mean."""
@@ -301,8 +326,13 @@ class Novelty:
                 f"embeddings of shape {x.shape} for novelty statistics of dimension "
                 f"{self.means.shape[1]}"
             )
-        diff = x[:, None, :] - self.means[None, :, :]  # (N, K, D)
-        squared = ((diff @ self.precision) * diff).sum(axis=-1)  # (N, K)
+        squared = np.zeros((len(x), len(self.means)))  # (N, K)
+        start = 0
+        for block in self.blocks:
+            part = slice(start, start + len(block))
+            diff = x[:, None, part] - self.means[None, :, part]  # (N, K, D_block)
+            squared += ((diff @ block) * diff).sum(axis=-1)
+            start += len(block)
         return np.sqrt(np.maximum(squared, 0.0)).min(axis=1)
 
     def novel(self, embeddings: np.ndarray) -> np.ndarray:
@@ -335,11 +365,14 @@ class Novelty:
         from safetensors.numpy import save_file
 
         path = Path(directory) / NOVELTY_NAME
+        tensors = {"means": np.ascontiguousarray(self.means, dtype=np.float32)}
+        if isinstance(self.precision, tuple):  # an ensemble's blocks, in member order
+            for i, block in enumerate(self.precision):
+                tensors[f"precision.{i}"] = np.ascontiguousarray(block, dtype=np.float32)
+        else:
+            tensors["precision"] = np.ascontiguousarray(self.precision, dtype=np.float32)
         save_file(
-            {
-                "means": np.ascontiguousarray(self.means, dtype=np.float32),
-                "precision": np.ascontiguousarray(self.precision, dtype=np.float32),
-            },
+            tensors,
             str(path),
             metadata={
                 "classes": json.dumps(list(self.classes)),
@@ -362,15 +395,30 @@ class Novelty:
             with safe_open(str(path), framework="numpy") as handle:
                 meta = handle.metadata() or {}
                 means = handle.get_tensor("means").astype(np.float64)
-                precision = handle.get_tensor("precision").astype(np.float64)
+                keys = set(handle.keys())
+                if "precision" in keys:
+                    precision: np.ndarray | tuple[np.ndarray, ...] = handle.get_tensor(
+                        "precision"
+                    ).astype(np.float64)
+                else:
+                    precision = tuple(
+                        handle.get_tensor(f"precision.{i}").astype(np.float64)
+                        for i in range(sum(k.startswith("precision.") for k in keys))
+                    )
             classes = tuple(json.loads(meta["classes"]))
             threshold = json.loads(meta.get("threshold", "null"))
             record = json.loads(meta.get("record", "{}"))
         except Exception as err:  # safetensors and json raise several types for one cause
             raise ValueError(f"{path}: unreadable novelty statistics ({err})") from err
-        if means.shape[0] != len(classes) or precision.shape != (means.shape[1],) * 2:
+        blocks = precision if isinstance(precision, tuple) else (precision,)
+        if (
+            means.shape[0] != len(classes)
+            or not blocks
+            or any(b.ndim != 2 or b.shape[0] != b.shape[1] for b in blocks)
+            or sum(len(b) for b in blocks) != means.shape[1]
+        ):
             raise ValueError(
-                f"{path}: means {means.shape} and precision {precision.shape} "
+                f"{path}: means {means.shape} and precision {[b.shape for b in blocks]} "
                 f"do not fit {len(classes)} classes"
             )
         return cls(classes, means, precision, threshold, record)
@@ -405,4 +453,28 @@ def fit_novelty(
             "shrinkage": float(shrunk.shrinkage_),
             "distance": "Mahalanobis, class means, shared covariance (Lee et al. 2018)",
         },
+    )
+
+
+def combine_novelty(members: Sequence[Novelty]) -> Novelty:
+    """An ensemble's novelty statistics from its members' (:class:`Novelty`, in member
+    order): the class means side by side and each member's precision a diagonal block, so the
+    squared distance to a class is the sum of the members' squared distances to it (each
+    member's embedding read with its own covariance; no cross-member covariance is assumed,
+    as none was fitted). Uncalibrated: ``ldmdetect calibrate`` sets the threshold on real
+    images at the ensemble's views."""
+    if not members:
+        raise ValueError("no novelty statistics to combine")
+    classes = members[0].classes
+    if any(m.classes != classes for m in members):
+        raise ValueError(
+            "novelty statistics over different classes cannot be combined: "
+            + ", ".join(str(m.classes) for m in members)
+        )
+    return Novelty(
+        classes,
+        np.concatenate([m.means for m in members], axis=1),
+        tuple(block for m in members for block in m.blocks),
+        None,
+        {"combined": [dict(m.record) for m in members]},
     )

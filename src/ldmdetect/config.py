@@ -127,6 +127,9 @@ class DetectorConfig:
     family_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Where the model's starting weights came from ("random", a timm tag, a file...).
     weights_source: str = "random"
+    # Independently trained networks whose mean probability the detector reads (a deep
+    # ensemble, ``ldmdetect ensemble``; ldmdetect.models.ensemble says why). 1: one network.
+    members: int = 1
     training: dict[str, Any] = field(default_factory=dict)
     # Fake iff score > threshold. "0.5" is the raw decision rule; "fpr_X" are calibrated on
     # held-out real images so that at most a fraction X of them is flagged.

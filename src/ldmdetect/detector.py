@@ -97,7 +97,7 @@ class Detector:
             config = DetectorConfig.load(directory)
         except ValueError as err:
             raise DetectorLoadError(str(err)) from err
-        model = methods.get(config.method).build_model(config, pretrained=False)
+        model = methods.get(config.method).build(config, pretrained=False)
         try:
             load_model(model, str(directory / WEIGHTS_NAME), strict=True, device="cpu")
         except Exception as err:  # safetensors raises several types for one cause

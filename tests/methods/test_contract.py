@@ -169,6 +169,23 @@ def check_contract(
     row = next(r for r in rows if Path(r.path).name == files[0].name)
     np.testing.assert_allclose(score[0], row.score, rtol=1e-5, atol=1e-6)
 
+    # An ensemble of the network and a perturbed copy gives their mean probabilities: what
+    # the method's logits_per_view says of its network's outputs (one sigmoid logit, or a
+    # softmax over several) holds.
+    if method.trains:
+        from ldmdetect.engine.ensemble import ensemble_detectors
+
+        torch.manual_seed(0)
+        other = Detector.from_pretrained(out, device="cpu")
+        with torch.no_grad():
+            for parameter in other.model.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter) * (parameter.abs().mean() + 1e-3))
+        other.save_pretrained(tmp_path / "perturbed")
+        both = ensemble_detectors([out, tmp_path / "perturbed"], tmp_path / "both", device="cpu")
+        mean = (detector.predict_proba(files) + other.predict_proba(files)) / 2
+        assert not np.allclose(detector.predict_proba(files), other.predict_proba(files))
+        np.testing.assert_allclose(both.detector.predict_proba(files), mean, atol=1e-5)
+
     # the explain hook: None for methods with nothing to show, else one map per image that
     # evidence_map places over the whole image
     image = load_image(files[0])

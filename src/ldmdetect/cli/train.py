@@ -264,3 +264,46 @@ def calibrate(
         result.errors,
         f"{describe(result.config.calibration)}\nsaved calibrated detector to {result.output}",
     )
+
+
+@command(
+    commands, ConfigDefaults("ldmdetect.engine.ensemble:ensemble_detectors", "batch_size", "device")
+)
+def ensemble(
+    detectors: Annotated[
+        list[str],
+        typer.Argument(help="Two or more detector directories of one method and classes."),
+    ],
+    output: Annotated[Path, typer.Option(help="Where the combined detector goes.")],
+    real: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Real images to calibrate the ensemble on (as `calibrate --real`; an aligned "
+            "dataset also sets a family head's family threshold). Without: saved uncalibrated."
+        ),
+    ] = None,
+    tries: Annotated[
+        int | None, typer.Option(help="Views per image (default: the members').")
+    ] = None,
+    batch_size: int | None = None,
+    device: Device = None,
+) -> None:
+    """Combine detectors trained with different seeds into one whose score is their mean
+    probability (a deep ensemble): the low-FPR threshold and the family answers move less from
+    one training run to the next. Its thresholds are its own: pass --real, or run
+    `ldmdetect calibrate` on it afterwards.
+    """
+    from ldmdetect.engine.calibrate import describe
+    from ldmdetect.engine.ensemble import ensemble_detectors
+
+    result = ensemble_detectors(
+        detectors, output, reals=real or (), tries=tries, batch_size=batch_size, device=device
+    )
+    echo_not_images(result.skipped)
+    config = result.detector.config
+    summary = f"saved an ensemble of {config.members} networks to {result.output}"
+    if real:
+        summary = f"{describe(config.calibration)}\n{summary}"
+    else:
+        summary += "\nuncalibrated: run `ldmdetect calibrate` on it with real images"
+    finish(result.errors, summary)

@@ -425,11 +425,11 @@ def novelty_statistics(
     augmentation), its threshold at ``NOVELTY_FPR`` of the validation split's real crops
     (``ldmdetect calibrate`` re-derives it on the calibration reals at their views). None
     where the classifier has no linear head to read, or no validation reals."""
-    from ldmdetect.attribution import NOVELTY_FPR, classifier_head, fit_novelty
+    from ldmdetect.attribution import NOVELTY_FPR, classifier_heads, fit_novelty
     from ldmdetect.engine.scan import score_files_embedded
 
     try:
-        classifier_head(detector.model)
+        classifier_heads(detector.model)
     except ValueError:
         return None
     # Every class of the head, the outlier class included, has its mean.

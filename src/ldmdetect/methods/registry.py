@@ -277,6 +277,30 @@ class Method(ABC):
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         """A fresh model for ``config`` (weights are loaded by the caller)."""
 
+    def logits_per_view(self, config: DetectorConfig) -> int:
+        """How many logits :meth:`build_model`'s network gives per view: one per class for a
+        family head, else one (a sigmoid gives P(generated)). A method whose network ends in
+        a softmax over ``("real", "generated")`` says 2. What an ensemble of its networks
+        mixes over (:meth:`build`)."""
+        classes = self.classes_for(config)
+        return len(classes) if len(classes) > 2 else 1
+
+    def build(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
+        """The model a detector directory's weights load into: :meth:`build_model`'s network,
+        or ``config.members`` of them read as one (:class:`~ldmdetect.models.ensemble.Ensemble`,
+        a deep ensemble of independently trained networks)."""
+        if config.members == 1:
+            return self.build_model(config, pretrained=pretrained)
+        from ldmdetect.models.ensemble import Ensemble
+
+        if config.members < 1 or not self.trains:
+            raise ValueError(
+                f"{self.name} cannot hold {config.members} networks: an ensemble needs two or "
+                "more trained networks of a method that trains"
+            )
+        networks = [self.build_model(config, pretrained=pretrained) for _ in range(config.members)]
+        return Ensemble(networks, self.logits_per_view(config))
+
     @abstractmethod
     def transform(
         self, config: DetectorConfig, *, tries: int = 1, augment: Any = None

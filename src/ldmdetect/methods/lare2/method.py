@@ -187,6 +187,9 @@ class LaRE2(Method):
         )
         return {"feature": resolved.to_feature()}
 
+    def logits_per_view(self, config: DetectorConfig) -> int:
+        return 2  # EGRE's head: a softmax over (real, generated), as the official code's
+
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return EGRE(
             config.backbone,
