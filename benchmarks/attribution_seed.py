@@ -60,7 +60,23 @@ def run(
     calibrate_detector(
         out / "trained", [work / "calibration"], out / "calibrated", tries=tries, device="cpu"
     )
-    head = Detector.from_pretrained(out / "calibrated", device="cpu")
+    return {
+        "benchmark": "attribution, another training seed of the family head",
+        "outlier_exposure": outliers,
+        "work": str(work),
+        "train_seed": seed,
+        **ask(work, out / "calibrated", out, tries),
+        "seconds_total": round(time.perf_counter() - start, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def ask(work: Path, calibrated: Path, out: Path, tries: int) -> dict[str, Any]:
+    """The calibrated head at ``calibrated`` asked on the run's test sets as
+    ``benchmarks/attribution.py`` asks its head (the held-out photos' rows, then the held-out
+    sources' where the run made them); figures go under ``out``."""
+    head = Detector.from_pretrained(calibrated, device="cpu")
+    families = [p.name for p in sorted((work / "generated-train").iterdir())]
     unseen = sorted(p.name for p in (work / "heldout-unseen").iterdir())
     recon = work / "heldout" / "reconstructed"
     groups = {
@@ -84,18 +100,12 @@ def run(
             cross_check=False,
         )["rows"]
     return {
-        "benchmark": "attribution, another training seed of the family head",
-        "outlier_exposure": outliers,
-        "work": str(work),
-        "train_seed": seed,
         **head_summary(head),
         "thresholds": head.config.thresholds,
         "attribution": asked["rows"],
         "confusion": asked["confusion"],
         "closed_set": asked["closed_set"],
         "held_out_sources": on_sources,
-        "seconds_total": round(time.perf_counter() - start, 1),
-        "torch_threads": torch.get_num_threads(),
     }
 
 

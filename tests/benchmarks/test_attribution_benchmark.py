@@ -255,3 +255,24 @@ def test_another_training_seed_of_the_head_is_asked_on_the_same_rows(
     assert set(again["held_out_sources"]) == set(result["held_out_sources"]["attribution"])
     trained = result["work"] / "head-seed1" / "trained" / "config.json"
     assert json.loads(trained.read_text())["training"]["config"]["seed"] == 1
+
+
+def test_the_heads_training_seeds_read_as_one_are_asked_on_the_same_rows(
+    import_script, budget, result
+) -> None:
+    work = result["work"]
+    if not (work / "head-seed1" / "trained" / "config.json").is_file():
+        seeded = import_script(BENCHMARKS / "attribution_seed.py", "attribution_seed_benchmark")
+        seeded.run(work, 1, budget)
+    combined = import_script(
+        BENCHMARKS / "attribution_ensemble.py", "attribution_ensemble_benchmark"
+    )
+    members = combined.trained_heads(work)
+    assert members == [work / "detectors-trained" / "two-family", work / "head-seed1" / "trained"]
+    asked = combined.run(work, members, work / "ensemble", budget)
+    config = json.loads((work / "ensemble" / "calibrated" / "config.json").read_text())
+    assert config["members"] == 2 and config["family_threshold"] is not None
+    assert asked["classes"] == ["real", "sd", "sd3", "other"]
+    for name, row in asked["attribution"].items():
+        assert row["n"] == result["attribution"][name]["n"]  # the run's very test rows
+    assert set(asked["held_out_sources"]) == set(result["held_out_sources"]["attribution"])
