@@ -16,7 +16,6 @@ set on the calibration crops as for a single head.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 from attribution import BUDGETS, Budget, repository_relative
-from attribution_seed import ask
+from attribution_seed import ask, parse_run_args, run_parser
 from cross_family import emit
 
 from ldmdetect.engine.ensemble import ensemble_detectors
@@ -67,8 +66,7 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="a finished run's directory")
+    parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--member",
         type=Path,
@@ -76,16 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=None,
         help="a trained head to combine (repeatable; default: every trained seed in --work)",
     )
-    parser.add_argument(
-        "--no-outliers", action="store_true", help="the heads without Outlier Exposure"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--output", type=Path, default=None, help="write the JSON here too")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not (args.work / "heldout-unseen").is_dir():
-        parser.error(f"{args.work}: not the work directory of a finished attribution run")
+    args = parse_run_args(parser, argv)
     members = args.member or trained_heads(args.work, outliers=not args.no_outliers)
     if len(members) < 2:
         parser.error(

@@ -109,20 +109,32 @@ def ask(work: Path, calibrated: Path, out: Path, tries: int) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """The options of every script that asks a finished run's heads again."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--work", type=Path, required=True, help="a finished run's directory")
-    parser.add_argument("--seed", type=int, default=1, help="the head's training seed")
     parser.add_argument(
         "--no-outliers", action="store_true", help="the head without Outlier Exposure"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON here too")
+    return parser
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Any:
+    """``parser``'s arguments, torch's threads set, the work directory checked."""
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if not (args.work / "heldout-unseen").is_dir():
         parser.error(f"{args.work}: not the work directory of a finished attribution run")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = run_parser(__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1, help="the head's training seed")
+    args = parse_run_args(parser, argv)
     result = run(args.work, args.seed, outliers=not args.no_outliers)
     return emit(repository_relative(result), args.output)
 

@@ -199,13 +199,9 @@ def two_family_aligned_dir(tmp_path_factory, tiny_family_dir, photo_dir: Path) -
     return out
 
 
-@pytest.fixture(scope="session")
-def family_detector_dir(tmp_path_factory, two_family_aligned_dir: Path) -> Path:
-    """``ae`` trained for seconds on ``two_family_aligned_dir``: a family head over ("real",
-    "sd-4ch", "flux-16ch"), its open-set threshold calibrated on the held-out third."""
-    out = tmp_path_factory.mktemp("family-detector")
+def _family_head(out: Path, aligned: Path, seed: int) -> Path:
     train_detector(
-        [two_family_aligned_dir],
+        [aligned],
         out,
         TrainConfig(
             backbone=LEARNING_BACKBONE,
@@ -213,10 +209,23 @@ def family_detector_dir(tmp_path_factory, two_family_aligned_dir: Path) -> Path:
             batch_size=4,
             val_fraction=0.34,
             device="cpu",
-            seed=0,
+            seed=seed,
         ),
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def family_detector_dir(tmp_path_factory, two_family_aligned_dir: Path) -> Path:
+    """``ae`` trained for seconds on ``two_family_aligned_dir``: a family head over ("real",
+    "sd-4ch", "flux-16ch"), its open-set threshold calibrated on the held-out third."""
+    return _family_head(tmp_path_factory.mktemp("family-detector"), two_family_aligned_dir, 0)
+
+
+@pytest.fixture(scope="session")
+def second_family_detector_dir(tmp_path_factory, two_family_aligned_dir: Path) -> Path:
+    """The same family head trained with another seed (1): an ensemble's second member."""
+    return _family_head(tmp_path_factory.mktemp("family-detector-1"), two_family_aligned_dir, 1)
 
 
 @pytest.fixture

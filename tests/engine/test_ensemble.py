@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from tests.conftest import LEARNING_BACKBONE
 from typer.testing import CliRunner
 
 from ldmdetect.cli import app
@@ -8,26 +7,6 @@ from ldmdetect.config import DetectorConfig, UnresolvedThreshold
 from ldmdetect.detector import Detector
 from ldmdetect.engine.ensemble import ensemble_detectors
 from ldmdetect.engine.reconstruct import read_aligned_dataset
-from ldmdetect.engine.train import TrainConfig, train_detector
-
-
-@pytest.fixture(scope="module")
-def second_family_detector_dir(tmp_path_factory, two_family_aligned_dir):
-    """The conftest's family head trained again with another seed: a second member."""
-    out = tmp_path_factory.mktemp("family-detector-seed1")
-    train_detector(
-        [two_family_aligned_dir],
-        out,
-        TrainConfig(
-            backbone=LEARNING_BACKBONE,
-            epochs=3,
-            batch_size=4,
-            val_fraction=0.34,
-            device="cpu",
-            seed=1,
-        ),
-    )
-    return out
 
 
 def test_an_ensemble_scores_its_members_mean_probability_and_is_calibrated_anew(
