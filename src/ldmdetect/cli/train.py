@@ -28,6 +28,11 @@ from ldmdetect.cli.common import (
 
 commands = typer.Typer()
 
+#: Views per image the thresholds are set at (calibrate, ensemble).
+CalibrationTries = Annotated[
+    int | None, typer.Option(help="Views per image (default: the detector's own).")
+]
+
 
 #: ``train``'s options that are :class:`TrainConfig` settings.
 TRAIN_SETTINGS = ConfigDefaults(
@@ -222,9 +227,7 @@ def calibrate(
     output: Annotated[
         Path, typer.Option(help="Where the recalibrated detector goes (may be --detector).")
     ],
-    tries: Annotated[
-        int | None, typer.Option(help="Views per image (default: the detector's).")
-    ] = None,
+    tries: CalibrationTries = None,
     batch_size: int | None = None,
     device: Device = None,
     workers: Workers = None,
@@ -282,9 +285,7 @@ def ensemble(
             "dataset also sets a family head's family threshold). Without: saved uncalibrated."
         ),
     ] = None,
-    tries: Annotated[
-        int | None, typer.Option(help="Views per image (default: the members').")
-    ] = None,
+    tries: CalibrationTries = None,
     batch_size: int | None = None,
     device: Device = None,
 ) -> None:
