@@ -411,9 +411,15 @@ class Detector:
 
 
 def _trained_channels_last(config: DetectorConfig) -> bool:
-    """Whether the detector was trained in channels-last (its recorded TrainConfig)."""
-    training = (config.training or {}).get("config") or {}
-    return bool(training.get("channels_last"))
+    """Whether the detector was trained in channels-last (its recorded TrainConfig; an
+    ensemble's members' records, ``ldmdetect ensemble``)."""
+    return _channels_last_record(config.training or {})
+
+
+def _channels_last_record(training: dict) -> bool:
+    if "ensemble_of" in training:
+        return any(_channels_last_record(m.get("training") or {}) for m in training["ensemble_of"])
+    return bool((training.get("config") or {}).get("channels_last"))
 
 
 def _views(sample: Sample) -> int:

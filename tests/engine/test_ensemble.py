@@ -80,3 +80,20 @@ def test_ensemble_cli_combines_and_calibrates(
     assert result.exit_code == 0 and "uncalibrated" in result.output
     result = CliRunner().invoke(app, ["ensemble", str(family_detector_dir), "--output", str(out)])
     assert result.exit_code != 0 and "two or more networks" in result.output
+
+
+def test_networks_trained_channels_last_score_channels_last_as_members_too():
+    from ldmdetect.detector import _trained_channels_last
+
+    def member(last: bool) -> dict:
+        return {"directory": "d", "training": {"config": {"channels_last": last}}}
+
+    def ensemble(*members: dict) -> dict:
+        return {"directory": "e", "training": {"ensemble_of": list(members)}}
+
+    assert _trained_channels_last(DetectorConfig(training=ensemble(member(True))["training"]))
+    assert not _trained_channels_last(
+        DetectorConfig(training=ensemble(member(False), member(False))["training"])
+    )
+    nested = ensemble(ensemble(member(False), member(True)), member(False))
+    assert _trained_channels_last(DetectorConfig(training=nested["training"]))
