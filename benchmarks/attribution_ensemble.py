@@ -54,7 +54,9 @@ def run(
     ``budget`` (the run's), ask; the JSON's content."""
     start = time.perf_counter()
     tries = budget.demo.recipe("ae").calibration_tries
-    ensemble_detectors(members, out / "calibrated", reals=[work / "calibration"], tries=tries)
+    ensemble_detectors(
+        members, out / "calibrated", reals=[work / "calibration"], tries=tries, device="cpu"
+    )
     return {
         "benchmark": "attribution, the family head's training seeds as one ensemble",
         "work": str(work),

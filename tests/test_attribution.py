@@ -202,8 +202,9 @@ def test_an_ensembles_embedding_is_its_members_side_by_side():
             with EmbeddingTap(net) as tap:
                 net(views)
             alone.append(tap.per_image(2))
-        with EmbeddingTap(Ensemble(nets, num_classes=3)) as tap:
-            Ensemble(nets, num_classes=3)(views)
+        ensemble = Ensemble(nets, num_classes=3)
+        with EmbeddingTap(ensemble) as tap:
+            ensemble(views)
     together = tap.per_image(2)
     width = alone[0].shape[1]
     assert together.shape == (2, 2 * width)

@@ -15,7 +15,14 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ldmdetect import methods
-from ldmdetect.attribution import Attribution, EmbeddingTap, Novelty, attribute, known_families
+from ldmdetect.attribution import (
+    NOVELTY_NAME,
+    Attribution,
+    EmbeddingTap,
+    Novelty,
+    attribute,
+    known_families,
+)
 from ldmdetect.config import CONFIG_NAME, WEIGHTS_NAME, DetectorConfig
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
@@ -97,7 +104,10 @@ class Detector:
             config = DetectorConfig.load(directory)
         except ValueError as err:
             raise DetectorLoadError(str(err)) from err
-        model = methods.get(config.method).build(config, pretrained=False)
+        try:
+            model = methods.get(config.method).build(config, pretrained=False)
+        except ValueError as err:
+            raise DetectorLoadError(f"{directory / CONFIG_NAME}: {err}") from err
         try:
             load_model(model, str(directory / WEIGHTS_NAME), strict=True, device="cpu")
         except Exception as err:  # safetensors raises several types for one cause
@@ -109,6 +119,11 @@ class Detector:
             novelty = Novelty.load(directory)
         except ValueError as err:
             raise DetectorLoadError(str(err)) from err
+        if novelty is not None and len(novelty.blocks) != config.members:
+            raise DetectorLoadError(
+                f"{directory / NOVELTY_NAME}: novelty statistics of {len(novelty.blocks)} "
+                f"networks for a detector of {config.members}"
+            )
         return cls(config, model, device=device, components=components, novelty=novelty)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -120,6 +135,8 @@ class Detector:
         self.config.save(directory)
         if self.novelty is not None:
             self.novelty.save(directory)
+        else:  # statistics left by an earlier detector in this directory are not this one's
+            (directory / NOVELTY_NAME).unlink(missing_ok=True)
         return directory
 
     @property

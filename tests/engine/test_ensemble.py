@@ -1,3 +1,6 @@
+import re
+import shutil
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -58,7 +61,7 @@ def test_without_reals_the_ensemble_is_saved_uncalibrated_and_says_so(
 def test_members_that_read_or_answer_differently_are_refused_by_name(
     tmp_path, family_detector_dir, detector_dir
 ):
-    with pytest.raises(ValueError, match=rf"{detector_dir}: (backbone|families)"):
+    with pytest.raises(ValueError, match=rf"{re.escape(str(detector_dir))}: (backbone|families)"):
         ensemble_detectors([family_detector_dir, detector_dir], tmp_path / "ens", device="cpu")
     with pytest.raises(ValueError, match="two or more networks"):
         ensemble_detectors([family_detector_dir], tmp_path / "one", device="cpu")
@@ -71,7 +74,7 @@ def test_ensemble_cli_combines_and_calibrates(
     out = tmp_path / "ens"
     args = ["ensemble", str(family_detector_dir), str(second_family_detector_dir)]
     result = CliRunner().invoke(
-        app, [*args, "--output", str(out), "--real", str(two_family_aligned_dir / "real")]
+        app, [*args, "--output", str(out), "--real", str(two_family_aligned_dir)]
     )
     assert result.exit_code == 0, result.output
     assert "ensemble of 2 networks" in result.output and "real images" in result.output
@@ -97,3 +100,65 @@ def test_networks_trained_channels_last_score_channels_last_as_members_too():
     )
     nested = ensemble(ensemble(member(False), member(True)), member(False))
     assert _trained_channels_last(DetectorConfig(training=nested["training"]))
+
+
+def test_nothing_is_written_for_a_repeated_member_an_output_among_them_or_missing_reals(
+    tmp_path, family_detector_dir, second_family_detector_dir
+):
+    pair = [family_detector_dir, second_family_detector_dir]
+    with pytest.raises(ValueError, match="given twice"):
+        ensemble_detectors([*pair, family_detector_dir], tmp_path / "a", device="cpu")
+    with pytest.raises(ValueError, match="is one of the members"):
+        ensemble_detectors(pair, second_family_detector_dir, device="cpu")
+    with pytest.raises(ValueError, match="no-such-folder: no such file or folder"):
+        ensemble_detectors(pair, tmp_path / "b", reals=[tmp_path / "no-such-folder"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_plain_reals_leave_no_family_threshold_and_say_so(
+    tmp_path, family_detector_dir, second_family_detector_dir, two_family_aligned_dir
+):
+    with pytest.warns(UserWarning, match="no family threshold"):
+        result = ensemble_detectors(
+            [family_detector_dir, second_family_detector_dir],
+            tmp_path / "ens",
+            reals=[two_family_aligned_dir / "real"],
+            device="cpu",
+        )
+    assert result.detector.config.family_threshold is None
+    assert result.detector.novelty.threshold is not None  # any reals set the novelty threshold
+
+
+def test_a_member_without_novelty_statistics_leaves_none_not_a_stale_file(
+    tmp_path, family_detector_dir, second_family_detector_dir
+):
+    from ldmdetect.attribution import NOVELTY_NAME
+
+    bare = tmp_path / "bare"
+    shutil.copytree(second_family_detector_dir, bare)
+    (bare / NOVELTY_NAME).unlink()
+    out = tmp_path / "ens"
+    shutil.copytree(family_detector_dir, out)  # an earlier detector's novelty file is there
+    with pytest.warns(UserWarning, match="no novelty statistics"):
+        result = ensemble_detectors([family_detector_dir, bare], out, device="cpu")
+    assert result.detector.novelty is None and not (out / NOVELTY_NAME).exists()
+
+
+def test_a_directory_whose_parts_disagree_is_refused_by_file(
+    tmp_path, family_detector_dir, second_family_detector_dir
+):
+    import json
+
+    from ldmdetect.attribution import NOVELTY_NAME
+    from ldmdetect.detector import DetectorLoadError
+
+    out = tmp_path / "ens"
+    ensemble_detectors([family_detector_dir, second_family_detector_dir], out, device="cpu")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(config | {"members": 0}))
+    with pytest.raises(DetectorLoadError, match=r"config\.json: ae cannot hold 0 networks"):
+        Detector.from_pretrained(out, device="cpu")
+    (out / "config.json").write_text(json.dumps(config))
+    shutil.copy(family_detector_dir / NOVELTY_NAME, out / NOVELTY_NAME)  # one network's
+    with pytest.raises(DetectorLoadError, match=r"novelty\.safetensors: novelty statistics of 1"):
+        Detector.from_pretrained(out, device="cpu")

@@ -11,6 +11,7 @@ sets the open-set family threshold and the novelty threshold at the ensemble's v
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,14 +68,30 @@ def ensemble_detectors(
     Members must agree on :data:`SHARED_FIELDS`; a member that differs is named with the
     field. The ensemble keeps no member's thresholds or family threshold (they were set on
     another score), so it is saved uncalibrated and, with ``reals``, calibrated there as
-    ``ldmdetect calibrate`` would (``tries``: views per image, default the members'). Its
-    novelty statistics are the members' combined (:func:`ldmdetect.attribution.combine_novelty`)
-    where every member has them.
+    ``ldmdetect calibrate`` would (``tries``: views per image, default the members'): any
+    reals set the thresholds and the novelty threshold, an aligned dataset among them also a
+    family head's family threshold (without one the family-share rule is off, and a warning
+    says so). Its novelty statistics are the members' combined
+    (:func:`ldmdetect.attribution.combine_novelty`) where every member has them (a warning
+    names the members without). Nothing is written when a source or a real is missing, a
+    source is given twice, or ``output`` is one of the sources.
     """
     from ldmdetect.engine.calibrate import calibrate_detector
+    from ldmdetect.io.datasets import search_images
 
     if len(sources) < 1:
         raise ValueError("an ensemble needs detector directories to combine")
+    resolved = [Path(s).resolve() for s in sources]
+    twice = sorted(
+        {str(s) for s, r in zip(sources, resolved, strict=True) if resolved.count(r) > 1}
+    )
+    if twice:
+        raise ValueError(f"{', '.join(twice)}: given twice; the same network twice adds nothing")
+    if Path(output).resolve() in resolved:
+        raise ValueError(f"{output}: is one of the members; write the ensemble elsewhere")
+    missing = search_images(reals).missing
+    if missing:
+        raise ValueError(f"{missing[0]}: no such file or folder of real images")
     members = [(Path(s), Detector.from_pretrained(s, device="cpu")) for s in sources]
     first_source, first = members[0]
     for source, member in members[1:]:
@@ -116,6 +133,13 @@ def ensemble_detectors(
         if all(n is not None for n in novelties)
         else None
     )
+    without = [str(source) for source, member in members if member.novelty is None]
+    if config.families and without and len(without) < len(members):
+        warnings.warn(
+            f"{', '.join(without)}: no novelty statistics, so the ensemble has none (its "
+            "open set keeps the family-share and outlier rules only)",
+            stacklevel=2,
+        )
     model = Ensemble(networks, first.method.logits_per_view(config))
     output = Path(output)
     Detector(config, model, device="cpu", novelty=novelty).save_pretrained(output)
@@ -124,6 +148,13 @@ def ensemble_detectors(
     calibration = calibrate_detector(
         output, reals, output, fprs=fprs, tries=tries, batch_size=batch_size, device=device
     )
+    if config.families and calibration.config.family_threshold is None:
+        warnings.warn(
+            f"{output}: no family threshold, so no image is called 'unknown' by its family "
+            "share: calibrate with an aligned dataset (`ldmdetect reconstruct` output) among "
+            "the reals to set one",
+            stacklevel=2,
+        )
     return Ensembled(
         Detector.from_pretrained(output, device=device),
         output,
