@@ -379,6 +379,28 @@ def attribute_sets(
     }
 
 
+def binary_aucs(
+    detector: Detector,
+    test_sets: Sequence[tuple[Path, Mapping[str, list[Path]]]],
+    n_boot: int,
+) -> dict[str, Any]:
+    """The detector's binary AUC (one view) with its 95% bootstrap interval on each fake set
+    of ``test_sets`` ((reals, {name: folders}) pairs) against those reals, beside the FPR its
+    decisions use: how the family head's score compares with a single-family detector's."""
+    out: dict[str, Any] = {"decision_fpr": decision_fpr(detector)}
+    for real_set, fake_sets in test_sets:
+        evaluation = evaluate(detector, [real_set], fake_sets, tries=(1,), n_boot=n_boot)
+        clean = evaluation.conditions()[0]
+        out |= {
+            test: {
+                "auc": round(float(metrics["auc"]), 4),
+                "ci95": [round(float(x), 4) for x in clean.intervals["generators"][test]["auc"]],
+            }
+            for test, metrics in clean.generators.items()
+        }
+    return out
+
+
 @dataclass(frozen=True)
 class SourceTests:
     """The held-out sources' test set: real crops, their reconstructions per test set (as
@@ -690,19 +712,7 @@ def run(
         test_sets.append((sources_test.reals, sources_test.binary))
     for name, directory in detectors.items():
         detector = Detector.from_pretrained(directory, device=cfg.device)
-        binary[name] = {"decision_fpr": decision_fpr(detector)}
-        for real_set, fake_sets in test_sets:
-            evaluation = evaluate(detector, [real_set], fake_sets, tries=(1,), n_boot=budget.n_boot)
-            clean = evaluation.conditions()[0]
-            binary[name] |= {
-                test: {
-                    "auc": round(float(metrics["auc"]), 4),
-                    "ci95": [
-                        round(float(x), 4) for x in clean.intervals["generators"][test]["auc"]
-                    ],
-                }
-                for test, metrics in clean.generators.items()
-            }
+        binary[name] = binary_aucs(detector, test_sets, budget.n_boot)
     step("binary")
 
     return {

@@ -61,7 +61,7 @@ def run(
         "benchmark": "attribution, the family head's training seeds as one ensemble",
         "work": str(work),
         "members": [str(m) for m in members],
-        **ask(work, out / "calibrated", out, tries),
+        **ask(work, out / "calibrated", out, tries, budget.n_boot),
         "seconds_total": round(time.perf_counter() - start, 1),
         "torch_threads": torch.get_num_threads(),
     }

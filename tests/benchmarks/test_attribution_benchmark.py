@@ -275,3 +275,5 @@ def test_the_heads_training_seeds_read_as_one_are_asked_on_the_same_rows(
     for name, row in asked["attribution"].items():
         assert row["n"] == result["attribution"][name]["n"]  # the run's very test rows
     assert set(asked["held_out_sources"]) == set(result["held_out_sources"]["attribution"])
+    # The binary table's rows, as the run's head has them.
+    assert set(asked["binary_auc"]) == set(result["binary_auc"]["two-family"])
