@@ -127,13 +127,10 @@ def ensemble_detectors(
             ]
         },
     )
-    novelties = [member.novelty for _, member in members]
-    novelty: Novelty | None = (
-        combine_novelty([n for n in novelties if n is not None])
-        if all(n is not None for n in novelties)
-        else None
-    )
     without = [str(source) for source, member in members if member.novelty is None]
+    novelty: Novelty | None = (
+        None if without else combine_novelty([m.novelty for _, m in members if m.novelty])
+    )
     if config.families and without and len(without) < len(members):
         warnings.warn(
             f"{', '.join(without)}: no novelty statistics, so the ensemble has none (its "
