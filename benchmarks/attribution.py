@@ -165,6 +165,38 @@ def pair_sets(work: Path, name: str) -> list[Path]:
     return [d for d in (work / "pairs" / name, work / "pairs" / f"{name}-crops") if d.is_dir()]
 
 
+def aligned_sets(
+    out: Path,
+    train_photos: Path,
+    crops: Path | None,
+    autoencoder: Sequence[tuple[str, str]],
+    subfolder: str | None,
+    config: ReconstructConfig,
+    device: str,
+) -> list[Path]:
+    """One training set's aligned datasets: ``train_photos`` (``config``'s crops each) at
+    ``out`` and, where given, the shipped train-split ``crops`` (one pair each, as the demo
+    cuts them) at ``out``-crops, both through ``autoencoder``: :func:`pair_sets`' list."""
+    build_aligned_dataset(
+        [train_photos],
+        out,
+        autoencoder=list(autoencoder),
+        subfolder=subfolder,
+        config=config,
+        device=device,
+    )
+    if crops is not None:
+        build_aligned_dataset(
+            [crops],
+            out.with_name(f"{out.name}-crops"),
+            autoencoder=list(autoencoder),
+            subfolder=subfolder,
+            config=replace(config, crops_per_image=1, seed=config.seed + 2),
+            device=device,
+        )
+    return [d for d in (out, out.with_name(f"{out.name}-crops")) if d.is_dir()]
+
+
 def write_auxiliary_autoencoders(work: Path, seed: int) -> dict[str, Path]:
     """The Outlier Exposure autoencoders the family head's ``other`` class trains on, saved
     as autoencoder folders: tiny random ones of seeds no test set uses, one SD-shaped (4
@@ -522,26 +554,15 @@ def run(
     def aligned(
         name: str, autoencoder: list[tuple[str, str]], subfolder: str | None, per_photo: int
     ) -> list[Path]:
-        """The training photos (``per_photo`` crops each) and the shipped crops (one pair
-        each, as the demo cuts them) through ``autoencoder``: ``pair_sets(work, name)``."""
-        build_aligned_dataset(
-            [train_photos],
+        return aligned_sets(
             work / "pairs" / name,
-            autoencoder=autoencoder,
-            subfolder=subfolder,
-            config=replace(pair_config, crops_per_image=per_photo),
-            device=cfg.device,
+            train_photos,
+            crops,
+            autoencoder,
+            subfolder,
+            replace(pair_config, crops_per_image=per_photo),
+            cfg.device,
         )
-        if crops is not None:
-            build_aligned_dataset(
-                [crops],
-                work / "pairs" / f"{name}-crops",
-                autoencoder=autoencoder,
-                subfolder=subfolder,
-                config=replace(pair_config, crops_per_image=1, seed=seed + 2),
-                device=cfg.device,
-            )
-        return pair_sets(work, name)
 
     both = aligned("both", [(f, pipelines[f]) for f in names], "vae", cfg.train_crops_per_image)
     single = {f: aligned(f, [(f, pipelines[f])], "vae", cfg.train_crops_per_image) for f in names}

@@ -277,3 +277,30 @@ def test_the_heads_training_seeds_read_as_one_are_asked_on_the_same_rows(
     assert set(asked["held_out_sources"]) == set(result["held_out_sources"]["attribution"])
     # The binary table's rows, as the run's head has them.
     assert set(asked["binary_auc"]) == set(result["binary_auc"]["two-family"])
+
+
+def test_a_head_trained_on_larger_views_is_asked_on_the_same_rows(
+    import_script, budget, result
+) -> None:
+    from PIL import Image
+
+    views = import_script(BENCHMARKS / "attribution_views.py", "attribution_views_benchmark")
+    work = result["work"]
+    size = 2 * budget.demo.input_size
+    asked = views.run(work, size, 0, budget)
+    # The same photos, seeds and scales cut at the larger side: as many pairs as the run's.
+    assert asked["training_pairs"]["both"] == result["training_pairs"]["two-family"]
+    assert asked["training_pairs"]["outliers"] == result["outlier_pairs"]
+    pair = next((work / f"pairs-{size}" / "both" / "real").iterdir())
+    assert Image.open(pair).size == (size, size)
+    trained = json.loads(
+        (work / f"head-views{size}" / "seed0" / "trained" / "config.json").read_text()
+    )
+    assert trained["input_size"] == size
+    # Its crop covers the whole test crop, so one view per image, not the recipe's 20.
+    assert asked["views_per_image"] == 1
+    assert asked["novelty"]["threshold_on"] == "40 calibration real images, 1-try"
+    assert asked["classes"] == ["real", "sd", "sd3", "other"]
+    for name, row in asked["attribution"].items():
+        assert row["n"] == result["attribution"][name]["n"]  # the run's very test rows
+    assert set(asked["held_out_sources"]) == set(result["held_out_sources"]["attribution"])
