@@ -10,6 +10,9 @@ takes out, and at what level. Nothing here is chosen on a test row: the members 
 trained seed of the head in the work directory (or those named), and every operating point is
 set on the calibration crops as for a single head.
 
+Heads trained on larger views (``benchmarks/attribution_views.py``) combine alike, named with
+``--member``; they are asked at one view per image, as each of them is.
+
     python benchmarks/attribution_ensemble.py --work runs/attribution [--no-outliers]
         [--member DIR ...] [--threads 1] [--output benchmarks/results/attribution-ensemble-cpu.json]
 """
@@ -24,8 +27,10 @@ from typing import Any
 import torch
 from attribution import BUDGETS, Budget, repository_relative
 from attribution_seed import ask, parse_run_args, run_parser
+from attribution_views import views_for
 from cross_family import emit
 
+from ldmdetect.config import DetectorConfig
 from ldmdetect.engine.ensemble import ensemble_detectors
 
 
@@ -47,13 +52,19 @@ def trained_heads(work: Path, *, outliers: bool = True) -> list[Path]:
     return [work / "detectors-trained" / name, *sorted(seeds, key=seed_of)]
 
 
+def member_size(members: Sequence[Path]) -> int:
+    """The members' crop side (``ensemble_detectors`` refuses members that differ)."""
+    return DetectorConfig.load(members[0]).input_size
+
+
 def run(
     work: Path, members: Sequence[Path], out: Path, budget: Budget = BUDGETS["cpu"]
 ) -> dict[str, Any]:
-    """Combine ``members``, calibrate on the run's calibration crops at the views of
-    ``budget`` (the run's), ask; the JSON's content."""
+    """Combine ``members``, calibrate on the run's calibration crops at the views their
+    crop size takes (``attribution_views.views_for``: the recipe's for the run's heads, one
+    for heads trained on the test crops' whole side), ask; the JSON's content."""
     start = time.perf_counter()
-    tries = budget.demo.recipe("ae").calibration_tries
+    tries = views_for(member_size(members), budget)
     ensemble_detectors(
         members, out / "calibrated", reals=[work / "calibration"], tries=tries, device="cpu"
     )
@@ -61,6 +72,7 @@ def run(
         "benchmark": "attribution, the family head's training seeds as one ensemble",
         "work": str(work),
         "members": [str(m) for m in members],
+        "views_per_image": tries,
         **ask(work, out / "calibrated", out, tries, budget.n_boot),
         "seconds_total": round(time.perf_counter() - start, 1),
         "torch_threads": torch.get_num_threads(),
@@ -83,7 +95,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{args.work}: one trained head; train another seed first "
             "(benchmarks/attribution_seed.py --seed 1)"
         )
-    out = args.work / (f"ensemble{len(members)}" + ("-no-oe" if args.no_outliers else ""))
+    size = member_size(members)
+    out = args.work / (
+        f"ensemble{len(members)}"
+        + ("-no-oe" if args.no_outliers else "")
+        + ("" if size == BUDGETS["cpu"].demo.input_size else f"-views{size}")
+    )
     result = run(args.work, members, out)
     return emit(repository_relative(result), args.output)
 

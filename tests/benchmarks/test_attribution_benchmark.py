@@ -304,3 +304,26 @@ def test_a_head_trained_on_larger_views_is_asked_on_the_same_rows(
     for name, row in asked["attribution"].items():
         assert row["n"] == result["attribution"][name]["n"]  # the run's very test rows
     assert set(asked["held_out_sources"]) == set(result["held_out_sources"]["attribution"])
+
+
+def test_heads_trained_on_larger_views_combine_and_are_asked_at_one_view(
+    import_script, budget, result
+) -> None:
+    views = import_script(BENCHMARKS / "attribution_views.py", "attribution_views_benchmark")
+    combined = import_script(
+        BENCHMARKS / "attribution_ensemble.py", "attribution_ensemble_benchmark"
+    )
+    work = result["work"]
+    size = 2 * budget.demo.input_size
+    members = [work / f"head-views{size}" / f"seed{seed}" / "trained" for seed in (0, 1)]
+    for seed, member in enumerate(members):
+        if not (member / "config.json").is_file():
+            views.run(work, size, seed, budget)
+    assert combined.member_size(members) == size
+    asked = combined.run(work, members, work / "ensemble-views", budget)
+    config = json.loads((work / "ensemble-views" / "calibrated" / "config.json").read_text())
+    assert config["members"] == 2 and config["input_size"] == size
+    assert asked["views_per_image"] == 1
+    assert config["calibration"]["tries"] == 1
+    for name, row in asked["attribution"].items():
+        assert row["n"] == result["attribution"][name]["n"]
