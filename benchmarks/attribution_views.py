@@ -19,7 +19,7 @@ recipe's. Thresholds are set on the run's calibration crops as for every other h
 is chosen on a test row.
 
     python benchmarks/attribution_views.py --work runs/attribution [--size 128] [--seed 0]
-        [--threads 2] [--output benchmarks/results/attribution-views128-cpu.json]
+        [--threads 2] [--output benchmarks/results/attribution-views128-seed0-cpu.json]
 """
 
 from __future__ import annotations
