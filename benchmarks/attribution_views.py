@@ -71,7 +71,9 @@ def training_pairs(
     crops = work / "photos" / "train-crops"
     shipped = crops if crops.is_dir() else None
 
-    def aligned(name: str, autoencoder: list[tuple[str, str]], sub: str | None, n: int):
+    def aligned(
+        name: str, autoencoder: list[tuple[str, str]], sub: str | None, n: int
+    ) -> list[Path]:
         if (root / name / "dataset.json").is_file():
             return [d for d in (root / name, root / f"{name}-crops") if d.is_dir()]
         return aligned_sets(
