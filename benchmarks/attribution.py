@@ -162,7 +162,13 @@ BUDGETS = {
 def pair_sets(work: Path, name: str) -> list[Path]:
     """A training set's aligned datasets under ``work/pairs``: ``name`` (the training photos'
     crops) and ``name-crops`` where the run reconstructed the shipped train-split crops too."""
-    return [d for d in (work / "pairs" / name, work / "pairs" / f"{name}-crops") if d.is_dir()]
+    return existing_sets(work / "pairs" / name)
+
+
+def existing_sets(out: Path) -> list[Path]:
+    """The aligned datasets :func:`aligned_sets` writes at ``out`` that exist: ``out`` (the
+    training photos' crops) and ``out``-crops (the shipped train-split crops')."""
+    return [d for d in (out, out.with_name(f"{out.name}-crops")) if d.is_dir()]
 
 
 def aligned_sets(
@@ -194,7 +200,7 @@ def aligned_sets(
             config=replace(config, crops_per_image=1, seed=config.seed + 2),
             device=device,
         )
-    return [d for d in (out, out.with_name(f"{out.name}-crops")) if d.is_dir()]
+    return existing_sets(out)
 
 
 def write_auxiliary_autoencoders(work: Path, seed: int) -> dict[str, Path]:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from attribution import BUDGETS, Budget, aligned_sets, repository_relative
+from attribution import BUDGETS, Budget, aligned_sets, existing_sets, repository_relative
 from attribution_seed import ask, parse_run_args, run_parser
 from cross_family import emit
 
@@ -75,7 +75,7 @@ def training_pairs(
         name: str, autoencoder: list[tuple[str, str]], sub: str | None, n: int
     ) -> list[Path]:
         if (root / name / "dataset.json").is_file():
-            return [d for d in (root / name, root / f"{name}-crops") if d.is_dir()]
+            return existing_sets(root / name)
         return aligned_sets(
             root / name,
             work / "photos-train",
@@ -112,8 +112,8 @@ def run(work: Path, size: int, seed: int, budget: Budget = BUDGETS["cpu"]) -> di
     start = time.perf_counter()
     both, outliers, counts = training_pairs(work, size, budget)
     made = time.perf_counter()
-    cfg = replace(budget.demo, seed=0, input_size=size)
-    config = replace(demo_train_config(cfg, "ae"), seed=seed)
+    # The recipe as the run trained it; the input size follows the pairs' crop side.
+    config = replace(demo_train_config(replace(budget.demo, seed=0), "ae"), seed=seed)
     families = [p.name for p in sorted((work / "generated-train").iterdir())]
     out = work / f"head-views{size}" / f"seed{seed}"
     if not (out / "trained" / "config.json").is_file():
