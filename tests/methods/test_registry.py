@@ -36,7 +36,73 @@ def test_a_feature_step_without_generator_components_names_the_method(name):
     with pytest.raises(ValueError, match=rf"{name} needs generator components \(--pipeline"):
         methods.get(name).build_features(config)
     given = {"unet": {"id": "local/unet"}}
-    assert methods.get(name).generator_sources(config, given) == given
+    assert methods.get(name).generator_sources(given) == given
+
+
+def test_cost_specs_and_demo_recipe_are_found_beside_the_method():
+    for name in methods.list_methods():
+        method = methods.get(name)
+        package = type(method).__module__.rpartition(".")[0]
+        assert method.cost_specs()[0].method == name
+        recipe = method.demo_recipe()
+        assert type(recipe).__module__ == f"{package}.demo"
+
+
+def _package(root, name, files):
+    (root / name).mkdir()
+    for file, text in {"__init__.py": "", **files}.items():
+        (root / name / file).write_text(text)
+
+
+METHOD_MODULE = """
+from ldmdetect.methods.registry import Method
+
+
+class Bare(Method):
+    name = "bare"
+    summary = "a method package with nothing beside its method module"
+
+    def build_model(self, config, *, pretrained=False):
+        raise NotImplementedError
+
+    def transform(self, config, *, tries=1, augment=None):
+        raise NotImplementedError
+
+    def logits(self, model, batch, config):
+        raise NotImplementedError
+"""
+
+TWO_RECIPES = """
+from dataclasses import dataclass
+
+from ldmdetect.methods.demo_recipe import DemoRecipe
+
+
+@dataclass(frozen=True)
+class First(DemoRecipe):
+    pass
+
+
+@dataclass(frozen=True)
+class Second(DemoRecipe):
+    pass
+"""
+
+
+def test_a_package_without_cost_or_demo_has_none_and_two_recipes_are_an_error(
+    tmp_path, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, "bare_method_pkg", {"method.py": METHOD_MODULE})
+    _package(tmp_path, "two_recipes_pkg", {"method.py": METHOD_MODULE, "demo.py": TWO_RECIPES})
+    import importlib
+
+    bare = importlib.import_module("bare_method_pkg.method").Bare()
+    assert bare.cost_specs() == ()
+    assert bare.demo_recipe() is None
+    doubled = importlib.import_module("two_recipes_pkg.method").Bare()
+    with pytest.raises(TypeError, match=r"two_recipes_pkg\.demo must define exactly one .*First"):
+        doubled.demo_recipe()
 
 
 def test_a_name_cannot_be_registered_twice():

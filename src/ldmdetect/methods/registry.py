@@ -10,7 +10,8 @@ and feature extraction are written once for all of them:
    machinery (a UNet pass, a DDIM inversion). It is built from the generator components the
    config names (like ``model_index.json``), never saved with the detector's weights, and it
    reads from or writes to a :class:`~ldmdetect.features.cache.FeatureCache` by image id.
-   Methods that only look at pixels have none.
+   Methods that only look at pixels have none; a method with one overrides
+   ``feature_step(config, sources, device)``, given the components to build from.
 3. ``logits(model, batch, config)`` -> ``scores`` (P(generated), or the method's own score),
    ``probabilities`` (one per class of :meth:`Method.classes_for`) and ``loss``: the model's
    scoring. Whether one logit and a sigmoid or K classes and a softmax is the method's to say.
@@ -21,12 +22,14 @@ config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate
 A method is a package, ``ldmdetect/methods/<name>/`` or any distribution's that names it under
 the entry-point group ``ldmdetect.methods``: the method, its feature step, its settings, its
 tiny settings for the contract test (:attr:`Method.tiny_settings`), its cost spec
-(:meth:`Method.cost_specs`, for ``benchmarks/feature_cost.py``) and its demo recipe
-(:meth:`Method.demo_recipe`, for ``ldmdetect demo``). The registry finds them, so adding a
-method touches no other file. Two optional hooks: :meth:`Method.explain` (what a person can
-look at beside the score: an evidence map, and whatever else the method knows, e.g.
-AEROBLADE's closest autoencoder) and :meth:`Method.fit_features` (closed-form fitting on cached
-features, e.g. a logistic-regression probe). Training data is either aligned pairs (a real
+(a ``cost`` module beside the method's: :meth:`Method.cost_specs`, for
+``benchmarks/feature_cost.py``) and its demo recipe (a ``demo`` module beside it:
+:meth:`Method.demo_recipe`, for ``ldmdetect demo``). The registry finds them, so adding a
+method touches no other file and declares nothing twice. Two optional hooks:
+:meth:`Method.explain` (what a person can look at beside the score: an evidence map, and
+whatever else the method knows, e.g. AEROBLADE's closest autoencoder) and
+:meth:`Method.fit_features` (closed-form fitting on cached features, e.g. a
+logistic-regression probe). Training data is either aligned pairs (a real
 image and its reconstruction, augmented identically by replaying one random stream) or
 labelled images; both reach the method through ``transform``.
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import importlib.util
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -201,10 +205,6 @@ class Method(ABC):
     tiny_settings: ClassVar[dict[str, Any] | None] = None
     #: The typed, frozen form of ``config.feature`` (defaults written once, there).
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
-    #: The package ships a ``cost`` module whose ``cost_specs()`` :meth:`cost_specs` returns.
-    has_cost_specs: ClassVar[bool] = False
-    #: The recipe class in the package's ``demo`` module that :meth:`demo_recipe` builds.
-    demo_recipe_class: ClassVar[str | None] = None
     #: Default :class:`DetectorConfig` fields (backbone, input size, the ``training`` recipe
     #: the loop reads...), like timm's ``default_cfgs``: what :meth:`defaults` gives.
     default_config: ClassVar[Mapping[str, Any]] = {}
@@ -217,13 +217,18 @@ class Method(ABC):
             return ("real", *config.families)
         return self.classes
 
-    def package_module(self, name: str, declared_by: str) -> Any:
-        """The module ``name`` of the package whose class declares ``declared_by`` (a
-        subclass defined elsewhere inherits its parent's), imported on first use: cost specs
-        and demo recipes import what a method's scoring never needs."""
-        owner = next(cls for cls in type(self).__mro__ if declared_by in vars(cls))
-        package = owner.__module__.rpartition(".")[0]
-        return importlib.import_module(f"{package}.{name}")
+    def package_module(self, name: str) -> Any:
+        """The module ``name`` (``cost``, ``demo``) beside the method's own, imported on first
+        use, or None where there is none: cost specs and demo recipes import what scoring
+        never needs. Found by where the file is, so a method package declares nothing to be
+        found; a subclass defined elsewhere takes its nearest ancestor's."""
+        for cls in type(self).__mro__:
+            package, _, _ = cls.__module__.rpartition(".")
+            if cls is Method or not package or package == "ldmdetect.methods":
+                continue
+            if importlib.util.find_spec(f"{package}.{name}") is not None:
+                return importlib.import_module(f"{package}.{name}")
+        return None
 
     def settings(self, config: DetectorConfig) -> MethodSettings:
         """``config.feature`` as this method's :attr:`Settings` (validated)."""
@@ -241,22 +246,35 @@ class Method(ABC):
     def cost_specs(self) -> Sequence[Any]:
         """Per-image cost specs on full-size architectures
         (:class:`ldmdetect.methods.cost.CostSpec`), the default configuration first; what
-        ``benchmarks/feature_cost.py`` measures (``has_cost_specs``: the package's ``cost``
-        module's). None by default: the benchmark then stops, naming the method."""
-        return (
-            self.package_module("cost", "has_cost_specs").cost_specs()
-            if self.has_cost_specs
-            else ()
-        )
+        ``benchmarks/feature_cost.py`` measures: the ``cost_specs()`` of the ``cost`` module
+        beside the method's. None without one: the benchmark then stops, naming the method."""
+        module = self.package_module("cost")
+        return module.cost_specs() if module is not None else ()
 
     def demo_recipe(self) -> DemoRecipe | None:
-        """How ``ldmdetect demo`` trains this method, with the demo's default settings
-        (:class:`ldmdetect.methods.demo_recipe.DemoRecipe`, from the package's ``demo``
-        module, its ``demo_recipe_class``). None by default: the method is left out of the
+        """How ``ldmdetect demo`` trains this method, with the demo's default settings: the
+        one :class:`ldmdetect.methods.demo_recipe.DemoRecipe` subclass that the ``demo``
+        module beside the method's defines. None without one: the method is left out of the
         demo, which says so when asked for it."""
-        if self.demo_recipe_class is None:
+        from ldmdetect.methods.demo_recipe import DemoRecipe
+
+        module = self.package_module("demo")
+        if module is None:
             return None
-        return getattr(self.package_module("demo", "demo_recipe_class"), self.demo_recipe_class)()
+        recipes = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, DemoRecipe)
+            and value.__module__ == module.__name__
+        ]
+        if len(recipes) != 1:
+            found = ", ".join(r.__name__ for r in recipes) or "none"
+            raise TypeError(
+                f"{module.__name__} must define exactly one DemoRecipe subclass, the "
+                f"{self.name!r} demo's recipe (found: {found})"
+            )
+        return recipes[0]()
 
     def defaults(self) -> dict[str, Any]:
         """Default :class:`DetectorConfig` fields for this method: its :attr:`default_config`
@@ -338,7 +356,7 @@ class Method(ABC):
         """Whether samples must carry their content id: the key of a feature cache (when
         ``cached``), and of per-image noise for feature steps that seed it by image (those
         methods override this to say so). Methods that read pixels only never need it."""
-        return cached and type(self).build_features is not Method.build_features
+        return cached and type(self).feature_step is not Method.feature_step
 
     def build_features(
         self,
@@ -347,20 +365,22 @@ class Method(ABC):
         device: str | torch.device = "auto",
         components: dict[str, dict] | None = None,
     ) -> FeatureStep | None:
-        """The device-side feature step, or None for methods that read pixels only.
+        """The device-side feature step (:meth:`feature_step`), or None for methods that read
+        pixels only. ``components`` overrides the sources recorded in ``config.components``
+        (e.g. a local copy of a hub pipeline)."""
+        return self.feature_step(config, components or config.components, device)
 
-        ``components`` overrides the sources recorded in ``config.components`` (e.g. a local
-        copy of a hub pipeline).
-        """
+    def feature_step(
+        self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device
+    ) -> FeatureStep | None:
+        """What :meth:`build_features` builds, from the generator components ``sources``
+        (the caller's override, else the config's): the hook a method with a feature step
+        overrides. None by default: the method reads pixels only."""
         return None
 
-    def generator_sources(
-        self, config: DetectorConfig, components: dict[str, dict] | None = None
-    ) -> dict[str, dict]:
-        """The generator components a feature step is built from: ``components`` (e.g. local
-        copies) instead of the ones ``config`` records; an error naming the method when there
-        are none."""
-        sources = components or config.components
+    def generator_sources(self, sources: dict[str, dict]) -> dict[str, dict]:
+        """``sources``, or an error naming the method when there are none: for a feature
+        step that needs a generator."""
         if not sources:
             raise ValueError(f"{self.name} needs generator components (--pipeline ID_OR_DIR)")
         return sources

@@ -75,8 +75,6 @@ class AEReconstruction(Method):
     tiny_settings = TINY
     Settings = AESettings
 
-    has_cost_specs = True
-    demo_recipe_class = "AEDemo"
     # Reconstructions through several autoencoders: one class per family beside "real".
     attributes_families = True
 

@@ -141,9 +141,6 @@ class Aeroblade(Method):
 
     tiny_settings = TINY
 
-    has_cost_specs = True
-    demo_recipe_class = "AerobladeDemo"
-
     Settings = AerobladeSettings
 
     default_config: ClassVar[dict[str, Any]] = {
@@ -179,19 +176,15 @@ class Aeroblade(Method):
         # The autoencoders' sampling noise is seeded by the image's id, cache or not.
         return True
 
-    def build_features(
-        self,
-        config: DetectorConfig,
-        *,
-        device: str | torch.device = "auto",
-        components: dict[str, dict] | None = None,
+    def feature_step(
+        self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device
     ) -> AerobladeFeature:
         settings = AerobladeConfig.from_config(config)
-        # ``components`` (e.g. local copies) replaces the recorded list, in order.
-        sources = resolve_autoencoders(
-            list(components.values()) if components else settings.autoencoders
+        # Components given (e.g. local copies) replace the recorded list, in order.
+        autoencoders = resolve_autoencoders(
+            list(sources.values()) if sources else settings.autoencoders
         )
-        return AerobladeFeature(sources, settings, device=device, size=config.input_size)
+        return AerobladeFeature(autoencoders, settings, device=device, size=config.input_size)
 
     def distances(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """LPIPS distance of each image's view to each reconstruction: (B, K)."""

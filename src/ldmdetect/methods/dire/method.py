@@ -106,9 +106,6 @@ class Dire(Method):
 
     tiny_settings = TINY
 
-    has_cost_specs = True
-    demo_recipe_class = "DireDemo"
-
     Settings = DireSettings
 
     default_config: ClassVar[dict[str, Any]] = {
@@ -161,14 +158,9 @@ class Dire(Method):
             fit_short_side=dire.fit_short_side,
         )
 
-    def build_features(
-        self,
-        config: DetectorConfig,
-        *,
-        device: str | torch.device = "auto",
-        components: dict[str, dict] | None = None,
+    def feature_step(
+        self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device
     ) -> DireFeature:
-        sources = components or config.components
         if not sources or not ({"unet", "transformer"} & set(sources)):
             raise ValueError("dire needs a diffusion model's components (--pipeline ID_OR_DIR)")
         space = self.settings(config).space

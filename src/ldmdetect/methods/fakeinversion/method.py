@@ -108,9 +108,6 @@ class FakeInversion(Method):
 
     tiny_settings = TINY
 
-    has_cost_specs = True
-    demo_recipe_class = "FakeInversionDemo"
-
     Settings = FakeInversionSettings
 
     default_config: ClassVar[dict[str, Any]] = {"backbone": "resnet50", "input_size": 224}
@@ -135,14 +132,10 @@ class FakeInversion(Method):
             inversion.image_size, map_size, view, tries, config.try_seed, augment is not None
         )
 
-    def build_features(
-        self,
-        config: DetectorConfig,
-        *,
-        device: str | torch.device = "auto",
-        components: dict[str, dict] | None = None,
+    def feature_step(
+        self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device
     ) -> InversionFeature:
-        sources = self.generator_sources(config, components)
+        sources = self.generator_sources(sources)
         settings = self.settings(config)
         inversion = settings.inversion
         family = method_family(sources, self.name)

@@ -151,9 +151,6 @@ class LaRE2(Method):
 
     tiny_settings = TINY
 
-    has_cost_specs = True
-    demo_recipe_class = "LaRE2Demo"
-
     Settings = Lare2Settings
 
     default_config: ClassVar[dict[str, Any]] = {
@@ -212,17 +209,13 @@ class LaRE2(Method):
         # The UNet's noise is seeded by the image's id, cache or not; unguided has no step.
         return not self.settings(config).unguided
 
-    def build_features(
-        self,
-        config: DetectorConfig,
-        *,
-        device: str | torch.device = "auto",
-        components: dict[str, dict] | None = None,
+    def feature_step(
+        self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device
     ) -> LareFeature | None:
         settings = self.settings(config)
         if settings.unguided:
             return None
-        sources = self.generator_sources(config, components)
+        sources = self.generator_sources(sources)
         method_family(sources, self.name)  # a generator no family describes is refused here
         return LareFeature(
             sources, settings.lare, device=device, prompt_template=settings.prompt_template

@@ -144,9 +144,6 @@ class VFMProbe(Method):
 
     tiny_settings = TINY
 
-    has_cost_specs = True
-    demo_recipe_class = "VFMProbeDemo"
-
     Settings = VFMProbeSettings
 
     default_config: ClassVar[dict[str, Any]] = {
@@ -186,12 +183,8 @@ class VFMProbe(Method):
     def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
         return ResizeCropTransform(config.input_size)
 
-    def build_features(
-        self,
-        config: DetectorConfig,
-        *,
-        device: str | torch.device = "auto",
-        components: dict[str, dict] | None = None,
+    def feature_step(
+        self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device
     ) -> VFMEmbedding:
         return VFMEmbedding(config, device=device)
 
