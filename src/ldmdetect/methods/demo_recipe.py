@@ -110,26 +110,6 @@ class DemoRecipe(ABC):
         """Write what this method trains on into ``run.out`` and say how to train on it."""
 
 
-class ClassifierSettings(Protocol):
-    """The settings of a recipe that trains a backbone classifier on its features."""
-
-    backbone: str
-    pretrained: bool
-    input_size: int
-    epochs: int
-
-
-def classifier_fields(recipe: ClassifierSettings, feature: dict[str, Any]) -> dict[str, Any]:
-    """``TrainConfig`` fields of a backbone classifier on ``feature`` (its feature settings)."""
-    return {
-        "backbone": recipe.backbone,
-        "pretrained": recipe.pretrained,
-        "input_size": recipe.input_size,
-        "epochs": recipe.epochs,
-        "feature": feature,
-    }
-
-
 @dataclass(frozen=True)
 class RealVsGeneratedRecipe(DemoRecipe):
     """Base of the recipes that train on :func:`real_vs_generated`'s labelled images: real
@@ -154,6 +134,35 @@ class RealVsGeneratedRecipe(DemoRecipe):
             pipeline=run.pipeline if self.uses_generator else None,
             feature_cache=run.out / "features" / f"{self.cache_name}-train",
         )
+
+
+@dataclass(frozen=True)
+class FeatureClassifierRecipe(RealVsGeneratedRecipe):
+    """Base of the recipes that train a backbone classifier on features the generator
+    computes for every image (dire, fakeinversion, lare2). Those features are what costs (a
+    UNet pass per noise draw, an inversion), so the demo reads them on a subset of the photo
+    crops; the classifier's defaults are shared: EfficientNet-Lite0, whose ImageNet weights
+    ship offline, on 112 px views for 6 epochs."""
+
+    costly: ClassVar[bool] = True
+
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    input_size: int = 112
+    epochs: int = 6
+
+    @abstractmethod
+    def feature(self, cfg: DemoSettings) -> dict[str, Any]:
+        """The method's feature settings (``TrainConfig.feature``) in the demo."""
+
+    def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone,
+            "pretrained": self.pretrained,
+            "input_size": self.input_size,
+            "epochs": self.epochs,
+            "feature": self.feature(cfg),
+        }
 
 
 def training_prompts(pipeline: str, photos: list[Path]) -> list[str]:
@@ -224,13 +233,12 @@ def real_vs_generated(run: DemoRun) -> Path:
 __all__ = [
     "DEMO_VAL_FRACTION",
     "TRAIN_SEED_OFFSET",
-    "ClassifierSettings",
     "DemoRecipe",
     "DemoRun",
     "DemoSettings",
     "DemoTraining",
+    "FeatureClassifierRecipe",
     "RealVsGeneratedRecipe",
-    "classifier_fields",
     "real_train_crops",
     "real_vs_generated",
     "real_vs_generated_dir",

@@ -9,29 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe, classifier_fields
+from ldmdetect.methods.demo_recipe import DemoSettings, FeatureClassifierRecipe
 
 
 @dataclass(frozen=True)
-class DireDemo(RealVsGeneratedRecipe):
+class DireDemo(FeatureClassifierRecipe):
     """dire's demo settings. Its JPEG rows (new pixels, new reconstructions) stay: JPEG is
     DIRE's known weak point, and the method is opt-in."""
 
     cache_name: ClassVar[str] = "dire"
-    costly: ClassVar[bool] = True
 
-    backbone: str = "tf_efficientnet_lite0"
-    pretrained: bool = True
-    input_size: int = 112
     steps: int = 5
-    epochs: int = 6
 
     def label(self, name: str) -> str:
         return f"{name} ({self.steps}+{self.steps} DDIM steps)"
 
-    def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
+    def feature(self, cfg: DemoSettings) -> dict[str, Any]:
         # The whole eval_size image is reconstructed; views are input_size crops of its map.
-        return classifier_fields(self, {"dire": {"image_size": cfg.eval_size, "steps": self.steps}})
+        return {"dire": {"image_size": cfg.eval_size, "steps": self.steps}}
 
     def training_log(self) -> str:
         return (

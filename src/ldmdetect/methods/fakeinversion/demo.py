@@ -9,29 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe, classifier_fields
+from ldmdetect.methods.demo_recipe import DemoSettings, FeatureClassifierRecipe
 
 
 @dataclass(frozen=True)
-class FakeInversionDemo(RealVsGeneratedRecipe):
+class FakeInversionDemo(FeatureClassifierRecipe):
     """fakeinversion's demo settings."""
 
     cache_name: ClassVar[str] = "fakeinversion"
     robustness: ClassVar[bool] = False
-    costly: ClassVar[bool] = True
 
-    backbone: str = "tf_efficientnet_lite0"  # ImageNet weights ship offline
-    pretrained: bool = True
-    input_size: int = 112
     steps: int = 4
     captioner: str = "fixed:a photo"
-    epochs: int = 6
     residual: bool = False  # |x - D(z_0')| as three more channels (the ablation's variant)
 
     def label(self, name: str) -> str:
         return f"{name} ({self.steps}+{self.steps} DDIM steps)"
 
-    def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
+    def feature(self, cfg: DemoSettings) -> dict[str, Any]:
         # The whole eval_size image is inverted; views are input_size crops of it and of its
         # maps at one offset.
         feature = {
@@ -41,7 +36,7 @@ class FakeInversionDemo(RealVsGeneratedRecipe):
         }
         if self.residual:
             feature["residual"] = True
-        return classifier_fields(self, feature)
+        return feature
 
     def training_log(self) -> str:
         return (

@@ -7,30 +7,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe, classifier_fields
+from ldmdetect.methods.demo_recipe import DemoSettings, FeatureClassifierRecipe
 
 
 @dataclass(frozen=True)
-class LaRE2Demo(RealVsGeneratedRecipe):
+class LaRE2Demo(FeatureClassifierRecipe):
     """lare2's demo settings (also the base of benchmarks/lare2_ablation.py)."""
 
     cache_name: ClassVar[str] = "lare2"
-    # Four UNet passes and a VAE encoding per image (0.25 CPU-s at 128 px): calibrated and
-    # tested on DemoConfig.costly_photo_limit of the photo crops, as fakeinversion is; its JPEG
-    # rows, a second LaRE pass over new pixels, are left to evaluate as fakeinversion's are.
-    costly: ClassVar[bool] = True
+    # Four UNet passes and a VAE encoding per image (0.25 CPU-s at 128 px): its JPEG rows, a
+    # second LaRE pass over new pixels, are left to evaluate as fakeinversion's are.
     robustness: ClassVar[bool] = False
 
-    backbone: str = "timm:tf_efficientnet_lite0"  # ImageNet weights ship offline
-    pretrained: bool = True
-    input_size: int = 112
+    # lare2's backbones are named by library (its default is a CLIP tower, "openclip:RN50").
+    backbone: str = "timm:tf_efficientnet_lite0"
     timestep: int = 200
     ensemble: int = 4
-    epochs: int = 6
 
-    def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
+    def feature(self, cfg: DemoSettings) -> dict[str, Any]:
         lare = {"image_size": cfg.eval_size, "timestep": self.timestep, "ensemble": self.ensemble}
-        return classifier_fields(self, {"lare": lare})
+        return {"lare": lare}
 
     def training_log(self) -> str:
         return (
