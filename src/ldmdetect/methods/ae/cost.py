@@ -4,32 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ldmdetect.methods.cost import (
-    CostSpec,
-    Pipeline,
-    Stage,
-    _call,
-    _classifier,
-    _images,
-)
+from ldmdetect.methods import cost
 
 
-def ae_pipeline(backbone: str) -> Callable[[int], Pipeline]:
-    def pipeline(size: int) -> Pipeline:
-        model = _classifier(backbone, size)
-        return Pipeline(
+def ae_pipeline(backbone: str) -> Callable[[int], cost.Pipeline]:
+    def pipeline(size: int) -> cost.Pipeline:
+        model = cost.classifier(backbone, size)
+        return cost.Pipeline(
             (model,),
-            (Stage("classifier", model.name, _images(size), _call),),
+            (cost.Stage("classifier", model.name, cost.images(size), cost.call),),
             "1-try: the center crop only; no generator at test time",
         )
 
     return pipeline
 
 
-def cost_specs() -> tuple[CostSpec, ...]:
+def cost_specs() -> tuple[cost.CostSpec, ...]:
     """The method's cost specs: the default configuration first."""
     return (
-        CostSpec(
+        cost.CostSpec(
             "ae",
             "ae",
             "tf_efficientnetv2_b0 classifier on the raw crop (the method's default backbone)",
@@ -37,7 +30,7 @@ def cost_specs() -> tuple[CostSpec, ...]:
             256,
             ae_pipeline("tf_efficientnetv2_b0"),
         ),
-        CostSpec(
+        cost.CostSpec(
             "ae:convnext_large",
             "ae",
             "ConvNeXt-L classifier on the raw crop (the README's real-data backbone)",
