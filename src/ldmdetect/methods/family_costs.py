@@ -12,6 +12,7 @@ weights, so these specs are FLOPs only there (``CostSpec.time_cpu``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -319,13 +320,14 @@ FAMILY_COSTS: tuple[FamilyCost, ...] = (
 
 def method_cost_specs(
     default: cost.CostSpec,
-    family_pipeline: Callable[[FamilyCost], Callable[[int], cost.Pipeline]],
+    family_pipeline: Callable[[FamilyCost, int], cost.Pipeline],
     family_what: str,
     family_size_means: str | None = None,
 ) -> tuple[cost.CostSpec, ...]:
     """A generator-backed method's cost specs: its ``default`` configuration first, then
     ``METHOD:FAMILY`` per entry of :data:`FAMILY_COSTS`, so every such method lays its path out
-    on the same families the same way. ``family_what`` is formatted with the family's
+    on the same families the same way. ``family_pipeline(family, size)`` lays the method's
+    stages out on one family at a working size. ``family_what`` is formatted with the family's
     ``hub_id``; the family specs keep the default's working size and (unless
     ``family_size_means`` is given) its meaning, run at the families' sizes and are FLOPs
     only on a CPU (FLUX.1-dev alone needs 48 GB in float32)."""
@@ -336,7 +338,7 @@ def method_cost_specs(
             family_what.format(hub_id=family.hub_id),
             default.size_means if family_size_means is None else family_size_means,
             default.default_size,
-            family_pipeline(family),
+            functools.partial(family_pipeline, family),
             sizes=FAMILY_SIZES,
             time_cpu=False,
         )

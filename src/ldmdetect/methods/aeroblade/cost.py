@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -80,22 +79,19 @@ def aeroblade_pipeline(size: int) -> cost.Pipeline:
     )
 
 
-def family_aeroblade_pipeline(family: FamilyCost) -> Callable[[int], cost.Pipeline]:
-    def pipeline(size: int) -> cost.Pipeline:
-        lpips = cost.Model("lpips_vgg16_layer2", _lpips, generator=False)
-        stages = (
-            cost.Stage("vae_roundtrip", family.vae.name, cost.images(size), cost.vae_roundtrip),
-            cost.Stage("lpips", lpips.name, _lpips_inputs(size, 1), cost.call, rows=2),
-        )
-        return cost.Pipeline(
-            (family.vae, lpips),
-            stages,
-            f"{family.hub_id}'s autoencoder alone: one round trip (also what `ldmdetect "
-            "reconstruct` spends per `ae` training image) and LPIPS over the view and its "
-            "reconstruction",
-        )
-
-    return pipeline
+def family_aeroblade_pipeline(family: FamilyCost, size: int) -> cost.Pipeline:
+    lpips = cost.Model("lpips_vgg16_layer2", _lpips, generator=False)
+    stages = (
+        cost.Stage("vae_roundtrip", family.vae.name, cost.images(size), cost.vae_roundtrip),
+        cost.Stage("lpips", lpips.name, _lpips_inputs(size, 1), cost.call, rows=2),
+    )
+    return cost.Pipeline(
+        (family.vae, lpips),
+        stages,
+        f"{family.hub_id}'s autoencoder alone: one round trip (also what `ldmdetect "
+        "reconstruct` spends per `ae` training image) and LPIPS over the view and its "
+        "reconstruction",
+    )
 
 
 def cost_specs() -> tuple[cost.CostSpec, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ldmdetect.methods import cost
@@ -56,26 +55,23 @@ def dire_pipeline(size: int) -> cost.Pipeline:
     )
 
 
-def family_dire_pipeline(family: FamilyCost) -> Callable[[int], cost.Pipeline]:
-    def pipeline(size: int) -> cost.Pipeline:
-        side, channels = size // 8, family.latent_channels
-        classifier = cost.classifier("resnet50", 224)
-        stages = (
-            cost.Stage("vae_encode", family.vae.name, cost.images(size), cost.encode),
-            *family.text_stages(per_image=False),
-            *family.round_trip(side, DIRE_STEPS, "reconstruction"),
-            cost.Stage("vae_decode", family.vae.name, cost.latents(side, channels), cost.decode),
-            cost.Stage("classifier", classifier.name, cost.images(224), cost.call),
-        )
-        return cost.Pipeline(
-            family.models(classifier),
-            stages,
-            f"{family.hub_id}: VAE encode, {DIRE_STEPS} inversion + {DIRE_STEPS} "
-            "reconstruction passes conditioned on the empty prompt (encoded once, cached), "
-            "one decode, the DIRE image to a ResNet-50 at 224",
-        )
-
-    return pipeline
+def family_dire_pipeline(family: FamilyCost, size: int) -> cost.Pipeline:
+    side, channels = size // 8, family.latent_channels
+    classifier = cost.classifier("resnet50", 224)
+    stages = (
+        cost.Stage("vae_encode", family.vae.name, cost.images(size), cost.encode),
+        *family.text_stages(per_image=False),
+        *family.round_trip(side, DIRE_STEPS, "reconstruction"),
+        cost.Stage("vae_decode", family.vae.name, cost.latents(side, channels), cost.decode),
+        cost.Stage("classifier", classifier.name, cost.images(224), cost.call),
+    )
+    return cost.Pipeline(
+        family.models(classifier),
+        stages,
+        f"{family.hub_id}: VAE encode, {DIRE_STEPS} inversion + {DIRE_STEPS} "
+        "reconstruction passes conditioned on the empty prompt (encoded once, cached), "
+        "one decode, the DIRE image to a ResNet-50 at 224",
+    )
 
 
 def cost_specs() -> tuple[cost.CostSpec, ...]:

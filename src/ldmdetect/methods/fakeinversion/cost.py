@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import nn
 
 from ldmdetect.methods import cost
@@ -69,29 +67,26 @@ def fakeinversion_pipeline(size: int) -> cost.Pipeline:
     )
 
 
-def family_fakeinversion_pipeline(family: FamilyCost) -> Callable[[int], cost.Pipeline]:
-    def pipeline(size: int) -> cost.Pipeline:
-        side, steps, channels = size // 8, FAKEINVERSION_STEPS, family.latent_channels
-        prefix, lm, classifier = _caption_and_classifier()
-        stages = (
-            *_caption_stages(prefix, lm),
-            *family.text_stages(per_image=True),
-            cost.Stage("vae_encode", family.vae.name, cost.images(size), cost.encode),
-            *family.round_trip(side, steps, "regeneration"),
-            cost.Stage(
-                "vae_decode", family.vae.name, cost.latents(side, channels), cost.decode, rows=2
-            ),
-            cost.Stage("classifier", classifier.name, cost.images(224, 9), cost.call),
-        )
-        return cost.Pipeline(
-            family.models(prefix, lm, classifier),
-            stages,
-            f"{family.hub_id}: BLIP-2 caption -> every text encoder on it (per image) -> "
-            f"inversion ({steps} steps, guidance 1) -> re-generation ({steps}) -> both ends "
-            "decoded -> 9-channel ResNet-50 at 224",
-        )
-
-    return pipeline
+def family_fakeinversion_pipeline(family: FamilyCost, size: int) -> cost.Pipeline:
+    side, steps, channels = size // 8, FAKEINVERSION_STEPS, family.latent_channels
+    prefix, lm, classifier = _caption_and_classifier()
+    stages = (
+        *_caption_stages(prefix, lm),
+        *family.text_stages(per_image=True),
+        cost.Stage("vae_encode", family.vae.name, cost.images(size), cost.encode),
+        *family.round_trip(side, steps, "regeneration"),
+        cost.Stage(
+            "vae_decode", family.vae.name, cost.latents(side, channels), cost.decode, rows=2
+        ),
+        cost.Stage("classifier", classifier.name, cost.images(224, 9), cost.call),
+    )
+    return cost.Pipeline(
+        family.models(prefix, lm, classifier),
+        stages,
+        f"{family.hub_id}: BLIP-2 caption -> every text encoder on it (per image) -> "
+        f"inversion ({steps} steps, guidance 1) -> re-generation ({steps}) -> both ends "
+        "decoded -> 9-channel ResNet-50 at 224",
+    )
 
 
 def cost_specs() -> tuple[cost.CostSpec, ...]:

@@ -50,27 +50,22 @@ def lare2_pipeline(size: int) -> cost.Pipeline:
     )
 
 
-def family_lare2_pipeline(family: FamilyCost) -> Callable[[int], cost.Pipeline]:
-    def pipeline(size: int) -> cost.Pipeline:
-        ensemble, side, channels = 4, size // 8, family.latent_channels
-        egre = cost.Model(f"egre_clip_rn50_{channels}ch", _egre(channels), generator=False)
-        stages = (
-            cost.Stage("vae_encode", family.vae.name, cost.images(size), cost.encode),
-            family.denoiser_stage("denoiser", side, rows=ensemble),
-            *family.text_stages(per_image=False),
-            cost.Stage(
-                "classifier", egre.name, _egre_inputs(min(224, size) // 8, channels), cost.call
-            ),
-        )
-        return cost.Pipeline(
-            family.models(egre),
-            stages,
-            f"{family.hub_id}: VAE encode, one denoiser pass on the {ensemble} noised latents "
-            f"(the ensemble in one batch), EGRE on the {channels}-channel LaRE map; the prompt "
-            "encoders run once per distinct prompt (cached), so they are left out of the total",
-        )
-
-    return pipeline
+def family_lare2_pipeline(family: FamilyCost, size: int) -> cost.Pipeline:
+    ensemble, side, channels = 4, size // 8, family.latent_channels
+    egre = cost.Model(f"egre_clip_rn50_{channels}ch", _egre(channels), generator=False)
+    stages = (
+        cost.Stage("vae_encode", family.vae.name, cost.images(size), cost.encode),
+        family.denoiser_stage("denoiser", side, rows=ensemble),
+        *family.text_stages(per_image=False),
+        cost.Stage("classifier", egre.name, _egre_inputs(min(224, size) // 8, channels), cost.call),
+    )
+    return cost.Pipeline(
+        family.models(egre),
+        stages,
+        f"{family.hub_id}: VAE encode, one denoiser pass on the {ensemble} noised latents "
+        f"(the ensemble in one batch), EGRE on the {channels}-channel LaRE map; the prompt "
+        "encoders run once per distinct prompt (cached), so they are left out of the total",
+    )
 
 
 LARE2_WHAT = "SD v1.5 VAE encode + one UNet pass on 4 noised latents (t=200) + EGRE on CLIP RN50"
