@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from ldmdetect.methods import cost
 
@@ -20,22 +21,19 @@ def ae_pipeline(backbone: str) -> Callable[[int], cost.Pipeline]:
 
 
 def cost_specs() -> tuple[cost.CostSpec, ...]:
-    """The method's cost specs: the default configuration first."""
-    return (
-        cost.CostSpec(
-            "ae",
-            "ae",
-            "tf_efficientnetv2_b0 classifier on the raw crop (the method's default backbone)",
-            "crop side (input_size)",
-            256,
-            ae_pipeline("tf_efficientnetv2_b0"),
-        ),
-        cost.CostSpec(
-            "ae:convnext_large",
-            "ae",
-            "ConvNeXt-L classifier on the raw crop (the README's real-data backbone)",
-            "crop side (input_size)",
-            256,
-            ae_pipeline("convnext_large"),
-        ),
+    """The default backbone first, then the README's real-data backbone on the same crop."""
+    default = cost.CostSpec(
+        "ae",
+        "ae",
+        "tf_efficientnetv2_b0 classifier on the raw crop (the method's default backbone)",
+        "crop side (input_size)",
+        256,
+        ae_pipeline("tf_efficientnetv2_b0"),
     )
+    convnext = replace(
+        default,
+        name="ae:convnext_large",
+        what="ConvNeXt-L classifier on the raw crop (the README's real-data backbone)",
+        pipeline=ae_pipeline("convnext_large"),
+    )
+    return (default, convnext)
