@@ -66,36 +66,20 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ldmdetect import methods
-from ldmdetect.methods.cost import (  # noqa: F401  (names the tests and older callers use)
+from ldmdetect.methods.cost import (
     BLIP2_QUERY_TOKENS,
     CAPTION_TOKENS,
     OPT_2_7B,
-    SD_UNET_MODEL,
-    SD_VAE_MODEL,
-    TEXT_MODEL,
     Blip2Prefix,
     CostSpec,
     Model,
     Pipeline,
     Stage,
-    _call,
-    _decode,
-    _encode,
-    _greedy_caption,
-    _images,
-    _latents,
-    _lm_full_sequence,
-    _opt,
-    _unet,
+    greedy_caption,
+    lm_full_sequence,
+    opt_builder,
 )
-from ldmdetect.methods.dire.cost import DIRE_STEPS, family_dire_pipeline  # noqa: F401
-from ldmdetect.methods.fakeinversion.cost import family_fakeinversion_pipeline  # noqa: F401
-from ldmdetect.methods.family_costs import (  # noqa: F401  (names the tests use)
-    FAMILY_COSTS,
-    FAMILY_SIZES,
-    FLUX1_DEV_TRANSFORMER,
-    FamilyCost,
-)
+from ldmdetect.methods.family_costs import FAMILY_SIZES
 
 # Dense bf16 tensor-core peak FLOP/s by device name (vendor data sheets, without sparsity).
 PEAK_BF16_FLOPS: dict[str, float] = {
@@ -230,7 +214,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
 def _meta_model(model: Model) -> nn.Module:
     """The architecture without storage; attention is eager on meta (SDPA mask helpers of
     transformers read mask values, which meta tensors lack)."""
-    build = _opt("eager") if model.name == "blip2_opt_2.7b" else model.build
+    build = opt_builder("eager") if model.name == "blip2_opt_2.7b" else model.build
     if model.name == "blip2_vision_qformer":
         build = lambda: Blip2Prefix("eager")  # noqa: E731
     with torch.device("meta"), warnings.catch_warnings():
@@ -244,12 +228,12 @@ def stage_flops(pipeline: Pipeline, stage: Stage, meta: dict[str, nn.Module]) ->
         meta[stage.model] = _meta_model(_find(pipeline, stage.model))
     model = meta[stage.model]
     args = stage.inputs(stage.rows, torch.device("meta"), torch.float32)
-    if stage.run is _greedy_caption:
+    if stage.run is greedy_caption:
         # One forward over the whole sequence (prefix + caption): the matmul FLOPs of a
         # cached greedy decode, give or take the logits of the prefix positions.
         width = OPT_2_7B["hidden_size"]
         embeds = torch.empty(1, BLIP2_QUERY_TOKENS + 1 + CAPTION_TOKENS, width, device="meta")
-        return count_flops(lambda: _lm_full_sequence(model, embeds))
+        return count_flops(lambda: lm_full_sequence(model, embeds))
     return count_flops(lambda: stage.run(model, *args))
 
 

@@ -366,11 +366,11 @@ class Throwaway(Method):
         return model(normalize(crops.flatten(0, 1), config, dtype)).view(b, t, -1)
 
     def cost_specs(self):
-        from ldmdetect.methods.cost import CostSpec, Model, Pipeline, Stage, _call, _images
+        from ldmdetect.methods.cost import CostSpec, Model, Pipeline, Stage, call, images
 
         def pipeline(size):
             net = Model("throwaway_tiny_cnn", lambda: TinyNet(len(CLASSES)), generator=False)
-            stage = Stage("classifier", net.name, _images(size), _call)
+            stage = Stage("classifier", net.name, images(size), call)
             return Pipeline((net,), (stage,), "the tiny CNN on one crop")
 
         return (CostSpec(self.name, self.name, "tiny CNN", "crop side", 32, pipeline),)

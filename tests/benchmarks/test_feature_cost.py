@@ -14,6 +14,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ldmdetect import methods
 from ldmdetect.generative.tiny import build_tiny_autoencoder, build_tiny_unet
+from ldmdetect.methods.cost import (
+    BLIP2_QUERY_TOKENS,
+    CostSpec,
+    Model,
+    Pipeline,
+    Stage,
+    encode,
+    greedy_caption,
+    images,
+    unet,
+)
+from ldmdetect.methods.dire.cost import DIRE_STEPS
+from ldmdetect.methods.family_costs import FAMILY_COSTS, FLUX1_DEV_TRANSFORMER
 from ldmdetect.methods.registry import _REGISTRY
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "feature_cost.py"
@@ -75,14 +88,14 @@ def test_flops_per_stage_on_meta(cost: ModuleType) -> None:
     # The 4-draw ensemble is one UNet call on 4 rows: four times a single-row call.
     spec = cost.COST_SPECS["lare2"]
     pipeline = spec.pipeline(128)
-    unet = next(s for s in pipeline.stages if s.name == "unet")
-    one_row = cost.stage_flops(pipeline, replace(unet, rows=1), meta)
+    unet_stage = next(s for s in pipeline.stages if s.name == "unet")
+    one_row = cost.stage_flops(pipeline, replace(unet_stage, rows=1), meta)
     assert stages["unet"]["flops_per_call"] == 4 * one_row
     # A sampling loop multiplies a pass by its steps (DIRE: 20 + 20 DDIM passes).
     dire = cost.flops_report(cost.COST_SPECS["dire"], 128)
     passes = dire["stages"]["unet_ddim_inversion"]
-    assert passes["calls_per_image"] == cost.DIRE_STEPS
-    assert passes["flops_per_image"] == cost.DIRE_STEPS * passes["flops_per_call"]
+    assert passes["calls_per_image"] == DIRE_STEPS
+    assert passes["flops_per_image"] == DIRE_STEPS * passes["flops_per_call"]
     assert (
         dire["stages"]["unet_ddim_reconstruction"]["flops_per_image"] == (passes["flops_per_image"])
     )
@@ -120,26 +133,26 @@ def tiny_spec(cost: ModuleType):
         t = torch.full((rows,), 500, device=device, dtype=torch.long)
         return x, t, torch.randn(rows, 77, 32, device=device, dtype=dtype)
 
-    vae = cost.Model("tiny_vae", lambda: build_tiny_autoencoder(0), compile=("encoder",))
-    unet = cost.Model("tiny_unet", lambda: build_tiny_unet(0))
+    vae_model = Model("tiny_vae", lambda: build_tiny_autoencoder(0), compile=("encoder",))
+    unet_model = Model("tiny_unet", lambda: build_tiny_unet(0))
 
     def pipeline(size: int):
         stages = (
-            cost.Stage("vae_encode", vae.name, cost._images(size), cost._encode),
-            cost.Stage("unet_a", unet.name, latents, cost._unet, rows=2, calls=3),
-            cost.Stage("unet_b", unet.name, latents, cost._unet, rows=2, calls=3, same_as="unet_a"),
-            cost.Stage("unet_per_prompt", unet.name, latents, cost._unet, per_image=False),
-            cost.Stage(
+            Stage("vae_encode", vae_model.name, images(size), encode),
+            Stage("unet_a", unet_model.name, latents, unet, rows=2, calls=3),
+            Stage("unet_b", unet_model.name, latents, unet, rows=2, calls=3, same_as="unet_a"),
+            Stage("unet_per_prompt", unet_model.name, latents, unet, per_image=False),
+            Stage(
                 "unet_estimated",
-                unet.name,
+                unet_model.name,
                 latents,
-                cost._unet,
+                unet,
                 estimate_quick_cpu_from="unet_a",
             ),
         )
-        return cost.Pipeline((vae, unet), stages, "tiny")
+        return Pipeline((vae_model, unet_model), stages, "tiny")
 
-    spec = cost.CostSpec("tiny", "ae", "tiny SD-shaped models", "image side", 64, pipeline)
+    spec = CostSpec("tiny", "ae", "tiny SD-shaped models", "image side", 64, pipeline)
     cost.COST_SPECS[spec.name] = spec
     yield spec
     del cost.COST_SPECS[spec.name]
@@ -216,14 +229,14 @@ def test_greedy_caption_decodes_with_the_cache(cost: ModuleType) -> None:
     )
     config._attn_implementation = "sdpa"
     lm = OPTForCausalLM(config).eval()
-    prefix = torch.randn(2, cost.BLIP2_QUERY_TOKENS + 1, 16)
+    prefix = torch.randn(2, BLIP2_QUERY_TOKENS + 1, 16)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        token = cost._greedy_caption(lm, prefix)
+        token = greedy_caption(lm, prefix)
     assert token.shape == (2, 1)
     # 1 prefill + 19 cached steps: the head runs on every position of the prefill and once
     # per step, so the loop's matmuls grow with the caption length.
     head = 2 * 16 * 64  # FLOPs of the output projection per position
-    assert counter.get_total_flops() > head * 2 * (cost.BLIP2_QUERY_TOKENS + 1 + 19)
+    assert counter.get_total_flops() > head * 2 * (BLIP2_QUERY_TOKENS + 1 + 19)
 
 
 FAMILIES = ("sdxl", "sd3.5-medium", "flux.1-dev")
@@ -238,12 +251,12 @@ def test_every_generator_method_has_a_row_per_family(cost: ModuleType) -> None:
             assert spec.sizes == (512, 1024)  # the families' native 1024 px, and 512
             assert not spec.time_cpu  # FLUX.1-dev alone is 48 GB in float32
     # The inversions walk the family's sampler: the methods' steps each way.
-    stages = cost.family_fakeinversion_pipeline(cost.FAMILY_COSTS[2])(512).stages
+    stages = cost.COST_SPECS["fakeinversion:flux.1-dev"].pipeline(512).stages
     calls = {s.name: s.calls for s in stages}
     assert calls["denoiser_inversion"] == calls["denoiser_regeneration"] == 50
-    stages = cost.family_dire_pipeline(cost.FAMILY_COSTS[1])(512).stages
+    stages = cost.COST_SPECS["dire:sd3.5-medium"].pipeline(512).stages
     calls = {s.name: s.calls for s in stages}
-    assert calls["denoiser_inversion"] == calls["denoiser_reconstruction"] == cost.DIRE_STEPS
+    assert calls["denoiser_inversion"] == calls["denoiser_reconstruction"] == DIRE_STEPS
 
 
 def _flux_pass_estimate(config: dict, size: int) -> float:
@@ -264,28 +277,28 @@ def test_family_rows_scale_with_the_image_and_the_model(cost: ModuleType) -> Non
     512 to 1024 px, FLUX.1-dev > SD3.5-medium > SDXL, and FLUX's pass as counted by hand."""
     meta: dict = {}
     per_pass: dict[tuple[str, int], int] = {}
-    encode: dict[tuple[str, int], int] = {}
-    for family in cost.FAMILY_COSTS:
+    per_encode: dict[tuple[str, int], int] = {}
+    for family in FAMILY_COSTS:
         spec = cost.COST_SPECS[f"lare2:{family.name}"]
         for size in (512, 1024):
             pipeline = spec.pipeline(size)
             stages = {s.name: s for s in pipeline.stages}
             one = replace(stages["denoiser"], rows=1)  # one row, not the 4-draw ensemble
             per_pass[family.name, size] = cost.stage_flops(pipeline, one, meta)
-            encode[family.name, size] = cost.stage_flops(pipeline, stages["vae_encode"], meta)
+            per_encode[family.name, size] = cost.stage_flops(pipeline, stages["vae_encode"], meta)
     for name in FAMILIES:
         # 4x the latent cells; attention grows faster, FLUX's fixed 512 text tokens slower.
         assert 3.3 < per_pass[name, 1024] / per_pass[name, 512] < 5, name
-        assert 4 <= encode[name, 1024] / encode[name, 512] < 4.6, name
+        assert 4 <= per_encode[name, 1024] / per_encode[name, 512] < 4.6, name
     for size in (512, 1024):
         # FLUX: 11.9 B parameters on every token; SD3.5-medium: 2.24 B on every token; the
         # SDXL UNet's 2.57 B sit mostly at its two coarse levels (1/2 and 1/4 of the latent).
         assert per_pass["flux.1-dev", size] > 5 * per_pass["sd3.5-medium", size]
         assert per_pass["sd3.5-medium", size] > 1.3 * per_pass["sdxl", size]
-        expected = _flux_pass_estimate(cost.FLUX1_DEV_TRANSFORMER, size)
+        expected = _flux_pass_estimate(FLUX1_DEV_TRANSFORMER, size)
         assert per_pass["flux.1-dev", size] == pytest.approx(expected, rel=0.05)
     # The SD3.5 and FLUX.1 autoencoders are one architecture (16 latent channels).
-    assert encode["sd3.5-medium", 512] == encode["flux.1-dev", 512]
+    assert per_encode["sd3.5-medium", 512] == per_encode["flux.1-dev", 512]
     # SDXL's UNet pass costs more than SD 1.5's at the same size.
     sd15 = cost.COST_SPECS["lare2"].pipeline(512)
     sd15_unet = replace(next(s for s in sd15.stages if s.name == "unet"), rows=1)

@@ -6,6 +6,10 @@ A method's ``cost.py`` lays out the stages its feature step and classifier run p
 architecture written out from the published configs with random weights: cost depends on the
 architecture only, so nothing is downloaded. ``benchmarks/feature_cost.py`` counts their FLOPs
 and times them; :meth:`ldmdetect.methods.Method.cost_specs` is how it finds them.
+
+The public names here are the building blocks those modules share (``from ldmdetect.methods
+import cost``, then ``cost.Stage(...)``, ``cost.images(size)``): model builders, stage inputs
+(``Inputs``: rows, device, dtype -> a call's arguments) and the calls that run a model on them.
 """
 
 from __future__ import annotations
@@ -82,7 +86,9 @@ CAPTION_TOKENS = 20  # greedy caption length
 CLIP_TOKENS = 77  # the CLIP text encoders' prompt length
 
 
-def _diffusers(cls_name: str, config: dict[str, Any]) -> Callable[[], nn.Module]:
+def diffusers_builder(cls_name: str, config: dict[str, Any]) -> Callable[[], nn.Module]:
+    """Builds the diffusers model ``cls_name`` from ``config`` when called (random weights)."""
+
     def build() -> nn.Module:
         import diffusers
 
@@ -131,7 +137,9 @@ class Blip2Prefix(nn.Module):
         return self.projection(out.last_hidden_state)
 
 
-def _opt(attention: str) -> Callable[[], nn.Module]:
+def opt_builder(attention: str) -> Callable[[], nn.Module]:
+    """Builds OPT-2.7b with the ``attention`` implementation (the meta device needs eager)."""
+
     def build() -> nn.Module:
         from transformers import OPTConfig, OPTForCausalLM
 
@@ -192,7 +200,7 @@ class Stage:
     estimate_quick_cpu_from: str | None = None
 
 
-def _inversion_round_trip(
+def inversion_round_trip(
     prefix: str, back: str, model: str, inputs: Inputs, run: Callable[..., Any], steps: int
 ) -> tuple[Stage, Stage]:
     """A DDIM inversion (``{prefix}_inversion``, ``steps`` denoiser calls) and the walk back
@@ -235,13 +243,16 @@ class CostSpec:
     time_cpu: bool = True
 
 
-def _images(size: int, channels: int = 3) -> Inputs:
+def images(size: int, channels: int = 3) -> Inputs:
+    """Square images (or a classifier's ``channels``-channel stack) at ``size``."""
     return lambda rows, device, dtype: (
         torch.randn(rows, channels, size, size, device=device, dtype=dtype),
     )
 
 
-def _latents(side: int, context: bool = True) -> Inputs:
+def unet_inputs(side: int, context: bool = True) -> Inputs:
+    """An SD UNet call: 4-channel latents at ``side``, a timestep and the CLIP context."""
+
     def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
         x = torch.randn(rows, 4, side, side, device=device, dtype=dtype)
         t = torch.full((rows,), 500, device=device, dtype=torch.long)
@@ -252,40 +263,41 @@ def _latents(side: int, context: bool = True) -> Inputs:
     return make
 
 
-def _tokens(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-    return (torch.zeros(rows, CLIP_TOKENS, dtype=torch.long, device=device),)
-
-
-def _token_inputs(length: int) -> Inputs:
+def tokens(length: int = CLIP_TOKENS) -> Inputs:
+    """Prompt token ids, ``length`` per row (by default a CLIP encoder's 77)."""
     return lambda rows, device, dtype: (torch.zeros(rows, length, dtype=torch.long, device=device),)
 
 
-def _encode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def encode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Images -> latents, as the feature steps encode them."""
     dist = vae.encode(x).latent_dist
     return dist.mean + dist.std * torch.randn_like(dist.std)  # a posterior sample
 
 
-def _decode(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
+def decode(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return vae.decode(z).sample
 
 
-def _vae_roundtrip(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return _decode(vae, _encode(vae, x))
+def vae_roundtrip(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return decode(vae, encode(vae, x))
 
 
-def _unet(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
-    return unet(x, t, encoder_hidden_states=context).sample
+def unet(model: nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> Any:
+    """One conditioned UNet pass on :func:`unet_inputs`."""
+    return model(x, t, encoder_hidden_states=context).sample
 
 
-def _pixel_unet(unet: nn.Module, x: torch.Tensor, t: torch.Tensor):
-    return unet(x, t).sample
+def pixel_unet(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> Any:
+    """One unconditional pixel-space UNet pass on :func:`pixel_unet_inputs`."""
+    return model(x, t).sample
 
 
-def _call(model: nn.Module, *args: Any) -> Any:
+def call(model: nn.Module, *args: Any) -> Any:
+    """A plain forward: classifiers, text encoders, LPIPS."""
     return model(*args)
 
 
-def _greedy_caption(lm: nn.Module, prefix: torch.Tensor) -> torch.Tensor:
+def greedy_caption(lm: nn.Module, prefix: torch.Tensor) -> torch.Tensor:
     """A cached greedy decode of ``CAPTION_TOKENS`` tokens after BLIP-2's 32-query prefix
     (+ BOS): what ``generate`` runs, without its bookkeeping."""
     out = lm(inputs_embeds=prefix, use_cache=True)
@@ -296,20 +308,25 @@ def _greedy_caption(lm: nn.Module, prefix: torch.Tensor) -> torch.Tensor:
     return token
 
 
-def _prefix(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
+def caption_prefix(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
+    """BLIP-2's language-model prefix (:class:`Blip2Prefix`'s output and BOS), the input of
+    :func:`greedy_caption`."""
     width = OPT_2_7B["hidden_size"]
     return (torch.randn(rows, BLIP2_QUERY_TOKENS + 1, width, device=device, dtype=dtype),)
 
 
-def _lm_full_sequence(lm: nn.Module, embeds: torch.Tensor) -> Any:
+def lm_full_sequence(lm: nn.Module, embeds: torch.Tensor) -> Any:
     return lm(inputs_embeds=embeds, use_cache=False)
 
 
-def _classifier(name: str, size: int) -> Model:
+def classifier(name: str, size: int) -> Model:
+    """The timm backbone ``name`` as ``BackboneClassifier`` builds it, at ``size``."""
     return Model(f"classifier_{name}_{size}", _timm_classifier(name, size), generator=False)
 
 
-def _pixels_t(size: int) -> Inputs:
+def pixel_unet_inputs(size: int) -> Inputs:
+    """A pixel-space UNet call (ADM): images at ``size`` and a timestep."""
+
     def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
         x = torch.randn(rows, 3, size, size, device=device, dtype=dtype)
         return x, torch.full((rows,), 500, device=device, dtype=torch.long)
@@ -317,16 +334,19 @@ def _pixels_t(size: int) -> Inputs:
     return make
 
 
-def _latent_inputs(side: int, channels: int = 4) -> Inputs:
+def latents(side: int, channels: int = 4) -> Inputs:
+    """Latents at ``side`` with ``channels`` channels: what a VAE decodes."""
     return lambda rows, device, dtype: (
         torch.randn(rows, channels, side, side, device=device, dtype=dtype),
     )
 
 
-SD_UNET_MODEL = Model("sd15_unet", _diffusers("UNet2DConditionModel", SD15_UNET))
+SD_UNET_MODEL = Model("sd15_unet", diffusers_builder("UNet2DConditionModel", SD15_UNET))
 
 
-SD_VAE_MODEL = Model("sd_vae", _diffusers("AutoencoderKL", SD_VAE), compile=("encoder", "decoder"))
+SD_VAE_MODEL = Model(
+    "sd_vae", diffusers_builder("AutoencoderKL", SD_VAE), compile=("encoder", "decoder")
+)
 
 
 TEXT_MODEL = Model("sd15_text_encoder", _text_encoder, convolutional=False)

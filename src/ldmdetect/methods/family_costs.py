@@ -12,6 +12,7 @@ weights, so these specs are FLOPs only there (``CostSpec.time_cpu``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,21 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ldmdetect.methods.cost import (
-    CLIP_TOKENS,
-    SD15_TEXT_ENCODER,
-    SD_VAE,
-    TEXT_MODEL,
-    CostSpec,
-    Inputs,
-    Model,
-    Pipeline,
-    Stage,
-    _call,
-    _diffusers,
-    _inversion_round_trip,
-    _token_inputs,
-)
+from ldmdetect.methods import cost
 
 # The families (``generative.families``), from each pipeline's published
 # config.json files (non-default values; each dict names its hub id and subfolder).
@@ -102,7 +89,7 @@ FLUX1_DEV_TRANSFORMER: dict[str, Any] = {
 # vae/config.json: one architecture, 16 latent channels and no quant convs (their scaling and
 # shift factors, 1.5305 / 0.0609 and 0.3611 / 0.1159, cost nothing).
 FLOW_VAE: dict[str, Any] = {
-    **{key: value for key, value in SD_VAE.items() if key != "scaling_factor"},
+    **{key: value for key, value in cost.SD_VAE.items() if key != "scaling_factor"},
     "latent_channels": 16,
     "sample_size": 1024,
     "use_quant_conv": False,
@@ -144,14 +131,14 @@ def _t5_encoder() -> nn.Module:
     return T5EncoderModel(T5Config(**T5_XXL_ENCODER))
 
 
-def _sdxl_inputs(side: int) -> Inputs:
+def _sdxl_inputs(side: int) -> cost.Inputs:
     """A UNet call as ``SDComponents.predict`` makes it for SDXL: both CLIP encoders' tokens
     side by side (768 + 1280), the pooled ``text_embeds`` and the six ``time_ids``."""
 
     def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
         x = torch.randn(rows, 4, side, side, device=device, dtype=dtype)
         t = torch.full((rows,), 200, device=device, dtype=torch.long)
-        context = torch.randn(rows, CLIP_TOKENS, 2048, device=device, dtype=dtype)
+        context = torch.randn(rows, cost.CLIP_TOKENS, 2048, device=device, dtype=dtype)
         pooled = torch.randn(rows, 1280, device=device, dtype=dtype)
         return x, t, context, pooled, torch.randn(rows, 6, device=device, dtype=dtype)
 
@@ -165,14 +152,14 @@ def _sdxl_unet(
     return unet(x, t, encoder_hidden_states=context, added_cond_kwargs=kwargs).sample
 
 
-def _sd3_inputs(side: int) -> Inputs:
+def _sd3_inputs(side: int) -> cost.Inputs:
     """SD3's call: 16-channel latents, the 77 CLIP tokens then the 256 T5 tokens (4096
     wide), both CLIP pooled embeddings (768 + 1280), the timestep 1000 s."""
 
     def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
         x = torch.randn(rows, 16, side, side, device=device, dtype=dtype)
         t = torch.full((rows,), 200.0, device=device, dtype=dtype)
-        tokens = CLIP_TOKENS + SD3_T5_TOKENS
+        tokens = cost.CLIP_TOKENS + SD3_T5_TOKENS
         context = torch.randn(rows, tokens, 4096, device=device, dtype=dtype)
         return x, t, context, torch.randn(rows, 2048, device=device, dtype=dtype)
 
@@ -187,7 +174,7 @@ def _sd3_transformer(
     ).sample
 
 
-def _flux_inputs(side: int) -> Inputs:
+def _flux_inputs(side: int) -> cost.Inputs:
     """FLUX's call: the 16-channel latents packed into 2x2 patches (64 values per token),
     the 512 T5 tokens, CLIP's pooled 768, the level s, the guidance embedding's value and
     the text and image position ids."""
@@ -226,43 +213,75 @@ class FamilyCost:
 
     name: str  # the cost specs' suffix: lare2:<name> ...
     hub_id: str
-    denoiser: Model
+    denoiser: cost.Model
     #: latent side -> the denoiser's call arguments
-    denoiser_inputs: Callable[[int], Inputs]
+    denoiser_inputs: Callable[[int], cost.Inputs]
     run: Callable[..., Any]
-    vae: Model
+    vae: cost.Model
     latent_channels: int
     #: every text encoder the family's conditioning runs, with its prompt length in tokens
-    text_encoders: tuple[tuple[Model, int], ...]
+    text_encoders: tuple[tuple[cost.Model, int], ...]
+
+    def models(self, *extra: cost.Model) -> tuple[cost.Model, ...]:
+        """The family's models (autoencoder, denoiser, text encoders), then a method's own."""
+        text = tuple(model for model, _ in self.text_encoders)
+        return (self.vae, self.denoiser, *text, *extra)
+
+    def text_stages(self, *, per_image: bool) -> tuple[cost.Stage, ...]:
+        """One stage per text encoder on a prompt; ``per_image`` False where the method
+        encodes each distinct prompt once and caches it."""
+        return tuple(
+            cost.Stage(
+                f"text_{model.name}",
+                model.name,
+                cost.tokens(length),
+                cost.call,
+                per_image=per_image,
+            )
+            for model, length in self.text_encoders
+        )
+
+    def denoiser_stage(self, name: str, side: int, **kwargs: Any) -> cost.Stage:
+        """One denoiser call on latents at ``side``; ``kwargs`` are :class:`cost.Stage`'s."""
+        return cost.Stage(name, self.denoiser.name, self.denoiser_inputs(side), self.run, **kwargs)
+
+    def round_trip(self, side: int, steps: int, back: str) -> tuple[cost.Stage, cost.Stage]:
+        """The denoiser's DDIM inversion and walk back (:func:`cost.inversion_round_trip`)."""
+        inputs = self.denoiser_inputs(side)
+        return cost.inversion_round_trip(
+            "denoiser", back, self.denoiser.name, inputs, self.run, steps
+        )
 
 
-SD_FAMILY_VAE = Model(
-    "sdxl_vae", _diffusers("AutoencoderKL", SD_VAE), compile=("encoder", "decoder")
+SD_FAMILY_VAE = cost.Model(
+    "sdxl_vae", cost.diffusers_builder("AutoencoderKL", cost.SD_VAE), compile=("encoder", "decoder")
 )
-FLOW_VAE_MODEL = Model(
-    "flow_vae_16ch", _diffusers("AutoencoderKL", FLOW_VAE), compile=("encoder", "decoder")
+FLOW_VAE_MODEL = cost.Model(
+    "flow_vae_16ch",
+    cost.diffusers_builder("AutoencoderKL", FLOW_VAE),
+    compile=("encoder", "decoder"),
 )
-CLIP_BIGG = Model(
+CLIP_BIGG = cost.Model(
     "clip_bigg_text_encoder", _clip_text(CLIP_BIGG_TEXT_ENCODER, True), convolutional=False
 )
-T5_XXL = Model("t5_xxl_encoder", _t5_encoder, convolutional=False)
+T5_XXL = cost.Model("t5_xxl_encoder", _t5_encoder, convolutional=False)
 FAMILY_COSTS: tuple[FamilyCost, ...] = (
     FamilyCost(
         "sdxl",
         "stabilityai/stable-diffusion-xl-base-1.0",
-        Model("sdxl_unet", _diffusers("UNet2DConditionModel", SDXL_UNET)),
+        cost.Model("sdxl_unet", cost.diffusers_builder("UNet2DConditionModel", SDXL_UNET)),
         _sdxl_inputs,
         _sdxl_unet,
         SD_FAMILY_VAE,
         4,
-        ((TEXT_MODEL, CLIP_TOKENS), (CLIP_BIGG, CLIP_TOKENS)),
+        ((cost.TEXT_MODEL, cost.CLIP_TOKENS), (CLIP_BIGG, cost.CLIP_TOKENS)),
     ),
     FamilyCost(
         "sd3.5-medium",
         "stabilityai/stable-diffusion-3.5-medium",
-        Model(
+        cost.Model(
             "sd35_medium_transformer",
-            _diffusers("SD3Transformer2DModel", SD35_MEDIUM_TRANSFORMER),
+            cost.diffusers_builder("SD3Transformer2DModel", SD35_MEDIUM_TRANSFORMER),
             convolutional=False,
         ),
         _sd3_inputs,
@@ -271,77 +290,55 @@ FAMILY_COSTS: tuple[FamilyCost, ...] = (
         16,
         (
             (
-                Model(
+                cost.Model(
                     "clip_l_text_encoder_projection",
-                    _clip_text(SD15_TEXT_ENCODER, True),
+                    _clip_text(cost.SD15_TEXT_ENCODER, True),
                     convolutional=False,
                 ),
-                CLIP_TOKENS,
+                cost.CLIP_TOKENS,
             ),
-            (CLIP_BIGG, CLIP_TOKENS),
+            (CLIP_BIGG, cost.CLIP_TOKENS),
             (T5_XXL, SD3_T5_TOKENS),
         ),
     ),
     FamilyCost(
         "flux.1-dev",
         "black-forest-labs/FLUX.1-dev",
-        Model(
+        cost.Model(
             "flux1_dev_transformer",
-            _diffusers("FluxTransformer2DModel", FLUX1_DEV_TRANSFORMER),
+            cost.diffusers_builder("FluxTransformer2DModel", FLUX1_DEV_TRANSFORMER),
             convolutional=False,
         ),
         _flux_inputs,
         _flux_transformer,
         FLOW_VAE_MODEL,
         16,
-        ((TEXT_MODEL, CLIP_TOKENS), (T5_XXL, FLUX_T5_TOKENS)),
+        ((cost.TEXT_MODEL, cost.CLIP_TOKENS), (T5_XXL, FLUX_T5_TOKENS)),
     ),
 )
 
 
-def _text_stages(family: FamilyCost, *, per_image: bool) -> tuple[Stage, ...]:
-    return tuple(
-        Stage(f"text_{model.name}", model.name, _token_inputs(tokens), _call, per_image=per_image)
-        for model, tokens in family.text_encoders
-    )
-
-
-def _family_models(family: FamilyCost, *extra: Model) -> tuple[Model, ...]:
-    text = tuple(model for model, _ in family.text_encoders)
-    return (family.vae, family.denoiser, *text, *extra)
-
-
-def _family_denoiser(family: FamilyCost, name: str, side: int, **kwargs: Any) -> Stage:
-    inputs = family.denoiser_inputs(side)
-    return Stage(name, family.denoiser.name, inputs, family.run, **kwargs)
-
-
-def _family_round_trip(family: FamilyCost, side: int, steps: int, back: str) -> tuple[Stage, ...]:
-    """The family denoiser's DDIM inversion and walk back (``_inversion_round_trip``)."""
-    inputs = family.denoiser_inputs(side)
-    return _inversion_round_trip("denoiser", back, family.denoiser.name, inputs, family.run, steps)
-
-
 def method_cost_specs(
-    default: CostSpec,
-    family_pipeline: Callable[[FamilyCost], Callable[[int], Pipeline]],
+    default: cost.CostSpec,
+    family_pipeline: Callable[[FamilyCost, int], cost.Pipeline],
     family_what: str,
     family_size_means: str | None = None,
-) -> tuple[CostSpec, ...]:
+) -> tuple[cost.CostSpec, ...]:
     """A generator-backed method's cost specs: its ``default`` configuration first, then
     ``METHOD:FAMILY`` per entry of :data:`FAMILY_COSTS`, so every such method lays its path out
-    on the same families the same way. ``family_what`` is formatted with the family's
+    on the same families the same way. ``family_pipeline(family, size)`` lays the method's
+    stages out on one family at a working size. ``family_what`` is formatted with the family's
     ``hub_id``; the family specs keep the default's working size and (unless
     ``family_size_means`` is given) its meaning, run at the families' sizes and are FLOPs
     only on a CPU (FLUX.1-dev alone needs 48 GB in float32)."""
     families = tuple(
-        CostSpec(
+        cost.CostSpec(
             f"{default.method}:{family.name}",
             default.method,
             family_what.format(hub_id=family.hub_id),
             default.size_means if family_size_means is None else family_size_means,
             default.default_size,
-            family_pipeline(family),
+            functools.partial(family_pipeline, family),
             sizes=FAMILY_SIZES,
             time_cpu=False,
         )

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from ldmdetect.methods.cost import (
-    SD_VAE_MODEL,
-    CostSpec,
-    Inputs,
-    Model,
-    Pipeline,
-    Stage,
-    _call,
-    _diffusers,
-    _images,
-    _vae_roundtrip,
-)
-from ldmdetect.methods.family_costs import (
-    FamilyCost,
-    method_cost_specs,
-)
+from ldmdetect.methods import cost
+from ldmdetect.methods.family_costs import FamilyCost, method_cost_specs
 
 # kandinsky-community/kandinsky-2-1 movq/config.json (MoVQ: spatially normalised decoder).
 KANDINSKY21_MOVQ: dict[str, Any] = {
@@ -54,7 +39,7 @@ def _lpips() -> nn.Module:
     return LPIPSMap(2, pretrained=False)  # AEROBLADE's default layer (VGG16 relu2_2)
 
 
-def _lpips_inputs(size: int, candidates: int) -> Inputs:
+def _lpips_inputs(size: int, candidates: int) -> cost.Inputs:
     def make(rows: int, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
         # rows = (1 + candidates) per image: the view and its reconstructions share one pass
         n = rows // (1 + candidates)
@@ -64,57 +49,56 @@ def _lpips_inputs(size: int, candidates: int) -> Inputs:
     return make
 
 
-def aeroblade_pipeline(size: int) -> Pipeline:
-    movq = Model(
+def aeroblade_pipeline(size: int) -> cost.Pipeline:
+    movq = cost.Model(
         "kandinsky21_movq",
-        _diffusers("VQModel", KANDINSKY21_MOVQ),
+        cost.diffusers_builder("VQModel", KANDINSKY21_MOVQ),
         compile=("encoder", "decoder"),
     )
-    lpips = Model("lpips_vgg16_layer2", _lpips, generator=False)
+    lpips = cost.Model("lpips_vgg16_layer2", _lpips, generator=False)
     k = len(AEROBLADE_AUTOENCODERS)
     stages = (
-        Stage("sd1_vae_roundtrip", SD_VAE_MODEL.name, _images(size), _vae_roundtrip),
-        Stage(
+        cost.Stage(
+            "sd1_vae_roundtrip", cost.SD_VAE_MODEL.name, cost.images(size), cost.vae_roundtrip
+        ),
+        cost.Stage(
             "sd2_vae_roundtrip",
-            SD_VAE_MODEL.name,
-            _images(size),
-            _vae_roundtrip,
+            cost.SD_VAE_MODEL.name,
+            cost.images(size),
+            cost.vae_roundtrip,
             same_as="sd1_vae_roundtrip",
         ),
-        Stage("kandinsky21_movq_roundtrip", movq.name, _images(size), _movq_roundtrip),
-        Stage("lpips", lpips.name, _lpips_inputs(size, k), _call, rows=1 + k),
+        cost.Stage("kandinsky21_movq_roundtrip", movq.name, cost.images(size), _movq_roundtrip),
+        cost.Stage("lpips", lpips.name, _lpips_inputs(size, k), cost.call, rows=1 + k),
     )
-    return Pipeline(
-        (SD_VAE_MODEL, movq, lpips),
+    return cost.Pipeline(
+        (cost.SD_VAE_MODEL, movq, lpips),
         stages,
         "three autoencoder round trips (SD1 and SD2 VAEs share one architecture, so SD2's "
         "time is SD1's) and one LPIPS pass over the view and its three reconstructions",
     )
 
 
-def family_aeroblade_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
-    def pipeline(size: int) -> Pipeline:
-        lpips = Model("lpips_vgg16_layer2", _lpips, generator=False)
-        stages = (
-            Stage("vae_roundtrip", family.vae.name, _images(size), _vae_roundtrip),
-            Stage("lpips", lpips.name, _lpips_inputs(size, 1), _call, rows=2),
-        )
-        return Pipeline(
-            (family.vae, lpips),
-            stages,
-            f"{family.hub_id}'s autoencoder alone: one round trip (also what `ldmdetect "
-            "reconstruct` spends per `ae` training image) and LPIPS over the view and its "
-            "reconstruction",
-        )
-
-    return pipeline
+def family_aeroblade_pipeline(family: FamilyCost, size: int) -> cost.Pipeline:
+    lpips = cost.Model("lpips_vgg16_layer2", _lpips, generator=False)
+    stages = (
+        cost.Stage("vae_roundtrip", family.vae.name, cost.images(size), cost.vae_roundtrip),
+        cost.Stage("lpips", lpips.name, _lpips_inputs(size, 1), cost.call, rows=2),
+    )
+    return cost.Pipeline(
+        (family.vae, lpips),
+        stages,
+        f"{family.hub_id}'s autoencoder alone: one round trip (also what `ldmdetect "
+        "reconstruct` spends per `ae` training image) and LPIPS over the view and its "
+        "reconstruction",
+    )
 
 
-def cost_specs() -> tuple[CostSpec, ...]:
+def cost_specs() -> tuple[cost.CostSpec, ...]:
     """AEROBLADE's three autoencoders first, then each generator family's own (one each)."""
     lpips = "LPIPS VGG16 (layer 2)"
     return method_cost_specs(
-        CostSpec(
+        cost.CostSpec(
             "aeroblade",
             "aeroblade",
             f"SD1, SD2 and Kandinsky 2.1 autoencoder round trips + {lpips}",

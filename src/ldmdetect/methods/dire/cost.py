@@ -2,32 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from ldmdetect.methods.cost import (
-    CostSpec,
-    Model,
-    Pipeline,
-    Stage,
-    _call,
-    _classifier,
-    _decode,
-    _diffusers,
-    _encode,
-    _images,
-    _inversion_round_trip,
-    _latent_inputs,
-    _pixel_unet,
-    _pixels_t,
-)
-from ldmdetect.methods.family_costs import (
-    FamilyCost,
-    _family_models,
-    _family_round_trip,
-    _text_stages,
-    method_cost_specs,
-)
+from ldmdetect.methods import cost
+from ldmdetect.methods.family_costs import FamilyCost, method_cost_specs
 
 # ADM's 256x256 unconditional model (guided-diffusion's 256x256_diffusion_uncond.pt, the
 # generator DIRE inverts; its README flags): num_channels 256, channel_mult (1, 1, 2, 2, 4, 4)
@@ -55,16 +33,21 @@ ADM256_UNCOND: dict[str, Any] = {
 DIRE_STEPS = 20  # DIRE: DDIM with 20 respaced steps, for the inversion and again to reconstruct
 
 
-def dire_pipeline(size: int) -> Pipeline:
-    adm = Model("adm256_uncond", _diffusers("UNet2DModel", ADM256_UNCOND))
-    classifier = _classifier("resnet50", 224)
+def dire_pipeline(size: int) -> cost.Pipeline:
+    adm = cost.Model("adm256_uncond", cost.diffusers_builder("UNet2DModel", ADM256_UNCOND))
+    classifier = cost.classifier("resnet50", 224)
     stages = (
-        *_inversion_round_trip(
-            "unet_ddim", "reconstruction", adm.name, _pixels_t(size), _pixel_unet, DIRE_STEPS
+        *cost.inversion_round_trip(
+            "unet_ddim",
+            "reconstruction",
+            adm.name,
+            cost.pixel_unet_inputs(size),
+            cost.pixel_unet,
+            DIRE_STEPS,
         ),
-        Stage("classifier", classifier.name, _images(224), _call),
+        cost.Stage("classifier", classifier.name, cost.images(224), cost.call),
     )
-    return Pipeline(
+    return cost.Pipeline(
         (adm, classifier),
         stages,
         f"ADM works on pixels: {DIRE_STEPS} DDIM inversion + {DIRE_STEPS} reconstruction "
@@ -72,32 +55,29 @@ def dire_pipeline(size: int) -> Pipeline:
     )
 
 
-def family_dire_pipeline(family: FamilyCost) -> Callable[[int], Pipeline]:
-    def pipeline(size: int) -> Pipeline:
-        side, channels = size // 8, family.latent_channels
-        classifier = _classifier("resnet50", 224)
-        stages = (
-            Stage("vae_encode", family.vae.name, _images(size), _encode),
-            *_text_stages(family, per_image=False),
-            *_family_round_trip(family, side, DIRE_STEPS, "reconstruction"),
-            Stage("vae_decode", family.vae.name, _latent_inputs(side, channels), _decode),
-            Stage("classifier", classifier.name, _images(224), _call),
-        )
-        return Pipeline(
-            _family_models(family, classifier),
-            stages,
-            f"{family.hub_id}: VAE encode, {DIRE_STEPS} inversion + {DIRE_STEPS} "
-            "reconstruction passes conditioned on the empty prompt (encoded once, cached), "
-            "one decode, the DIRE image to a ResNet-50 at 224",
-        )
-
-    return pipeline
+def family_dire_pipeline(family: FamilyCost, size: int) -> cost.Pipeline:
+    side, channels = size // 8, family.latent_channels
+    classifier = cost.classifier("resnet50", 224)
+    stages = (
+        cost.Stage("vae_encode", family.vae.name, cost.images(size), cost.encode),
+        *family.text_stages(per_image=False),
+        *family.round_trip(side, DIRE_STEPS, "reconstruction"),
+        cost.Stage("vae_decode", family.vae.name, cost.latents(side, channels), cost.decode),
+        cost.Stage("classifier", classifier.name, cost.images(224), cost.call),
+    )
+    return cost.Pipeline(
+        family.models(classifier),
+        stages,
+        f"{family.hub_id}: VAE encode, {DIRE_STEPS} inversion + {DIRE_STEPS} "
+        "reconstruction passes conditioned on the empty prompt (encoded once, cached), "
+        "one decode, the DIRE image to a ResNet-50 at 224",
+    )
 
 
-def cost_specs() -> tuple[CostSpec, ...]:
+def cost_specs() -> tuple[cost.CostSpec, ...]:
     """ADM's DIRE first, then the latent DIRE of each generator family (``dire:FAMILY``)."""
     what = f"ADM-256 unconditional: {DIRE_STEPS} + {DIRE_STEPS} DDIM passes, ResNet-50 at 224"
-    default = CostSpec("dire", "dire", what, "the pixel UNet's input side", 256, dire_pipeline)
+    default = cost.CostSpec("dire", "dire", what, "the pixel UNet's input side", 256, dire_pipeline)
     family_what = (
         f"{{hub_id}}-sized latent DIRE: {DIRE_STEPS} + {DIRE_STEPS} passes, decode, ResNet-50"
     )

@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldmdetect.methods.cost import (
-    CostSpec,
-    Model,
-    Pipeline,
-    Stage,
-    _call,
-    _images,
-)
+from ldmdetect.methods import cost
 
 
 class VFMProbe(nn.Module):
@@ -31,20 +24,20 @@ class VFMProbe(nn.Module):
         return self.probe(self.body(images))
 
 
-def vfm_pipeline(size: int) -> Pipeline:
-    model = Model("dinov2_vit_l14_probe", VFMProbe, generator=False, convolutional=False)
-    return Pipeline(
+def vfm_pipeline(size: int) -> cost.Pipeline:
+    model = cost.Model("dinov2_vit_l14_probe", VFMProbe, generator=False, convolutional=False)
+    return cost.Pipeline(
         (model,),
-        (Stage("embedding_and_probe", model.name, _images(224), _call),),
+        (cost.Stage("embedding_and_probe", model.name, cost.images(224), cost.call),),
         "every image is resized to 224 (short side) and center-cropped: the cost does not "
         "depend on the working size",
     )
 
 
-def cost_specs() -> tuple[CostSpec, ...]:
+def cost_specs() -> tuple[cost.CostSpec, ...]:
     """The method's cost specs: the default configuration first."""
     return (
-        CostSpec(
+        cost.CostSpec(
             "vfm-probe",
             "vfm-probe",
             "DINOv2 ViT-L/14 embedding at 224 + linear probe",
