@@ -36,6 +36,7 @@ from ldmdetect.features.lare import LareConfig, lare_maps
 from ldmdetect.features.reconstruction import scale_latents, to_vae_input
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
+from ldmdetect.methods import cost
 
 PROMPT = "a photo"  # one prompt for all: its encoding is cached, as extraction caches it
 
@@ -51,9 +52,9 @@ def sd15_components(device: torch.device, dtype: torch.dtype, workdir: Path) -> 
     with torch.device(device), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models = {
-            "vae": diffusers.AutoencoderKL(**feature_cost.SD_VAE),
-            "unet": diffusers.UNet2DConditionModel(**feature_cost.SD15_UNET),
-            "text_encoder": feature_cost._text_encoder(),
+            "vae": diffusers.AutoencoderKL(**cost.SD_VAE),
+            "unet": diffusers.UNet2DConditionModel(**cost.SD15_UNET),
+            "text_encoder": cost.TEXT_MODEL.build(),
         }
     for name, model in models.items():
         models[name] = model.to(device=device, dtype=dtype).eval().requires_grad_(False)

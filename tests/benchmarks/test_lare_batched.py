@@ -34,3 +34,16 @@ def test_loop_and_batch_agree_and_the_report_is_written(lare_batched, tmp_path: 
     )
     with pytest.raises(SystemExit, match="below the 1e\\+09x asked for"):
         lare_batched.main([*args, "--min-speedup", "1e9"])
+
+
+def test_the_full_size_components_are_sd15s(lare_batched, tmp_path: Path) -> None:
+    """The path the GPU check runs (no --tiny): SD v1.5's architectures, built on the meta
+    device here so that nothing is allocated."""
+    import torch
+
+    components = lare_batched.sd15_components(torch.device("meta"), torch.float32, tmp_path)
+    assert components.unet.config.cross_attention_dim == 768
+    assert components.vae.config.latent_channels == 4
+    unet_parameters = sum(p.numel() for p in components.unet.parameters())
+    assert 855e6 < unet_parameters < 866e6  # SD v1.5's UNet: 859.5 M
+    assert components.tokenizer.model_max_length == 77
