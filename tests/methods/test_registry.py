@@ -198,6 +198,20 @@ def test_content_id_only_where_a_feature_step_reads_it(name, feature, uncached, 
     assert ("id" in sample) is cached
 
 
+def test_a_method_overriding_build_features_itself_still_keys_its_cache():
+    """Methods from other packages written before ``feature_step`` override
+    ``build_features``: their cached features still need the content id."""
+
+    class OwnBuild(AEReconstruction):
+        def build_features(self, config, *, device="auto", components=None):
+            return None
+
+    config = DetectorConfig(method="ae")
+    assert OwnBuild().needs_content_id(config, cached=True)
+    assert not OwnBuild().needs_content_id(config, cached=False)
+    assert not AEReconstruction().needs_content_id(config, cached=True)
+
+
 def test_pixel_only_samples_skip_the_hash():
     sample = methods.get("ae").prepare(DetectorConfig(input_size=16))(_gradient(40, 30))
     assert set(sample) == {"crops", "prompt"}

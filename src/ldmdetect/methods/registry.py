@@ -355,8 +355,14 @@ class Method(ABC):
     def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
         """Whether samples must carry their content id: the key of a feature cache (when
         ``cached``), and of per-image noise for feature steps that seed it by image (those
-        methods override this to say so). Methods that read pixels only never need it."""
-        return cached and type(self).feature_step is not Method.feature_step
+        methods override this to say so). Methods that read pixels only never need it. A
+        method written before :meth:`feature_step` existed overrides :meth:`build_features`
+        itself, and is a method with a feature step too."""
+        own = type(self)
+        return cached and (
+            own.feature_step is not Method.feature_step
+            or own.build_features is not Method.build_features
+        )
 
     def build_features(
         self,
