@@ -773,7 +773,7 @@ def run(
         },
         "without_outlier_exposure": baseline,
         "binary_auc": binary,
-        "aeroblade_cross_check": asked["cross_check"],
+        "cross_check": asked["cross_check"],
         "seconds": seconds,
         "seconds_total": round(time.perf_counter() - start, 1),
         "config": {k: v for k, v in asdict(cfg).items() if k != "method_settings"}

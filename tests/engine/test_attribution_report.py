@@ -144,13 +144,16 @@ def test_nearest_autoencoders_by_family_and_agreement():
 
 
 def test_markdown_section(cm):
-    section = markdown_section(cm, agreement(["sd", "flux"], ["sd", "sd"]), "cm.png")
+    section = markdown_section(cm, agreement(["sd", "flux"], ["sd", "sd"]), "cm.png", "`aeroblade`")
     assert section.startswith("## Attribution")
     assert "accuracy 45.5% over 11 images" in section
     assert cm.to_markdown() in section and "![attribution confusion matrix](cm.png)" in section
-    assert "agrees with the family head on 50.0% of 2 images" in section
+    assert (
+        "`aeroblade`'s nearest autoencoder agrees with the family head on 50.0% of 2 images"
+        in section
+    )
     bare = markdown_section(cm, png_name=None)
-    assert "![" not in bare and "AEROBLADE" not in bare
+    assert "![" not in bare and "nearest autoencoder" not in bare
     none = markdown_section(cm, agreement([UNKNOWN], [UNKNOWN]))
     assert "never both name a family" in none
 

@@ -179,9 +179,10 @@ def test_the_cross_check_compares_aeroblade_with_the_head_on_every_attributed_im
         "flux-16ch": len(evaluation.families["flux gens"]),
     }
     right = counts["sd-4ch"]["sd-4ch"] + counts["flux-16ch"]["flux-16ch"]
-    assert cross["aeroblade_accuracy"] == right / n
-    assert cross["grid"] >= 8 and cross["input_size"] % cross["grid"] == 0
-    assert "AEROBLADE alone" in (out / "report.md").read_text()
+    assert cross["judge"] == "aeroblade" and cross["judge_accuracy"] == right / n
+    grid = cross["feature"]["aeroblade"]["grid"]
+    assert grid >= 8 and cross["input_size"] % grid == 0
+    assert "`aeroblade` alone" in (out / "report.md").read_text()
 
 
 def test_a_detector_without_recorded_sources_reports_why_there_is_no_cross_check(

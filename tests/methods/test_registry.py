@@ -289,3 +289,39 @@ def test_explain_is_one_hook_with_nothing_to_show_by_default():
     assert {"aeroblade", "lare2", "ae"} <= showing and "dire" not in showing
     dire = methods.get("dire")
     assert dire.explain(None, {}, DetectorConfig()) is None
+
+
+def test_no_module_outside_methods_imports_a_method_package():
+    """Method knowledge stays in the method's package: the engine, CLI, service and detector
+    reach a method through the registry only (a default naming one is a string, not an
+    import), so adding or removing a method package edits nothing there."""
+    import ast
+    from pathlib import Path
+
+    import ldmdetect
+
+    root = Path(ldmdetect.__file__).parent
+    packages = {p.parent.name for p in (root / "methods").glob("*/__init__.py")}
+    found = []
+    for path in root.rglob("*.py"):
+        if path.is_relative_to(root / "methods"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                parts = name.split(".")
+                if parts[:2] == ["ldmdetect", "methods"] and parts[2:3] and parts[2] in packages:
+                    found.append(f"{path.relative_to(root)}: {name}")
+    assert packages >= {"ae", "aeroblade"}
+    assert found == []
+
+
+def test_a_method_that_cannot_judge_autoencoders_says_so():
+    with pytest.raises(ValueError, match="'ae' cannot judge which autoencoder"):
+        methods.get("ae").judge_sources([{"id": "x"}], 64)

@@ -74,8 +74,9 @@ def evaluate(
         bool | None,
         typer.Option(
             "--cross-check/--no-cross-check",
-            help="Family head: AEROBLADE's nearest autoencoder per attributed image, over the "
-            "autoencoders of the detector's training data, and its agreement with the head.",
+            help="Family head: a training-free judge's (AEROBLADE's) nearest autoencoder per "
+            "attributed image, over the autoencoders of the detector's training data, and its "
+            "agreement with the head.",
         ),
     ] = None,
 ) -> None:
@@ -139,7 +140,7 @@ def _family_map(specs: list[str]) -> dict[str, str]:
 
 def attribution_lines(section: dict) -> list[str]:
     """What the terminal shows of the attribution section: the accuracy line (overall, over
-    generated images, per row), sets left out, and the AEROBLADE cross-check."""
+    generated images, per row), sets left out, and the cross-check."""
     if section.get("accuracy") is None:
         return [f"attribution: {section.get('note') or 'no image could be attributed'}"]
     per_row = ", ".join(f"{r} {a:.1%}" for r, a in section["accuracy_per_family"].items())
@@ -162,9 +163,9 @@ def attribution_lines(section: dict) -> list[str]:
         lines.append(f"cross-check not run: {cross['error']}")
     elif cross:
         rate = cross["agreement"]["rate"]
-        accuracy = cross["aeroblade_accuracy"]
+        accuracy = cross["judge_accuracy"]
         lines.append(
-            "AEROBLADE cross-check: agrees with the family head on "
+            f"{cross['judge']} cross-check: agrees with the family head on "
             + (f"{rate:.1%}" if rate is not None else "none")
             + f" of {cross['agreement']['n']} images where both name a family; "
             + "its own accuracy "

@@ -1,14 +1,16 @@
 """Attribution in the evaluation report: which family each generated image was put down to.
 
 Pure functions of labels, so the report can build them from whatever scored the images (the
-family head's scan rows, AEROBLADE's explanations) without this module knowing a detector:
+family head's scan rows, a training-free judge's explanations) without this module knowing a
+detector:
 
 - :func:`confusion_matrix`: true family per row; per column a known family, ``"unknown"``
   (the open-set answer: generated, but by no family the detector knows) or ``"real"``
   (judged not generated, so a missed generation shows as such rather than vanishing);
 - :func:`plot_confusion_matrix`: its PNG, colours normalised per row, counts printed;
-- :func:`nearest_autoencoders` and :func:`agreement`: AEROBLADE's closest autoencoder per
-  image as a second, training-free opinion, and how often it agrees with the family head;
+- :func:`nearest_autoencoders` and :func:`agreement`: a judge's closest autoencoder per image
+  (AEROBLADE's by default) as a second, training-free opinion, and how often it agrees with
+  the family head;
 - :func:`markdown_section`: the section ``report.md`` includes.
 
 What counts as correct: a known family's images called that family; a family the detector
@@ -290,10 +292,11 @@ def markdown_section(
     cm: ConfusionMatrix,
     agreement: Mapping[str, Any] | None = None,
     png_name: str | None = DEFAULT_PNG,
+    judge: str = "the judge",
 ) -> str:
     """The report's attribution section: overall accuracy, the table, the plot (``png_name``,
-    relative to report.md; None: no plot) and, with ``agreement`` (:func:`agreement` of
-    AEROBLADE's nearest autoencoders against the family head), how far the two agree."""
+    relative to report.md; None: no plot) and, with ``agreement`` (:func:`agreement` of the
+    ``judge`` method's nearest autoencoders against the family head), how far the two agree."""
     parts = ["## Attribution (generator family)\n"]
     accuracy = cm.accuracy
     if accuracy is None:
@@ -310,13 +313,13 @@ def markdown_section(
     if agreement is not None:
         if agreement["n"]:
             parts.append(
-                f"AEROBLADE's nearest autoencoder agrees with the family head on "
+                f"{judge}'s nearest autoencoder agrees with the family head on "
                 f"{agreement['rate']:.1%} of {agreement['n']} images (those where both name a "
                 f"family, of {agreement['total']}).\n"
             )
         else:
             parts.append(
-                f"AEROBLADE's nearest autoencoder and the family head never both name a "
+                f"{judge}'s nearest autoencoder and the family head never both name a "
                 f"family (0 of {agreement['total']} images): no agreement to report.\n"
             )
     return "\n".join(parts)

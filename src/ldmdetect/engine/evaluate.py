@@ -144,9 +144,10 @@ def evaluate(
     attributed family, accuracy and ``unknown`` share per row, over the held-out reals and
     each generator set whose family is known: its name where that is one of the detector's
     families, else ``families`` ({set name: family}; a family outside the detector's is an
-    open-set row, right when called "unknown"). ``cross_check`` adds AEROBLADE's nearest
-    autoencoder per attributed image, over the autoencoders the detector's training data came
-    from, and its agreement with the family head. Detectors without families take neither.
+    open-set row, right when called "unknown"). ``cross_check`` adds a training-free judge's
+    (AEROBLADE's) nearest autoencoder per attributed image, over the autoencoders the
+    detector's training data came from, and its agreement with the family head. Detectors
+    without families take neither.
     """
     real_paths = find_images(real)
     if isinstance(fakes, Mapping):
@@ -417,9 +418,9 @@ def _attribution(
     fake_sets: Mapping[str, Sequence[Path]],
     cross_check: bool,
 ) -> dict:
-    """The ``attribution`` section of a family head's result, with AEROBLADE's cross-check
+    """The ``attribution`` section of a family head's result, with the judge's cross-check
     where asked (over the attributed sets' files that scored)."""
-    from ldmdetect.engine.evaluate_attribution import aeroblade_cross_check, attribution_section
+    from ldmdetect.engine.evaluate_attribution import attribution_section, judge_cross_check
 
     section = attribution_section(
         detector.families,
@@ -432,7 +433,7 @@ def _attribution(
     )
     if cross_check and truth:
         keep = {name: [not f for f in failed[name]] for name in truth}
-        section["cross_check"] = aeroblade_cross_check(
+        section["cross_check"] = judge_cross_check(
             detector,
             {n: [p for p, k in zip(fake_sets[n], keep[n], strict=True) if k] for n in truth},
             truth,

@@ -1,5 +1,5 @@
 """Attribution in ``evaluate``: which family the family head put each test set's images down to,
-and AEROBLADE's training-free opinion beside it.
+and a training-free judge's opinion beside it.
 
 A detector with a family head (``DetectorConfig.families``) is asked about generator sets whose
 true family the evaluation has to know: a set named like one of the detector's families is that
@@ -8,11 +8,13 @@ being an open-set row (right when called ``"unknown"``). Sets neither way named 
 the matrix, and the section says so. The held-out reals are the ``"real"`` row: a real image
 is right when judged real, so reals pulled into a family show.
 
-:func:`aeroblade_cross_check` asks AEROBLADE, built in memory over the autoencoders the family
-head's training data came from (``DetectorConfig.family_sources``), which of them reconstructs
-each attributed image best, and reports how often that agrees with the head and how often it
-names the right family itself. Where those sources are not recorded or cannot be loaded, the
-cross-check is an ``"error"`` message in the section instead, never a failed evaluation.
+:func:`judge_cross_check` asks a judge, a method that names untrained which autoencoder an
+image came through (:meth:`Method.judge_sources`; AEROBLADE's nearest autoencoder by default),
+built in memory over the autoencoders the family head's training data came from
+(``DetectorConfig.family_sources``), which of them each attributed image came through, and
+reports how often that agrees with the head and how often it names the right family itself.
+Where those sources are not recorded or cannot be loaded, the cross-check is an ``"error"``
+message in the section instead, never a failed evaluation.
 """
 
 from __future__ import annotations
@@ -37,14 +39,18 @@ from ldmdetect.engine.attribution_report import (
 
 __all__ = [
     "FamilyInputs",
-    "aeroblade_cross_check",
     "attribution_section",
     "closed_set_section",
     "family_autoencoders",
+    "judge_cross_check",
     "markdown",
     "matrix_from_section",
     "true_families",
 ]
+
+
+#: The method :func:`judge_cross_check` asks by default.
+DEFAULT_JUDGE = "aeroblade"
 
 
 @dataclass(frozen=True)
@@ -243,47 +249,30 @@ def family_autoencoders(config: Any) -> tuple[dict[str, dict[str, Any]], list[st
     return sources, [f for f in families if f not in sources]
 
 
-def _largest_factor(sources: Sequence[Mapping[str, Any]]) -> int:
-    """The largest downsampling factor of the autoencoders, read from their configs alone
-    (no weights loaded): AEROBLADE's view offsets must be multiples of every latent cell."""
-    from diffusers import AutoencoderKL
-
-    from ldmdetect.generative.loading import ComponentSource
-
-    factors = []
-    for recorded in sources:
-        source = ComponentSource.from_dict(dict(recorded))
-        try:
-            config = AutoencoderKL.load_config(source.location, **source.hub_kwargs())
-        except (OSError, ValueError) as err:
-            raise source.error("the autoencoder config", err) from err
-        factors.append(2 ** (len(config["block_out_channels"]) - 1))
-    return max(factors)
-
-
-def aeroblade_cross_check(
+def judge_cross_check(
     detector: Any,
     files: Mapping[str, Sequence[str | os.PathLike]],
     truth: Mapping[str, str],
     head: Mapping[str, Sequence[str | None]],
     *,
+    judge: str = DEFAULT_JUDGE,
     batch_size: int = 16,
     pretrained: bool = True,
 ) -> dict[str, Any]:
-    """AEROBLADE's nearest autoencoder for ``files`` ({set: its scored files}) against the
-    family head's answers ``head`` ({set: family per file}, same order).
+    """The ``judge`` method's nearest autoencoder for ``files`` ({set: its scored files})
+    against the family head's answers ``head`` ({set: family per file}, same order).
 
-    Returns the autoencoder per family, the grid and view size used, ``agreement``
-    (:func:`~ldmdetect.engine.attribution_report.agreement`, over the images where both name a
-    family), AEROBLADE's own accuracy over images of the detector's families
-    (``aeroblade_accuracy``, per family and per set) and its nearest-family counts per true
+    Returns the judge, its view size and feature settings, the autoencoder per family,
+    ``agreement`` (:func:`~ldmdetect.engine.attribution_report.agreement`, over the images where
+    both name a family), the judge's own accuracy over images of the detector's families
+    (``judge_accuracy``, per family and per set) and its nearest-family counts per true
     family; or ``{"error": reason}`` where the autoencoders are not recorded or cannot load.
     """
     from ldmdetect.detector import Detector
     from ldmdetect.engine.train import build
     from ldmdetect.engine.train_config import TrainConfig
     from ldmdetect.io.hub import SourceUnavailable
-    from ldmdetect.methods.aeroblade.method import explanation_names
+    from ldmdetect.methods import get as get_method
 
     config = detector.config
     sources, missing = family_autoencoders(config)
@@ -296,31 +285,21 @@ def aeroblade_cross_check(
             "retrain on datasets made with `ldmdetect reconstruct --autoencoder NAME=SRC`"
         }
     order = list(sources)
-    source_list = [sources[f] for f in order]
+    method = get_method(judge)
     try:
-        grid = _largest_factor(source_list)
-        size = max(grid, config.input_size // grid * grid)
-        _, aero_config, model = build(
-            TrainConfig(
-                method="aeroblade",
-                input_size=size,
-                pretrained=pretrained,
-                feature={"aeroblade": {"autoencoders": source_list, "grid": grid}},
-            )
-        )
-        aeroblade = Detector(aero_config, model, device=detector.device)
-        names = explanation_names(aeroblade.features.sources)
-        mapping = dict(zip(names, order, strict=True))
+        fields = method.judge_sources([sources[f] for f in order], config.input_size)
+        _, judge_config, model = build(TrainConfig(method=judge, pretrained=pretrained, **fields))
+        judged = Detector(judge_config, model, device=detector.device)
         nearest: dict[str, list[str | None]] = {}
         for name in truth:
             paths = list(files[name])
             found: list[str | None] = []
             for start in range(0, len(paths), batch_size):
-                explained = aeroblade.explain(paths[start : start + batch_size]) or []
-                found += nearest_autoencoders(explained, mapping)
+                explained = judged.explain(paths[start : start + batch_size]) or []
+                found += nearest_autoencoders(explained, _by_position(explained, order))
             nearest[name] = found
     except (SourceUnavailable, OSError, ValueError) as err:
-        return {"error": f"AEROBLADE could not be built over the families' autoencoders: {err}"}
+        return {"error": f"{judge} could not be built over the families' autoencoders: {err}"}
     families = tuple(detector.families)
     head_all = [x for name in truth for x in head[name]]
     nearest_all = [x for name in truth for x in nearest[name]]
@@ -337,19 +316,20 @@ def aeroblade_cross_check(
     }
     known = [(truth[name], x) for name in truth for x in nearest[name] if truth[name] in families]
     return {
+        "judge": judge,
         "autoencoders": {f: sources[f] for f in order},
-        "grid": grid,
-        "input_size": size,
-        "lpips": getattr(model, "weights_source", None),
+        "input_size": judge_config.input_size,
+        "feature": judge_config.feature,
+        "weights": judge_config.weights_source,
         "agreement": agreement(head_all, nearest_all),
         "n": len(nearest_all),
-        "aeroblade_accuracy": sum(t == x for t, x in known) / len(known) if known else None,
-        "aeroblade_accuracy_per_family": per_family,
+        "judge_accuracy": sum(t == x for t, x in known) / len(known) if known else None,
+        "judge_accuracy_per_family": per_family,
         "nearest_counts": counts,
         "sets": {
             name: {
                 "agreement": agreement(list(head[name]), nearest[name]),
-                "aeroblade_accuracy": (
+                "judge_accuracy": (
                     sum(x == truth[name] for x in nearest[name]) / len(nearest[name])
                     if truth[name] in families and nearest[name]
                     else None
@@ -358,6 +338,13 @@ def aeroblade_cross_check(
             for name in truth
         },
     }
+
+
+def _by_position(explained: Sequence[Any], order: Sequence[str]) -> dict[str, str]:
+    """{the judge's name of each autoencoder: its family}: a judge's ``distances`` hold one
+    entry per autoencoder it was given, in that order (:meth:`Method.judge_sources`)."""
+    first = next((e for e in explained if e is not None), None)
+    return dict(zip(first.distances, order, strict=True)) if first is not None else {}
 
 
 def matrix_from_section(section: Mapping[str, Any]) -> ConfusionMatrix | None:
@@ -374,15 +361,15 @@ def matrix_from_section(section: Mapping[str, Any]) -> ConfusionMatrix | None:
 
 def markdown(section: Mapping[str, Any], png_name: str | None = DEFAULT_PNG) -> str:
     """report.md's attribution section: :func:`markdown_section` (matrix, plot, agreement),
-    then which sets were counted as which family, those left out, the decision rule and
-    AEROBLADE's own accuracy (or why the cross-check could not run)."""
+    then which sets were counted as which family, those left out, the decision rule and the
+    cross-check judge's own accuracy (or why the cross-check could not run)."""
     cm = matrix_from_section(section)
     cross = section.get("cross_check") or {}
     if cm is None:
         parts = ["## Attribution (generator family)\n"]
         parts.append((section.get("note") or "No image could be attributed.") + "\n")
     else:
-        parts = [markdown_section(cm, cross.get("agreement"), png_name)]
+        parts = [markdown_section(cm, cross.get("agreement"), png_name, f"`{cross.get('judge')}`")]
     lines = []
     if section.get("accuracy_generated") is not None:
         lines.append(
@@ -414,15 +401,15 @@ def markdown(section: Mapping[str, Any], png_name: str | None = DEFAULT_PNG) -> 
     if section.get("failed"):
         lines.append(f"- {section['failed']} file(s) could not be scored and are not counted.")
     if cross.get("error"):
-        lines.append(f"- AEROBLADE cross-check not run: {cross['error']}")
+        lines.append(f"- Cross-check not run: {cross['error']}")
     elif cross:
-        accuracy = cross.get("aeroblade_accuracy")
+        accuracy = cross.get("judge_accuracy")
         per_family = ", ".join(
-            f"{f} {a:.1%}" for f, a in (cross.get("aeroblade_accuracy_per_family") or {}).items()
+            f"{f} {a:.1%}" for f, a in (cross.get("judge_accuracy_per_family") or {}).items()
         )
         lines.append(
-            "- AEROBLADE alone (nearest of the families' autoencoders, grid "
-            f"{cross['grid']}, {cross['input_size']} px view): "
+            f"- `{cross['judge']}` alone (nearest of the families' autoencoders, "
+            f"{cross['input_size']} px view): "
             + (f"{accuracy:.1%} right" if accuracy is not None else "no known family to judge")
             + (f" ({per_family})" if per_family else "")
             + f" over {cross['n']} images."

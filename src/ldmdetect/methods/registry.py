@@ -476,6 +476,15 @@ class Method(ABC):
         on frozen features); returns a summary for the training history."""
         raise NotImplementedError(f"method {self.name!r} trains with the gradient loop")
 
+    def judge_sources(
+        self, sources: Sequence[Mapping[str, Any]], input_size: int
+    ) -> dict[str, Any]:
+        """The ``TrainConfig`` fields that make this method, untrained, a judge of which of
+        ``sources`` (autoencoder source dicts) each image came through, with views of about
+        ``input_size``: its explanations' ``distances`` then hold one entry per source, in
+        that order, nearest = most likely. Attribution's cross-check asks it."""
+        raise ValueError(f"method {self.name!r} cannot judge which autoencoder made an image")
+
     @property
     def fits_features(self) -> bool:
         return type(self).fit_features is not Method.fit_features

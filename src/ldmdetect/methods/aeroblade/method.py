@@ -26,6 +26,7 @@ reconstructs it best), the LPIPS map of that autoencoder and the evidence map ma
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -41,7 +42,7 @@ from ldmdetect.features.aeroblade import (
     load_autoencoders,
     reconstructions,
 )
-from ldmdetect.generative.loading import resolve_device
+from ldmdetect.generative.loading import ComponentSource, resolve_device
 from ldmdetect.io.crops import ensure_min_size
 from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.aeroblade.settings import TINY, AerobladeConfig, AerobladeSettings
@@ -62,6 +63,7 @@ __all__ = [
     "AerobladeFeature",
     "AerobladeTransform",
     "explain",
+    "largest_factor",
     "resolve_autoencoders",
 ]
 
@@ -132,6 +134,22 @@ def resolve_autoencoders(entries) -> list[dict[str, Any]]:
     return [autoencoder_source(entry).to_dict() for entry in entries]
 
 
+def largest_factor(sources: Sequence[Mapping[str, Any]]) -> int:
+    """The largest downsampling factor of the autoencoders, read from their configs alone
+    (no weights loaded): a view's offsets must be multiples of every latent cell."""
+    from diffusers import AutoencoderKL
+
+    factors = []
+    for recorded in sources:
+        source = ComponentSource.from_dict(dict(recorded))
+        try:
+            config = AutoencoderKL.load_config(source.location, **source.hub_kwargs())
+        except (OSError, ValueError) as err:
+            raise source.error("the autoencoder config", err) from err
+        factors.append(2 ** (len(config["block_out_channels"]) - 1))
+    return max(factors)
+
+
 @register_method
 class Aeroblade(Method):
     name = "aeroblade"
@@ -171,6 +189,17 @@ class Aeroblade(Method):
                 f"({grid}), so that every autoencoder sees whole latent cells"
             )
         return AerobladeTransform(config.input_size, grid)
+
+    def judge_sources(
+        self, sources: Sequence[Mapping[str, Any]], input_size: int
+    ) -> dict[str, Any]:
+        """Untrained over ``sources``, in their order: the grid is their largest latent cell,
+        and the view the largest multiple of it within ``input_size`` (one cell at least)."""
+        grid = largest_factor(sources)
+        return {
+            "input_size": max(grid, input_size // grid * grid),
+            "feature": {"aeroblade": {"autoencoders": [dict(s) for s in sources], "grid": grid}},
+        }
 
     def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
         # The autoencoders' sampling noise is seeded by the image's id, cache or not.
