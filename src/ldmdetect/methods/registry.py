@@ -44,7 +44,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.cache import FeatureCache
+from ldmdetect.features.knobs import Knobs
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
@@ -68,6 +69,8 @@ Sample = dict[str, Any]
 Batch = dict[str, Any]
 # picklable: (decoded RGB image, rng or None) -> sample. rng None = inference (deterministic).
 Transform = Callable[[Image.Image, "np.random.Generator | None"], Sample]
+#: A generator feature step's knobs (``LareConfig``, ``InversionConfig``, ``DireConfig``).
+_K = TypeVar("_K", bound=Knobs)
 
 
 class FeatureStep(ABC):
@@ -116,13 +119,25 @@ class FeatureStep(ABC):
         return out
 
 
-class GeneratorFeatureStep(FeatureStep):
+class GeneratorFeatureStep(FeatureStep, Generic[_K]):
     """A feature step driven by a generator's components ({subfolder: ComponentSource dict},
     of any family: SD, SDXL, SD3, FLUX), loaded on the first image missing from the cache:
-    training from a complete cache never loads the denoiser."""
+    training from a complete cache never loads the denoiser.
 
-    def __init__(self, sources: dict[str, dict], *, device: str | torch.device) -> None:
+    ``config`` is the feature's knobs and ``prompt_template`` how each image's prompt is made
+    (None where the feature reads no prompt): what every such step computes from, so each
+    one's :meth:`settings` pins them in its cache."""
+
+    def __init__(
+        self,
+        sources: dict[str, dict],
+        config: _K,
+        *,
+        device: str | torch.device,
+        prompt_template: str | None = None,
+    ) -> None:
         self.sources, self.device = sources, resolve_device(device)
+        self.config, self.prompt_template = config, prompt_template
         self._components = None
 
     @property

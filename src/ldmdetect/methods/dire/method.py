@@ -61,7 +61,7 @@ from ldmdetect.models.classifier import BackboneClassifier
 __all__ = ["Dire", "DireFeature"]
 
 
-class DireFeature(GeneratorFeatureStep):
+class DireFeature(GeneratorFeatureStep[DireConfig]):
     """The uint8 DIRE map (3, S, S) of each image; the generator loads on the first image
     missing from the cache, so training from a complete cache never loads it."""
 
@@ -75,8 +75,8 @@ class DireFeature(GeneratorFeatureStep):
         space: str,
         device: str | torch.device,
     ) -> None:
-        super().__init__(components, device=device)
-        self.config, self.space = config, space
+        super().__init__(components, config, device=device)
+        self.space = space
 
     @property
     def components(self):

@@ -75,22 +75,11 @@ class LareTransform:
         return {"image": whole, **views}
 
 
-class LareFeature(GeneratorFeatureStep):
+class LareFeature(GeneratorFeatureStep[LareConfig]):
     """The LaRE map of each image; generator components are loaded on the first miss only,
     so training from a complete feature cache never loads the UNet."""
 
     keys = ("lare",)
-
-    def __init__(
-        self,
-        components: dict[str, dict],
-        config: LareConfig,
-        *,
-        device: str | torch.device,
-        prompt_template: str | None,
-    ) -> None:
-        super().__init__(components, device=device)
-        self.config, self.prompt_template = config, prompt_template
 
     def settings(self) -> dict[str, Any]:
         return {
