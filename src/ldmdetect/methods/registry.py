@@ -192,6 +192,14 @@ class PrepareImage:
         return sample
 
 
+def view_sampling(config: DetectorConfig, tries: int, augment: object) -> dict[str, Any]:
+    """The :class:`~ldmdetect.io.crops.AlignedViewSampling` fields of a transform that
+    :meth:`Method.transform` makes with ``tries`` and ``augment``: ``tries`` views seeded by
+    the config's ``try_seed`` at inference, one random view in training (``augment`` given;
+    these methods' features come from the un-augmented image, so that is all it changes)."""
+    return {"tries": tries, "try_seed": config.try_seed, "train": augment is not None}
+
+
 class Method(ABC):
     """A detection method: preprocessing + features + model + scoring, behind one name."""
 

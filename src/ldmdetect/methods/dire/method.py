@@ -54,6 +54,7 @@ from ldmdetect.methods.registry import (
     Method,
     normalize,
     register_method,
+    view_sampling,
     view_windows,
 )
 from ldmdetect.models.classifier import BackboneClassifier
@@ -152,10 +153,8 @@ class Dire(Method):
             dire.image_size,
             dire.image_size,
             view,
-            tries,
-            config.try_seed,
-            augment is not None,
             fit_short_side=dire.fit_short_side,
+            **view_sampling(config, tries, augment),
         )
 
     def feature_step(

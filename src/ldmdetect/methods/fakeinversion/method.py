@@ -46,6 +46,7 @@ from ldmdetect.methods.registry import (
     GeneratorFeatureStep,
     Method,
     register_method,
+    view_sampling,
     view_windows,
 )
 from ldmdetect.models.fakeinversion import FakeInversionNet
@@ -127,9 +128,8 @@ class FakeInversion(Method):
         inversion, map_size = settings.inversion, settings.map_size
         # Views come from the map, so they can be no larger than it.
         view = min(config.input_size, map_size)
-        return InversionTransform(
-            inversion.image_size, map_size, view, tries, config.try_seed, augment is not None
-        )
+        sampling = view_sampling(config, tries, augment)
+        return InversionTransform(inversion.image_size, map_size, view, **sampling)
 
     def feature_step(
         self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device
