@@ -60,6 +60,7 @@ from ldmdetect.io.prompts import resolve_prompt
 from ldmdetect.methods.settings import MethodSettings
 
 if TYPE_CHECKING:
+    from ldmdetect.generative.components import SDComponents
     from ldmdetect.methods.demo_recipe import DemoRecipe
 
 # One image's model input: tensors with a leading views dimension (T, ...) for per-view data
@@ -138,15 +139,21 @@ class GeneratorFeatureStep(FeatureStep, Generic[_K]):
     ) -> None:
         self.sources, self.device = sources, resolve_device(device)
         self.config, self.prompt_template = config, prompt_template
-        self._components = None
+        self._components: SDComponents | None = None
 
     @property
-    def components(self):
+    def components(self) -> SDComponents:
+        """The generator's components, loaded by :meth:`load_components` on first use."""
         if self._components is None:
-            from ldmdetect.generative.components import load_sd_components_from
-
-            self._components = load_sd_components_from(self.sources, device=self.device)
+            self._components = self.load_components()
         return self._components
+
+    def load_components(self) -> SDComponents:
+        """Load the components from :attr:`sources` onto :attr:`device` (any family's); a
+        step that reads other parts (DIRE's pixel-space UNet) overrides this alone."""
+        from ldmdetect.generative.components import load_sd_components_from
+
+        return load_sd_components_from(self.sources, device=self.device)
 
 
 @dataclass

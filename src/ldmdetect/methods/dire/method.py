@@ -46,6 +46,7 @@ from ldmdetect.features.dire import (
     space_sources,
 )
 from ldmdetect.features.inversion import InversionTransform
+from ldmdetect.generative.components import SDComponents
 from ldmdetect.generative.families import denoiser_name
 from ldmdetect.methods.dire.settings import TINY, DireSettings
 from ldmdetect.methods.registry import (
@@ -79,11 +80,8 @@ class DireFeature(GeneratorFeatureStep[DireConfig]):
         super().__init__(components, config, device=device)
         self.space = space
 
-    @property
-    def components(self):
-        if self._components is None:
-            self._components = load_dire_components(self.sources, device=self.device)
-        return self._components
+    def load_components(self) -> SDComponents:
+        return load_dire_components(self.sources, device=self.device)
 
     def settings(self) -> dict[str, Any]:
         return {
