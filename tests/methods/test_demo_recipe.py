@@ -6,8 +6,10 @@ from PIL import Image
 
 from ldmdetect import methods
 from ldmdetect.engine.demo import DemoConfig, demo_train_config
+from ldmdetect.engine.train_config import TrainConfig
+from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.images import load_image, save_png
-from ldmdetect.methods.demo_recipe import DemoRecipe, write_crops
+from ldmdetect.methods.demo_recipe import PASSED_TRAIN_FIELDS, DemoRecipe, write_crops
 
 
 @pytest.mark.parametrize("name", sorted(methods.list_methods()))
@@ -21,6 +23,22 @@ def test_every_method_ships_a_frozen_recipe_whose_fields_train(name):
     train = demo_train_config(DemoConfig(), name)
     assert train.method == name and train.seed == DemoConfig().seed
     assert recipe.label(name).startswith(name)
+
+
+@pytest.mark.parametrize("name", sorted(methods.list_methods()))
+def test_a_recipe_field_named_like_a_train_config_field_is_what_the_demo_trains_with(name):
+    """The passed names are TrainConfig's, and none of a recipe's fields named like a
+    TrainConfig field is dropped on the way (ae's augment spec is converted, not passed)."""
+    train_config = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert PASSED_TRAIN_FIELDS.issubset(train_config)
+    recipe = methods.get(name).demo_recipe()
+    train = demo_train_config(DemoConfig(), name)
+    for field in dataclasses.fields(recipe):
+        if field.name in train_config:
+            value = getattr(recipe, field.name)
+            if field.name == "augment":
+                value = AugmentConfig.from_spec(value)
+            assert getattr(train, field.name) == value, field.name
 
 
 def test_a_recipe_must_say_how_it_trains():

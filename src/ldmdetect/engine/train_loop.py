@@ -79,6 +79,17 @@ def _batches(
         yield _with_features(batch, features, cache, device), y
 
 
+def _eval_logits(
+    method: Method, model: nn.Module, config: DetectorConfig, batches: Iterable[tuple[Batch, Any]]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The model's (logits, labels) of each of ``batches`` (:func:`_batches`), the model in
+    eval mode: the pass validation scoring and class probabilities both make (under their
+    ``torch.no_grad``)."""
+    model.eval()
+    for batch, y in batches:
+        yield method.logits(model, batch, config), y
+
+
 @torch.no_grad()
 def score_loader(
     method: Method,
@@ -92,10 +103,9 @@ def score_loader(
     skipped_files: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(scores, labels, mean loss) over a loader of eval-mode samples."""
-    model.eval()
     scores, labels, losses = [], [], []
-    for batch, y in _batches(loader, features, cache, device, skipped_files):
-        logits = method.logits(model, batch, config)
+    batches = _batches(loader, features, cache, device, skipped_files)
+    for logits, y in _eval_logits(method, model, config, batches):
         y = y.to(device)
         losses.append(method.loss(logits[:, 0], y).item())
         scores.append(method.scores(logits).mean(dim=1).double().cpu())
@@ -116,10 +126,9 @@ def class_probabilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(per-class probabilities (N, K), labels (N,)) over a loader of eval-mode samples, each
     the mean over the sample's views: what a family head's open-set rule is calibrated on."""
-    model.eval()
     probabilities, labels = [], []
-    for batch, y in _batches(loader, features, cache, device):
-        logits = method.logits(model, batch, config)
+    batches = _batches(loader, features, cache, device)
+    for logits, y in _eval_logits(method, model, config, batches):
         probabilities.append(method.probabilities(logits).mean(dim=1).cpu())
         labels.append(y)
     if not labels:

@@ -52,7 +52,13 @@ from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import Conditioning, SDComponents
 from ldmdetect.generative.families import refuse
 from ldmdetect.generative.flow import euler_invert, euler_sample, flow_levels
-from ldmdetect.io.crops import aligned_views, center_box, crop, ensure_min_size, fit_short_side
+from ldmdetect.io.crops import (
+    AlignedViewSampling,
+    center_box,
+    crop,
+    ensure_min_size,
+    fit_short_side,
+)
 from ldmdetect.io.images import as_unit_float, pil_to_uint8
 
 
@@ -308,7 +314,7 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class InversionTransform:
+class InversionTransform(AlignedViewSampling):
     """Image -> the center square to invert ("image") + aligned views ("crops", "offsets",
     "flips") of it resized to ``map_size``: the CPU side of every inversion-based method
     (``fakeinversion``; ``dire`` with ``map_size == image_size``, where the resize is exact).
@@ -321,9 +327,6 @@ class InversionTransform:
     image_size: int
     map_size: int
     crop: int
-    tries: int = 1
-    try_seed: int = 0
-    train: bool = False
     fit_short_side: bool = False
 
     def __call__(
@@ -336,14 +339,7 @@ class InversionTransform:
             image = ensure_min_size(image, self.image_size)
         pixels = pil_to_uint8(crop(image, center_box(image.width, image.height, self.image_size)))
         whole = resize_uint8(pixels[None], self.map_size)[0]
-        views = aligned_views(
-            whole,
-            self.crop,
-            tries=self.tries,
-            try_seed=self.try_seed,
-            rng=rng if self.train else None,
-        )
-        return {"image": pixels, **views}
+        return {"image": pixels, **self.views(whole, self.crop, rng)}
 
 
 def invert_and_regenerate(

@@ -8,6 +8,7 @@ real image and its reconstruction, which share a size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -228,3 +229,31 @@ def aligned_views(
         "offsets": torch.tensor(offsets, dtype=torch.long),
         "flips": torch.tensor(flips, dtype=torch.bool),
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignedViewSampling:
+    """How a transform that cuts :func:`aligned_views` from a square image samples them: the
+    base of those transforms (LaRE's, the inversions'), so the rule is written once.
+
+    ``tries`` views seeded by ``try_seed`` at inference (the centre for one try); with
+    ``train``, one random view, flipped or not, drawn from the loader's rng, which inference
+    never reads.
+    """
+
+    tries: int = 1
+    try_seed: int = 0
+    train: bool = False
+
+    def views(
+        self, whole: torch.Tensor, crop_size: int, rng: np.random.Generator | None, *, step: int = 1
+    ) -> dict[str, torch.Tensor]:
+        """:func:`aligned_views` of ``whole`` (offsets multiples of ``step``), sampled so."""
+        return aligned_views(
+            whole,
+            crop_size,
+            step=step,
+            tries=self.tries,
+            try_seed=self.try_seed,
+            rng=rng if self.train else None,
+        )

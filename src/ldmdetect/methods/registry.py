@@ -44,7 +44,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -53,12 +53,14 @@ from torch import nn
 
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.cache import FeatureCache
+from ldmdetect.features.knobs import Knobs
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
 from ldmdetect.methods.settings import MethodSettings
 
 if TYPE_CHECKING:
+    from ldmdetect.generative.components import SDComponents
     from ldmdetect.methods.demo_recipe import DemoRecipe
 
 # One image's model input: tensors with a leading views dimension (T, ...) for per-view data
@@ -68,6 +70,8 @@ Sample = dict[str, Any]
 Batch = dict[str, Any]
 # picklable: (decoded RGB image, rng or None) -> sample. rng None = inference (deterministic).
 Transform = Callable[[Image.Image, "np.random.Generator | None"], Sample]
+#: A generator feature step's knobs (``LareConfig``, ``InversionConfig``, ``DireConfig``).
+_K = TypeVar("_K", bound=Knobs)
 
 
 class FeatureStep(ABC):
@@ -116,22 +120,40 @@ class FeatureStep(ABC):
         return out
 
 
-class GeneratorFeatureStep(FeatureStep):
+class GeneratorFeatureStep(FeatureStep, Generic[_K]):
     """A feature step driven by a generator's components ({subfolder: ComponentSource dict},
     of any family: SD, SDXL, SD3, FLUX), loaded on the first image missing from the cache:
-    training from a complete cache never loads the denoiser."""
+    training from a complete cache never loads the denoiser.
 
-    def __init__(self, sources: dict[str, dict], *, device: str | torch.device) -> None:
+    ``config`` is the feature's knobs and ``prompt_template`` how each image's prompt is made
+    (None where the feature reads no prompt): what every such step computes from, so each
+    one's :meth:`settings` pins them in its cache."""
+
+    def __init__(
+        self,
+        sources: dict[str, dict],
+        config: _K,
+        *,
+        device: str | torch.device,
+        prompt_template: str | None = None,
+    ) -> None:
         self.sources, self.device = sources, resolve_device(device)
-        self._components = None
+        self.config, self.prompt_template = config, prompt_template
+        self._components: SDComponents | None = None
 
     @property
-    def components(self):
+    def components(self) -> SDComponents:
+        """The generator's components, loaded by :meth:`load_components` on first use."""
         if self._components is None:
-            from ldmdetect.generative.components import load_sd_components_from
-
-            self._components = load_sd_components_from(self.sources, device=self.device)
+            self._components = self.load_components()
         return self._components
+
+    def load_components(self) -> SDComponents:
+        """Load the components from :attr:`sources` onto :attr:`device` (any family's); a
+        step that reads other parts (DIRE's pixel-space UNet) overrides this alone."""
+        from ldmdetect.generative.components import load_sd_components_from
+
+        return load_sd_components_from(self.sources, device=self.device)
 
 
 @dataclass
@@ -175,6 +197,14 @@ class PrepareImage:
             sample["id"] = image_id(image)
         sample["prompt"] = resolve_prompt(path, self.prompt_template, class_name)
         return sample
+
+
+def view_sampling(config: DetectorConfig, tries: int, augment: object) -> dict[str, Any]:
+    """The :class:`~ldmdetect.io.crops.AlignedViewSampling` fields of a transform that
+    :meth:`Method.transform` makes with ``tries`` and ``augment``: ``tries`` views seeded by
+    the config's ``try_seed`` at inference, one random view in training (``augment`` given;
+    these methods' features come from the un-augmented image, so that is all it changes)."""
+    return {"tries": tries, "try_seed": config.try_seed, "train": augment is not None}
 
 
 class Method(ABC):

@@ -30,13 +30,7 @@ class AEDemo(DemoRecipe):
     calibration_tries: int = 20
 
     def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
-        return {
-            "backbone": self.backbone,
-            "pretrained": self.pretrained,
-            "lr": self.lr,
-            "epochs": self.epochs,
-            "augment": AugmentConfig.from_spec(self.augment),
-        }
+        return super().train_fields(cfg) | {"augment": AugmentConfig.from_spec(self.augment)}
 
     def training(self, run: DemoRun) -> DemoTraining:
         run.log(

@@ -46,6 +46,7 @@ from ldmdetect.features.dire import (
     space_sources,
 )
 from ldmdetect.features.inversion import InversionTransform
+from ldmdetect.generative.components import SDComponents
 from ldmdetect.generative.families import denoiser_name
 from ldmdetect.methods.dire.settings import TINY, DireSettings
 from ldmdetect.methods.registry import (
@@ -54,6 +55,7 @@ from ldmdetect.methods.registry import (
     Method,
     normalize,
     register_method,
+    view_sampling,
     view_windows,
 )
 from ldmdetect.models.classifier import BackboneClassifier
@@ -61,7 +63,7 @@ from ldmdetect.models.classifier import BackboneClassifier
 __all__ = ["Dire", "DireFeature"]
 
 
-class DireFeature(GeneratorFeatureStep):
+class DireFeature(GeneratorFeatureStep[DireConfig]):
     """The uint8 DIRE map (3, S, S) of each image; the generator loads on the first image
     missing from the cache, so training from a complete cache never loads it."""
 
@@ -75,14 +77,11 @@ class DireFeature(GeneratorFeatureStep):
         space: str,
         device: str | torch.device,
     ) -> None:
-        super().__init__(components, device=device)
-        self.config, self.space = config, space
+        super().__init__(components, config, device=device)
+        self.space = space
 
-    @property
-    def components(self):
-        if self._components is None:
-            self._components = load_dire_components(self.sources, device=self.device)
-        return self._components
+    def load_components(self) -> SDComponents:
+        return load_dire_components(self.sources, device=self.device)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -152,10 +151,8 @@ class Dire(Method):
             dire.image_size,
             dire.image_size,
             view,
-            tries,
-            config.try_seed,
-            augment is not None,
             fit_short_side=dire.fit_short_side,
+            **view_sampling(config, tries, augment),
         )
 
     def feature_step(

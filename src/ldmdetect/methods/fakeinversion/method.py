@@ -46,6 +46,7 @@ from ldmdetect.methods.registry import (
     GeneratorFeatureStep,
     Method,
     register_method,
+    view_sampling,
     view_windows,
 )
 from ldmdetect.models.fakeinversion import FakeInversionNet
@@ -53,7 +54,7 @@ from ldmdetect.models.fakeinversion import FakeInversionNet
 __all__ = ["DEFAULT_CAPTIONER", "DEFAULT_MAP_SIZE", "FakeInversion", "InversionFeature"]
 
 
-class InversionFeature(GeneratorFeatureStep):
+class InversionFeature(GeneratorFeatureStep[InversionConfig]):
     """D(z_T) and D(z_0') of each image at ``map_size``, uint8. Generator components and the
     captioner load on the first image missing from the cache, so training from a complete
     cache loads neither."""
@@ -70,9 +71,8 @@ class InversionFeature(GeneratorFeatureStep):
         device: str | torch.device,
         prompt_template: str | None,
     ) -> None:
-        super().__init__(components, device=device)
-        self.config, self.captioner = config, captioner
-        self.map_size, self.prompt_template = map_size, prompt_template
+        super().__init__(components, config, device=device, prompt_template=prompt_template)
+        self.captioner, self.map_size = captioner, map_size
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -128,9 +128,8 @@ class FakeInversion(Method):
         inversion, map_size = settings.inversion, settings.map_size
         # Views come from the map, so they can be no larger than it.
         view = min(config.input_size, map_size)
-        return InversionTransform(
-            inversion.image_size, map_size, view, tries, config.try_seed, augment is not None
-        )
+        sampling = view_sampling(config, tries, augment)
+        return InversionTransform(inversion.image_size, map_size, view, **sampling)
 
     def feature_step(
         self, config: DetectorConfig, sources: dict[str, dict], device: str | torch.device

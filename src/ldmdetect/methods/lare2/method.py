@@ -26,7 +26,7 @@ from torch import nn
 from ldmdetect.config import DetectorConfig
 from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.families import method_family
-from ldmdetect.io.crops import aligned_views
+from ldmdetect.io.crops import AlignedViewSampling
 from ldmdetect.methods.lare2.settings import DEFAULT_PROMPT_TEMPLATE, TINY, Lare2Settings
 from ldmdetect.methods.registry import (
     Batch,
@@ -37,6 +37,7 @@ from ldmdetect.methods.registry import (
     Sample,
     normalize,
     register_method,
+    view_sampling,
     view_windows,
 )
 from ldmdetect.models.egre import EGRE, tower_normalization
@@ -52,45 +53,23 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class LareTransform:
+class LareTransform(AlignedViewSampling):
     """Image -> whole resized image (for LaRE) + aligned crops of it (for the tower)."""
 
     lare_size: int
     crop: int
     factor: int
-    tries: int = 1
-    try_seed: int = 0
-    train: bool = False
 
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
         whole = resize_for_lare(image, self.lare_size)
-        views = aligned_views(
-            whole,
-            self.crop,
-            step=self.factor,
-            tries=self.tries,
-            try_seed=self.try_seed,
-            rng=rng if self.train else None,
-        )
-        return {"image": whole, **views}
+        return {"image": whole, **self.views(whole, self.crop, rng, step=self.factor)}
 
 
-class LareFeature(GeneratorFeatureStep):
+class LareFeature(GeneratorFeatureStep[LareConfig]):
     """The LaRE map of each image; generator components are loaded on the first miss only,
     so training from a complete feature cache never loads the UNet."""
 
     keys = ("lare",)
-
-    def __init__(
-        self,
-        components: dict[str, dict],
-        config: LareConfig,
-        *,
-        device: str | torch.device,
-        prompt_template: str | None,
-    ) -> None:
-        super().__init__(components, device=device)
-        self.config, self.prompt_template = config, prompt_template
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -201,9 +180,7 @@ class LaRE2(Method):
         # Crops come from the resized image, so they can be no larger than it (extracting
         # features at a small LaRE size needs no crop setting of its own).
         crop = min(config.input_size, lare.image_size)
-        return LareTransform(
-            lare.image_size, crop, factor, tries, config.try_seed, augment is not None
-        )
+        return LareTransform(lare.image_size, crop, factor, **view_sampling(config, tries, augment))
 
     def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
         # The UNet's noise is seeded by the image's id, cache or not; unguided has no step.

@@ -4,9 +4,9 @@ ImageNet network whose weights ship offline, on the same real-vs-generated image
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from ldmdetect.methods.demo_recipe import DemoSettings, RealVsGeneratedRecipe
+from ldmdetect.methods.demo_recipe import RealVsGeneratedRecipe
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,6 @@ class VFMProbeDemo(RealVsGeneratedRecipe):
 
     backbone: str = "timm:tf_efficientnet_lite0"
     input_size: int = 128
-
-    def train_fields(self, cfg: DemoSettings) -> dict[str, Any]:
-        return {"backbone": self.backbone, "input_size": self.input_size}
 
     def training_log(self) -> str:
         return (
