@@ -29,7 +29,8 @@ from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.files import atomic_path
 from ldmdetect.io.hub import SourceUnavailable, resolve_directory, source_error
 from ldmdetect.io.images import ImageInput, as_pil
-from ldmdetect.methods.registry import Explanation, FeatureStep, PrepareImage, Sample, batch_to
+from ldmdetect.methods.batch import Sample, batch_to
+from ldmdetect.methods.registry import Explanation, FeatureStep, PrepareImage
 
 
 class DetectorLoadError(SourceUnavailable):

@@ -8,7 +8,8 @@ from ldmdetect.features.cache import FeatureCache
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.images import pil_to_uint8, uint8_to_pil
 from ldmdetect.methods.ae import AEReconstruction
-from ldmdetect.methods.registry import FeatureStep, register_method, view_windows
+from ldmdetect.methods.batch import view_windows
+from ldmdetect.methods.registry import FeatureStep, register_method
 
 
 def test_get_returns_the_registered_method():

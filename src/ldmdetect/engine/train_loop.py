@@ -21,7 +21,8 @@ from ldmdetect.engine.train_config import TrainConfig
 from ldmdetect.engine.train_data import ExampleDataset, PairDataset, Skipped, data_loader
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
-from ldmdetect.methods.registry import Batch, FeatureStep, Method, batch_to
+from ldmdetect.methods.batch import Batch, batch_to
+from ldmdetect.methods.registry import FeatureStep, Method
 
 #: A validation pass's (scores, labels).
 Validation = tuple[np.ndarray, np.ndarray]

@@ -25,11 +25,13 @@ tiny settings for the contract test (:attr:`Method.tiny_settings`), its cost spe
 (a ``cost`` module beside the method's: :meth:`Method.cost_specs`, for
 ``benchmarks/feature_cost.py``) and its demo recipe (a ``demo`` module beside it:
 :meth:`Method.demo_recipe`, for ``ldmdetect demo``). The registry finds them, so adding a
-method touches no other file and declares nothing twice. Two optional hooks:
+method touches no other file and declares nothing twice. Three optional hooks:
 :meth:`Method.explain` (what a person can look at beside the score: an evidence map, and
-whatever else the method knows, e.g. AEROBLADE's closest autoencoder) and
+whatever else the method knows, e.g. AEROBLADE's closest autoencoder),
 :meth:`Method.fit_features` (closed-form fitting on cached features, e.g. a
-logistic-regression probe). Training data is either aligned pairs (a real
+logistic-regression probe) and :meth:`Method.judge_sources` (untrained, naming the autoencoder
+an image came through: attribution's cross-check). Samples, batches and the helpers on them
+are :mod:`ldmdetect.methods.batch`. Training data is either aligned pairs (a real
 image and its reconstruction, augmented identically by replaying one random stream) or
 labelled images; both reach the method through ``transform``.
 """
@@ -42,7 +44,7 @@ import importlib
 import importlib.util
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -57,19 +59,13 @@ from ldmdetect.features.knobs import Knobs
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
+from ldmdetect.methods.batch import Batch, Sample, Transform, collate_samples, subset
 from ldmdetect.methods.settings import MethodSettings
 
 if TYPE_CHECKING:
     from ldmdetect.generative.components import SDComponents
     from ldmdetect.methods.demo_recipe import DemoRecipe
 
-# One image's model input: tensors with a leading views dimension (T, ...) for per-view data
-# (crops), or per-image tensors (a resized whole image); plus the "prompt" string and, where
-# a feature step reads it (see ``Method.needs_content_id``), the "id" string.
-Sample = dict[str, Any]
-Batch = dict[str, Any]
-# picklable: (decoded RGB image, rng or None) -> sample. rng None = inference (deterministic).
-Transform = Callable[[Image.Image, "np.random.Generator | None"], Sample]
 #: A generator feature step's knobs (``LareConfig``, ``InversionConfig``, ``DireConfig``).
 _K = TypeVar("_K", bound=Knobs)
 
@@ -197,14 +193,6 @@ class PrepareImage:
             sample["id"] = image_id(image)
         sample["prompt"] = resolve_prompt(path, self.prompt_template, class_name)
         return sample
-
-
-def view_sampling(config: DetectorConfig, tries: int, augment: object) -> dict[str, Any]:
-    """The :class:`~ldmdetect.io.crops.AlignedViewSampling` fields of a transform that
-    :meth:`Method.transform` makes with ``tries`` and ``augment``: ``tries`` views seeded by
-    the config's ``try_seed`` at inference, one random view in training (``augment`` given;
-    these methods' features come from the un-augmented image, so that is all it changes)."""
-    return {"tries": tries, "try_seed": config.try_seed, "train": augment is not None}
 
 
 class Method(ABC):
@@ -518,47 +506,6 @@ class Method(ABC):
     @property
     def fits_features(self) -> bool:
         return type(self).fit_features is not Method.fit_features
-
-
-def collate_samples(samples: Sequence[Sample]) -> Batch:
-    batch: Batch = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    return batch
-
-
-def subset(batch: Batch, indices: Sequence[int]) -> Batch:
-    """The rows ``indices`` of a batch (tensors indexed, lists picked)."""
-    index = torch.as_tensor(list(indices), dtype=torch.long)
-    return {
-        k: v[index.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in indices]
-        for k, v in batch.items()
-    }
-
-
-def batch_to(batch: Batch, device: torch.device) -> Batch:
-    """Move a batch's tensors to ``device`` (non-blocking); strings stay as they are."""
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        for k, v in batch.items()
-    }
-
-
-def view_windows(maps: torch.Tensor, batch: Batch, side: int, *, factor: int = 1) -> torch.Tensor:
-    """Every view's window of per-image maps: (B, C, H, W) -> (B * T, C, side, side), image-major.
-
-    A map computed once per image (a DIRE map, decoded inversions, LaRE's error on the latent
-    grid) is cut and flipped exactly as the batch's crops were, from the views' ``offsets``
-    (pixels) and ``flips``; ``factor`` puts pixel offsets on a coarser grid (the VAE's 8).
-    """
-    windows = []
-    for i in range(maps.shape[0]):
-        for (y, x), flip in zip(batch["offsets"][i].tolist(), batch["flips"][i], strict=True):
-            top, left = y // factor, x // factor
-            window = maps[i, :, top : top + side, left : left + side]
-            windows.append(window.flip(-1) if flip else window)
-    return torch.stack(windows)
 
 
 _M = TypeVar("_M", bound=type[Method])

@@ -48,6 +48,7 @@ from ldmdetect.features.dire import (
 from ldmdetect.features.inversion import InversionTransform
 from ldmdetect.generative.components import SDComponents
 from ldmdetect.generative.families import denoiser_name
+from ldmdetect.methods.batch import view_sampling, view_windows
 from ldmdetect.methods.dire.settings import TINY, DireSettings
 from ldmdetect.methods.registry import (
     Batch,
@@ -55,8 +56,6 @@ from ldmdetect.methods.registry import (
     Method,
     normalize,
     register_method,
-    view_sampling,
-    view_windows,
 )
 from ldmdetect.models.classifier import BackboneClassifier
 

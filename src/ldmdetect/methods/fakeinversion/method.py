@@ -35,6 +35,7 @@ from ldmdetect.features.inversion import (
 )
 from ldmdetect.generative.captioners import Captioner, parse_captioner
 from ldmdetect.generative.families import method_family, refuse
+from ldmdetect.methods.batch import view_sampling, view_windows
 from ldmdetect.methods.fakeinversion.settings import (
     DEFAULT_CAPTIONER,
     DEFAULT_MAP_SIZE,
@@ -46,8 +47,6 @@ from ldmdetect.methods.registry import (
     GeneratorFeatureStep,
     Method,
     register_method,
-    view_sampling,
-    view_windows,
 )
 from ldmdetect.models.fakeinversion import FakeInversionNet
 

@@ -27,6 +27,7 @@ from ldmdetect.config import DetectorConfig
 from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.families import method_family
 from ldmdetect.io.crops import AlignedViewSampling
+from ldmdetect.methods.batch import view_sampling, view_windows
 from ldmdetect.methods.lare2.settings import DEFAULT_PROMPT_TEMPLATE, TINY, Lare2Settings
 from ldmdetect.methods.registry import (
     Batch,
@@ -37,8 +38,6 @@ from ldmdetect.methods.registry import (
     Sample,
     normalize,
     register_method,
-    view_sampling,
-    view_windows,
 )
 from ldmdetect.models.egre import EGRE, tower_normalization
 
