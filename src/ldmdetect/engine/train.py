@@ -50,13 +50,7 @@ from ldmdetect.engine.train_data import (
     split_by_source,
     split_examples,
 )
-from ldmdetect.engine.train_loop import (
-    class_probabilities,
-    fit,
-    fit_on_features,
-    is_main_process,
-    score_loader,
-)
+from ldmdetect.engine.train_loop import eval_pass, fit, fit_on_features, is_main_process
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.images import ImageDecodeError, load_image
@@ -233,7 +227,7 @@ def train_detector(
                 progress=progress,
             )
         if last_val is None and val_loader is not None:
-            s, y, _ = score_loader(
+            s, y, _, _ = eval_pass(
                 method,
                 model.to(device),
                 det_config,
@@ -502,9 +496,10 @@ def _calibrate_families(
     classes = list(method.classes_for(config))
     if val_loader is None:
         return None, {"classes": classes, "threshold_on": None}
-    probabilities, labels = class_probabilities(
+    scored = eval_pass(
         method, model.to(device), config, val_loader, device, features=features, cache=cache
     )
+    probabilities, labels = scored.probabilities, scored.labels
     other = has_other(classes)
     known = (labels > 0) & (labels < len(classes) - int(other))
     held_out = probabilities[known]

@@ -7,7 +7,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -80,19 +80,23 @@ def _batches(
         yield _with_features(batch, features, cache, device), y
 
 
-def _eval_logits(
-    method: Method, model: nn.Module, config: DetectorConfig, batches: Iterable[tuple[Batch, Any]]
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The model's (logits, labels) of each of ``batches`` (:func:`_batches`), the model in
-    eval mode: the pass validation scoring and class probabilities both make (under their
-    ``torch.no_grad``)."""
-    model.eval()
-    for batch, y in batches:
-        yield method.logits(model, batch, config), y
+class EvalPass(NamedTuple):
+    """One eval-mode pass over a loader: what validation, threshold calibration and a family
+    head's open-set rule are each computed from."""
+
+    #: (N,) each sample's score, the mean over its views
+    scores: np.ndarray
+    #: (N,) class indices
+    labels: np.ndarray
+    #: the mean over batches of the first view's training loss
+    loss: float
+    #: (N, K) per-class probabilities, each the mean over the sample's views; None where the
+    #: method's score is not a probability (``Method.probabilistic``)
+    probabilities: np.ndarray | None
 
 
 @torch.no_grad()
-def score_loader(
+def eval_pass(
     method: Method,
     model: nn.Module,
     config: DetectorConfig,
@@ -102,39 +106,29 @@ def score_loader(
     features: FeatureStep | None = None,
     cache: FeatureCache | None = None,
     skipped_files: dict[str, str] | None = None,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(scores, labels, mean loss) over a loader of eval-mode samples."""
-    scores, labels, losses = [], [], []
-    batches = _batches(loader, features, cache, device, skipped_files)
-    for logits, y in _eval_logits(method, model, config, batches):
+) -> EvalPass:
+    """Score every sample of ``loader`` with ``model`` in eval mode (features added through
+    ``cache``; files that fail are named in ``skipped_files``)."""
+    model.eval()
+    scores, labels, losses, probabilities = [], [], [], []
+    for batch, y in _batches(loader, features, cache, device, skipped_files):
+        logits = method.logits(model, batch, config)
         y = y.to(device)
         losses.append(method.loss(logits[:, 0], y).item())
         scores.append(method.scores(logits).mean(dim=1).double().cpu())
         labels.append(y.cpu())
-    return torch.cat(scores).numpy(), torch.cat(labels).numpy(), float(np.mean(losses))
-
-
-@torch.no_grad()
-def class_probabilities(
-    method: Method,
-    model: nn.Module,
-    config: DetectorConfig,
-    loader: DataLoader,
-    device: torch.device,
-    *,
-    features: FeatureStep | None = None,
-    cache: FeatureCache | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(per-class probabilities (N, K), labels (N,)) over a loader of eval-mode samples, each
-    the mean over the sample's views: what a family head's open-set rule is calibrated on."""
-    probabilities, labels = [], []
-    batches = _batches(loader, features, cache, device)
-    for logits, y in _eval_logits(method, model, config, batches):
-        probabilities.append(method.probabilities(logits).mean(dim=1).cpu())
-        labels.append(y)
+        if method.probabilistic:
+            probabilities.append(method.probabilities(logits).mean(dim=1).cpu())
     if not labels:
-        return np.zeros((0, len(method.classes_for(config)))), np.zeros(0)
-    return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
+        k = len(method.classes_for(config))
+        none = np.zeros((0, k)) if method.probabilistic else None
+        return EvalPass(np.zeros(0), np.zeros(0, dtype=np.int64), float("nan"), none)
+    return EvalPass(
+        torch.cat(scores).numpy(),
+        torch.cat(labels).numpy(),
+        float(np.mean(losses)),
+        torch.cat(probabilities).numpy() if method.probabilistic else None,
+    )
 
 
 def _forget_accelerator_state(cpu: bool, precision: str) -> None:
@@ -183,7 +177,7 @@ def fit(
         if val_loader is None:
             return None
         passes = {"features": features, "cache": cache, "skipped_files": skipped_files}
-        s, y, loss = score_loader(method, trained, config, val_loader, device, **passes)
+        s, y, loss, _ = eval_pass(method, trained, config, val_loader, device, **passes)
         generated = y > 0
         entry.update(
             val_loss=loss,
