@@ -25,6 +25,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.families import (
     PIXEL_PIPELINES,
     ROLES,
@@ -285,7 +286,7 @@ class SDComponents:
         if self.family == "sd":
             return model(x, timesteps, encoder_hidden_states=cond.hidden).sample.float()
         if self.family == "sdxl":
-            factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae else 8
+            factor = autoencoder_scale_factor(self.vae) if self.vae else 8
             size = [height * factor, width * factor]
             time_ids = torch.tensor([[*size, 0, 0, *size]], device=device, dtype=dtype)
             added = {"text_embeds": cond.pooled, "time_ids": time_ids.expand(batch, -1)}

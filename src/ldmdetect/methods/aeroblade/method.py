@@ -42,7 +42,8 @@ from ldmdetect.features.aeroblade import (
     load_autoencoders,
     reconstructions,
 )
-from ldmdetect.generative.loading import ComponentSource, resolve_device
+from ldmdetect.generative.components import vae_scale_factor
+from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.crops import ensure_min_size
 from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.aeroblade.settings import TINY, AerobladeConfig, AerobladeSettings
@@ -137,17 +138,7 @@ def resolve_autoencoders(entries) -> list[dict[str, Any]]:
 def largest_factor(sources: Sequence[Mapping[str, Any]]) -> int:
     """The largest downsampling factor of the autoencoders, read from their configs alone
     (no weights loaded): a view's offsets must be multiples of every latent cell."""
-    from diffusers import AutoencoderKL
-
-    factors = []
-    for recorded in sources:
-        source = ComponentSource.from_dict(dict(recorded))
-        try:
-            config = AutoencoderKL.load_config(source.location, **source.hub_kwargs())
-        except (OSError, ValueError) as err:
-            raise source.error("the autoencoder config", err) from err
-        factors.append(2 ** (len(config["block_out_channels"]) - 1))
-    return max(factors)
+    return max(vae_scale_factor(source) for source in sources)
 
 
 @register_method
