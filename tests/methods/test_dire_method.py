@@ -25,6 +25,7 @@ from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.crops import center_box, crop, fit_short_side
 from ldmdetect.io.images import load_image, pil_to_uint8, save_png
 from ldmdetect.io.labeled import read_labeled
+from ldmdetect.methods.defaults import MethodDefaults
 
 runner = CliRunner()
 TINY_FEATURE = {"dire": {"image_size": 32, "steps": 2}}
@@ -53,10 +54,16 @@ def _photo(width=48, height=40, seed=0) -> Image.Image:
 
 def test_defaults_are_the_papers():
     method = methods.get("dire")
-    defaults = method.defaults()
-    assert defaults["backbone"] == "resnet50" and defaults["input_size"] == 224
-    assert defaults["feature"]["dire"] == {"image_size": 256, "steps": 20, "fit_short_side": True}
-    assert defaults["training"] == {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 0.0}
+    assert method.default_cfg == MethodDefaults(
+        backbone="resnet50",
+        input_size=224,
+        optimizer="adam",
+        lr=1e-4,
+        weight_decay=0.0,
+        grad_clip=0.0,
+    )
+    feature = method.Settings().to_feature()
+    assert feature["dire"] == {"image_size": 256, "steps": 20, "fit_short_side": True}
     assert method.required_components({"space": "pixel"}) == ("unet", "scheduler")
     assert set(method.required_components({})) == set(method.components)
     with pytest.raises(ValueError, match="space"):

@@ -31,11 +31,11 @@ def _photo(width=80, height=70, seed=0) -> Image.Image:
 
 def test_defaults_are_the_papers(tiny_pipeline_dir):
     method = methods.get("fakeinversion")
-    defaults = method.defaults()
-    assert defaults["backbone"] == "resnet50" and defaults["input_size"] == 224
-    assert defaults["feature"]["inversion"] == {"image_size": 512, "steps": 50, "guidance": 1.0}
-    assert defaults["feature"]["captioner"] == "blip2"
-    assert defaults["feature"]["map_size"] == 224
+    assert method.default_cfg.backbone == "resnet50" and method.default_cfg.input_size == 224
+    defaults = method.Settings().to_feature()
+    assert defaults["inversion"] == {"image_size": 512, "steps": 50, "guidance": 1.0}
+    assert defaults["captioner"] == "blip2"
+    assert defaults["map_size"] == 224
     assert method.components == ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
 

@@ -1,3 +1,6 @@
+import dataclasses
+from typing import ClassVar
+
 import pytest
 import torch
 from PIL import Image
@@ -9,6 +12,7 @@ from ldmdetect.io.identity import image_id
 from ldmdetect.io.images import pil_to_uint8, uint8_to_pil
 from ldmdetect.methods.ae import AEReconstruction
 from ldmdetect.methods.batch import view_windows
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.registry import FeatureStep, register_method
 
 
@@ -22,13 +26,61 @@ def test_unknown_method_lists_known_ones_and_suggests():
         methods.get("aee")
 
 
-def test_defaults_are_the_default_config_plus_the_settings_feature():
-    method = methods.get("lare2")
-    defaults = method.defaults()
-    assert defaults["training"] == method.default_config["training"]
-    assert defaults["feature"] == method.Settings().to_feature()
-    defaults["training"]["lr"] = 1.0  # a caller's copy: the method's own stays as declared
-    assert method.defaults()["training"]["lr"] == 1e-4
+def test_defaults_are_typed_frozen_and_validated():
+    defaults = methods.get("lare2").default_cfg
+    assert (defaults.optimizer, defaults.lr, defaults.weight_decay, defaults.grad_clip) == (
+        "adam",
+        1e-4,
+        0.0,
+        5.0,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        defaults.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError, match="learning_rate"):
+        MethodDefaults(learning_rate=1e-4)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        MethodDefaults(optimizer="sgd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        MethodDefaults(lr=0.0)
+    assert MethodDefaults().learning_rate(pretrained=True) == 1e-4
+    assert MethodDefaults().learning_rate(pretrained=False) == 1e-3
+    assert MethodDefaults(lr=3e-4).learning_rate(pretrained=False) == 3e-4
+
+
+def test_a_method_declaring_the_old_default_config_dict_still_registers_typed():
+    class Legacy(methods.Method):
+        name = "legacy-defaults-probe"
+        summary = "probe"
+        default_config: ClassVar[dict] = {
+            "backbone": "resnet18",
+            "input_size": 96,
+            "pretrained": True,
+            "training": {"optimizer": "adam", "lr": 2e-4, "wd": 0.01, "grad_clip": 3.0},
+        }
+
+    try:
+        with pytest.warns(DeprecationWarning, match="default_cfg = MethodDefaults"):
+            methods.register_method(Legacy)
+        assert Legacy.default_cfg == MethodDefaults(
+            backbone="resnet18",
+            input_size=96,
+            pretrained=True,
+            optimizer="adam",
+            lr=2e-4,
+            weight_decay=0.01,
+            grad_clip=3.0,
+        )
+    finally:
+        methods.unregister_method("legacy-defaults-probe")
+
+    class Misspelt(methods.Method):
+        name = "misspelt-defaults-probe"
+        summary = "probe"
+        default_config: ClassVar[dict] = {"training": {"learning_rate": 1e-4}}
+
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="misspelt"):
+        methods.register_method(Misspelt)
+    assert "misspelt-defaults-probe" not in methods.list_methods()
 
 
 @pytest.mark.parametrize("name", ["lare2", "fakeinversion"])

@@ -114,7 +114,7 @@ def build(
         config.families = tuple(families)
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone
     # Methods on frozen networks (LPIPS, a foundation model) default to pretrained weights.
-    pretrained = cfg.pretrained or method.defaults().get("pretrained", False)
+    pretrained = cfg.pretrained or method.default_cfg.pretrained
     model = method.build_model(config, pretrained=pretrained)
     config.weights_source = str(getattr(model, "weights_source", _weights_source(pretrained)))
     return method, config, model

@@ -14,7 +14,7 @@ __all__ = ["AugmentConfig", "TrainConfig"]
 
 @dataclass
 class TrainConfig:
-    """How to train. ``None`` means the method's default (``Method.defaults()``)."""
+    """How to train. ``None`` means the method's default (``Method.default_cfg``)."""
 
     method: str = "ae"
     backbone: str | None = None

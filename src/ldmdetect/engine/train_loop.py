@@ -207,12 +207,12 @@ def fit(
     if _channels_last(cfg, cpu):
         # Weights in channels-last make every convolution's output channels-last too.
         model = model.to(memory_format=torch.channels_last)
-    defaults = method.defaults().get("training", {})
-    lr = cfg.lr or defaults.get("lr") or (1e-4 if cfg.pretrained else 1e-3)
-    weight_decay = cfg.weight_decay if cfg.weight_decay is not None else defaults.get("wd", 0.05)
-    grad_clip = cfg.grad_clip if cfg.grad_clip is not None else defaults.get("grad_clip", 1.0)
+    defaults = method.default_cfg
+    lr = cfg.lr or defaults.learning_rate(cfg.pretrained)
+    weight_decay = cfg.weight_decay if cfg.weight_decay is not None else defaults.weight_decay
+    grad_clip = cfg.grad_clip if cfg.grad_clip is not None else defaults.grad_clip
     params = [p for p in model.parameters() if p.requires_grad]
-    if defaults.get("optimizer") == "adam":
+    if defaults.optimizer == "adam":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(
             params, lr=lr, weight_decay=weight_decay
         )

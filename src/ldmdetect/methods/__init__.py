@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 
 from ldmdetect.methods.configure import make_config
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.registry import (
     ENTRY_POINT_GROUP,
     Explanation,
@@ -38,6 +39,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Explanation",
     "Method",
+    "MethodDefaults",
     "MethodSettings",
     "get",
     "list_methods",

@@ -38,8 +38,8 @@ def make_config(
     such as a foundation model's are pretrained).
     """
     method = get(method) if isinstance(method, str) else method
-    defaults = method.defaults()
-    backbone = backbone or defaults.get("backbone", "tf_efficientnetv2_b0")
+    defaults = method.default_cfg
+    backbone = backbone or defaults.backbone
     mean, std = method.normalization(backbone)
     merged = merged_settings(method.Settings().to_feature(), feature or {})
     settings = method.Settings.from_feature(merged, method=method.name)
@@ -55,14 +55,14 @@ def make_config(
     config = DetectorConfig(
         method=method.name,
         backbone=backbone,
-        input_size=input_size or defaults.get("input_size", 256),
+        input_size=input_size or defaults.input_size,
         mean=tuple(mean),
         std=tuple(std),
         feature=settings.to_feature(),
         components=components,
     )
     if pretrained is None:
-        pretrained = defaults.get("pretrained", False)
+        pretrained = defaults.pretrained
     resolved = method.resolve(config, settings, pretrained=pretrained)
     if "feature" in resolved:  # what the method resolved is read back through its settings
         method.Settings.from_feature(resolved["feature"], method=method.name)

@@ -17,7 +17,7 @@ and feature extraction are written once for all of them:
    scoring. Whether one logit and a sigmoid or K classes and a softmax is the method's to say.
 
 Plus whether the method ``trains`` (or only calibrates thresholds on real images), its default
-config (:meth:`Method.defaults`, like timm's ``default_cfgs``) and its ``collate``.
+defaults (:attr:`Method.default_cfg`, like timm's ``default_cfg``) and its ``collate``.
 
 A method is a package, ``ldmdetect/methods/<name>/`` or any distribution's that names it under
 the entry-point group ``ldmdetect.methods``: the method, its feature step, its settings, its
@@ -38,7 +38,6 @@ labelled images; both reach the method through ``transform``.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import importlib
 import importlib.util
@@ -60,6 +59,7 @@ from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.identity import image_id
 from ldmdetect.io.prompts import resolve_prompt
 from ldmdetect.methods.batch import Batch, Sample, Transform, collate_samples, subset
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.settings import MethodSettings
 
 if TYPE_CHECKING:
@@ -223,9 +223,9 @@ class Method(ABC):
     tiny_settings: ClassVar[dict[str, Any] | None] = None
     #: The typed, frozen form of ``config.feature`` (defaults written once, there).
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
-    #: Default :class:`DetectorConfig` fields (backbone, input size, the ``training`` recipe
-    #: the loop reads...), like timm's ``default_cfgs``: what :meth:`defaults` gives.
-    default_config: ClassVar[Mapping[str, Any]] = {}
+    #: Backbone, input size, pretrained start and training recipe where the user names none,
+    #: like timm's ``default_cfg`` (typed: a misspelt field fails where the method is defined).
+    default_cfg: ClassVar[MethodDefaults] = MethodDefaults()
 
     def classes_for(self, config: DetectorConfig) -> tuple[str, ...]:
         """The classes a detector of this method with ``config`` outputs: ``("real",
@@ -293,11 +293,6 @@ class Method(ABC):
                 f"{self.name!r} demo's recipe (found: {found})"
             )
         return recipes[0]()
-
-    def defaults(self) -> dict[str, Any]:
-        """Default :class:`DetectorConfig` fields for this method: its :attr:`default_config`
-        and, as ``feature``, its :attr:`Settings`' defaults."""
-        return {**copy.deepcopy(dict(self.default_config)), "feature": self.Settings().to_feature()}
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
         """The generator components these feature settings need (``components`` by default)."""
@@ -543,9 +538,13 @@ def load_entry_points() -> None:
 
 
 def register_method(cls: _M) -> _M:
-    """Class decorator: make a method available by its ``name``."""
+    """Class decorator: make a method available by its ``name``. A ``default_config`` dict
+    (the untyped form before :attr:`Method.default_cfg`) is read into ``default_cfg``, with a
+    deprecation warning."""
     if cls.name in _REGISTRY:
         raise ValueError(f"method {cls.name!r} is already registered")
+    if isinstance(vars(cls).get("default_config"), Mapping):
+        cls.default_cfg = MethodDefaults.from_default_config(cls.default_config, method=cls.name)
     _REGISTRY[cls.name] = cls
     return cls
 

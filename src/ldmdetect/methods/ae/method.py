@@ -9,7 +9,6 @@ image (``evidence``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from ldmdetect.io.crops import crop, ensure_min_size, n_try_boxes
 from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.ae.evidence import WholeImage, explain_batch
 from ldmdetect.methods.ae.settings import TINY, AESettings
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.registry import (
     Batch,
     Explanation,
@@ -78,10 +78,7 @@ class AEReconstruction(Method):
     # Reconstructions through several autoencoders: one class per family beside "real".
     attributes_families = True
 
-    default_config: ClassVar[dict[str, Any]] = {
-        "backbone": "tf_efficientnetv2_b0",
-        "input_size": 256,
-    }
+    default_cfg = MethodDefaults(backbone="tf_efficientnetv2_b0", input_size=256)
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         classes = self.classes_for(config)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.crops import ensure_min_size
 from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.aeroblade.settings import TINY, AerobladeConfig, AerobladeSettings
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.registry import (
     Batch,
     Explanation,
@@ -152,11 +153,8 @@ class Aeroblade(Method):
 
     Settings = AerobladeSettings
 
-    default_config: ClassVar[dict[str, Any]] = {
-        "backbone": "lpips-vgg16",
-        "input_size": 512,
-        "pretrained": True,  # the LPIPS trunk's ImageNet weights, where reachable
-    }
+    # The LPIPS trunk's ImageNet weights, where reachable.
+    default_cfg = MethodDefaults(backbone="lpips-vgg16", input_size=512, pretrained=True)
 
     def resolve(
         self, config: DetectorConfig, settings: AerobladeSettings, *, pretrained: bool | str

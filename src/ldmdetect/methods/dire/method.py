@@ -29,7 +29,7 @@ in the detector's config when the feature step is first built.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,6 +49,7 @@ from ldmdetect.features.inversion import InversionTransform
 from ldmdetect.generative.components import SDComponents
 from ldmdetect.generative.families import denoiser_name
 from ldmdetect.methods.batch import view_sampling, view_windows
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.dire.settings import TINY, DireSettings
 from ldmdetect.methods.registry import (
     Batch,
@@ -106,15 +107,18 @@ class Dire(Method):
 
     Settings = DireSettings
 
-    default_config: ClassVar[dict[str, Any]] = {
-        "backbone": "resnet50",
-        "input_size": 224,
-        # The official training config (utils/config.py, utils/trainer.py): Adam
-        # (0.9, 0.999) at 1e-4, no weight decay, no clipping, BCE on one logit, ImageNet
-        # pretrained ResNet-50 (--pretrained), batch 64 (--batch-size 64); its lr/10 on a
-        # validation plateau (early stop) is not reproduced.
-        "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 0.0},
-    }
+    # The official training config (utils/config.py, utils/trainer.py): Adam (0.9, 0.999)
+    # at 1e-4, no weight decay, no clipping, BCE on one logit, ImageNet pretrained ResNet-50
+    # (--pretrained), batch 64 (--batch-size 64); its lr/10 on a validation plateau (early
+    # stop) is not reproduced.
+    default_cfg = MethodDefaults(
+        backbone="resnet50",
+        input_size=224,
+        optimizer="adam",
+        lr=1e-4,
+        weight_decay=0.0,
+        grad_clip=0.0,
+    )
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
         space = DireSettings.from_feature(feature, method=self.name).space

