@@ -53,7 +53,9 @@ class MethodDefaults:
         return self.lr if self.lr is not None else (1e-4 if pretrained else 1e-3)
 
     @classmethod
-    def from_default_config(cls, default_config: Mapping[str, Any], *, method: str):
+    def from_default_config(
+        cls, default_config: Mapping[str, Any], *, method: str
+    ) -> MethodDefaults:
         """The typed form of the ``default_config`` dict methods declared before
         :attr:`Method.default_cfg` existed: {backbone, input_size, pretrained, training:
         {optimizer, lr, wd, grad_clip}}. Unknown keys raise a ``ValueError`` naming the
