@@ -25,6 +25,7 @@ from ldmdetect.engine.train import train_detector
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.mini import mini_ldm_dir
 from ldmdetect.io.labeled import read_labeled
+from ldmdetect.methods.demo_recipe import real_vs_generated_dir
 
 # The method ablated: EGRE's guidance by the LaRE map is its own setting.
 METHOD = "lare2"
@@ -39,13 +40,13 @@ def main() -> None:
     torch.set_num_threads(1)
     demo = args.demo_dir
     defaults = DemoConfig()
-    if not (demo / "data" / "lare2-train" / "generated").is_dir():
+    if not (real_vs_generated_dir(demo) / "generated").is_dir():
         run_demo(
             demo,
             DemoConfig(methods=(METHOD,), seed=args.seed, other_generator=None),
             log=lambda _: None,
         )
-    data = demo / "data" / "lare2-train"
+    data = real_vs_generated_dir(demo)
     examples = read_labeled([data / "real"], [data / "generated"])
     recipe = replace(defaults.recipe(METHOD), epochs=args.epochs)
     cfg = replace(defaults, seed=args.seed, method_settings={METHOD: recipe})

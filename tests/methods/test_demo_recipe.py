@@ -9,7 +9,12 @@ from ldmdetect.engine.demo import DemoConfig, demo_train_config
 from ldmdetect.engine.train_config import TrainConfig
 from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.images import load_image, save_png
-from ldmdetect.methods.demo_recipe import PASSED_TRAIN_FIELDS, DemoRecipe, write_crops
+from ldmdetect.methods.demo_recipe import (
+    PASSED_TRAIN_FIELDS,
+    DemoRecipe,
+    real_vs_generated_dir,
+    write_crops,
+)
 
 
 @pytest.mark.parametrize("name", sorted(methods.list_methods()))
@@ -63,3 +68,10 @@ def test_write_crops_is_seeded_and_keeps_what_is_written(tmp_path):
     # Written once: a second run into the same folder (a resumed demo) leaves the crops be.
     write_crops([photo], first, 32, 3, seed=2)
     assert np.array_equal(kept, np.asarray(load_image(crops[0])))
+
+
+def test_the_shared_real_vs_generated_folder_is_named_for_what_it_holds(tmp_path):
+    assert real_vs_generated_dir(tmp_path) == tmp_path / "data" / "real-vs-generated"
+    legacy = tmp_path / "data" / "lare2-train"
+    legacy.mkdir(parents=True)  # an output folder from before the rename: reused, not redone
+    assert real_vs_generated_dir(tmp_path) == legacy

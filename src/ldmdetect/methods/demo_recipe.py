@@ -201,16 +201,19 @@ def real_train_crops(run: DemoRun) -> Path:
     cfg = run.cfg
     return write_crops(
         run.splits["train"],
-        real_vs_generated_dir(run) / "real",
+        real_vs_generated_dir(run.out) / "real",
         cfg.eval_size,
         cfg.real_train_crops_per_image,
         cfg.seed,
     )
 
 
-def real_vs_generated_dir(run: DemoRun) -> Path:
-    """Where :func:`real_vs_generated` writes (its folder name predates the other recipes)."""
-    return run.out / "data" / "lare2-train"
+def real_vs_generated_dir(out: Path) -> Path:
+    """Where :func:`real_vs_generated` writes under a demo's output folder ``out``. A folder
+    from before it was named for what it holds (``lare2-train``, when LaRE² was the only
+    recipe reading it) is kept, so a rerun reuses the images already generated there."""
+    legacy = out / "data" / "lare2-train"
+    return legacy if legacy.is_dir() else out / "data" / "real-vs-generated"
 
 
 def real_vs_generated(run: DemoRun) -> Path:
@@ -219,7 +222,7 @@ def real_vs_generated(run: DemoRun) -> Path:
     from ldmdetect.generative.sampling import load_pipeline, write_generated
 
     cfg = run.cfg
-    data = real_vs_generated_dir(run)
+    data = real_vs_generated_dir(run.out)
     real_train_crops(run)
     prompts = training_prompts(run.pipeline, run.splits["train"])
     count = cfg.generated_train_images
