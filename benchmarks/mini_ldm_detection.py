@@ -112,6 +112,8 @@ BUDGETS: dict[str, Budget] = {
             generated_images=6,
             generation_steps=2,
             method_settings=_curve_recipe(epochs=2),
+            # Enough shipped photo crops to resolve the 1% threshold (99), not all 1,384.
+            photo_limit=100,
         ),
     ),
 }

@@ -48,6 +48,9 @@ def test_every_method_lands_in_one_table(tmp_path):
         real_train_crops_per_image=2,
         generated_train_images=6,
         threads=None,
+        # Enough shipped photo crops to resolve the 1% threshold (99), not all 1,384.
+        photo_limit=100,
+        costly_photo_limit=100,
     )
     result = run_demo(tmp_path, config, log=lambda _: None)
     assert set(result.evaluations) == set(recipes)
