@@ -47,6 +47,15 @@ def test_defaults_are_typed_frozen_and_validated():
     assert MethodDefaults(lr=3e-4).learning_rate(pretrained=False) == 3e-4
 
 
+def test_the_former_defaults_dict_is_a_deprecated_view_of_default_cfg():
+    method = methods.get("dire")
+    with pytest.deprecated_call():
+        defaults = method.defaults()
+    assert defaults["training"] == {"optimizer": "adam", "lr": 1e-4, "wd": 0.0, "grad_clip": 0.0}
+    assert (defaults["backbone"], defaults["input_size"]) == ("resnet50", 224)
+    assert defaults["feature"] == method.Settings().to_feature()
+
+
 def test_a_method_declaring_the_old_default_config_dict_still_registers_typed():
     class Legacy(methods.Method):
         name = "legacy-defaults-probe"

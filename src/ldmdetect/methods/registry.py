@@ -42,6 +42,7 @@ import difflib
 import importlib
 import importlib.util
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -293,6 +294,23 @@ class Method(ABC):
                 f"{self.name!r} demo's recipe (found: {found})"
             )
         return recipes[0]()
+
+    def defaults(self) -> dict[str, Any]:
+        """Deprecated: :attr:`default_cfg` (typed), and ``Settings().to_feature()`` for the
+        feature defaults. The former dict: {backbone, input_size, pretrained, training:
+        {optimizer, lr, wd, grad_clip}, feature}."""
+        warnings.warn(
+            "Method.defaults() is deprecated: read Method.default_cfg", DeprecationWarning, 2
+        )
+        d = self.default_cfg
+        training = {"optimizer": d.optimizer, "lr": d.lr, "wd": d.weight_decay}
+        return {
+            "backbone": d.backbone,
+            "input_size": d.input_size,
+            "pretrained": d.pretrained,
+            "training": training | {"grad_clip": d.grad_clip},
+            "feature": self.Settings().to_feature(),
+        }
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
         """The generator components these feature settings need (``components`` by default)."""
