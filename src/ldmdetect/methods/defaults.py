@@ -17,6 +17,14 @@ from typing import Any, Literal
 #: The optimizers a recipe may name: torch's Adam (coupled L2, as LaRE's and DIRE's official
 #: code) and AdamW (decoupled weight decay).
 OPTIMIZERS = ("adamw", "adam")
+#: The training recipe's fields, as the former ``default_config`` dict nested and named them
+#: under ``training``.
+_LEGACY_TRAINING = {
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "wd": "weight_decay",
+    "grad_clip": "grad_clip",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,11 +75,15 @@ class MethodDefaults:
             stacklevel=3,
         )
         values = {k: v for k, v in default_config.items() if k != "training"}
-        training = dict(default_config.get("training") or {})
-        if "wd" in training:
-            training["weight_decay"] = training.pop("wd")
-        values.update(training)
+        for key, value in (default_config.get("training") or {}).items():
+            values[_LEGACY_TRAINING.get(key, key)] = value
         try:
             return cls(**values)
         except TypeError as err:
             raise ValueError(f"method {method!r}: default_config: {err}") from err
+
+    def to_default_config(self) -> dict[str, Any]:
+        """The former ``default_config`` dict's shape, for :meth:`Method.defaults`."""
+        training = {key: getattr(self, name) for key, name in _LEGACY_TRAINING.items()}
+        values = {k: getattr(self, k) for k in ("backbone", "input_size", "pretrained")}
+        return values | {"training": training}

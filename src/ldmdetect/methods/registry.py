@@ -302,15 +302,7 @@ class Method(ABC):
         warnings.warn(
             "Method.defaults() is deprecated: read Method.default_cfg", DeprecationWarning, 2
         )
-        d = self.default_cfg
-        training = {"optimizer": d.optimizer, "lr": d.lr, "wd": d.weight_decay}
-        return {
-            "backbone": d.backbone,
-            "input_size": d.input_size,
-            "pretrained": d.pretrained,
-            "training": training | {"grad_clip": d.grad_clip},
-            "feature": self.Settings().to_feature(),
-        }
+        return self.default_cfg.to_default_config() | {"feature": self.Settings().to_feature()}
 
     def required_components(self, feature: dict[str, Any]) -> tuple[str, ...]:
         """The generator components these feature settings need (``components`` by default)."""
