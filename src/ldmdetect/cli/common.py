@@ -174,6 +174,7 @@ def echo_not_images(paths: Iterable[str | Path]) -> None:
 # Options shared by several commands
 
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+BatchSize = Annotated[int | None, typer.Option(help="Images per model call: memory against speed.")]
 DetectorSource = Annotated[str, typer.Option(help="Detector directory or hub id.")]
 Sources = Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")]
 PipelineOutput = Annotated[Path, typer.Option(help="Pipeline directory to write.")]

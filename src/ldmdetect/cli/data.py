@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    BatchSize,
     ConfigDefaults,
     Device,
     Sources,
@@ -63,7 +64,7 @@ def reconstruct(
         typer.Option("--sample/--mean", help="Sample the AE posterior, or use its mean."),
     ] = None,
     seed: int | None = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     scales: Annotated[
         str | None,
         typer.Option(

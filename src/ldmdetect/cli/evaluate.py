@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    BatchSize,
     ConfigDefaults,
     DetectorSource,
     Device,
@@ -54,7 +55,7 @@ def evaluate(
         list[int] | None,
         typer.Option(help="Crops per image; repeat to compare, e.g. --tries 1 --tries 10."),
     ] = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     device: Device = None,
     workers: Workers = None,
     pipeline: PipelineOverride = None,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    BatchSize,
     Captioner,
     ConfigDefaults,
     Device,
@@ -48,7 +49,7 @@ def extract(
     ] = None,
     input_size: Annotated[int | None, typer.Option(help="Default: the method's.")] = None,
     captioner: Captioner = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     device: Device = None,
     workers: Workers = None,
     engine: Engine = "local",

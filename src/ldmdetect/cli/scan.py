@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    BatchSize,
     ConfigDefaults,
     DetectorSource,
     Device,
@@ -52,7 +53,7 @@ def scan(
             "calibrated at this looser FPR ('auto': the next calibrated one; 'none': no band)."
         ),
     ] = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     device: Device = None,
     workers: Workers = None,
     pipeline: PipelineOverride = None,

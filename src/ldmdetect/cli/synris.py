@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    BatchSize,
     ConfigDefaults,
     Device,
     Workers,
@@ -52,7 +53,7 @@ def synris(
             "openclip:NAME/TAG or timm:NAME."
         ),
     ] = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     device: Device = None,
     workers: Workers = None,
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    BatchSize,
     Captioner,
     ConfigDefaults,
     Device,
@@ -228,7 +229,7 @@ def calibrate(
         Path, typer.Option(help="Where the recalibrated detector goes (may be --detector).")
     ],
     tries: CalibrationTries = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     device: Device = None,
     workers: Workers = None,
     pipeline: PipelineOverride = None,
@@ -286,7 +287,7 @@ def ensemble(
         ),
     ] = None,
     tries: CalibrationTries = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     device: Device = None,
 ) -> None:
     """Combine detectors trained with different seeds into one whose score is their mean

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    BatchSize,
     ConfigDefaults,
     Device,
     PipelineOutput,
@@ -95,7 +96,7 @@ def generate(
     size: int | None = None,
     steps: int | None = None,
     guidance: float | None = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize = None,
     device: Device = None,
 ) -> None:
     """Generate a set of fake images (e.g. a test set) with an SD/SDXL/SD3/FLUX pipeline."""
