@@ -350,7 +350,7 @@ def test_explain_is_one_hook_with_nothing_to_show_by_default():
     showing = {n for n in methods.list_methods() if methods.get(n).explains}
     assert {"aeroblade", "lare2", "ae"} <= showing and "dire" not in showing
     dire = methods.get("dire")
-    assert dire.explain(None, {}, DetectorConfig()) is None
+    assert dire.explain(None, {}, DetectorConfig(), None) is None
 
 
 def test_no_module_outside_methods_imports_a_method_package():

@@ -463,17 +463,14 @@ class Method(ABC):
     # Optional hooks. A method overrides them only when it has what they ask for.
 
     def explain(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        config: DetectorConfig,
-        features: FeatureStep | None = None,
+        self, model: nn.Module, batch: Batch, config: DetectorConfig, features: FeatureStep | None
     ) -> list[Explanation] | None:
         """One :class:`Explanation` per image of ``batch`` (one view each, features added):
         an evidence map for a person to look at next to the score, and whatever else the
         method knows of the image. None (the default): the method has nothing to show.
-        ``features`` is the feature step the batch went through (it names the generator
-        components a method may attribute the image to)."""
+        ``features`` is the feature step the batch went through, None for a method without
+        one (it names the generator components a method may attribute the image to); the
+        detector always passes it."""
         return None
 
     def explain_transform(self, config: DetectorConfig) -> Transform:
@@ -488,11 +485,7 @@ class Method(ABC):
         return type(self).explain is not Method.explain
 
     def fit_features(
-        self,
-        model: nn.Module,
-        features: dict[str, torch.Tensor],
-        labels: torch.Tensor,
-        config: DetectorConfig,
+        self, model: nn.Module, features: Batch, labels: torch.Tensor, config: DetectorConfig
     ) -> dict[str, Any]:
         """Fit ``model`` in closed form on the feature step's outputs over the training set
         ({key: (N, ...)}, labels (N,) in {0, 1}) instead of the gradient loop (a linear probe

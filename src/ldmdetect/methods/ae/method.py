@@ -101,11 +101,7 @@ class AEReconstruction(Method):
         return WholeImage(config.input_size)
 
     def explain(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        config: DetectorConfig,
-        features: FeatureStep | None = None,
+        self, model: nn.Module, batch: Batch, config: DetectorConfig, features: FeatureStep | None
     ) -> list[Explanation]:
         """Per image, where the classifier reads the autoencoder's trace: each region's
         first-order part in its "not real" logit, tiled over the whole image (why this, and

@@ -235,11 +235,7 @@ class Aeroblade(Method):
         return distances, lpips_map(chosen, tuple(views.shape[-2:]))
 
     def explain(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        config: DetectorConfig,
-        features: FeatureStep | None = None,
+        self, model: nn.Module, batch: Batch, config: DetectorConfig, features: FeatureStep | None
     ) -> list[AerobladeExplanation]:
         """Per image: the score, the distance to every autoencoder (named by folder or repo),
         the closest one, its LPIPS map over the view and the evidence made from that map."""

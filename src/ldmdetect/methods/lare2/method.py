@@ -217,11 +217,7 @@ class LaRE2(Method):
         return out.view(b, t, -1)
 
     def explain(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        config: DetectorConfig,
-        features: FeatureStep | None = None,
+        self, model: nn.Module, batch: Batch, config: DetectorConfig, features: FeatureStep | None
     ) -> list[Explanation] | None:
         """The LaRE map over the whole resized image, averaged over latent channels and
         scaled within each image so that 1 is its lowest error (the paper's premise: the

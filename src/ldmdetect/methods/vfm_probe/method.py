@@ -192,11 +192,7 @@ class VFMProbe(Method):
         return model(embedding.to(dtype)).float()[:, None]
 
     def fit_features(
-        self,
-        model: nn.Module,
-        features: dict[str, torch.Tensor],
-        labels: torch.Tensor,
-        config: DetectorConfig,
+        self, model: nn.Module, features: Batch, labels: torch.Tensor, config: DetectorConfig
     ) -> dict[str, Any]:
         c = float(self.settings(config).probe.C)
         return fit_linear_probe(model, features["embedding"], labels, c=c)  # type: ignore[arg-type]
