@@ -1,6 +1,6 @@
-"""What every ``ldmdetect`` command shares: option types, the defaults read from the settings'
-owners, the one-line user errors and exit statuses, and the detector, worker and engine
-helpers. Nothing here imports torch or the engine at import time: ``ldmdetect --help`` stays
+"""What every ``ldmdetect`` command shares besides its option types (``cli/options.py``): the
+defaults read from the settings' owners, the one-line user errors and exit statuses, and the
+detector, worker and engine helpers. Nothing here imports torch or the engine at import time: ``ldmdetect --help`` stays
 fast, and each command imports what it runs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
@@ -168,71 +168,6 @@ def echo_not_images(paths: Iterable[str | Path]) -> None:
     """Name each file a folder search passed over for its extension (stderr)."""
     for path in paths:
         typer.secho(f"skipped {path}: not an image file by its extension", err=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Options shared by several commands
-
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-BatchSize = Annotated[int | None, typer.Option(help="Images per model call: memory against speed.")]
-DetectorSource = Annotated[str, typer.Option(help="Detector directory or hub id.")]
-Sources = Annotated[list[Path], typer.Argument(help="Folders (recursive) or CSV manifests.")]
-PipelineOutput = Annotated[Path, typer.Option(help="Pipeline directory to write.")]
-Revision = Annotated[str | None, typer.Option(help="Hub revision of --pipeline.")]
-GeneratorPipeline = Annotated[
-    str | None,
-    typer.Option(help="SD-format pipeline (hub id or directory) for generator features."),
-]
-Workers = Annotated[
-    int | None,
-    typer.Option("--workers", help="Decoding worker processes (default: cores - 1, at most 4)."),
-]
-PipelineOverride = Annotated[
-    str | None,
-    typer.Option(
-        "--pipeline",
-        help="Load the detector's generator components from this pipeline (hub id or "
-        "directory) instead of the sources its config records.",
-    ),
-]
-Engine = Annotated[
-    str,
-    typer.Option(
-        help="local (this process and its decoding workers) or ray (Ray Data: an actor pool "
-        "holding the model, on this machine or a cluster; needs the ray extra)."
-    ),
-]
-RayAddress = Annotated[
-    str | None,
-    typer.Option(
-        help="With --engine ray: the cluster to join (auto, ray://HEAD:10001); default: start "
-        "Ray on this machine, or use RAY_ADDRESS."
-    ),
-]
-RayActors = Annotated[
-    int | None,
-    typer.Option(help="With --engine ray: model copies (default: one per GPU, else CPUs - 1)."),
-]
-FeatureOptions = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--feature",
-        help="Feature setting KEY=VALUE (repeatable), e.g. lare.timestep=200, "
-        "lare.image_size=128, lare.ensemble=4; VALUE is JSON or a string.",
-    ),
-]
-PromptTemplate = Annotated[
-    str | None,
-    typer.Option(help='Prompt for generator-conditioned features, e.g. "a photo of a {class}".'),
-]
-Captioner = Annotated[
-    str | None,
-    typer.Option(
-        help="Captions for caption-conditioned features (fakeinversion): blip2[:ID_OR_DIR] "
-        "(default Salesforce/blip2-opt-2.7b), sidecar (photo.txt, else --prompt-template) "
-        "or fixed:TEXT."
-    ),
-]
 
 
 def num_workers(value: int | None) -> int:

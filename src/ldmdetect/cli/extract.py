@@ -8,9 +8,17 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    ConfigDefaults,
+    command,
+    engine_name,
+    feature_settings,
+    finish,
+    num_workers,
+    ray_engine,
+)
+from ldmdetect.cli.options import (
     BatchSize,
     Captioner,
-    ConfigDefaults,
     Device,
     Engine,
     FeatureOptions,
@@ -21,12 +29,6 @@ from ldmdetect.cli.common import (
     Revision,
     Sources,
     Workers,
-    command,
-    engine_name,
-    feature_settings,
-    finish,
-    num_workers,
-    ray_engine,
 )
 
 commands = typer.Typer()

@@ -10,8 +10,16 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
-    BatchSize,
     ConfigDefaults,
+    command,
+    echo_not_images,
+    engine_name,
+    load_detector,
+    num_workers,
+    ray_engine,
+)
+from ldmdetect.cli.options import (
+    BatchSize,
     DetectorSource,
     Device,
     Engine,
@@ -19,12 +27,6 @@ from ldmdetect.cli.common import (
     RayActors,
     RayAddress,
     Workers,
-    command,
-    echo_not_images,
-    engine_name,
-    load_detector,
-    num_workers,
-    ray_engine,
 )
 
 commands = typer.Typer()

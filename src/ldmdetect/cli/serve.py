@@ -6,13 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import (
-    ConfigDefaults,
-    DetectorSource,
-    Device,
-    command,
-    fail,
-)
+from ldmdetect.cli.common import ConfigDefaults, command, fail
+from ldmdetect.cli.options import DetectorSource, Device
 
 commands = typer.Typer()
 

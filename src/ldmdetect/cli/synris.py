@@ -7,16 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import (
-    BatchSize,
-    ConfigDefaults,
-    Device,
-    Workers,
-    command,
-    fail,
-    finish,
-    num_workers,
-)
+from ldmdetect.cli.common import ConfigDefaults, command, fail, finish, num_workers
+from ldmdetect.cli.options import BatchSize, Device, Workers
 
 commands = typer.Typer()
 

@@ -10,9 +10,16 @@ from typing import Annotated
 import typer
 
 from ldmdetect.cli.common import (
+    ConfigDefaults,
+    command,
+    echo_not_images,
+    feature_settings,
+    finish,
+    num_workers,
+)
+from ldmdetect.cli.options import (
     BatchSize,
     Captioner,
-    ConfigDefaults,
     Device,
     FeatureOptions,
     GeneratorPipeline,
@@ -20,11 +27,6 @@ from ldmdetect.cli.common import (
     PromptTemplate,
     Revision,
     Workers,
-    command,
-    echo_not_images,
-    feature_settings,
-    finish,
-    num_workers,
 )
 
 commands = typer.Typer()

@@ -9,14 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import (
-    BatchSize,
-    ConfigDefaults,
-    Device,
-    PipelineOutput,
-    command,
-    user_errors,
-)
+from ldmdetect.cli.common import ConfigDefaults, command, user_errors
+from ldmdetect.cli.options import BatchSize, Device, PipelineOutput
 
 commands = typer.Typer()
 zoo_app = typer.Typer(
