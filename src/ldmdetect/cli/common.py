@@ -1,7 +1,7 @@
 """What every ``ldmdetect`` command shares besides its option types (``cli/options.py``): the
 defaults read from the settings' owners, the one-line user errors and exit statuses, and the
-detector, worker and engine helpers. Nothing here imports torch or the engine at import time: ``ldmdetect --help`` stays
-fast, and each command imports what it runs."""
+detector, worker and engine helpers. Nothing here imports torch or the engine at import
+time: ``ldmdetect --help`` stays fast, and each command imports what it runs."""
 
 from __future__ import annotations
 
