@@ -261,6 +261,29 @@ def test_a_family_head_saves_its_novelty_statistics_and_old_directories_load_wit
     assert calibrated.config.calibration["novelty"]["n_real"] == len(reals)
 
 
+def test_a_family_head_calibrated_in_training_returns_its_recalibrated_novelty_rule(
+    tmp_path, two_family_aligned_dir
+):
+    """train_detector's returned detector is the one it saved: with calibration reals, the
+    novelty threshold calibration re-derived on them, not a detector without the rule."""
+    from ldmdetect.detector import Detector
+
+    returned = train_detector(
+        [two_family_aligned_dir],
+        tmp_path / "det",
+        _small(
+            backbone="resnet10t",
+            batch_size=4,
+            calibration_reals=(str(two_family_aligned_dir),),
+        ),
+    )
+    saved = Detector.from_pretrained(tmp_path / "det", device="cpu")
+    assert returned.novelty is not None
+    assert returned.novelty.record["threshold_on"].endswith("calibration real images, 1-try")
+    assert returned.novelty.threshold == saved.novelty.threshold
+    assert returned.config.calibration == saved.config.calibration
+
+
 def test_family_head_only_for_methods_that_attribute_and_tagged_data(two_family_aligned_dir):
     from ldmdetect.engine.reconstruct import AlignedPair
     from ldmdetect.engine.train import _head_families

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ldmdetect.attribution import Novelty
 from ldmdetect.config import CONFIG_NAME, DetectorConfig, fpr_key, reals_needed
 from ldmdetect.engine.metrics import FPR_TARGETS, conformal_threshold, fpr_upper_bound
 from ldmdetect.io.datasets import search_images
@@ -101,6 +102,9 @@ class Calibration:
     sources: dict[str, int]
     errors: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    #: The novelty rule re-derived on these reals (saved beside the config); None for a
+    #: detector without novelty statistics.
+    novelty: Novelty | None = None
 
 
 def calibrate_detector(
@@ -230,7 +234,7 @@ def calibrate_detector(
     counts: dict[str, int] = {}
     for s in kept_sources:
         counts[s] = counts.get(s, 0) + 1
-    return Calibration(new, out, int(ok.sum()), counts, errors, skipped)
+    return Calibration(new, out, int(ok.sum()), counts, errors, skipped, novelty)
 
 
 def _is_aligned_dataset(root: str | os.PathLike) -> bool:

@@ -304,7 +304,8 @@ def train_detector(
                 num_workers=cfg.num_workers,
                 device=str(device),
             )
-            detector = Detector(calibrated.config, model, device="cpu")
+            # The novelty rule too: calibration re-derived its threshold on the same reals.
+            detector = Detector(calibrated.config, model, device="cpu", novelty=calibrated.novelty)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the directory is complete
     return detector
