@@ -48,6 +48,14 @@ RayActors = Annotated[
     int | None,
     typer.Option(help="With --engine ray: model copies (default: one per GPU, else CPUs - 1)."),
 ]
+CalibrationReals = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="Real images like those you will scan, to set the thresholds on (repeatable): a "
+        "folder (recursive; its first-level subfolders count as sources), a file, or an "
+        "aligned dataset (its real crops; for a family head, its family threshold too)."
+    ),
+]
 FeatureOptions = Annotated[
     list[str] | None,
     typer.Option(

@@ -19,6 +19,7 @@ from ldmdetect.cli.common import (
 )
 from ldmdetect.cli.options import (
     BatchSize,
+    CalibrationReals,
     Captioner,
     Device,
     FeatureOptions,
@@ -146,16 +147,13 @@ def train(
             "0.995) instead of the last step's; default: the last step's."
         ),
     ] = None,
-    calibration_real: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="Real images of many sources (folder, repeatable) to calibrate the thresholds "
-            "on instead of the validation reals; first-level subfolders count as sources."
-        ),
-    ] = None,
+    calibration_real: CalibrationReals = None,
     workers: Workers = None,
 ) -> None:
-    """Train a detector (or calibrate a training-free one); saves config.json + weights."""
+    """Train a detector (or calibrate a training-free one); saves config.json + weights.
+
+    The thresholds are set on --calibration-real, else on the held-out validation reals.
+    """
     from ldmdetect.engine.train import is_main_process, train_detector
     from ldmdetect.io.augment import AugmentConfig
     from ldmdetect.io.labeled import read_genimage, read_labeled
@@ -220,13 +218,7 @@ def _family_folder(spec: str) -> tuple[str, Path]:
 )
 def calibrate(
     detector: Annotated[str, typer.Option(help="Detector directory to calibrate.")],
-    real: Annotated[
-        list[Path],
-        typer.Option(
-            help="Real images like those you will scan: folder (recursive) or file, repeatable. "
-            "First-level subfolders count as sources."
-        ),
-    ],
+    real: CalibrationReals,
     output: Annotated[
         Path, typer.Option(help="Where the recalibrated detector goes (may be --detector).")
     ],
@@ -281,13 +273,7 @@ def ensemble(
         typer.Argument(help="Two or more detector directories of one method and classes."),
     ],
     output: Annotated[Path, typer.Option(help="Where the combined detector goes.")],
-    real: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="Real images to calibrate the ensemble on (as `calibrate --real`; an aligned "
-            "dataset also sets a family head's family threshold). Without: saved uncalibrated."
-        ),
-    ] = None,
+    real: CalibrationReals = None,
     tries: CalibrationTries = None,
     batch_size: BatchSize = None,
     device: Device = None,
