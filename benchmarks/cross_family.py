@@ -98,9 +98,12 @@ from ldmdetect.generative.sampling import load_pipeline, write_generated
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.files import atomic_write_text
 from ldmdetect.io.images import load_image, pil_to_uint8
+from ldmdetect.methods import get as get_method
+from ldmdetect.methods import list_methods
 from ldmdetect.methods.demo_recipe import DemoRecipe
 
-METHODS = ("ae", "lare2", "fakeinversion", "aeroblade", "dire", "vfm-probe")
+#: Every registered method, so a new method package joins the study by default.
+METHODS = tuple(list_methods())
 REFERENCE_SCORES = {
     "inversion_error": "minus the mean absolute pixel error (pixels in [0, 1]) between the "
     "image and its re-generation after inversion through the training family's generator",
@@ -115,6 +118,16 @@ BUILT_ON = {
     "fakeinversion": "inversion_error",
     "dire": "inversion_error",
 }
+
+
+#: The row a training-free method's own score takes among the reference scores (by default
+#: its name): AEROBLADE's is the autoencoder distance ``ae`` is built on.
+TRAINING_FREE_ROWS = {"aeroblade": "aeroblade_distance"}
+
+
+def reference_name(method: str) -> str:
+    """The training-free table's row for a training-free method's score."""
+    return TRAINING_FREE_ROWS.get(method, method)
 
 
 @dataclass(frozen=True)
@@ -567,10 +580,10 @@ def score_direction(
             scores[method] |= evaluation.scores["generators"]
         for test, row in detector_rows(evaluation).items():
             tables["learned"].add(method, train.label, test, seed, row)
-            if method == "aeroblade":  # training-free already
-                tables["training_free"].add("aeroblade_distance", train.label, test, seed, row)
-    if "aeroblade" in scores:
-        scores["aeroblade_distance"] = scores["aeroblade"]
+            if not get_method(method).trains:  # a training-free score already
+                tables["training_free"].add(reference_name(method), train.label, test, seed, row)
+        if not get_method(method).trains and method in scores:
+            scores[reference_name(method)] = scores[method]
 
     log(f"[seed {seed}] training-free scores through {train.label}'s generator")
     for name, ref in reference_scores(train, test_sets, cfg, budget.reference).items():
@@ -701,6 +714,10 @@ def completed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON's "config" with the settings added since it was recorded (``ADDED_SETTINGS``,
     ``ADDED_RECIPE_SETTINGS``) at the values it ran with."""
     out = ADDED_SETTINGS | dict(config)
+    # Which methods ran, not in what order: each trains from its own seed (set_seed), so the
+    # order changes no result, and METHODS follows the registry's (sorted) order.
+    if "methods" in out:
+        out["methods"] = sorted(out["methods"])
     recipes = dict(out.get("method_settings") or {})
     for method, added in ADDED_RECIPE_SETTINGS.items():
         if method in recipes:

@@ -761,7 +761,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nargs="+",
         help="print the README table of these JSON files (merged) and exit",
     )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print the cost specs measured at the common sizes (every method's, not the "
+        "families' rows), one per line, and exit",
+    )
     args = parser.parse_args(argv)
+    if args.list:
+        common = [name for name, spec in COST_SPECS.items() if spec.sizes is None]
+        print("\n".join(common))
+        return {"specs": common}
     if args.table:
         reports = [json.loads(path.read_text()) for path in args.table]
         print(markdown(reports))
