@@ -22,6 +22,7 @@ from conftest import TEST_BACKBONE
 from ldmdetect.detector import Detector
 from ldmdetect.engine.evaluate import evaluate
 from ldmdetect.engine.extract import ExtractSummary, extract_features
+from ldmdetect.engine.metrics import roc_auc
 from ldmdetect.engine.scan import scan
 from ldmdetect.engine.train import TrainConfig, train_detector
 from ldmdetect.features.cache import FeatureCache
@@ -197,7 +198,11 @@ def test_trains_from_the_cache_scans_and_evaluates(
 
     evaluation = evaluate(detector, [data / "real"], [data / "fake"], n_boot=0)
     (condition,) = evaluation.conditions()
-    assert 0.0 <= condition.mean["auc"] <= 1.0
+    # One epoch on six pairs through random tiny generators guarantees no separation; what it
+    # guarantees is that the reported AUC is the one of the scores the evaluation made.
+    real, fake = evaluation.scores["real"], evaluation.scores["generators"]["fake"]
+    labels = np.r_[np.zeros(len(real)), np.ones(len(fake))]
+    assert condition.mean["auc"] == pytest.approx(roc_auc(labels, np.r_[real, fake]))
     assert evaluation.result["errors"] == {}
     counts = evaluation.result["generators"]["fake"]
     assert (counts["n_real"], counts["n_fake"]) == (PER_CLASS, PER_CLASS)
