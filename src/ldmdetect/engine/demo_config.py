@@ -84,14 +84,11 @@ class DemoConfig:
     # Shipped photo crops per split used to calibrate and to test (0 = all of them).
     # Methods whose features run the generator on every image (DemoRecipe.costly: lare2's
     # UNet passes, fakeinversion's inversions) take a subset, spread over the sources, that
-    # still resolves the 1% threshold (>= 99 reals): 120 crops cost lare2 0.6 CPU-min and
-    # fakeinversion 1.5 per pass, where all of both splits (737 + 647 x 2) cost lare2 8.
+    # still resolves the 1% threshold (>= 99 reals); its cost is in benchmarks/results/NOTES.md.
     photo_limit: int = 0
     costly_photo_limit: int = 120
-    # torch threads; None = torch's default (every core). On 2 idle cores, 2 threads run the
-    # mini LDM's sampling 1.8x and Lite0's training steps 1.7x faster than 1. When other
-    # processes hold the cores, 1 thread avoids thread-sync stalls (reconstruct 18.4 s ->
-    # 1.3 s, training 42 s -> 14 s with another process on one of 2 cores): --threads 1.
+    # torch threads; None = torch's default (every core). When other processes hold the
+    # cores, --threads 1 avoids thread-sync stalls (measurements in benchmarks/results/NOTES.md).
     threads: int | None = None
     # False: train (and calibrate) every method but evaluate none, for callers that score the
     # detectors on their own test sets (the cross-family benchmark): the same detectors,

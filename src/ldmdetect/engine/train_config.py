@@ -30,9 +30,9 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     # Train in channels-last memory format. None: on a GPU (faster there for convolutions,
-    # and what Detector uses for inference), not on a CPU, where it depends on the network:
-    # training EfficientNet-Lite0 runs 1.7x faster, ResNet-18 alike, ConvNeXt-T 1.15x slower
-    # (2 cores). Only the memory layout changes; the saved weights are contiguous either way.
+    # and what Detector uses for inference), not on a CPU, where whether it pays depends on
+    # the network (benchmarks/results/NOTES.md). Only the memory layout changes; the saved
+    # weights are contiguous either way.
     channels_last: bool | None = None
     # Keep an exponential moving average of the weights (timm's ModelEmaV3, batch-norm
     # statistics included) and save and validate that instead of the last step's weights.
