@@ -2,7 +2,7 @@ import pytest
 
 from ldmdetect.features.dire import DireConfig
 from ldmdetect.features.inversion import InversionConfig
-from ldmdetect.features.lare import LareConfig
+from ldmdetect.methods.lare2.features import LareConfig
 
 
 @pytest.mark.parametrize(
