@@ -1,7 +1,7 @@
 import pytest
 
-from ldmdetect.features.dire import DireConfig
 from ldmdetect.features.inversion import InversionConfig
+from ldmdetect.methods.dire.features import DireConfig
 from ldmdetect.methods.lare2.features import LareConfig
 
 
