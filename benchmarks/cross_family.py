@@ -26,7 +26,7 @@ Training-free references, on the very same images, through the training generato
   with the demo's fakeinversion settings (whole image, 4 steps each way, "a photo").
   Generated images sit on the generator's manifold, so they re-generate closer: the score is
   the error negated. It is also what ``dire`` classifies (|x - x'| per pixel).
-- ``lare_mean``: LaRE's map (``features.lare.lare_maps``, t = 200, 4 noise draws, the empty
+- ``lare_mean``: LaRE's map (``lare2.features.lare_maps``, t = 200, 4 noise draws, the empty
   prompt as ``lare2`` uses on unlabelled images) averaged to one number, negated likewise.
 - ``aeroblade_distance``: AEROBLADE is training-free already; its rows are the ``aeroblade``
   method's (its score is the negated LPIPS distance; the demo calibrates thresholds only).
@@ -91,7 +91,6 @@ from ldmdetect.engine.demo_config import default_method_settings
 from ldmdetect.engine.evaluate import Evaluation, evaluate
 from ldmdetect.engine.metrics import compute_metrics, generator_intervals, roc_auc
 from ldmdetect.features.inversion import InversionConfig, invert_and_regenerate, resize_uint8
-from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.components import SDComponents, load_sd_components
 from ldmdetect.generative.families import pipeline_family
 from ldmdetect.generative.sampling import load_pipeline, write_generated
@@ -101,6 +100,7 @@ from ldmdetect.io.images import load_image, pil_to_uint8
 from ldmdetect.methods import get as get_method
 from ldmdetect.methods import list_methods
 from ldmdetect.methods.demo_recipe import DemoRecipe
+from ldmdetect.methods.lare2.features import LareConfig, image_seed, lare_maps, resize_for_lare
 
 #: Every registered method, so a new method package joins the study by default.
 METHODS = tuple(list_methods())

@@ -1,6 +1,6 @@
 """Batched LaRE against the per-image loop: images/s of both, and how far their maps differ.
 
-``features.lare.lare_maps`` runs the VAE once on a batch of images and the UNet once on all
+``lare2.features.lare_maps`` runs the VAE once on a batch of images and the UNet once on all
 their noise draws (B x ensemble rows). LaRE's official extraction goes image by image;
 ``lare_loop`` below is such a loop, one image and one UNet pass per noise draw at a time, with
 the same per-image random draws, so both paths compute the same maps and only their batching
@@ -32,11 +32,11 @@ from typing import Any
 import feature_cost
 import torch
 
-from ldmdetect.features.lare import LareConfig, lare_maps
 from ldmdetect.features.reconstruction import scale_latents, to_vae_input
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents
 from ldmdetect.methods import cost
+from ldmdetect.methods.lare2.features import LareConfig, lare_maps
 
 PROMPT = "a photo"  # one prompt for all: its encoding is cached, as extraction caches it
 

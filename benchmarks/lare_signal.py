@@ -29,13 +29,13 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from ldmdetect.engine.demo import SEED_OFFSET, UNSEEN_PROMPTS
-from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.components import load_sd_components
 from ldmdetect.generative.mini import CAPTIONS, mini_ldm_dir, mini_ldm_heldout_subjects
 from ldmdetect.generative.sampling import generate_images, load_pipeline
 from ldmdetect.io.crops import random_boxes
 from ldmdetect.io.images import load_image
 from ldmdetect.io.samples import sample_photos
+from ldmdetect.methods.lare2.features import LareConfig, image_seed, lare_maps, resize_for_lare
 
 SIZE = 128  # every image is this size before LaRE's resize: the demo's evaluation size
 

@@ -1,8 +1,8 @@
 import pytest
 
-from ldmdetect.features.dire import DireConfig
 from ldmdetect.features.inversion import InversionConfig
-from ldmdetect.features.lare import LareConfig
+from ldmdetect.methods.dire.features import DireConfig
+from ldmdetect.methods.lare2.features import LareConfig
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
 
-from ldmdetect.features.lare import LareConfig, lare_maps
 from ldmdetect.features.reconstruction import reconstruct
 from ldmdetect.generative.components import load_sd_components
 from ldmdetect.generative.families import pipeline_family
@@ -25,6 +24,7 @@ from ldmdetect.generative.mini import (
     mini_ldm_heldout_subjects,
     mini_ldm_training_log,
 )
+from ldmdetect.methods.lare2.features import LareConfig, lare_maps
 
 
 def _stored_dtypes(pipeline_dir: Path) -> dict[str, set[str]]:

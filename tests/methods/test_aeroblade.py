@@ -9,13 +9,13 @@ import torch
 from ldmdetect.detector import Detector
 from ldmdetect.engine.metrics import conformal_threshold
 from ldmdetect.engine.train import TrainConfig, train_detector
-from ldmdetect.features.aeroblade import autoencoder_source, reconstruct_any
 from ldmdetect.generative.autoencoder import load_autoencoder
 from ldmdetect.generative.mini import mini_ldm_dir
 from ldmdetect.generative.tiny import write_tiny_pipeline
 from ldmdetect.io.images import load_image, pil_to_uint8, save_png, tensor_to_pil
 from ldmdetect.io.labeled import read_labeled
 from ldmdetect.methods.aeroblade import AerobladeExplanation, AerobladeTransform, explain
+from ldmdetect.methods.aeroblade.features import autoencoder_source, reconstruct_any
 
 SIZE = 32
 

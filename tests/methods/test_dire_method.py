@@ -18,7 +18,6 @@ from ldmdetect.detector import Detector
 from ldmdetect.engine.extract import extract_features
 from ldmdetect.engine.train import TrainConfig, make_config, train_detector
 from ldmdetect.features.cache import FeatureCache
-from ldmdetect.features.dire import DireConfig, dire_maps, quantize_dire
 from ldmdetect.generative.components import pipeline_sources
 from ldmdetect.generative.tiny_pixel import write_tiny_pixel_pipeline
 from ldmdetect.io.augment import AugmentConfig
@@ -26,6 +25,7 @@ from ldmdetect.io.crops import center_box, crop, fit_short_side
 from ldmdetect.io.images import load_image, pil_to_uint8, save_png
 from ldmdetect.io.labeled import read_labeled
 from ldmdetect.methods.defaults import MethodDefaults
+from ldmdetect.methods.dire.features import DireConfig, dire_maps, quantize_dire
 
 runner = CliRunner()
 TINY_FEATURE = {"dire": {"image_size": 32, "steps": 2}}

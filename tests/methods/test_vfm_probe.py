@@ -12,7 +12,7 @@ from ldmdetect.engine.extract import extract_features
 from ldmdetect.engine.train import TrainConfig, train_detector
 from ldmdetect.io.labeled import read_labeled
 from ldmdetect.methods.vfm_probe import fit_linear_probe
-from ldmdetect.models.vfm import OFFLINE_VFM, LinearProbe, embedding_dim, resolve_vfm
+from ldmdetect.methods.vfm_probe.model import OFFLINE_VFM, LinearProbe, embedding_dim, resolve_vfm
 
 BACKBONE = "timm:tf_efficientnet_lite0"
 SIZE = 32

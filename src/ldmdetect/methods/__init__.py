@@ -6,7 +6,9 @@ method); other distributions add theirs under the entry-point group ``ldmdetect.
 
 A method package holds ``method`` (the method, its transform and feature step, and the
 package's public names in its ``__all__``, which the package re-exports), ``settings`` (its
-settings and tiny settings), ``cost`` (its per-image cost spec) and ``demo`` (its demo recipe).
+settings and tiny settings), ``cost`` (its per-image cost spec) and ``demo`` (its demo recipe);
+what no other method uses lives there too rather than in the shared stages: its feature
+functions (``features``) and its network (``model``).
 """
 
 import importlib

@@ -6,7 +6,7 @@ Path of one image:
    view keeps a generated image's alignment with the decoder's grid;
 2. feature step (device): the view through every autoencoder in the list (SD1, SD2 and
    Kandinsky 2.1's MoVQ by default), stored as 8-bit images like the official code's PNGs
-   (``features.aeroblade``), cached by image id;
+   (``aeroblade.features``), cached by image id;
 3. model: LPIPS (VGG16, the second layer by default; ``models.lpips``) between the view and
    each reconstruction, averaged over the layer's grid. The distance to the closest
    autoencoder is the evidence: a generated image is reconstructed well by its own.
@@ -36,16 +36,16 @@ from PIL import Image
 from torch import nn
 
 from ldmdetect.config import IMAGENET_MEAN, IMAGENET_STD, DetectorConfig
-from ldmdetect.features.aeroblade import (
+from ldmdetect.generative.components import vae_scale_factor
+from ldmdetect.generative.loading import resolve_device
+from ldmdetect.io.crops import ensure_min_size
+from ldmdetect.io.images import pil_to_uint8
+from ldmdetect.methods.aeroblade.features import (
     autoencoder_name,
     autoencoder_source,
     load_autoencoders,
     reconstructions,
 )
-from ldmdetect.generative.components import vae_scale_factor
-from ldmdetect.generative.loading import resolve_device
-from ldmdetect.io.crops import ensure_min_size
-from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.aeroblade.settings import TINY, AerobladeConfig, AerobladeSettings
 from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.registry import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ldmdetect.features.aeroblade import DEFAULT_AUTOENCODERS
+from ldmdetect.methods.aeroblade.features import DEFAULT_AUTOENCODERS
 from ldmdetect.methods.settings import MethodSettings
 
 

@@ -7,7 +7,7 @@ Path of one image:
    ``input_size`` (224) at offsets into it (the center for 1 try, seeded random for N tries,
    one random flipped-or-not view in training: the paper's RandomCrop + flip / CenterCrop);
 2. feature step (device): DDIM inversion and reconstruction through the generator
-   (``features.dire``: a pixel-space ``UNet2DModel`` as in the paper, or an LDM with the empty
+   (``dire.features``: a pixel-space ``UNet2DModel`` as in the paper, or an LDM with the empty
    prompt), ``|x - x'|``, cached by image id;
 3. model: a timm ``resnet50`` with one logit on the views of the DIRE map, normalised like
    ImageNet images (the paper's ``aug_norm``).
@@ -35,7 +35,12 @@ import torch
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
-from ldmdetect.features.dire import (
+from ldmdetect.features.inversion import InversionTransform
+from ldmdetect.generative.components import SDComponents
+from ldmdetect.generative.families import denoiser_name
+from ldmdetect.methods.batch import view_sampling, view_windows
+from ldmdetect.methods.defaults import MethodDefaults
+from ldmdetect.methods.dire.features import (
     LATENT_COMPONENTS,
     DireConfig,
     dire_maps,
@@ -45,11 +50,6 @@ from ldmdetect.features.dire import (
     space_components,
     space_sources,
 )
-from ldmdetect.features.inversion import InversionTransform
-from ldmdetect.generative.components import SDComponents
-from ldmdetect.generative.families import denoiser_name
-from ldmdetect.methods.batch import view_sampling, view_windows
-from ldmdetect.methods.defaults import MethodDefaults
 from ldmdetect.methods.dire.settings import TINY, DireSettings
 from ldmdetect.methods.registry import (
     Batch,

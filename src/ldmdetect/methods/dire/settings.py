@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ldmdetect.features.dire import SPACES, DireConfig
+from ldmdetect.methods.dire.features import SPACES, DireConfig
 from ldmdetect.methods.settings import MethodSettings
 
 

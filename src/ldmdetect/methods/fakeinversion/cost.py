@@ -11,7 +11,7 @@ FAKEINVERSION_STEPS = 50  # DDIM steps each way (inversion, then re-generation)
 
 
 def _fakeinversion_net() -> nn.Module:
-    from ldmdetect.models.fakeinversion import FakeInversionNet
+    from ldmdetect.methods.fakeinversion.model import FakeInversionNet
 
     return FakeInversionNet("resnet50")
 

@@ -9,7 +9,7 @@ Path of one image:
    generator (``features.inversion``), both decoded; the pair D(z_T), D(z_0') is resized to
    ``map_size`` like the image and cached by image id as uint8 (2 x 3 x 224 x 224 bytes,
    301 kB per image: the expensive part, computed once);
-3. model (``models.fakeinversion``): a ResNet-50 with a 9-channel stem on
+3. model (``fakeinversion.model``): a ResNet-50 with a 9-channel stem on
    ``concat(x, D(z_T), D(z_0'))`` (12 with ``residual``: ``|x - D(z_0')|``), one logit.
 
 Views: with the paper's ``map_size == input_size == 224`` there is one view, the whole resized
@@ -37,6 +37,7 @@ from ldmdetect.generative.captioners import Captioner, parse_captioner
 from ldmdetect.generative.families import method_family, refuse
 from ldmdetect.methods.batch import view_sampling, view_windows
 from ldmdetect.methods.defaults import MethodDefaults
+from ldmdetect.methods.fakeinversion.model import FakeInversionNet
 from ldmdetect.methods.fakeinversion.settings import (
     DEFAULT_CAPTIONER,
     DEFAULT_MAP_SIZE,
@@ -49,7 +50,6 @@ from ldmdetect.methods.registry import (
     Method,
     register_method,
 )
-from ldmdetect.models.fakeinversion import FakeInversionNet
 
 __all__ = ["DEFAULT_CAPTIONER", "DEFAULT_MAP_SIZE", "FakeInversion", "InversionFeature"]
 

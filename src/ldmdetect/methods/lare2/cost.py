@@ -14,7 +14,7 @@ from ldmdetect.methods.family_costs import FamilyCost, method_cost_specs
 
 def _egre(lare_channels: int = 4) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
-        from ldmdetect.models.egre import EGRE
+        from ldmdetect.methods.lare2.model import EGRE
 
         # timm resnet50_clip.openai architecture; the LaRE map has the latent's channels
         return EGRE("openclip:RN50", input_size=224, lare_channels=lare_channels)

@@ -4,8 +4,8 @@ Path of one image:
 1. transform (CPU): the whole image resized to ``lare.image_size`` (256, bicubic, no crop)
    for LaRE, and ``input_size`` (224) crops of that same resized image for the image tower;
 2. feature step (device): one UNet noise prediction on the noisy latent at t=200, ensemble of
-   4 -> the LaRE map (``features.lare``), cached by image id;
-3. model (``models.egre``): the image tower's features refined by the map, two classes.
+   4 -> the LaRE map (``lare2.features``), cached by image id;
+3. model (``lare2.model``): the image tower's features refined by the map, two classes.
 
 Alignment of crop and map: crop offsets are multiples of the VAE's downsampling factor f, so
 the crop's map is exactly the slice ``[y/f : (y+S)/f, x/f : (x+S)/f]`` of the whole-image map
@@ -24,11 +24,12 @@ from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
-from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.families import method_family
 from ldmdetect.io.crops import AlignedViewSampling
 from ldmdetect.methods.batch import view_sampling, view_windows
 from ldmdetect.methods.defaults import MethodDefaults
+from ldmdetect.methods.lare2.features import LareConfig, image_seed, lare_maps, resize_for_lare
+from ldmdetect.methods.lare2.model import EGRE, tower_normalization
 from ldmdetect.methods.lare2.settings import DEFAULT_PROMPT_TEMPLATE, TINY, Lare2Settings
 from ldmdetect.methods.registry import (
     Batch,
@@ -40,7 +41,6 @@ from ldmdetect.methods.registry import (
     normalize,
     register_method,
 )
-from ldmdetect.models.egre import EGRE, tower_normalization
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",

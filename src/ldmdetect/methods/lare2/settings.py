@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ldmdetect.features.lare import LareConfig
+from ldmdetect.methods.lare2.features import LareConfig
 from ldmdetect.methods.settings import MethodSettings
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {class}"

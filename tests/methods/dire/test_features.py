@@ -1,4 +1,4 @@
-"""DIRE maps (``features.dire``) through a pixel-space UNet2DModel and through an LDM.
+"""DIRE maps (``dire.features``) through a pixel-space UNet2DModel and through an LDM.
 
 The premise, measured on the shipped trained mini LDM (64 px, its images from 20 sampling
 steps at guidance 3 vs. 64 px crops of the two photos it never trained on, 8 + 8 images):
@@ -14,14 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from ldmdetect.features.dire import (
-    DireConfig,
-    dire_maps,
-    load_dire_components,
-    quantize_dire,
-    reconstruct,
-    unet_space,
-)
 from ldmdetect.features.inversion import (
     ddim_invert,
     ddim_sample,
@@ -31,6 +23,14 @@ from ldmdetect.features.inversion import (
 from ldmdetect.generative.components import pipeline_sources
 from ldmdetect.generative.loading import ComponentLoadError
 from ldmdetect.generative.tiny_pixel import TINY_PIXEL_IMAGE_SIZE, write_tiny_pixel_pipeline
+from ldmdetect.methods.dire.features import (
+    DireConfig,
+    dire_maps,
+    load_dire_components,
+    quantize_dire,
+    reconstruct,
+    unet_space,
+)
 
 SIZE = TINY_PIXEL_IMAGE_SIZE
 LATENT_NAMES = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
