@@ -355,8 +355,8 @@ class Throwaway(Method):
     def build_model(self, config, *, pretrained=False):
         return TinyNet(len(self.classes))
 
-    def transform(self, config, *, tries=1, augment=None):
-        return CropTransform(config.input_size, tries, config.try_seed, augment)
+    def transform(self, config, *, tries=1, train=False, augment=None):
+        return CropTransform(config.input_size, tries, config.try_seed, augment, train)
 
     def logits(self, model, batch, config):
         crops = batch["crops"]

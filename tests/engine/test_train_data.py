@@ -22,7 +22,7 @@ def _pair_dataset(tmp_path, image, size, aug, seed=0):
     save_png(image, tmp_path / "real.png")
     save_png(image, tmp_path / "fake.png")
     pair = AlignedPair("p", "s", tmp_path / "real.png", (("", tmp_path / "fake.png"),))
-    prepare = methods.get("ae").prepare(DetectorConfig(input_size=size), augment=aug)
+    prepare = methods.get("ae").prepare(DetectorConfig(input_size=size), train=True, augment=aug)
     return PairDataset([pair], prepare, seed)
 
 
@@ -34,7 +34,7 @@ def test_a_family_head_labels_each_reconstruction_by_its_family(tmp_path):
         "p", "s", tmp_path / "real.png", (("b", tmp_path / "b.png"), ("a", tmp_path / "a.png"))
     )
     always = AugmentConfig(flip=1, jpeg_prob=1, resize_prob=0, blur_prob=0)
-    prepare = methods.get("ae").prepare(DetectorConfig(input_size=48), augment=always)
+    prepare = methods.get("ae").prepare(DetectorConfig(input_size=48), train=True, augment=always)
     items = PairDataset([pair], prepare, 0, families=("a", "b"))[0]
     assert [y for _, y in items] == [0, 2, 1]  # real 0, then 1 + the family's index
     assert all(torch.equal(items[0][0]["crops"], s["crops"]) for s, _ in items)  # augmented alike

@@ -20,7 +20,6 @@ from ldmdetect.engine.train import TrainConfig, make_config, train_detector
 from ldmdetect.features.cache import FeatureCache
 from ldmdetect.generative.components import pipeline_sources
 from ldmdetect.generative.tiny_pixel import write_tiny_pixel_pipeline
-from ldmdetect.io.augment import AugmentConfig
 from ldmdetect.io.crops import center_box, crop, fit_short_side
 from ldmdetect.io.images import load_image, pil_to_uint8, save_png
 from ldmdetect.io.labeled import read_labeled
@@ -93,7 +92,7 @@ def test_views_are_offsets_into_the_reconstructed_square(pixel_dir):
     for view, (y, x) in zip(sample["crops"], sample["offsets"].tolist(), strict=True):
         assert view.equal(sample["image"][:, y : y + 24, x : x + 24])
     assert method.transform(config)(_photo(20, 16))["image"].shape == (3, 32, 32)  # upscaled
-    train = method.transform(config, augment=AugmentConfig())
+    train = method.transform(config, train=True)
     samples = [train(_photo(), np.random.default_rng(s)) for s in range(8)]
     assert any(s["flips"].any() for s in samples) and not all(s["flips"].all() for s in samples)
 
@@ -101,7 +100,7 @@ def test_views_are_offsets_into_the_reconstructed_square(pixel_dir):
 def test_logits_classify_the_dire_map_at_each_view(pixel_dir):
     method, config = _config(pixel_dir)
     model = method.build_model(config).eval()
-    prepare = method.prepare(config, augment=AugmentConfig())
+    prepare = method.prepare(config, train=True)
     samples = [prepare(_photo(seed=s), rng=np.random.default_rng(s)) for s in range(6)]
     batch = method.collate(samples)
     assert batch["flips"].any()

@@ -9,7 +9,6 @@ from conftest import TEST_BACKBONE
 from ldmdetect import methods
 from ldmdetect.engine.train import TrainConfig, make_config
 from ldmdetect.features.inversion import resize_uint8
-from ldmdetect.io.augment import AugmentConfig
 
 
 def _config(tiny_pipeline_dir, **feature):
@@ -58,7 +57,7 @@ def test_views_are_aligned_crops_of_a_larger_map(tiny_pipeline_dir):
     assert sample["crops"].shape == (3, 3, 32, 32)
     for view, (y, x) in zip(sample["crops"], sample["offsets"].tolist(), strict=True):
         assert view.equal(whole[:, y : y + 32, x : x + 32])
-    train = method.transform(config, augment=AugmentConfig())
+    train = method.transform(config, train=True)
     flipped = [train(photo, np.random.default_rng(s)) for s in range(8)]
     assert any(s["flips"].any() for s in flipped) and not all(s["flips"].all() for s in flipped)
     for s in flipped:

@@ -1,6 +1,7 @@
 import dataclasses
 from typing import ClassVar
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -127,7 +128,7 @@ class Bare(Method):
     def build_model(self, config, *, pretrained=False):
         raise NotImplementedError
 
-    def transform(self, config, *, tries=1, augment=None):
+    def transform(self, config, *, tries=1, train=False, augment=None):
         raise NotImplementedError
 
     def logits(self, model, batch, config):
@@ -387,3 +388,32 @@ def test_no_module_outside_methods_imports_a_method_package():
 def test_a_method_that_cannot_judge_autoencoders_says_so():
     with pytest.raises(ValueError, match="'ae' cannot judge which autoencoder"):
         methods.get("ae").judge_sources([{"id": "x"}], 64)
+
+
+def test_prepare_refuses_an_augmentation_the_transform_would_not_apply() -> None:
+    """Training views and pixel augmentation are two settings: an augmentation asked outside
+    training, or of a method whose features come from the un-augmented image, is an error."""
+    from ldmdetect.io.augment import AugmentConfig
+
+    config = DetectorConfig(input_size=32)
+    with pytest.raises(ValueError, match="training views only"):
+        methods.get("ae").prepare(config, augment=AugmentConfig())
+    with pytest.raises(ValueError, match="'lare2' does not augment pixels"):
+        methods.get("lare2").prepare(config, train=True, augment=AugmentConfig())
+
+
+def test_ae_training_views_are_random_crops_with_or_without_augmentation() -> None:
+    """train=True draws one random view from the rng whether or not pixels are augmented;
+    without train the view is the deterministic center crop."""
+    rng_image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    image = Image.fromarray(rng_image)
+    ae = methods.get("ae")
+    config = DetectorConfig(input_size=32)
+    plain = ae.transform(config, train=True)
+    views = {plain(image, np.random.default_rng(s))["crops"].numpy().tobytes() for s in range(6)}
+    assert len(views) > 1  # random: the rng moves the crop
+    center = ae.transform(config)
+    assert all(
+        torch.equal(center(image, np.random.default_rng(s))["crops"], center(image)["crops"])
+        for s in range(3)
+    )

@@ -204,7 +204,10 @@ def train_detector(
         skipped: dict[str, str] = {}
         last_val: tuple[np.ndarray, np.ndarray] | None = None
         if method.trains and cfg.epochs > 0:
-            train_prepare = method.prepare(det_config, augment=cfg.augment)
+            # Pixel augmentation where the method applies it (_check_augment refused it asked
+            # of any other); every trained method draws one random view per image.
+            augment = cfg.augment if method.pixel_augmentation else None
+            train_prepare = method.prepare(det_config, train=True, augment=augment)
             train_set: Dataset = (
                 PairDataset(train_pairs, train_prepare, cfg.seed, families)
                 if train_pairs

@@ -18,7 +18,7 @@ from ldmdetect.io.crops import Box, crop, ensure_min_size, random_boxes
 from ldmdetect.io.perturb import blur, jpeg, resize
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Probabilities and ranges of each augmentation; every draw comes from the caller's rng."""
 
@@ -78,6 +78,10 @@ class AugmentConfig:
 
 def _is_probability(config: AugmentConfig, name: str) -> bool:
     return not isinstance(getattr(config, name), tuple)
+
+
+#: Every augmentation off: a training view is its random crop alone (``--augment none``).
+NO_AUGMENTATION = AugmentConfig.from_spec("none")
 
 
 def _parse_value(default: Any, raw: str) -> Any:

@@ -64,12 +64,11 @@ def view_windows(maps: torch.Tensor, batch: Batch, side: int, *, factor: int = 1
     return torch.stack(windows)
 
 
-def view_sampling(config: DetectorConfig, tries: int, augment: object) -> dict[str, Any]:
+def view_sampling(config: DetectorConfig, tries: int, train: bool) -> dict[str, Any]:
     """The :class:`~ldmdetect.io.crops.AlignedViewSampling` fields of a transform that
-    :meth:`Method.transform` makes with ``tries`` and ``augment``: ``tries`` views seeded by
-    the config's ``try_seed`` at inference, one random view in training (``augment`` given;
-    these methods' features come from the un-augmented image, so that is all it changes)."""
-    return {"tries": tries, "try_seed": config.try_seed, "train": augment is not None}
+    :meth:`Method.transform` makes with ``tries`` and ``train``: ``tries`` views seeded by
+    the config's ``try_seed`` at inference, one random view in training."""
+    return {"tries": tries, "try_seed": config.try_seed, "train": train}
 
 
 __all__ = [

@@ -344,15 +344,21 @@ class Method(ABC):
 
     @abstractmethod
     def transform(
-        self, config: DetectorConfig, *, tries: int = 1, augment: Any = None
+        self, config: DetectorConfig, *, tries: int = 1, train: bool = False, augment: Any = None
     ) -> Transform:
-        """The picklable CPU step: decoded image -> sample (see :data:`Sample`)."""
+        """The picklable CPU step: decoded image -> sample (see :data:`Sample`).
+
+        ``train``: one random view per image, drawn from the loader's rng, instead of ``tries``
+        seeded ones. ``augment`` (training only, and only where :attr:`pixel_augmentation`):
+        the pixel augmentation those views get.
+        """
 
     def prepare(
         self,
         config: DetectorConfig,
         *,
         tries: int = 1,
+        train: bool = False,
         augment: Any = None,
         content_id: bool | None = None,
         explain: bool = False,
@@ -361,13 +367,23 @@ class Method(ABC):
         its content id. None: whatever a run with a feature cache needs
         (:meth:`needs_content_id` with ``cached=True``), as extraction and training may cache.
         ``explain``: :meth:`explain_transform` instead, for the batch :meth:`explain` reads.
+
+        An ``augment`` the transform would not apply (outside training, or for a method
+        without :attr:`pixel_augmentation`) is refused rather than ignored.
         """
+        if augment is not None and not train:
+            raise ValueError("augmentation applies to training views only: pass train=True")
+        if augment is not None and not self.pixel_augmentation:
+            raise ValueError(
+                f"method {self.name!r} does not augment pixels: its features come from the "
+                "un-augmented image (training views are only cropped and flipped)"
+            )
         if content_id is None:
             content_id = self.needs_content_id(config, cached=True)
         transform = (
             self.explain_transform(config)
             if explain
-            else self.transform(config, tries=tries, augment=augment)
+            else self.transform(config, tries=tries, train=train, augment=augment)
         )
         return PrepareImage(
             transform,

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from ldmdetect.config import DetectorConfig
-from ldmdetect.io.augment import AugmentConfig, augmented_crop
+from ldmdetect.io.augment import NO_AUGMENTATION, AugmentConfig, augmented_crop
 from ldmdetect.io.crops import crop, ensure_min_size, n_try_boxes
 from ldmdetect.io.images import pil_to_uint8
 from ldmdetect.methods.ae.evidence import WholeImage, explain_batch
@@ -41,17 +41,19 @@ class CropTransform:
     """Image -> uint8 crops (T, 3, S, S) at native resolution.
 
     Inference: 1 try = the center crop, N tries = N seeded random crops. Training: one crop
-    with the augmentations drawn from the rng (replayed alike for both members of a pair).
+    with the augmentations drawn from the rng (replayed alike for both members of a pair);
+    none but the random crop without ``augment``.
     """
 
     size: int
     tries: int = 1
     try_seed: int = 0
     augment: AugmentConfig | None = None
+    train: bool = False
 
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Sample:
-        if rng is not None and self.augment is not None:
-            view = augmented_crop(image, self.size, self.augment, rng)
+        if rng is not None and self.train:
+            view = augmented_crop(image, self.size, self.augment or NO_AUGMENTATION, rng)
             return {"crops": pil_to_uint8(view)[None]}
         image = ensure_min_size(image, self.size)
         boxes = n_try_boxes(image.width, image.height, self.size, self.tries, seed=self.try_seed)
@@ -90,9 +92,14 @@ class AEReconstruction(Method):
         )
 
     def transform(
-        self, config: DetectorConfig, *, tries: int = 1, augment: AugmentConfig | None = None
+        self,
+        config: DetectorConfig,
+        *,
+        tries: int = 1,
+        train: bool = False,
+        augment: AugmentConfig | None = None,
     ) -> CropTransform:
-        return CropTransform(config.input_size, tries, config.try_seed, augment)
+        return CropTransform(config.input_size, tries, config.try_seed, augment, train)
 
     def logits(self, model: nn.Module, batch: Batch, config: DetectorConfig) -> torch.Tensor:
         return classify_crops(model, batch["crops"], config).float()

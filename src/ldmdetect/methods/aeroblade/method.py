@@ -170,7 +170,9 @@ class Aeroblade(Method):
     def build_model(self, config: DetectorConfig, *, pretrained: bool | str = False) -> nn.Module:
         return LPIPSMap(AerobladeConfig.from_config(config).layer, pretrained=bool(pretrained))
 
-    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+    def transform(
+        self, config: DetectorConfig, *, tries: int = 1, train: bool = False, augment: Any = None
+    ):
         grid = AerobladeConfig.from_config(config).grid
         if config.input_size % grid:
             raise ValueError(

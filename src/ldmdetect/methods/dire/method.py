@@ -145,7 +145,9 @@ class Dire(Method):
     def dire_config(self, config: DetectorConfig) -> DireConfig:
         return self.settings(config).dire
 
-    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+    def transform(
+        self, config: DetectorConfig, *, tries: int = 1, train: bool = False, augment: Any = None
+    ):
         dire = self.dire_config(config)
         # Views come from the map, so they can be no larger than it.
         view = min(config.input_size, dire.image_size)
@@ -155,7 +157,7 @@ class Dire(Method):
             dire.image_size,
             view,
             fit_short_side=dire.fit_short_side,
-            **view_sampling(config, tries, augment),
+            **view_sampling(config, tries, train),
         )
 
     def feature_step(

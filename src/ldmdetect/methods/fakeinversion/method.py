@@ -123,12 +123,14 @@ class FakeInversion(Method):
     def map_size(self, config: DetectorConfig) -> int:
         return self.settings(config).map_size
 
-    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+    def transform(
+        self, config: DetectorConfig, *, tries: int = 1, train: bool = False, augment: Any = None
+    ):
         settings = self.settings(config)
         inversion, map_size = settings.inversion, settings.map_size
         # Views come from the map, so they can be no larger than it.
         view = min(config.input_size, map_size)
-        sampling = view_sampling(config, tries, augment)
+        sampling = view_sampling(config, tries, train)
         return InversionTransform(inversion.image_size, map_size, view, **sampling)
 
     def feature_step(

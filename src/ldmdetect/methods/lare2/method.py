@@ -177,13 +177,15 @@ class LaRE2(Method):
             input_size=config.input_size,
         )
 
-    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+    def transform(
+        self, config: DetectorConfig, *, tries: int = 1, train: bool = False, augment: Any = None
+    ):
         settings = self.settings(config)
         lare, factor = settings.lare, _factor(settings)
         # Crops come from the resized image, so they can be no larger than it (extracting
         # features at a small LaRE size needs no crop setting of its own).
         crop = min(config.input_size, lare.image_size)
-        return LareTransform(lare.image_size, crop, factor, **view_sampling(config, tries, augment))
+        return LareTransform(lare.image_size, crop, factor, **view_sampling(config, tries, train))
 
     def needs_content_id(self, config: DetectorConfig, *, cached: bool) -> bool:
         # The UNet's noise is seeded by the image's id, cache or not; unguided has no step.

@@ -178,7 +178,9 @@ class VFMProbe(Method):
             probe.weights_source = config.weights_source  # type: ignore[assignment]
         return probe
 
-    def transform(self, config: DetectorConfig, *, tries: int = 1, augment: Any = None):
+    def transform(
+        self, config: DetectorConfig, *, tries: int = 1, train: bool = False, augment: Any = None
+    ):
         return ResizeCropTransform(config.input_size)
 
     def feature_step(
