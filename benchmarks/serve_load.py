@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -61,10 +62,9 @@ def build_detector(directory: Path, backbone: str, input_size: int) -> Path:
     detector = Detector(config, get(config.method).build_model(config), device="cpu")
     photos = [load_image(path) for _, path in sample_photos()]
     scores = detector.decision_function(photos, tries=8)
-    config.thresholds = {"0.5": 0.5}
-    for fpr in (0.001, 0.01, 0.05):
-        config.thresholds[f"fpr_{fpr:g}"] = float(np.quantile(scores, 1 - fpr))
-    return detector.save_pretrained(directory)
+    quantiles = {f"fpr_{f:g}": float(np.quantile(scores, 1 - f)) for f in (0.001, 0.01, 0.05)}
+    config = dataclasses.replace(config, thresholds={"0.5": 0.5} | quantiles)
+    return Detector(config, detector.model, device="cpu").save_pretrained(directory)
 
 
 def photo_jpegs(count: int, side: int) -> list[bytes]:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -25,6 +26,19 @@ def test_threshold_lookup():
     assert config.threshold(0.01) == ("fpr_0.01", 0.8)
     with pytest.raises(ValueError, match=r"FPR 0.001 .*calibrated: fpr_0.01"):
         config.threshold(0.001)
+
+
+def test_a_config_is_never_written_into_a_step_makes_a_new_one():
+    config = DetectorConfig(thresholds={"0.5": 0.5, fpr_key(0.01): 0.8})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.thresholds = {"0.5": 0.5}  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.family_threshold = 0.3  # type: ignore[misc]
+    recalibrated = dataclasses.replace(
+        config, thresholds=config.thresholds | {fpr_key(0.01): 0.9}, default_tries=4
+    )
+    assert recalibrated.threshold(0.01) == ("fpr_0.01", 0.9) and recalibrated.default_tries == 4
+    assert config.threshold(0.01) == ("fpr_0.01", 0.8) and config.default_tries == 1
 
 
 def test_unknown_keys_warn_and_bad_files_are_reported_with_the_path(tmp_path):

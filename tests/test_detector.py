@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -138,9 +140,8 @@ def test_a_detector_trained_channels_last_scores_in_that_layout_with_the_same_sc
     plain = Detector.from_pretrained(detector_dir, device="cpu")
     shutil.copytree(detector_dir, tmp_path / "cl")
     config = DetectorConfig.load(tmp_path / "cl")
-    config.training = {**config.training, "config": {**config.training["config"]}}
-    config.training["config"]["channels_last"] = True
-    config.save(tmp_path / "cl")
+    trained = {**config.training["config"], "channels_last": True}
+    replace(config, training=config.training | {"config": trained}).save(tmp_path / "cl")
     fast = Detector.from_pretrained(tmp_path / "cl", device="cpu")
 
     def layout(detector: Detector) -> bool:

@@ -93,9 +93,17 @@ class DecisionRule:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectorConfig:
-    """Serialisable description of a trained detector (see DESIGN section 3)."""
+    """Serialisable description of a trained detector (see DESIGN section 3).
+
+    Frozen: a config is made once (:func:`ldmdetect.methods.make_config`, or loaded) and a
+    step that settles more of it (training, calibration, an ensemble) makes a new one with
+    :func:`dataclasses.replace`, so a detector never runs on a config that changed under it.
+    Its dict fields stay plain dicts, so that ``to_dict`` and ``config.json`` are exactly the
+    JSON they always were; a replaced config may share them with the one it came from, so
+    they are read, never written in place: build the new dict, then replace the field.
+    """
 
     method: str = "ae"
     backbone: str = "tf_efficientnetv2_b0"

@@ -3,6 +3,7 @@ lossless maps, and the command line from extract to scan on a pixel-space pipeli
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_the_square_is_cut_from_the_image_resized_as_the_official_code_does(pixe
     native = pil_to_uint8(crop(photo, center_box(96, 64, 32)))
     assert method.transform(config)(photo)["image"].equal(native)
     # A config saved before the field existed keeps the native-resolution square it trained on.
-    config.feature["dire"] = {"image_size": 32, "steps": 2}
+    config = replace(config, feature=config.feature | {"dire": {"image_size": 32, "steps": 2}})
     assert method.transform(config)(photo)["image"].equal(native)
 
 
@@ -138,12 +139,11 @@ def test_space_is_resolved_from_the_unet_and_recorded(pixel_dir, tiny_pipeline_d
     method, config = _config(tiny_pipeline_dir)
     assert config.feature["space"] == "latent" and set(config.components) == set(method.components)
     # A config with the space left to "auto" (made by hand) is resolved without being written.
-    config.feature["space"] = "auto"
+    config = replace(config, feature=config.feature | {"space": "auto"})
     assert method.build_features(config, device="cpu").space == "latent"
     assert config.feature["space"] == "auto"
-    config.components = {}
     with pytest.raises(ValueError, match="--pipeline"):
-        method.build_features(config, device="cpu")
+        method.build_features(replace(config, components={}), device="cpu")
 
 
 def test_cached_maps_are_the_exact_uint8_maps(pixel_dir, tmp_path):

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -196,7 +197,10 @@ def test_a_family_head_replies_with_the_family_of_a_generated_image(
     # A threshold between the scores, so that some files are judged real and some generated.
     scores = np.sort(detector.decision_function(files))
     middle = len(scores) // 2
-    detector.config.thresholds["fpr_0.5"] = float(scores[middle - 1] + scores[middle]) / 2
+    between = float(scores[middle - 1] + scores[middle]) / 2
+    detector.config = replace(
+        detector.config, thresholds=detector.config.thresholds | {"fpr_0.5": between}
+    )
     expected = detector.attribute(files, fpr=0.5)
     assert {a.family is None for a in expected} == {True, False}  # both kinds of answer
     with TestClient(create_app(detector, fpr=0.5)) as client:
@@ -228,13 +232,12 @@ def test_a_family_head_replies_with_the_family_of_a_generated_image(
 def test_a_novel_image_is_unknown_in_the_reply_even_when_judged_real(
     family_detector_dir, two_family_aligned_dir
 ):
-    from dataclasses import replace
-
     from ldmdetect.engine.reconstruct import read_aligned_dataset
 
     detector = Detector.from_pretrained(family_detector_dir, device="cpu")
     files = [p.real for p in read_aligned_dataset(two_family_aligned_dir)[:4]]
-    detector.config.thresholds["fpr_0.5"] = 2.0  # every file judged real
+    everything_real = detector.config.thresholds | {"fpr_0.5": 2.0}
+    detector.config = replace(detector.config, thresholds=everything_real)
     # A novelty threshold between the files' distances: some are novel, some not.
     distances = np.sort(
         detector.novelty.distances(detector.embeddings(detector._prepared(files, None)))

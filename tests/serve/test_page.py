@@ -1,6 +1,7 @@
 """The web page in a real headless browser: choose a photo, read the verdict off the page."""
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,10 @@ def test_the_family_shows_under_the_verdict(family_detector_dir, two_family_alig
     files = [pair.real] + [f for _, f in pair.reconstructions]
     scores = np.sort(detector.decision_function(files))
     # Between the lowest score and the next: at least one file judged real, the rest not.
-    detector.config.thresholds["fpr_0.5"] = float(scores[0] + scores[1]) / 2
+    between = float(scores[0] + scores[1]) / 2
+    detector.config = replace(
+        detector.config, thresholds=detector.config.thresholds | {"fpr_0.5": between}
+    )
     expected = detector.attribute(files, fpr=0.5)
     shown = []
     with (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,15 +204,9 @@ def calibrate_detector(
     )
     record["tries"] = tries
     record["reals"] = [os.fspath(r) for r in reals]
-    # The thresholds hold for the views they were set with, so scans default to those.
-    new = DetectorConfig.from_dict(
-        config.to_dict() | {"thresholds": thresholds, "default_tries": tries}
-    )
-    new.calibration = record
+    family_threshold = config.family_threshold
     if model.families and reconstructions:
-        new.family_threshold, record["families"] = _family_threshold(
-            model, probabilities[len(files) :]
-        )
+        family_threshold, record["families"] = _family_threshold(model, probabilities[len(files) :])
     novelty = None
     if embeddings is not None:
         # The novelty threshold on the very reals (and views) the thresholds were set on.
@@ -222,6 +216,15 @@ def calibrate_detector(
             on=f"{int(ok.sum())} calibration real images, {tries}-try",
         )
         record["novelty"] = dict(novelty.record) | {"threshold": novelty.threshold}
+    # The record is complete: the new config is made once, from it. The thresholds hold for
+    # the views they were set with, so scans default to those.
+    new = replace(
+        config,
+        thresholds=thresholds,
+        default_tries=tries,
+        calibration=record,
+        family_threshold=family_threshold,
+    )
     out = Path(output)
     if out.resolve() != source.resolve():
         out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,13 +111,13 @@ def build(
     method = methods.get(cfg.method)
     config = make_config(cfg, method, input_size=input_size, pipeline=pipeline, revision=revision)
     if families and method.attributes_families:
-        config.families = tuple(families)
+        config = replace(config, families=tuple(families))
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone
     # Methods on frozen networks (LPIPS, a foundation model) default to pretrained weights.
     pretrained = cfg.pretrained or method.default_cfg.pretrained
     model = method.build_model(config, pretrained=pretrained)
-    config.weights_source = str(getattr(model, "weights_source", _weights_source(pretrained)))
-    return method, config, model
+    weights_source = getattr(model, "weights_source", _weights_source(pretrained))
+    return method, replace(config, weights_source=str(weights_source)), model
 
 
 def _weights_source(pretrained: bool | str) -> str:
@@ -170,9 +170,13 @@ def train_detector(
     method, det_config, model = build(
         cfg, input_size=crop, pipeline=pipeline, revision=revision, families=families
     )
-    det_config.generator = next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None)
-    if det_config.families:
-        det_config.family_sources = family_sources(infos, known_families(det_config.families))
+    det_config = replace(
+        det_config,
+        generator=next((i.get("autoencoder") for i in infos if i.get("autoencoder")), None),
+        family_sources=family_sources(infos, known_families(det_config.families))
+        if det_config.families
+        else det_config.family_sources,
+    )
 
     if not method.trains:  # nothing is fitted, so every real image can calibrate
         train_pairs, val_pairs, train_ex, val_ex = [], pairs, [], examples
@@ -243,14 +247,14 @@ def train_detector(
             last_val = s, y
             model = model.cpu()
         real_scores = last_val[0][last_val[1] == 0] if last_val is not None else np.zeros(0)
-        family_record = None
+        family_threshold, family_record = det_config.family_threshold, None
         if det_config.families:
-            det_config.family_threshold, family_record = _calibrate_families(
+            family_threshold, family_record = _calibrate_families(
                 method, model, det_config, val_loader, device, features, cache
             )
             model = model.cpu()
     val_real_sources = [p.source for p in val_pairs] + [e.group for e in val_ex if e.label == 0]
-    det_config.thresholds, det_config.calibration = calibration_record(
+    thresholds, calibration = calibration_record(
         real_scores,
         cfg.fprs,
         # The validation reals that scored (a file that failed to decode has no score).
@@ -259,7 +263,7 @@ def train_detector(
         + (f" of {len(set(val_real_sources))} source images" if val_real_sources else ""),
         probabilistic=method.probabilistic,
     )
-    det_config.training = {
+    training = {
         "data": [str(d) for d in data],
         "datasets": infos,
         "pairs": {"train": len(train_pairs), "val": len(val_pairs)},
@@ -284,10 +288,17 @@ def train_detector(
         "skipped_files": skipped,
         "config": _jsonable(asdict(cfg)),
         "history": history,
-        "threshold_calibration": det_config.calibration["on"],
+        "threshold_calibration": calibration["on"],
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(device),
     }
+    det_config = replace(
+        det_config,
+        family_threshold=family_threshold,
+        thresholds=thresholds,
+        calibration=calibration,
+        training=training,
+    )
     novelty = None
     if det_config.families and method.trains and train_pairs:
         novelty = novelty_statistics(
