@@ -37,17 +37,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler
+from diffusers import DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 from torch.nn import functional as F
 
 from ldmdetect.features.knobs import Knobs
-from ldmdetect.features.reconstruction import (
-    from_vae_output,
-    scale_latents,
-    to_vae_input,
-    unscale_latents,
-)
+from ldmdetect.features.reconstruction import decode_latents, encode_latents
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import Conditioning, SDComponents
 from ldmdetect.generative.families import refuse
@@ -282,23 +277,6 @@ invert_latents = functools.partial(walk_latents, invert=True)
 regenerate_latents = functools.partial(walk_latents, invert=False)
 
 
-@torch.inference_mode()
-def encode_latents(pixels: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
-    """Float images in [0, 1] (B, 3, S, S) -> scaled latents, float32, on the VAE's device:
-    the posterior *mean* (deterministic, as inversion wants), scaled as SD trains on
-    (:func:`~ldmdetect.features.reconstruction.scale_latents`, here in float32)."""
-    latents = vae.encode(to_vae_input(vae, pixels)).latent_dist.mean.float()
-    return scale_latents(vae, latents)
-
-
-@torch.inference_mode()
-def decode_latents(latents: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
-    """Scaled latents -> float32 images in [0, 1] (B, 3, S, S), on the VAE's device; a
-    non-finite result is left for the caller, which knows whether the UNet made it."""
-    z = unscale_latents(vae, latents.float())
-    return from_vae_output(vae.decode(z.to(vae.dtype)).sample)
-
-
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 or [0, 1] float images (B, 3, H, W) -> uint8 (B, 3, size, size).
 
@@ -381,11 +359,11 @@ def invert_and_regenerate(
         return pixels.clone(), pixels.clone()
 
     with torch.inference_mode():
-        z0 = encode_latents(pixels, vae)
+        z0 = encode_latents(vae, pixels.to(vae.device), sample=False)
         kwargs = {"steps": config.steps, "guidance": config.guidance}
         zt = invert_latents(components, z0, prompts, **kwargs)
         regenerated = regenerate_latents(components, zt, prompts, **kwargs)
-        decoded = decode_latents(torch.cat([zt, regenerated]), vae)
+        decoded = decode_latents(vae, torch.cat([zt, regenerated]), check_finite=False)
     if not torch.isfinite(decoded).all():
         raise FloatingPointError(
             f"the inversion produced non-finite values in {components.dtype}; load the "

@@ -89,18 +89,18 @@ def unscale_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
 def _encode(
     vae: AutoencoderKL, images: torch.Tensor, sample: bool, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Scaled latents on the VAE's device and dtype."""
+    """Scaled latents, float32, on the VAE's device."""
     _check_images(vae, images)
     posterior = vae.encode(to_vae_input(vae, images)).latent_dist
     latents = posterior.sample(generator=generator) if sample else posterior.mode()
-    return scale_latents(vae, latents)
+    return scale_latents(vae, latents.float())  # scaled in float32, whatever the VAE's dtype
 
 
-def _decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+def _decode(vae: AutoencoderKL, latents: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
     """Images in [0, 1], float32, on the VAE's device."""
-    z = unscale_latents(vae, latents.to(device=vae.device, dtype=vae.dtype))
-    decoded = vae.decode(z).sample.float()
-    if not torch.isfinite(decoded).all():
+    z = unscale_latents(vae, latents.to(device=vae.device, dtype=torch.float32))
+    decoded = vae.decode(z.to(vae.dtype)).sample.float()
+    if check_finite and not torch.isfinite(decoded).all():
         # SD decoders overflow in float16; NaNs would otherwise flow silently into features.
         raise FloatingPointError(
             f"the autoencoder decoded non-finite values in {vae.dtype}; "
@@ -126,9 +126,15 @@ def encode_latents(
 
 
 @torch.no_grad()
-def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents (as from :func:`encode_latents`) -> float32 images in [0, 1]."""
-    return _decode(vae, latents).to(latents.device)
+def decode_latents(
+    vae: AutoencoderKL, latents: torch.Tensor, *, check_finite: bool = True
+) -> torch.Tensor:
+    """Scaled latents (as from :func:`encode_latents`) -> float32 images in [0, 1].
+
+    A non-finite result raises, naming the autoencoder's dtype; ``check_finite=False`` leaves
+    it to a caller that knows better where it came from (latents a UNet walked, in inversion).
+    """
+    return _decode(vae, latents, check_finite).to(latents.device)
 
 
 @torch.no_grad()

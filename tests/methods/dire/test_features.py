@@ -14,12 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from ldmdetect.features.inversion import (
-    ddim_invert,
-    ddim_sample,
-    decode_latents,
-    encode_latents,
-)
+from ldmdetect.features.inversion import ddim_invert, ddim_sample
+from ldmdetect.features.reconstruction import decode_latents, encode_latents
 from ldmdetect.generative.components import pipeline_sources
 from ldmdetect.generative.loading import ComponentLoadError
 from ldmdetect.generative.tiny_pixel import TINY_PIXEL_IMAGE_SIZE, write_tiny_pixel_pipeline
@@ -132,11 +128,11 @@ def test_latent_dire_walks_the_posterior_mean_with_the_empty_prompt(latent):
         del latent.condition
     assert prompts and all(batch == ["", ""] for batch in prompts)
     assert maps.shape == (2, 3, 64, 64) and maps.min() >= 0 and maps.max() <= 1
-    z0 = encode_latents(images.float() / 255, latent.vae)
+    z0 = encode_latents(latent.vae, images.float() / 255, sample=False)
     embeddings = latent.encode_prompts(["", ""])
     zt = ddim_invert(z0, embeddings, latent.unet, latent.scheduler.config, steps=2)
     z0_again = ddim_sample(zt, embeddings, latent.unet, latent.scheduler.config, steps=2)
-    expected = (images.float() / 255 - decode_latents(z0_again, latent.vae)).abs()
+    expected = (images.float() / 255 - decode_latents(latent.vae, z0_again)).abs()
     torch.testing.assert_close(maps, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(dire_maps(images[:1], latent, config), maps[:1], atol=1e-4, rtol=0)
 

@@ -34,12 +34,11 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from ldmdetect.features.inversion import (
     ddim_invert,
     ddim_sample,
-    decode_latents,
-    encode_latents,
     invert_latents,
     regenerate_latents,
 )
 from ldmdetect.features.knobs import Knobs
+from ldmdetect.features.reconstruction import decode_latents, encode_latents
 from ldmdetect.generative.autoencoder import autoencoder_scale_factor
 from ldmdetect.generative.components import SDComponents, load_sd_components_from
 from ldmdetect.generative.loading import (
@@ -210,10 +209,10 @@ def reconstruct(images: torch.Tensor, components: SDComponents, config: DireConf
                     f"factor {factor}"
                 )
             prompts = [""] * pixels.shape[0]
-            z0 = encode_latents(pixels, components.vae)
+            z0 = encode_latents(components.vae, pixels.to(components.vae.device), sample=False)
             zt = invert_latents(components, z0, prompts, steps=config.steps)
             z0 = regenerate_latents(components, zt, prompts, steps=config.steps)
-            out = decode_latents(z0, components.vae)
+            out = decode_latents(components.vae, z0, check_finite=False)
     if not torch.isfinite(out).all():
         raise FloatingPointError(
             f"the DIRE reconstruction has non-finite values in {unet.dtype}; load the "
