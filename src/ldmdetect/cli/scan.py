@@ -14,7 +14,6 @@ from ldmdetect.cli.common import (
     command,
     echo_not_images,
     engine_name,
-    load_detector,
     num_workers,
     ray_engine,
 )
@@ -89,7 +88,9 @@ def scan(
         options |= {"device": device, "pipeline": pipeline}
         _scan_on_ray(detector, paths, output, actors=ray_actors, address=ray_address, **options)
         return
-    model = load_detector(detector, device, pipeline)
+    from ldmdetect.detector import Detector
+
+    model = Detector.from_pretrained(detector, device=device, pipeline=pipeline)
     found = search_images(paths)
     # With --output, finished batches go to a journal beside it, so rerunning an interrupted
     # scan scores only what is left; the output itself appears whole, at the end.

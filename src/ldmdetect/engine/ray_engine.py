@@ -124,11 +124,7 @@ class ScoreBatch:
     ) -> None:
         from ldmdetect.detector import Detector
 
-        self.detector = Detector.from_pretrained(detector, device=device)
-        if pipeline is not None and self.detector.method.components:
-            from ldmdetect.generative.components import pipeline_sources
-
-            self.detector.components = pipeline_sources(pipeline, self.detector.method.components)
+        self.detector = Detector.from_pretrained(detector, device=device, pipeline=pipeline)
         tries = tries or self.detector.config.default_tries
         self.prepare = PrepareFile(self.detector.preparer(tries), None, max_pixels)
         self.rule = self.detector.config.decision_rule(fpr, uncertain_fpr)
