@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import TEST_BACKBONE
 from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector, DetectorLoadError
@@ -154,3 +155,32 @@ def test_a_detector_trained_channels_last_scores_in_that_layout_with_the_same_sc
     np.testing.assert_allclose(
         fast.decision_function(paths, tries=3), plain.decision_function(paths, tries=3), atol=1e-5
     )
+
+
+def test_a_pipeline_reads_every_generator_component_from_there(
+    detector_dir, tiny_pipeline_dir, tmp_path
+):
+    """``--pipeline``: the same weights elsewhere (a local copy of a hub pipeline) stand in
+    for the sources the config records; a method without generator components keeps none."""
+    import shutil
+
+    config = methods.make_config(
+        "lare2", backbone=f"timm:{TEST_BACKBONE}", pipeline=tiny_pipeline_dir
+    )
+    method = methods.get("lare2")
+    Detector(config, method.build(config, pretrained=False)).save_pretrained(tmp_path / "lare2")
+    moved = shutil.copytree(tiny_pipeline_dir, tmp_path / "moved")
+
+    recorded = Detector.from_pretrained(tmp_path / "lare2", device="cpu")
+    assert recorded.components is None  # the config's own sources
+    assert {s["id"] for s in config.components.values()} == {str(tiny_pipeline_dir)}
+    override = Detector.from_pretrained(tmp_path / "lare2", device="cpu", pipeline=moved)
+    assert override.components is not None and set(override.components) >= set(config.components)
+    assert {s["id"] for s in override.components.values()} == {str(moved)}
+    assert all(s["subfolder"] == name for name, s in override.components.items())
+
+    assert Detector.from_pretrained(detector_dir, device="cpu", pipeline=moved).components is None
+    with pytest.raises(ValueError, match="or a pipeline"):
+        Detector.from_pretrained(
+            detector_dir, device="cpu", pipeline=moved, components=config.components
+        )

@@ -99,12 +99,25 @@ class Detector:
         revision: str | None = None,
         device: str | torch.device | None = "auto",
         components: dict[str, dict] | None = None,
+        pipeline: str | os.PathLike | None = None,
     ) -> Detector:
+        """The detector saved at ``source`` (a directory or hub id).
+
+        ``pipeline`` reads every generator component the method drives from that pipeline
+        instead of where the config records them (``components`` gives the sources one by
+        one; not both). Components load on the first image, so nothing is read here.
+        """
+        if components is not None and pipeline is not None:
+            raise ValueError("give a detector's components or a pipeline to read them from")
         directory = _resolve_directory(source, revision)
         try:
             config = DetectorConfig.load(directory)
         except ValueError as err:
             raise DetectorLoadError(str(err)) from err
+        if pipeline is not None:
+            from ldmdetect.generative.components import pipeline_override
+
+            components = pipeline_override(pipeline, methods.get(config.method).components)
         try:
             model = methods.get(config.method).build(config, pretrained=False)
         except ValueError as err:

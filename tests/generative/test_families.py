@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from ldmdetect.generative.components import pipeline_sources
+from ldmdetect.generative.components import pipeline_override, pipeline_sources
 from ldmdetect.generative.families import (
     FAMILIES,
     UnsupportedFamily,
@@ -101,3 +101,12 @@ def test_a_directory_without_model_index_is_a_clear_error(tmp_path, tiny_pipelin
     shutil.copytree(tiny_pipeline_dir / "unet", bare / "unet")
     with pytest.raises(ComponentLoadError, match=r"model_index\.json"):
         pipeline_sources(bare, ROLES)
+
+
+def test_a_pipeline_override_names_the_methods_components_there_or_nothing(tiny_family_dir):
+    sdxl = tiny_family_dir("sdxl")
+    assert pipeline_override(sdxl, ROLES) == pipeline_sources(sdxl, ROLES)
+    assert set(pipeline_override(sdxl, ROLES)) == set(SUBFOLDERS["sdxl"])
+    # No pipeline, or a method that drives no generator: the recorded sources stand.
+    assert pipeline_override(None, ROLES) is None
+    assert pipeline_override(sdxl, ()) is None

@@ -1,7 +1,7 @@
 """What every ``ldmdetect`` command shares besides its option types (``cli/options.py``): the
 defaults read from the settings' owners, the one-line user errors and exit statuses, and the
-detector, worker and engine helpers. Nothing here imports torch or the engine at import
-time: ``ldmdetect --help`` stays fast, and each command imports what it runs."""
+worker and engine helpers. Nothing here imports torch or the engine at import time:
+``ldmdetect --help`` stays fast, and each command imports what it runs."""
 
 from __future__ import annotations
 
@@ -193,18 +193,6 @@ def ray_engine():
     except ImportError as err:
         raise fail(str(err)) from None
     return engine
-
-
-def load_detector(source: str, device: str, pipeline: str | None = None):
-    """The detector at ``source``, its generator components read from ``pipeline`` if given."""
-    from ldmdetect.detector import Detector
-    from ldmdetect.generative.components import pipeline_sources
-
-    detector = Detector.from_pretrained(source, device=device)
-    if pipeline is not None and detector.method.components:
-        # Components load lazily, on the first image, so replacing their sources is enough.
-        detector.components = pipeline_sources(pipeline, detector.method.components)
-    return detector
 
 
 def feature_settings(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ldmdetect.cli.common import ConfigDefaults, command, load_detector, num_workers
+from ldmdetect.cli.common import ConfigDefaults, command, num_workers
 from ldmdetect.cli.options import BatchSize, DetectorSource, Device, PipelineOverride, Workers
 
 commands = typer.Typer()
@@ -78,10 +78,11 @@ def evaluate(
     against the family it named (with `unknown` and `real` columns), accuracy per family, in
     report.md and attribution_confusion.png.
     """
+    from ldmdetect.detector import Detector
     from ldmdetect.engine.evaluate import evaluate as run_evaluate
     from ldmdetect.engine.report import markdown_table
 
-    model = load_detector(detector, device, pipeline)
+    model = Detector.from_pretrained(detector, device=device, pipeline=pipeline)
     evaluation = run_evaluate(
         model,
         real,

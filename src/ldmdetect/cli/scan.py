@@ -3,7 +3,6 @@ standard output, the summary and every failure on standard error."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,9 +13,8 @@ from ldmdetect.cli.common import (
     command,
     echo_not_images,
     engine_name,
-    load_detector,
+    fail,
     num_workers,
-    ray_engine,
 )
 from ldmdetect.cli.options import (
     BatchSize,
@@ -72,59 +70,41 @@ def scan(
     interrupted scan with the same detector and settings scores only the files left.
     With --engine ray, --output is a new directory, for Parquet files.
     """
-    from ldmdetect.engine.scan import (
-        calibration_warnings,
-        journal_path,
-        missing_rows,
-        scan_summary,
-        write_csv,
-        write_rows,
-    )
-    from ldmdetect.engine.scan import scan as run_scan
-    from ldmdetect.io.datasets import search_images
+    from ldmdetect.engine.ray_engine import RayUnavailable
+    from ldmdetect.engine.scan_run import run_scan
 
     band = uncertain_fpr_option(uncertain_fpr)
-    if engine_name(engine) == "ray":
-        options = {"tries": tries, "fpr": fpr, "uncertain_fpr": band, "batch_size": batch_size}
-        options |= {"device": device, "pipeline": pipeline}
-        _scan_on_ray(detector, paths, output, actors=ray_actors, address=ray_address, **options)
-        return
-    model = load_detector(detector, device, pipeline)
-    found = search_images(paths)
-    # With --output, finished batches go to a journal beside it, so rerunning an interrupted
-    # scan scores only what is left; the output itself appears whole, at the end.
-    journal = journal_path(output)
-    if journal is not None and journal.is_file():
-        typer.echo(f"resuming the interrupted scan recorded in {journal}", err=True)
-    rows = run_scan(
-        model,
-        found.files,
-        tries=tries,
-        fpr=fpr,
-        uncertain_fpr=band,
-        batch_size=batch_size,
-        num_workers=num_workers(workers),
-        progress=output is not None,
-        journal=journal,
-    )
-    # A path that does not exist is a failed row like an undecodable file, not the end.
-    rows += missing_rows(found.missing)
-    if output is None:
-        write_csv(rows, sys.stdout)
-    else:
-        write_rows(rows, output)
-        journal.unlink()
+    try:
+        run = run_scan(
+            detector,
+            paths,
+            output=output,
+            engine=engine_name(engine),
+            tries=tries,
+            fpr=fpr,
+            uncertain_fpr=band,
+            batch_size=batch_size,
+            device=device,
+            pipeline=pipeline,
+            num_workers=num_workers(workers),
+            ray_actors=ray_actors,
+            ray_address=ray_address,
+            on_resume=lambda journal: typer.echo(
+                f"resuming the interrupted scan recorded in {journal}", err=True
+            ),
+        )
+    except RayUnavailable as err:
+        raise fail(str(err)) from None
     # The summary goes to stderr when the rows go to stdout, so a pipe gets CSV only.
-    typer.echo(scan_summary(rows, fpr, output), err=output is None)
-    for warning in calibration_warnings(rows, model.config, fpr):
+    typer.echo(run.summary, err=run.output is None)
+    for warning in run.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
-    echo_not_images(found.skipped)
-    if found.skipped:
-        typer.secho(f"{len(found.skipped)} non-image file(s) skipped", err=True)
-    failed = [r for r in rows if r.error]
-    for row in failed:
-        typer.secho(f"failed {row.path}: {row.error}", fg=typer.colors.YELLOW, err=True)
-    if failed:
+    echo_not_images(run.skipped)
+    if run.skipped and run.engine == "local":  # Ray's report names them without a count
+        typer.secho(f"{len(run.skipped)} non-image file(s) skipped", err=True)
+    for path, reason in run.failed:
+        typer.secho(f"failed {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    if run.failed:
         raise typer.Exit(1)
 
 
@@ -138,29 +118,3 @@ def uncertain_fpr_option(value: str | None) -> float | str | None:
         return float(value)
     except ValueError:
         raise ValueError(f"--uncertain-fpr {value!r}: expected auto, none or a number") from None
-
-
-def _scan_on_ray(detector: str, paths: list[Path], output: Path | None, **options) -> None:
-    """--engine ray: Parquet rows under ``output``, the count line, every failure named;
-    ``options`` are :func:`~ldmdetect.engine.ray_engine.ray_scan`'s."""
-    from ldmdetect.io.datasets import search_images
-
-    if output is None:
-        raise ValueError("--engine ray writes Parquet files: give --output DIRECTORY")
-    found = search_images(paths)
-    # Missing paths go in too: each becomes an error row, as undecodable files do.
-    summary = ray_engine().ray_scan(
-        detector,
-        [*found.files, *found.missing],
-        output,
-        **options,
-    )
-    typer.echo(
-        f"{summary.files} files, {summary.flagged} flagged as generated, "
-        f"{len(summary.errors)} failed -> {output}"
-    )
-    echo_not_images(found.skipped)
-    for path, reason in summary.errors.items():
-        typer.secho(f"failed {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    if summary.errors:
-        raise typer.Exit(1)

@@ -237,15 +237,7 @@ def calibrate(
     head its reconstructions also re-derive the family threshold, else training's stays.
     """
     from ldmdetect.engine.calibrate import calibrate_detector, describe
-    from ldmdetect.generative.components import pipeline_sources
 
-    components = None
-    if pipeline is not None:
-        from ldmdetect.config import DetectorConfig
-        from ldmdetect.methods import get
-
-        config = DetectorConfig.load(detector)
-        components = pipeline_sources(pipeline, get(config.method).components)
     result = calibrate_detector(
         detector,
         real,
@@ -254,7 +246,7 @@ def calibrate(
         batch_size=batch_size,
         num_workers=num_workers(workers),
         device=device,
-        components=components,
+        pipeline=pipeline,
         progress=True,
     )
     echo_not_images(result.skipped)

@@ -117,7 +117,7 @@ def calibrate_detector(
     batch_size: int = 64,
     num_workers: int = 0,
     device: str = "auto",
-    components: dict[str, dict] | None = None,
+    pipeline: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> Calibration:
     """Copy the detector at ``detector`` to ``output`` with every threshold re-derived from
@@ -133,14 +133,15 @@ def calibrate_detector(
     Undecodable files are named in ``errors`` and left out; files that are not images by their
     extension in ``skipped``; the rest calibrates. Weights and everything else are copied as
     they are, so the new detector scores exactly as the old one and differs only in where its
-    thresholds sit.
+    thresholds sit. ``pipeline`` reads the generator components from another copy of the
+    pipeline (:meth:`Detector.from_pretrained <ldmdetect.detector.Detector.from_pretrained>`).
     """
     from ldmdetect.attribution import NOVELTY_FPR
     from ldmdetect.detector import Detector
     from ldmdetect.engine.scan import score_files_by_class, score_files_embedded
 
     source = Path(detector)
-    model = Detector.from_pretrained(source, device=device, components=components)
+    model = Detector.from_pretrained(source, device=device, pipeline=pipeline)
     files: list[Path] = []
     sources: list[str] = []
     skipped: list[str] = []

@@ -45,17 +45,21 @@ from ldmdetect.engine.scan import (
 )
 from ldmdetect.io.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["RayScanSummary", "ray_extract", "ray_scan"]
+__all__ = ["RayScanSummary", "RayUnavailable", "ray_extract", "ray_scan"]
+
+
+class RayUnavailable(ImportError):
+    """Ray is not installed: the message says which extra to install."""
 
 
 def import_ray():
-    """The ``ray`` module, or an ImportError that says which extra to install."""
+    """The ``ray`` module, or :class:`RayUnavailable` saying which extra to install."""
     try:
         import ray
         import ray.data
     except ImportError as err:  # an optional extra: say how to get it
         message = f"the Ray engine needs the ray extra: pip install 'ldmdetect[ray]' ({err})"
-        raise ImportError(message) from None
+        raise RayUnavailable(message) from None
     return ray
 
 
@@ -124,11 +128,7 @@ class ScoreBatch:
     ) -> None:
         from ldmdetect.detector import Detector
 
-        self.detector = Detector.from_pretrained(detector, device=device)
-        if pipeline is not None and self.detector.method.components:
-            from ldmdetect.generative.components import pipeline_sources
-
-            self.detector.components = pipeline_sources(pipeline, self.detector.method.components)
+        self.detector = Detector.from_pretrained(detector, device=device, pipeline=pipeline)
         tries = tries or self.detector.config.default_tries
         self.prepare = PrepareFile(self.detector.preparer(tries), None, max_pixels)
         self.rule = self.detector.config.decision_rule(fpr, uncertain_fpr)

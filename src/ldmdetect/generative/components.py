@@ -408,6 +408,19 @@ def pipeline_sources(
     }
 
 
+def pipeline_override(
+    pipeline: str | os.PathLike | None, names: Sequence[str]
+) -> dict[str, dict[str, Any]] | None:
+    """The sources of a method's generator components (``names``) when they are to be read
+    from ``pipeline`` instead of where the detector's config records them: a local copy of a
+    hub pipeline, or the same weights moved. None when no pipeline is given or the method
+    drives no generator component, so the recorded sources stand.
+    """
+    if pipeline is None or not names:
+        return None
+    return pipeline_sources(pipeline, names)
+
+
 def load_sd_components_from(
     sources: Mapping[str, Mapping[str, Any]],
     *,
