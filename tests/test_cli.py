@@ -482,7 +482,7 @@ OWNERS = {
     "train": ["engine.train:TrainConfig"],
     "extract": ["engine.extract:extract_features"],
     "evaluate": ["engine.evaluate:evaluate", "detector:Detector.from_pretrained"],
-    "scan": ["engine.scan:scan", "detector:Detector.from_pretrained"],
+    "scan": ["engine.scan_run:ScanOptions"],
     "demo": ["engine.demo:DemoConfig"],
     "serve": [
         "serve.app:create_app",

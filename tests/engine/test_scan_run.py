@@ -1,6 +1,7 @@
 """``run_scan``: the whole of one scan as the command line runs it, from inputs to rows."""
 
 import csv
+import inspect
 import io
 import json
 
@@ -9,7 +10,9 @@ import pytest
 from ldmdetect.cli.common import default_of
 from ldmdetect.detector import Detector
 from ldmdetect.engine.scan import calibration_warnings, scan, scan_summary
-from ldmdetect.engine.scan_run import run_scan
+from ldmdetect.engine.scan_run import ScanOptions, run_scan
+
+CPU_TWO_TRIES = ScanOptions(device="cpu", tries=2)
 
 
 @pytest.fixture()
@@ -31,7 +34,9 @@ def test_rows_go_to_the_stream_with_the_missing_and_skipped_accounted_for(
 ):
     missing = tmp_path / "gone.png"
     stream = io.StringIO()
-    run = run_scan(detector_dir, [uploads, missing], device="cpu", fpr=0.05, stream=stream)
+    run = run_scan(
+        detector_dir, [uploads, missing], ScanOptions(device="cpu", fpr=0.05), stream=stream
+    )
     detector = Detector.from_pretrained(detector_dir, device="cpu")
     images = sorted([*uploads.glob("*.png"), uploads / "broken.jpg"])
     expected = scan(detector, images, fpr=0.05)
@@ -58,7 +63,7 @@ def test_rows_go_to_the_stream_with_the_missing_and_skipped_accounted_for(
 
 def test_rows_to_a_file_resume_an_interrupted_scans_journal(detector_dir, uploads, tmp_path):
     output = tmp_path / "out" / "scores.json"
-    first = run_scan(detector_dir, [uploads], output=output, device="cpu", tries=2)
+    first = run_scan(detector_dir, [uploads], CPU_TWO_TRIES, output=output)
     assert not output.with_name("scores.json.partial").exists()
     written = json.loads(output.read_text())
     assert [r["path"] for r in written] == [r.path for r in first.rows]
@@ -70,9 +75,7 @@ def test_rows_to_a_file_resume_an_interrupted_scans_journal(detector_dir, upload
     scan(detector, [first.rows[0].path], tries=2, journal=journal)
     journaled = json.loads(journal.read_text().splitlines()[1])
     told = []
-    again = run_scan(
-        detector_dir, [uploads], output=output, device="cpu", tries=2, on_resume=told.append
-    )
+    again = run_scan(detector_dir, [uploads], CPU_TWO_TRIES, output=output, on_resume=told.append)
     assert told == [journal] and not journal.exists()
     # Taken from the journal as it was (scored alone there, so not bit-equal to a batch's).
     assert json.loads(output.read_text())[0]["score"] == journaled["score"] == again.rows[0].score
@@ -80,13 +83,13 @@ def test_rows_to_a_file_resume_an_interrupted_scans_journal(detector_dir, upload
         (r.path, r.label, r.error) for r in first.rows
     ]
     # Without a journal there is nothing to resume, and nothing is said.
-    run_scan(detector_dir, [uploads], output=output, device="cpu", tries=2, on_resume=told.append)
+    run_scan(detector_dir, [uploads], CPU_TWO_TRIES, output=output, on_resume=told.append)
     assert told == [journal]
 
 
 def test_a_folder_of_generated_images_is_warned_about(detector_dir, aligned_dir):
     fakes = aligned_dir / "reconstructed"
-    run = run_scan(detector_dir, [fakes], device="cpu", stream=io.StringIO(), fpr=0.05)
+    run = run_scan(detector_dir, [fakes], ScanOptions(device="cpu", fpr=0.05), stream=io.StringIO())
     flagged = sum(r.label == "generated" for r in run.rows)
     assert len(run.rows) >= 10 and flagged > 0.5 * len(run.rows), run.summary
     assert len(run.warnings) == 1
@@ -96,14 +99,15 @@ def test_a_folder_of_generated_images_is_warned_about(detector_dir, aligned_dir)
 
 def test_the_ray_engine_needs_an_output_directory_and_engines_are_named(detector_dir, uploads):
     with pytest.raises(ValueError, match="give --output DIRECTORY"):
-        run_scan(detector_dir, [uploads], engine="ray")
+        run_scan(detector_dir, [uploads], ScanOptions(engine="ray"))
     with pytest.raises(ValueError, match="'spark': expected one of local, ray"):
-        run_scan(detector_dir, [uploads], engine="spark")
+        ScanOptions(engine="spark")
 
 
 def test_its_defaults_are_the_scans_and_the_detectors():
-    """The command line reads its defaults from ``scan`` and ``Detector.from_pretrained``;
-    ``run_scan``, which it calls, must not drift from them."""
+    """The command line reads its defaults from ``ScanOptions``; they must not drift from
+    ``scan``'s, which the Python API scans with, and ``Detector.from_pretrained``'s."""
     for name in ("tries", "fpr", "uncertain_fpr", "batch_size", "num_workers"):
-        assert default_of(run_scan, name) == default_of(scan, name), name
-    assert default_of(run_scan, "device") == default_of(Detector.from_pretrained, "device")
+        assert default_of(ScanOptions, name) == default_of(scan, name), name
+    assert default_of(ScanOptions, "device") == default_of(Detector.from_pretrained, "device")
+    assert set(ScanOptions().scoring()) | {"num_workers"} <= set(inspect.signature(scan).parameters)

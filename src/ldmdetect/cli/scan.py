@@ -30,12 +30,24 @@ from ldmdetect.cli.options import (
 commands = typer.Typer()
 
 
-@command(
-    commands,
-    ConfigDefaults("ldmdetect.engine.scan:scan", "tries", "fpr", "uncertain_fpr", "batch_size")
-    | ConfigDefaults("ldmdetect.detector:Detector.from_pretrained", "device"),
+#: ``scan``'s options that are :class:`~ldmdetect.engine.scan_run.ScanOptions` settings.
+SCAN_SETTINGS = ConfigDefaults(
+    "ldmdetect.engine.scan_run:ScanOptions",
+    "tries",
+    "fpr",
+    "batch_size",
+    "device",
+    "pipeline",
+    "engine",
+    "ray_actors",
+    "ray_address",
+    uncertain_fpr=("uncertain_fpr", str),
 )
+
+
+@command(commands, SCAN_SETTINGS)
 def scan(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
     detector: DetectorSource,
     tries: Annotated[int | None, typer.Option(help="1 = center crop; N = mean of N crops.")] = None,
@@ -57,7 +69,7 @@ def scan(
     device: Device = None,
     workers: Workers = None,
     pipeline: PipelineOverride = None,
-    engine: Engine = "local",
+    engine: Engine = None,
     ray_address: RayAddress = None,
     ray_actors: RayActors = None,
 ) -> None:
@@ -73,22 +85,18 @@ def scan(
     from ldmdetect.engine.ray_engine import RayUnavailable
     from ldmdetect.engine.scan_run import run_scan
 
-    band = uncertain_fpr_option(uncertain_fpr)
+    options = SCAN_SETTINGS.build(
+        ctx.params,
+        uncertain_fpr=uncertain_fpr_option(uncertain_fpr),
+        engine=engine_name(engine),
+        num_workers=num_workers(workers),
+    )
     try:
         run = run_scan(
             detector,
             paths,
+            options,
             output=output,
-            engine=engine_name(engine),
-            tries=tries,
-            fpr=fpr,
-            uncertain_fpr=band,
-            batch_size=batch_size,
-            device=device,
-            pipeline=pipeline,
-            num_workers=num_workers(workers),
-            ray_actors=ray_actors,
-            ray_address=ray_address,
             on_resume=lambda journal: typer.echo(
                 f"resuming the interrupted scan recorded in {journal}", err=True
             ),

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ldmdetect.detector import Detector
 from ldmdetect.engine.scan import (
@@ -32,9 +32,44 @@ from ldmdetect.engine.scan import (
 )
 from ldmdetect.io.datasets import search_images
 
-__all__ = ["ENGINES", "ScanRun", "run_scan"]
+__all__ = ["ENGINES", "ScanOptions", "ScanRun", "run_scan"]
 
 ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a scan scores and where it runs: :func:`~ldmdetect.engine.scan.scan`'s settings
+    (views, thresholds, batch), the detector's loading (device, another copy of its
+    pipeline) and the engine's (decoding workers locally; actors and cluster on Ray).
+
+    The defaults are ``scan``'s and ``Detector.from_pretrained``'s; ``ldmdetect scan`` reads
+    its option defaults from here.
+    """
+
+    tries: int | None = None
+    fpr: float | None = 0.01
+    uncertain_fpr: float | str | None = "auto"
+    batch_size: int = 64
+    device: str = "auto"
+    pipeline: str | os.PathLike | None = None
+    engine: str = "local"
+    num_workers: int = 0
+    ray_actors: int | None = None
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+
+    def scoring(self) -> dict[str, Any]:
+        """The settings both engines score with: ``scan``'s and ``ray_scan``'s keywords."""
+        return {
+            "tries": self.tries,
+            "fpr": self.fpr,
+            "uncertain_fpr": self.uncertain_fpr,
+            "batch_size": self.batch_size,
+        }
 
 
 @dataclass(frozen=True)
@@ -61,51 +96,27 @@ class ScanRun:
 def run_scan(
     detector: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
+    options: ScanOptions | None = None,
     *,
     output: str | os.PathLike | None = None,
-    engine: str = "local",
-    tries: int | None = None,
-    fpr: float | None = 0.01,
-    uncertain_fpr: float | str | None = "auto",
-    batch_size: int = 64,
-    device: str = "auto",
-    pipeline: str | os.PathLike | None = None,
-    num_workers: int = 0,
-    ray_actors: int | None = None,
-    ray_address: str | None = None,
     stream: TextIO | None = None,
     on_resume: Callable[[Path], None] | None = None,
 ) -> ScanRun:
     """Score the image files ``inputs`` name (files, or folders searched recursively) with
-    the detector at ``detector`` (directory or hub id), and write one row per file.
+    the detector at ``detector`` (directory or hub id), as ``options`` say (default:
+    :class:`ScanOptions`'s), and write one row per file.
 
     ``output`` ``.json`` or ``.csv``: the rows, written whole at the end, with a progress bar
     meanwhile; None: CSV to ``stream`` (standard output when None), nothing else on it.
     ``on_resume`` is called with the journal of an interrupted scan before its rows are taken
-    up, so the caller can say so before the scan starts. ``engine="ray"`` needs ``output``, a
-    new directory, and scores on the actors of :func:`~ldmdetect.engine.ray_engine.ray_scan`
-    (``ray_actors``, ``ray_address``); ``num_workers`` and ``stream`` are the local engine's.
-    The scoring settings are :func:`~ldmdetect.engine.scan.scan`'s; ``pipeline`` reads the
-    generator components from another copy of the pipeline
-    (:meth:`~ldmdetect.detector.Detector.from_pretrained`).
+    up, so the caller can say so before the scan starts. The Ray engine needs ``output``, a
+    new directory, and scores on the actors of :func:`~ldmdetect.engine.ray_engine.ray_scan`;
+    ``stream`` is the local engine's.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
-    if engine == "ray":
-        return _run_on_ray(
-            detector,
-            inputs,
-            output,
-            tries=tries,
-            fpr=fpr,
-            uncertain_fpr=uncertain_fpr,
-            batch_size=batch_size,
-            device=device,
-            pipeline=pipeline,
-            actors=ray_actors,
-            address=ray_address,
-        )
-    model = Detector.from_pretrained(detector, device=device, pipeline=pipeline)
+    o = options or ScanOptions()
+    if o.engine == "ray":
+        return _run_on_ray(detector, inputs, output, o)
+    model = Detector.from_pretrained(detector, device=o.device, pipeline=o.pipeline)
     found = search_images(inputs)
     journal = journal_path(output)
     if journal is not None and journal.is_file() and on_resume is not None:
@@ -113,13 +124,10 @@ def run_scan(
     rows = scan(
         model,
         found.files,
-        tries=tries,
-        fpr=fpr,
-        uncertain_fpr=uncertain_fpr,
-        batch_size=batch_size,
-        num_workers=num_workers,
+        num_workers=o.num_workers,
         progress=output is not None,
         journal=journal,
+        **o.scoring(),
     )
     rows += missing_rows(found.missing)
     if output is None:
@@ -128,12 +136,12 @@ def run_scan(
         write_rows(rows, output)
         journal.unlink()  # the rows are safely written: a rerun starts afresh
     return ScanRun(
-        engine,
+        "local",
         output,
-        scan_summary(rows, fpr, output),
+        scan_summary(rows, o.fpr, output),
         failed=[(row.path, row.error) for row in rows if row.error],
         skipped=found.skipped,
-        warnings=calibration_warnings(rows, model.config, fpr),
+        warnings=calibration_warnings(rows, model.config, o.fpr),
         rows=rows,
     )
 
@@ -142,18 +150,25 @@ def _run_on_ray(
     detector: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
     output: str | os.PathLike | None,
-    **options,
+    o: ScanOptions,
 ) -> ScanRun:
-    """The Ray engine's scan: Parquet rows under ``output`` and the count line; ``options``
-    are :func:`~ldmdetect.engine.ray_engine.ray_scan`'s."""
+    """The Ray engine's scan: Parquet rows under ``output`` and the count line."""
     from ldmdetect.engine import ray_engine
 
     if output is None:
         raise ValueError("--engine ray writes Parquet files: give --output DIRECTORY")
     found = search_images(inputs)
     ray_engine.import_ray()  # before any work: without the extra, say which to install
-    # Missing paths go in too: each becomes an error row, as undecodable files do.
-    summary = ray_engine.ray_scan(detector, [*found.files, *found.missing], output, **options)
+    summary = ray_engine.ray_scan(
+        detector,
+        [*found.files, *found.missing],  # a missing path: an error row, as undecodable files
+        output,
+        device=o.device,
+        pipeline=o.pipeline,
+        actors=o.ray_actors,
+        address=o.ray_address,
+        **o.scoring(),
+    )
     return ScanRun(
         "ray",
         output,
