@@ -8,7 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,9 @@ import numpy as np
 
 from ldmdetect.config import DecisionRule
 from ldmdetect.detector import Detector
-from ldmdetect.engine.evaluate_attribution import FamilyInputs, closed_set_section
+from ldmdetect.engine.evaluate_attribution import closed_set_section
+from ldmdetect.engine.evaluate_passes import ScoringPasses
+from ldmdetect.engine.evaluate_results import Condition, Evaluation
 from ldmdetect.engine.metrics import (
     bootstrap_intervals,
     compute_metrics,
@@ -24,64 +26,15 @@ from ldmdetect.engine.metrics import (
     mean_metrics,
 )
 from ldmdetect.engine.report import write_report
-from ldmdetect.engine.scan import ScoreOptions, class_columns, score_files_novel
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.perturb import Perturbation, parse_perturbation
 
 if TYPE_CHECKING:
     from ldmdetect.io.pairs import Pair
 
-
-@dataclass(frozen=True)
-class Condition:
-    """One way an evaluation scored the images: clean with N tries, under a perturbation, or
-    the format control. ``generators`` holds the metrics per test set, ``mean`` their mean."""
-
-    name: str  # "1-try", "jpeg:75, 1-try", "format control jpeg:90"
-    kind: str  # "tries", "robustness" or "format_control"
-    generators: dict[str, dict[str, float]]
-    mean: dict[str, float]
-    intervals: dict | None
-    seconds_per_image: float
-
-
-@dataclass
-class Evaluation:
-    """``result`` is what metrics.json holds; ``scores`` the clean scores for plots.
-
-    ``families`` (detectors with a family head): per set, "real" and each generator's name,
-    the family attributed to each of its files in the set's file order (headline condition;
-    None where the file was judged real or failed, "unknown" under the open-set threshold;
-    see :mod:`ldmdetect.attribution`). Empty for other detectors."""
-
-    result: dict
-    scores: dict
-    files: dict[str, Path] = field(default_factory=dict)
-    families: dict[str, list[str | None]] = field(default_factory=dict)
-    # Per set as ``families``: what the attribution was made from (per-class probabilities,
-    # verdicts, novelty), to re-read it at another operating point without scoring again.
-    family_inputs: dict[str, FamilyInputs] = field(default_factory=dict)
-
-    def conditions(self) -> list[Condition]:
-        """Every scoring condition in report order: tries, then perturbations (1 try, as the
-        headline), then the format control. Callers read these instead of walking the dict."""
-        res = self.result
-        named = [(f"{t}-try", "tries", c) for t, c in res["tries"].items()]
-        named += [(f"{p}, 1-try", "robustness", c) for p, c in res["robustness"].items()]
-        if res.get("format_control"):
-            control = res["format_control"]
-            named.append((f"format control jpeg:{control['quality']}", "format_control", control))
-        return [
-            Condition(
-                name,
-                kind,
-                cond["generators"],
-                cond["mean"],
-                cond.get("intervals"),
-                cond["seconds_per_image"],
-            )
-            for name, kind, cond in named
-        ]
+# Condition and Evaluation (the typed result) are defined in evaluate_results and named here
+# too, where callers of evaluate() look for them.
+__all__ = ["SYNRIS_GENERATOR", "Condition", "Evaluation", "evaluate", "generator_sets"]
 
 
 def generator_sets(fake_dirs: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
@@ -162,7 +115,7 @@ def evaluate(
         raise ValueError(f"n_boot must be >= 0 (0 = no intervals), got {n_boot}")
     perturbs = [p if isinstance(p, Perturbation) else parse_perturbation(p) for p in perturbations]
     truth, left_out = _true_families(detector, list(sets.fakes), families, cross_check)
-    passes = _Passes(
+    passes = ScoringPasses(
         detector,
         {"batch_size": batch_size, "num_workers": num_workers, "progress": progress},
         tries[0],
@@ -300,77 +253,6 @@ class _Bootstrap:
         }
 
 
-@dataclass
-class _Passes:
-    """Scores sets for one evaluation and keeps what its passes gather besides the metrics:
-    decode errors, the clean headline score of every file (so the SynRIS pairs reuse it
-    rather than score an image twice), and, from the headline pass, each set's per-class
-    means and a family head's attributions."""
-
-    detector: Detector
-    loading: ScoreOptions  # how every pass loads its files: the same for each condition
-    headline_tries: int
-    family_rule: DecisionRule
-    errors: dict[str, str] = field(default_factory=dict)
-    clean: dict[str, float] = field(default_factory=dict)  # by absolute path; NaN = failed
-    # {"real": {"p_<class>": mean}, "generators": {name: {...}}}: methods of > 2 classes
-    class_means: dict[str, Any] = field(default_factory=lambda: {"real": None, "generators": {}})
-    attributed: dict[str, list[str | None]] = field(default_factory=dict)
-    family_inputs: dict[str, FamilyInputs] = field(default_factory=dict)
-    failed: dict[str, list[bool]] = field(default_factory=dict)
-
-    @property
-    def per_class(self) -> bool:
-        """Whether the method has more than two classes (and so per-class summaries)."""
-        return bool(class_columns(self.detector.classes))
-
-    def score(
-        self,
-        paths: Sequence[str | os.PathLike],
-        perturbation: Perturbation | None,
-        n_tries: int,
-        desc: str,
-        group: str | None = None,
-    ) -> np.ndarray:
-        """The scores of ``paths`` under one condition, failed files left out. ``group``:
-        whose class means and families a headline pass records ("" = the reals; None =
-        nobody's, as for the SynRIS pairs' extra files)."""
-        headline = perturbation is None and n_tries == self.headline_tries
-        scores, probabilities, novel, errs = score_files_novel(
-            self.detector,
-            paths,
-            tries=n_tries,
-            perturbation=perturbation,
-            desc=desc,
-            classes=self.per_class and headline and group is not None,
-            **self.loading,
-        )
-        self.errors.update(errs)
-        if headline:
-            absolute = (os.path.abspath(p) for p in paths)
-            self.clean.update(zip(absolute, scores.tolist(), strict=True))
-        if probabilities is not None:
-            self._record_classes(group or "", scores, probabilities, novel)
-        return scores[~np.isnan(scores)]
-
-    def _record_classes(
-        self, group: str, scores: np.ndarray, probabilities: np.ndarray, novel: np.ndarray | None
-    ) -> None:
-        """Keep a headline pass's per-class means and, for a family head, each file's family
-        and what it was made from (to re-read at another operating point without scoring)."""
-        means = _class_means(probabilities, self.detector.classes)
-        if group:
-            self.class_means["generators"][group] = means
-        else:
-            self.class_means["real"] = means
-        if self.detector.families:
-            key = group or "real"
-            rule = self.family_rule
-            self.attributed[key] = _families(self.detector, scores, probabilities, rule, novel)
-            self.family_inputs[key] = FamilyInputs.of(scores, probabilities, rule, novel)
-            self.failed[key] = np.isnan(scores).tolist()
-
-
 @dataclass(frozen=True)
 class _Scored:
     """Every condition's section of the result, and the clean headline scores for the plots
@@ -385,7 +267,7 @@ class _Scored:
 
 
 def _score_conditions(
-    passes: _Passes,
+    passes: ScoringPasses,
     sets: _Sets,
     tries: Sequence[int],
     perturbs: Sequence[Perturbation],
@@ -409,7 +291,7 @@ def _score_conditions(
 
 
 def _condition(
-    passes: _Passes,
+    passes: ScoringPasses,
     sets: _Sets,
     perturbation: Perturbation | None,
     n_tries: int,
@@ -438,7 +320,7 @@ def _condition(
 
 
 def _pair_scores(
-    passes: _Passes, pair_list: Sequence[Pair], pairs: str
+    passes: ScoringPasses, pair_list: Sequence[Pair], pairs: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The SynRIS fakes' and matched reals' clean scores (failed ones left out) and the
     (fake, matched real) score of each pair where both scored; a pair file not among the
@@ -460,7 +342,7 @@ def _pair_scores(
 
 
 def _synris_section(
-    passes: _Passes,
+    passes: ScoringPasses,
     pair_list: Sequence[Pair],
     pairs: str,
     real_scores: np.ndarray,
@@ -538,7 +420,7 @@ def _settings(
 
 
 def _result(
-    passes: _Passes, scored: _Scored, synris: dict[str, Any] | None, settings: dict[str, Any]
+    passes: ScoringPasses, scored: _Scored, synris: dict[str, Any] | None, settings: dict[str, Any]
 ) -> dict[str, Any]:
     """The result mapping metrics.json holds (keys in the order users read them; the
     headline's metrics at the top, every condition under its section)."""
@@ -566,35 +448,9 @@ def _unique(items) -> list:
     return list(dict.fromkeys(items))
 
 
-def _families(
-    detector: Detector,
-    scores: np.ndarray,
-    probabilities: np.ndarray,
-    rule,
-    novel: np.ndarray | None = None,
-) -> list[str | None]:
-    """Each file's family (None for a failed file or one judged real by ``rule`` and not
-    novel; "unknown" for a novel one: :func:`ldmdetect.attribution.attribute`)."""
-    from ldmdetect.attribution import attribute
-
-    scored = ~np.isnan(scores)
-    out: list[str | None] = [None] * len(scores)
-    generated = np.array([rule.label(float(s)) == "generated" for s in scores[scored]])
-    found = attribute(
-        probabilities[scored],
-        detector.classes,
-        generated,
-        detector.config.family_threshold,
-        None if novel is None else novel[scored],
-    )
-    for i, a in zip(np.flatnonzero(scored), found, strict=True):
-        out[i] = a.family
-    return out
-
-
 def _attribution(
     detector: Detector,
-    passes: _Passes,
+    passes: ScoringPasses,
     truth: Mapping[str, str],
     left_out: Sequence[str],
     fake_sets: Mapping[str, Sequence[Path]],
@@ -625,15 +481,6 @@ def _attribution(
         )
     section["closed_set"] = closed_set_section(passes.family_inputs, truth, detector.classes)
     return section
-
-
-def _class_means(probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """Each class's mean probability over a set's scored files (failed ones left out):
-    {"p_<class>": mean}; None for a set with none scored (metrics.json holds no NaN)."""
-    scored = probabilities[~np.isnan(probabilities).any(axis=1)]
-    if not len(scored):
-        return {f"p_{c}": None for c in classes}
-    return {f"p_{c}": float(m) for c, m in zip(classes, scored.mean(axis=0), strict=True)}
 
 
 def _metrics(
