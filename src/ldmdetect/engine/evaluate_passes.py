@@ -18,6 +18,8 @@ from ldmdetect.engine.evaluate_attribution import FamilyInputs
 from ldmdetect.engine.scan import ScoreOptions, class_columns, score_files_novel
 from ldmdetect.io.perturb import Perturbation
 
+__all__ = ["ScoringPasses", "class_means_of", "file_families"]
+
 
 @dataclass
 class ScoringPasses:
@@ -94,7 +96,7 @@ def file_families(
     detector: Detector,
     scores: np.ndarray,
     probabilities: np.ndarray,
-    rule,
+    rule: DecisionRule,
     novel: np.ndarray | None = None,
 ) -> list[str | None]:
     """Each file's family (None for a failed file or one judged real by ``rule`` and not
@@ -116,7 +118,7 @@ def file_families(
     return out
 
 
-def class_means_of(probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+def class_means_of(probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, float | None]:
     """Each class's mean probability over a set's scored files (failed ones left out):
     {"p_<class>": mean}; None for a set with none scored (metrics.json holds no NaN)."""
     scored = probabilities[~np.isnan(probabilities).any(axis=1)]
