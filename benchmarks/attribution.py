@@ -378,7 +378,7 @@ def attribute_sets(
             families={label: truth for label, (truth, _) in sets.items()},
             cross_check=cross_check and kind == "generated",
         )
-        section = evaluation.result["attribution"]
+        section = evaluation.attribution
         cm = matrix_from_section(section)
         plot_confusion_matrix(cm, work / f"confusion-{kind}.png")
         matrices[kind] = {"table": cm.to_dict(), "markdown": cm.to_markdown()}

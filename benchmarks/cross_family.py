@@ -357,7 +357,7 @@ def run_family(
     seconds = dict(result.seconds)
     if cfg.evaluate:
         # The held-out reals the demo scored its detectors on (never seen in training).
-        real_dirs = {tuple(e.result["settings"]["real"]) for e in result.evaluations.values()}
+        real_dirs = {tuple(e.settings["real"]) for e in result.evaluations.values()}
         if len(real_dirs) != 1 or len(next(iter(real_dirs))) != 1:
             raise RuntimeError(
                 f"expected one held-out real folder in the demo run, got {real_dirs}"
@@ -575,7 +575,7 @@ def score_direction(
             num_workers=cfg.num_workers,
             settings={"detector": str(train.detectors[method])},
         )
-        if not evaluation.result["errors"]:  # else the scores would not pair with the files
+        if not evaluation.errors:  # else the scores would not pair with the files
             scores[method] = {"real": evaluation.scores["real"]}
             scores[method] |= evaluation.scores["generators"]
         for test, row in detector_rows(evaluation).items():

@@ -157,8 +157,8 @@ def run(
             n_boot=n_boot,
             settings={"detector": str(target)},
         )
-        if evaluation.result["errors"]:
-            raise RuntimeError(f"[{name}] files failed: {evaluation.result['errors']}")
+        if evaluation.errors:
+            raise RuntimeError(f"[{name}] files failed: {evaluation.errors}")
         learned = {"real": evaluation.scores["real"]} | evaluation.scores["generators"]
         reference = references[recipe.steps]
         rows[name] = {

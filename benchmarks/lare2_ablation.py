@@ -80,16 +80,12 @@ def main() -> None:
                     "generated": [demo / "data" / "generated"],
                 },
             )
-            res = evaluation.result
+            clean = evaluation.headline()
+            intervals = clean.row_intervals() or {}
             results[name] = {
                 test: {k: round(m[k], 4) for k in ("auc", "ap", "tpr@fpr=0.01")}
-                | {
-                    "auc_95ci": (res.get("intervals") or {})
-                    .get("generators", {})
-                    .get(test, {})
-                    .get("auc")
-                }
-                for test, m in res["generators"].items()
+                | {"auc_95ci": intervals.get(test, {}).get("auc")}
+                for test, m in clean.generators.items()
             }
             results[name]["seconds"] = round(time.perf_counter() - start, 1)
     print(

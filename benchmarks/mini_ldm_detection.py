@@ -124,17 +124,11 @@ BUDGETS: dict[str, Budget] = {
 
 def row_intervals(evaluation: Evaluation, method: str) -> dict[str, dict[str, list[float]]]:
     """Bootstrap intervals per row, labelled like ``engine.demo.summary_table``'s rows."""
-    res = evaluation.result
-    conditions = [(f"{t}-try", cond) for t, cond in res["tries"].items()]
-    conditions += [(f"{p}, 1-try", cond) for p, cond in res["robustness"].items()]
-    if res["format_control"]:
-        q = res["format_control"]["quality"]
-        conditions.append((f"format control jpeg:{q}", res["format_control"]))
     rows = {}
-    for label, cond in conditions:
-        intervals = cond.get("intervals") or {"generators": {}}
+    for condition in evaluation.conditions():
+        intervals = condition.intervals or {"generators": {}}
         for test_set, values in intervals["generators"].items():
-            rows[f"{method} / {test_set} / {label}"] = {
+            rows[f"{method} / {test_set} / {condition.name}"] = {
                 k: [round(x, 4) for x in values[k]] for k in INTERVAL_METRICS if k in values
             }
     return rows

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ldmdetect.engine import report as R
+from ldmdetect.engine.evaluate_results import Evaluation
 from ldmdetect.engine.metrics import (
     compute_metrics,
     generator_intervals,
@@ -100,6 +101,14 @@ def test_render_markdown_shows_per_class_means_after_the_clean_table(
     assert lines[2] == "| real | 0.7000 | 0.2000 | 0.1000 |"
     assert lines[3] == "| sd-1.4 | 0.2500 | 0.2000 | 0.1000 |"
     assert md.index("## Clean images") < md.index("## Per-class") < md.index("## Robustness")
+
+
+def test_render_markdown_takes_an_evaluation_as_its_result(evaluation: tuple[dict, dict]) -> None:
+    result, scores = evaluation
+    md = R.render_markdown(Evaluation(result, scores))
+    assert md == R.render_markdown(result)
+    robust = md.split("## Robustness")[1].split("##")[0]
+    assert f"| jpeg:75 | {result['robustness']['jpeg:75']['mean']['n_real']} |" in robust
 
 
 def test_render_markdown_rejects_generator_named_mean(evaluation: tuple[dict, dict]) -> None:

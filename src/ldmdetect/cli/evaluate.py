@@ -99,18 +99,17 @@ def evaluate(
         families=_family_map(family or []),
         cross_check=cross_check,
     )
-    rows = dict(evaluation.result["generators"]) | {"mean": evaluation.result["mean"]}
-    typer.echo(markdown_table(rows))
-    if evaluation.result["synris"]:
-        section = evaluation.result["synris"]
+    typer.echo(markdown_table(evaluation.headline().rows()))
+    synris = evaluation.synris
+    if synris:
         typer.echo(
-            f"SynRIS: AUC {section['matched']['auc']:.4f} on matched reals vs. "
-            f"{section['unmatched']['auc']:.4f} on --real (gap {section['auc_gap']:+.4f})"
+            f"SynRIS: AUC {synris.matched['auc']:.4f} on matched reals vs. "
+            f"{synris.unmatched['auc']:.4f} on --real (gap {synris.auc_gap:+.4f})"
         )
-    if evaluation.result.get("attribution"):
-        for line in attribution_lines(evaluation.result["attribution"]):
+    if evaluation.attribution:
+        for line in attribution_lines(evaluation.attribution):
             typer.echo(line)
-    for path, reason in evaluation.result["errors"].items():
+    for path, reason in evaluation.errors.items():
         typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"report: {evaluation.files.get('report')}")
 

@@ -8,13 +8,17 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ldmdetect.config import DecisionRule
 from ldmdetect.detector import Detector
-from ldmdetect.engine.evaluate_attribution import FamilyInputs, closed_set_section
+from ldmdetect.engine.evaluate_attribution import closed_set_section
+from ldmdetect.engine.evaluate_passes import ScoringPasses
+from ldmdetect.engine.evaluate_results import Condition, Evaluation
 from ldmdetect.engine.metrics import (
     bootstrap_intervals,
     compute_metrics,
@@ -22,61 +26,15 @@ from ldmdetect.engine.metrics import (
     mean_metrics,
 )
 from ldmdetect.engine.report import write_report
-from ldmdetect.engine.scan import ScoreOptions, class_columns, score_files_novel
 from ldmdetect.io.datasets import find_images
 from ldmdetect.io.perturb import Perturbation, parse_perturbation
 
+if TYPE_CHECKING:
+    from ldmdetect.io.pairs import Pair
 
-@dataclass(frozen=True)
-class Condition:
-    """One way an evaluation scored the images: clean with N tries, under a perturbation, or
-    the format control. ``generators`` holds the metrics per test set, ``mean`` their mean."""
-
-    name: str  # "1-try", "jpeg:75, 1-try", "format control jpeg:90"
-    kind: str  # "tries", "robustness" or "format_control"
-    generators: dict[str, dict[str, float]]
-    mean: dict[str, float]
-    intervals: dict | None
-    seconds_per_image: float
-
-
-@dataclass
-class Evaluation:
-    """``result`` is what metrics.json holds; ``scores`` the clean scores for plots.
-
-    ``families`` (detectors with a family head): per set, "real" and each generator's name,
-    the family attributed to each of its files in the set's file order (headline condition;
-    None where the file was judged real or failed, "unknown" under the open-set threshold;
-    see :mod:`ldmdetect.attribution`). Empty for other detectors."""
-
-    result: dict
-    scores: dict
-    files: dict[str, Path] = field(default_factory=dict)
-    families: dict[str, list[str | None]] = field(default_factory=dict)
-    # Per set as ``families``: what the attribution was made from (per-class probabilities,
-    # verdicts, novelty), to re-read it at another operating point without scoring again.
-    family_inputs: dict[str, FamilyInputs] = field(default_factory=dict)
-
-    def conditions(self) -> list[Condition]:
-        """Every scoring condition in report order: tries, then perturbations (1 try, as the
-        headline), then the format control. Callers read these instead of walking the dict."""
-        res = self.result
-        named = [(f"{t}-try", "tries", c) for t, c in res["tries"].items()]
-        named += [(f"{p}, 1-try", "robustness", c) for p, c in res["robustness"].items()]
-        if res.get("format_control"):
-            control = res["format_control"]
-            named.append((f"format control jpeg:{control['quality']}", "format_control", control))
-        return [
-            Condition(
-                name,
-                kind,
-                cond["generators"],
-                cond["mean"],
-                cond.get("intervals"),
-                cond["seconds_per_image"],
-            )
-            for name, kind, cond in named
-        ]
+# Condition and Evaluation (the typed result) are defined in evaluate_results and named here
+# too, where callers of evaluate() look for them.
+__all__ = ["SYNRIS_GENERATOR", "Condition", "Evaluation", "evaluate", "generator_sets"]
 
 
 def generator_sets(fake_dirs: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
@@ -149,6 +107,68 @@ def evaluate(
     detector's training data came from, and its agreement with the family head. Detectors
     without families take neither.
     """
+    sets = _find_sets(real, fakes, pairs)
+    tries = list(tries)
+    if not tries:
+        raise ValueError("tries must name at least one setting")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0 (0 = no intervals), got {n_boot}")
+    perturbs = [p if isinstance(p, Perturbation) else parse_perturbation(p) for p in perturbations]
+    truth, left_out = _true_families(detector, list(sets.fakes), families, cross_check)
+    passes = ScoringPasses(
+        detector,
+        {"batch_size": batch_size, "num_workers": num_workers, "progress": progress},
+        tries[0],
+        _family_rule(detector, family_fpr),
+    )
+    boot = _Bootstrap(n_boot, confidence, seed)
+    scored = _score_conditions(passes, sets, tries, perturbs, format_control, boot)
+    synris = None
+    if sets.pairs is not None:  # then pairs is not None either
+        synris = _synris_section(passes, sets.pairs, str(pairs), scored.real_scores, boot)
+    recorded = _settings(
+        detector, settings, real, sets, tries, perturbs, format_control, pairs, boot
+    )
+    result = _result(passes, scored, synris, recorded)
+    if detector.families:
+        result["attribution"] = _attribution(
+            detector, passes, truth, left_out, sets.fakes, cross_check
+        )
+        if cross_check:
+            result["settings"]["cross_check"] = True
+        if families:
+            result["settings"]["families"] = dict(families)
+    scores = {"real": scored.real_scores, "generators": scored.gen_scores}
+    evaluation = Evaluation(
+        result, scores, families=passes.attributed, family_inputs=passes.family_inputs
+    )
+    if output is not None:
+        evaluation.files = write_report(result, scores, output)
+    return evaluation
+
+
+@dataclass(frozen=True)
+class _Sets:
+    """The files an evaluation scores: the reals, each generator's fakes, and the SynRIS
+    pairs (None without ``pairs``), found once so every condition scores the same files."""
+
+    real: list[Path]
+    fakes: dict[str, list[Path]]
+    pairs: list[Pair] | None
+
+    @property
+    def n_images(self) -> int:
+        """Reals and fakes of one condition's pass: what its time per image divides by."""
+        return len(self.real) + sum(len(p) for p in self.fakes.values())
+
+
+def _find_sets(
+    real: Sequence[str | os.PathLike],
+    fakes: Mapping[str, Sequence[str | os.PathLike]] | Sequence[str | os.PathLike],
+    pairs: str | os.PathLike | None,
+) -> _Sets:
+    """The images behind ``real``, ``fakes`` and ``pairs`` (see :func:`evaluate`); an empty
+    set is an error here, before any scoring, since its metrics would mean nothing."""
     real_paths = find_images(real)
     if isinstance(fakes, Mapping):
         fake_sets = {name: find_images(paths) for name, paths in fakes.items()}
@@ -168,210 +188,256 @@ def evaluate(
     for name, paths in fake_sets.items():
         if not paths:
             raise ValueError(f"generator {name!r}: no images found")
-    tries = list(tries)
-    if not tries:
-        raise ValueError("tries must name at least one setting")
-    if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0 (0 = no intervals), got {n_boot}")
-    perturbs = [p if isinstance(p, Perturbation) else parse_perturbation(p) for p in perturbations]
+    return _Sets(real_paths, fake_sets, pair_list)
+
+
+def _true_families(
+    detector: Detector,
+    set_names: Sequence[str],
+    families: Mapping[str, str] | None,
+    cross_check: bool,
+) -> tuple[dict[str, str], list[str]]:
+    """A family head's known family per set and the sets left out (none for other
+    detectors, for which asking for families or a cross-check is an error, not a no-op)."""
     if (families or cross_check) and not detector.families:
         raise ValueError(
             "--family and --cross-check apply to detectors with a family head; this "
             f"{detector.config.method} detector has none (it was trained on one family)"
         )
-    truth, left_out = ({}, [])
-    if detector.families:
-        from ldmdetect.engine.evaluate_attribution import true_families
+    if not detector.families:
+        return {}, []
+    from ldmdetect.engine.evaluate_attribution import true_families
 
-        truth, left_out = true_families(list(fake_sets), detector.families, families)
-    errors: dict[str, str] = {}
-    probabilistic = detector.method.probabilistic
-    # Clean headline scores by absolute path (NaN = failed), so the SynRIS section does not
-    # score an image twice.
-    clean: dict[str, float] = {}
-    # Methods of more than two classes: each set's mean probability per class on the clean
-    # headline scores, {"real": {"p_<class>": mean}, "generators": {name: {...}}}.
-    classes = detector.classes
-    per_class = bool(class_columns(classes))
-    class_means: dict = {"real": None, "generators": {}}
-    attributed: dict[str, list[str | None]] = {}
-    family_inputs: dict[str, FamilyInputs] = {}
-    failed: dict[str, list[bool]] = {}
+    return true_families(list(set_names), detector.families, families)
+
+
+def _family_rule(detector: Detector, fpr: float | None) -> DecisionRule:
+    """The rule that decides which files a family head attributes: the threshold calibrated
+    at ``fpr``, or the raw rule where that FPR is unresolved (for the families only; the
+    metrics need no threshold)."""
     try:
-        family_rule = detector.config.decision_rule(family_fpr, None)
-    except ValueError:  # unresolved at that FPR: the raw rule, for the families only
-        family_rule = detector.config.decision_rule(None, None)
+        return detector.config.decision_rule(fpr, None)
+    except ValueError:
+        return detector.config.decision_rule(None, None)
 
-    # How every pass loads its files: the same for each condition and set.
-    loading: ScoreOptions = {
-        "batch_size": batch_size,
-        "num_workers": num_workers,
-        "progress": progress,
-    }
 
-    def run(perturbation: Perturbation | None, n_tries: int):
-        label = f"{perturbation or 'clean'}, {n_tries}-try"
-        start = time.perf_counter()
-        real_scores = _score(real_paths, perturbation, n_tries, f"real ({label})", "")
-        per_gen, gen_scores = {}, {}
-        for name, paths in fake_sets.items():
-            fake_scores = _score(paths, perturbation, n_tries, f"{name} ({label})", name)
-            per_gen[name] = _metrics(real_scores, fake_scores, probabilistic)
-            gen_scores[name] = fake_scores
-        n_images = len(real_paths) + sum(len(p) for p in fake_sets.values())
-        # Wall time per image for decode + perturb + crops + model: the cost of one verdict.
-        seconds_per_image = (time.perf_counter() - start) / n_images
-        condition = {
-            "generators": per_gen,
-            "mean": mean_metrics(per_gen),
-            "intervals": _intervals(real_scores, gen_scores),
-            "seconds_per_image": seconds_per_image,
-        }
-        return condition, real_scores, gen_scores
+@dataclass(frozen=True)
+class _Bootstrap:
+    """How every interval of one evaluation is drawn, so that all conditions and the SynRIS
+    comparison resample alike and metrics.json can say how."""
 
-    def _intervals(real_scores, gen_scores):
-        if n_boot == 0 or real_scores.size == 0 or any(s.size == 0 for s in gen_scores.values()):
+    n_boot: int
+    confidence: float
+    seed: int
+
+    def intervals(
+        self, real_scores: np.ndarray, gen_scores: Mapping[str, np.ndarray]
+    ) -> dict | None:
+        """Per generator and mean intervals of a condition; None with ``n_boot=0`` or a set
+        with no scored image (nothing to resample)."""
+        if self.n_boot == 0 or real_scores.size == 0:
+            return None
+        if any(s.size == 0 for s in gen_scores.values()):
             return None
         return generator_intervals(
-            real_scores, gen_scores, n_boot=n_boot, level=confidence, seed=seed
+            real_scores, gen_scores, n_boot=self.n_boot, level=self.confidence, seed=self.seed
         )
 
-    def _score(paths, perturbation, n_tries, desc, group=None):
-        # group: whose class means a headline pass records ("" = the reals; None = nobody's)
-        headline = perturbation is None and n_tries == tries[0]
-        with_classes = per_class and headline and group is not None
-        scores, probabilities, novel, errs = score_files_novel(
-            detector,
-            paths,
-            tries=n_tries,
-            perturbation=perturbation,
-            desc=desc,
-            classes=with_classes,
-            **loading,
-        )
-        errors.update(errs)
-        if headline:
-            clean.update(zip((os.path.abspath(p) for p in paths), scores.tolist(), strict=True))
-        if probabilities is not None:
-            means = _class_means(probabilities, classes)
-            if group:
-                class_means["generators"][group] = means
-            else:
-                class_means["real"] = means
-            if detector.families:
-                key = group or "real"
-                attributed[key] = _families(detector, scores, probabilities, family_rule, novel)
-                family_inputs[key] = FamilyInputs.of(scores, probabilities, family_rule, novel)
-                failed[key] = np.isnan(scores).tolist()
-        return scores[~np.isnan(scores)]
-
-    def synris_section(pair_list):
-        fake_files = _unique(os.path.abspath(p.fake) for p in pair_list)
-        real_files = _unique(os.path.abspath(p.real) for p in pair_list)
-        todo = [p for p in _unique([*fake_files, *real_files]) if p not in clean]
-        if todo:
-            _score(todo, None, tries[0], "SynRIS pairs")
-        fake = np.array([clean[p] for p in fake_files])
-        matched = np.array([clean[p] for p in real_files])
-        fake, matched = fake[~np.isnan(fake)], matched[~np.isnan(matched)]
-        if fake.size == 0 or matched.size == 0:
-            raise ValueError(f"{pairs}: no paired fake or matched real could be scored")
-        both = [(clean[os.path.abspath(p.fake)], clean[os.path.abspath(p.real)]) for p in pair_list]
-        both = np.array([b for b in both if not np.isnan(b).any()]).reshape(-1, 2)
-        section = {
-            "pairs": str(pairs),
-            "n_pairs": len(pair_list),
-            "n_matched_reals": int(matched.size),
-            "matched": _metrics(matched, fake, probabilistic),
-            "unmatched": _metrics(real_scores, fake, probabilistic),
-            "intervals": None,
-            # Share of pairs where the fake outscores its own matched real (ties count half).
-            "pair_win_rate": float(
-                np.mean((both[:, 0] > both[:, 1]) + 0.5 * (both[:, 0] == both[:, 1]))
-            )
-            if both.size
-            else None,
-            "similarity_mean": float(np.nanmean([p.similarity for p in pair_list])),
+    def settings(self) -> dict[str, Any]:
+        """metrics.json's ``settings.bootstrap``."""
+        return {
+            "n_boot": self.n_boot,
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "resampling": "reals and fakes separately (stratified)",
         }
-        section["auc_gap"] = section["unmatched"]["auc"] - section["matched"]["auc"]
-        if n_boot:
-            section["intervals"] = {
-                name: bootstrap_intervals(
-                    np.r_[np.zeros(reals.size), np.ones(fake.size)],
-                    np.r_[reals, fake],
-                    n_boot=n_boot,
-                    level=confidence,
-                    seed=seed,
-                )
-                for name, reals in (("matched", matched), ("unmatched", real_scores))
-            }
-        summary = Path(pairs).parent / "synris.json"
-        if summary.is_file():
-            with contextlib.suppress(ValueError):
-                section["embedder"] = json.loads(summary.read_text()).get("embedder")
-        return section
 
-    headline, real_scores, gen_scores = run(None, tries[0])
+
+@dataclass(frozen=True)
+class _Scored:
+    """Every condition's section of the result, and the clean headline scores for the plots
+    and the SynRIS comparison's unmatched row."""
+
+    headline: dict[str, Any]
+    by_tries: dict[str, dict[str, Any]]
+    robustness: dict[str, dict[str, Any]]
+    control: dict[str, Any] | None
+    real_scores: np.ndarray
+    gen_scores: dict[str, np.ndarray]
+
+
+def _score_conditions(
+    passes: ScoringPasses,
+    sets: _Sets,
+    tries: Sequence[int],
+    perturbs: Sequence[Perturbation],
+    format_control: int | None,
+    boot: _Bootstrap,
+) -> _Scored:
+    """Score every condition, headline first (its pass records the clean scores the others
+    reuse): each tries setting clean, each perturbation and the format control at the
+    headline's tries."""
+    headline, real_scores, gen_scores = _condition(passes, sets, None, tries[0], boot)
     by_tries = {str(tries[0]): headline}
     for n_tries in tries[1:]:
-        by_tries[str(n_tries)] = run(None, n_tries)[0]
-    robustness = {str(p): run(p, tries[0])[0] for p in perturbs}
+        by_tries[str(n_tries)] = _condition(passes, sets, None, n_tries, boot)[0]
+    robustness = {str(p): _condition(passes, sets, p, tries[0], boot)[0] for p in perturbs}
     control = None
     if format_control is not None:
-        control = run(parse_perturbation(f"jpeg:{format_control}"), tries[0])[0]
+        jpeg = parse_perturbation(f"jpeg:{format_control}")
+        control = _condition(passes, sets, jpeg, tries[0], boot)[0]
         control["quality"] = format_control
-    synris = synris_section(pair_list) if pair_list is not None else None
+    return _Scored(headline, by_tries, robustness, control, real_scores, gen_scores)
 
-    formats = {"real": _formats(real_paths)} | {n: _formats(p) for n, p in fake_sets.items()}
-    result = {
-        "settings": {
-            "detector": dict(settings or {}),
-            "method": detector.config.method,
-            "backbone": detector.config.backbone,
-            "input_size": detector.config.input_size,
-            "tries": tries,
-            "real": [str(r) for r in real],
-            "n_real": len(real_paths),
-            "fakes": {name: len(paths) for name, paths in fake_sets.items()},
-            "perturbations": [str(p) for p in perturbs],
-            "format_control_quality": format_control,
-            "pairs": None if pairs is None else str(pairs),
-            "bootstrap": {
-                "n_boot": n_boot,
-                "confidence": confidence,
-                "seed": seed,
-                "resampling": "reals and fakes separately (stratified)",
-            },
-            "file_formats": formats,
-            "mixed_formats": len({tuple(sorted(f)) for f in formats.values()}) > 1,
-        },
-        "generators": headline["generators"],
-        "mean": headline["mean"],
-        "intervals": headline["intervals"],
-        "tries": by_tries,
-        "robustness": robustness,
-        "format_control": control,
-        "synris": synris,
-        "errors": errors,
+
+def _condition(
+    passes: ScoringPasses,
+    sets: _Sets,
+    perturbation: Perturbation | None,
+    n_tries: int,
+    boot: _Bootstrap,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, np.ndarray]]:
+    """One condition's section (metrics per generator, their mean, intervals, time per
+    image) with the reals' and each generator's scores under it."""
+    label = f"{perturbation or 'clean'}, {n_tries}-try"
+    probabilistic = passes.detector.method.probabilistic
+    start = time.perf_counter()
+    real_scores = passes.score(sets.real, perturbation, n_tries, f"real ({label})", "")
+    per_gen, gen_scores = {}, {}
+    for name, paths in sets.fakes.items():
+        fake_scores = passes.score(paths, perturbation, n_tries, f"{name} ({label})", name)
+        per_gen[name] = _metrics(real_scores, fake_scores, probabilistic)
+        gen_scores[name] = fake_scores
+    # Wall time per image for decode + perturb + crops + model: the cost of one verdict.
+    seconds_per_image = (time.perf_counter() - start) / sets.n_images
+    section = {
+        "generators": per_gen,
+        "mean": mean_metrics(per_gen),
+        "intervals": boot.intervals(real_scores, gen_scores),
+        "seconds_per_image": seconds_per_image,
     }
-    if per_class:  # two-class results keep their keys
-        result["class_probabilities"] = class_means
-    if detector.families:
-        result["attribution"] = _attribution(
-            detector, attributed, failed, truth, left_out, family_rule, fake_sets, cross_check
+    return section, real_scores, gen_scores
+
+
+def _pair_scores(
+    passes: ScoringPasses, pair_list: Sequence[Pair], pairs: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The SynRIS fakes' and matched reals' clean scores (failed ones left out) and the
+    (fake, matched real) score of each pair where both scored; a pair file not among the
+    evaluated sets is scored here, once."""
+    clean = passes.clean
+    fake_files = _unique(os.path.abspath(p.fake) for p in pair_list)
+    real_files = _unique(os.path.abspath(p.real) for p in pair_list)
+    todo = [p for p in _unique([*fake_files, *real_files]) if p not in clean]
+    if todo:
+        passes.score(todo, None, passes.headline_tries, "SynRIS pairs")
+    fake = np.array([clean[p] for p in fake_files])
+    matched = np.array([clean[p] for p in real_files])
+    fake, matched = fake[~np.isnan(fake)], matched[~np.isnan(matched)]
+    if fake.size == 0 or matched.size == 0:
+        raise ValueError(f"{pairs}: no paired fake or matched real could be scored")
+    both = [(clean[os.path.abspath(p.fake)], clean[os.path.abspath(p.real)]) for p in pair_list]
+    both = np.array([b for b in both if not np.isnan(b).any()]).reshape(-1, 2)
+    return fake, matched, both
+
+
+def _synris_section(
+    passes: ScoringPasses,
+    pair_list: Sequence[Pair],
+    pairs: str,
+    real_scores: np.ndarray,
+    boot: _Bootstrap,
+) -> dict[str, Any]:
+    """The ``synris`` section: the paired fakes against their matched reals next to the same
+    fakes against the evaluated reals, so the share of the score that came from telling
+    themes apart shows as the AUC gap."""
+    fake, matched, both = _pair_scores(passes, pair_list, pairs)
+    probabilistic = passes.detector.method.probabilistic
+    section = {
+        "pairs": pairs,
+        "n_pairs": len(pair_list),
+        "n_matched_reals": int(matched.size),
+        "matched": _metrics(matched, fake, probabilistic),
+        "unmatched": _metrics(real_scores, fake, probabilistic),
+        "intervals": None,
+        # Share of pairs where the fake outscores its own matched real (ties count half).
+        "pair_win_rate": float(
+            np.mean((both[:, 0] > both[:, 1]) + 0.5 * (both[:, 0] == both[:, 1]))
         )
-        result["attribution"]["closed_set"] = closed_set_section(
-            family_inputs, truth, detector.classes
-        )
-        if cross_check:
-            result["settings"]["cross_check"] = True
-        if families:
-            result["settings"]["families"] = dict(families)
-    scores = {"real": real_scores, "generators": gen_scores}
-    evaluation = Evaluation(result, scores, families=attributed, family_inputs=family_inputs)
-    if output is not None:
-        evaluation.files = write_report(result, scores, output)
-    return evaluation
+        if both.size
+        else None,
+        "similarity_mean": float(np.nanmean([p.similarity for p in pair_list])),
+    }
+    section["auc_gap"] = section["unmatched"]["auc"] - section["matched"]["auc"]
+    if boot.n_boot:
+        section["intervals"] = {
+            name: bootstrap_intervals(
+                np.r_[np.zeros(reals.size), np.ones(fake.size)],
+                np.r_[reals, fake],
+                n_boot=boot.n_boot,
+                level=boot.confidence,
+                seed=boot.seed,
+            )
+            for name, reals in (("matched", matched), ("unmatched", real_scores))
+        }
+    summary = Path(pairs).parent / "synris.json"
+    if summary.is_file():
+        with contextlib.suppress(ValueError):
+            section["embedder"] = json.loads(summary.read_text()).get("embedder")
+    return section
+
+
+def _settings(
+    detector: Detector,
+    settings: Mapping | None,
+    real: Sequence[str | os.PathLike],
+    sets: _Sets,
+    tries: list[int],
+    perturbs: Sequence[Perturbation],
+    format_control: int | None,
+    pairs: str | os.PathLike | None,
+    boot: _Bootstrap,
+) -> dict[str, Any]:
+    """metrics.json's ``settings``: what was evaluated and how, so a result can be
+    reproduced and its file formats compared (a format gap is a shortcut a detector takes)."""
+    formats = {"real": _formats(sets.real)} | {n: _formats(p) for n, p in sets.fakes.items()}
+    return {
+        "detector": dict(settings or {}),
+        "method": detector.config.method,
+        "backbone": detector.config.backbone,
+        "input_size": detector.config.input_size,
+        "tries": tries,
+        "real": [str(r) for r in real],
+        "n_real": len(sets.real),
+        "fakes": {name: len(paths) for name, paths in sets.fakes.items()},
+        "perturbations": [str(p) for p in perturbs],
+        "format_control_quality": format_control,
+        "pairs": None if pairs is None else str(pairs),
+        "bootstrap": boot.settings(),
+        "file_formats": formats,
+        "mixed_formats": len({tuple(sorted(f)) for f in formats.values()}) > 1,
+    }
+
+
+def _result(
+    passes: ScoringPasses, scored: _Scored, synris: dict[str, Any] | None, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The result mapping metrics.json holds (keys in the order users read them; the
+    headline's metrics at the top, every condition under its section)."""
+    result = {
+        "settings": settings,
+        "generators": scored.headline["generators"],
+        "mean": scored.headline["mean"],
+        "intervals": scored.headline["intervals"],
+        "tries": scored.by_tries,
+        "robustness": scored.robustness,
+        "format_control": scored.control,
+        "synris": synris,
+        "errors": passes.errors,
+    }
+    if passes.per_class:  # two-class results keep their keys
+        result["class_probabilities"] = passes.class_means
+    return result
 
 
 SYNRIS_GENERATOR = "synris fakes"
@@ -382,46 +448,20 @@ def _unique(items) -> list:
     return list(dict.fromkeys(items))
 
 
-def _families(
-    detector: Detector,
-    scores: np.ndarray,
-    probabilities: np.ndarray,
-    rule,
-    novel: np.ndarray | None = None,
-) -> list[str | None]:
-    """Each file's family (None for a failed file or one judged real by ``rule`` and not
-    novel; "unknown" for a novel one: :func:`ldmdetect.attribution.attribute`)."""
-    from ldmdetect.attribution import attribute
-
-    scored = ~np.isnan(scores)
-    out: list[str | None] = [None] * len(scores)
-    generated = np.array([rule.label(float(s)) == "generated" for s in scores[scored]])
-    found = attribute(
-        probabilities[scored],
-        detector.classes,
-        generated,
-        detector.config.family_threshold,
-        None if novel is None else novel[scored],
-    )
-    for i, a in zip(np.flatnonzero(scored), found, strict=True):
-        out[i] = a.family
-    return out
-
-
 def _attribution(
     detector: Detector,
-    attributed: Mapping[str, list[str | None]],
-    failed: Mapping[str, list[bool]],
+    passes: ScoringPasses,
     truth: Mapping[str, str],
     left_out: Sequence[str],
-    rule,
     fake_sets: Mapping[str, Sequence[Path]],
     cross_check: bool,
-) -> dict:
-    """The ``attribution`` section of a family head's result, with the judge's cross-check
-    where asked (over the attributed sets' files that scored)."""
+) -> dict[str, Any]:
+    """The ``attribution`` section of a family head's result: the confusion matrix of the
+    headline pass's attributions, the judge's cross-check where asked (over the attributed
+    sets' files that scored), and the closed-set reading of the same probabilities."""
     from ldmdetect.engine.evaluate_attribution import attribution_section, judge_cross_check
 
+    attributed, failed = passes.attributed, passes.failed
     section = attribution_section(
         detector.families,
         attributed,
@@ -429,7 +469,7 @@ def _attribution(
         truth,
         left_out,
         family_threshold=detector.config.family_threshold,
-        decision=rule.threshold_name,
+        decision=passes.family_rule.threshold_name,
     )
     if cross_check and truth:
         keep = {name: [not f for f in failed[name]] for name in truth}
@@ -439,16 +479,8 @@ def _attribution(
             truth,
             {n: [a for a, k in zip(attributed[n], keep[n], strict=True) if k] for n in truth},
         )
+    section["closed_set"] = closed_set_section(passes.family_inputs, truth, detector.classes)
     return section
-
-
-def _class_means(probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """Each class's mean probability over a set's scored files (failed ones left out):
-    {"p_<class>": mean}; None for a set with none scored (metrics.json holds no NaN)."""
-    scored = probabilities[~np.isnan(probabilities).any(axis=1)]
-    if not len(scored):
-        return {f"p_{c}": None for c in classes}
-    return {f"p_{c}": float(m) for c, m in zip(classes, scored.mean(axis=0), strict=True)}
 
 
 def _metrics(

@@ -18,6 +18,10 @@ The result mapping (what metrics.json holds)::
      # family heads only: the attribution confusion matrix (ldmdetect.engine.evaluate_attribution)
      "attribution": {"rows", "columns", "counts", "accuracy_per_family", ...}}
 
+``render_markdown`` reads it through :class:`ldmdetect.engine.evaluate_results.Evaluation`
+(its conditions, the SynRIS comparison, the per-class means), which also takes a result built
+by hand without the optional sections.
+
 Where a condition has intervals, a table cell reads "0.9210 [0.8800, 0.9600]".
 
 Plots take clean-condition scores: ``{"real": array, "generators": {name: array}}``.
@@ -34,6 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from ldmdetect.engine.evaluate_results import (
+    ClassProbabilities,
+    Condition,
+    Evaluation,
+    SynRISComparison,
+)
 from ldmdetect.engine.figures import new_figure, save_png
 from ldmdetect.engine.markdown import DEFAULT_COLUMNS, markdown_table
 from ldmdetect.engine.metrics import _allowed_reals, _as_scores, roc_auc, roc_curve
@@ -82,19 +92,12 @@ def _setting_text(value: Any) -> str:
     return json.dumps(value, default=_json_default)
 
 
-def _group_table(group: Mapping[str, Any], label: str) -> str:
+def _group_table(condition: Condition, label: str) -> str:
     """Per-generator rows followed by their mean, for the clean and format-control conditions."""
-    if "mean" in group["generators"]:
-        raise ValueError("a generator may not be named 'mean': it would collide with the mean row")
-    rows = {**group["generators"], "mean": group["mean"]}
-    found = group.get("intervals")
-    intervals = {**found["generators"], "mean": found["mean"]} if found else None
-    return markdown_table(rows, list(group["mean"]), label=label, intervals=intervals)
-
-
-def _mean_interval(condition: Mapping[str, Any]) -> Mapping[str, Sequence[float]] | None:
-    found = condition.get("intervals")
-    return found["mean"] if found else None
+    rows = condition.rows()
+    return markdown_table(
+        rows, list(condition.mean), label=label, intervals=condition.row_intervals()
+    )
 
 
 def _small_sample_notes(mean: Mapping[str, Any]) -> list[str]:
@@ -117,21 +120,25 @@ def _small_sample_notes(mean: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def _class_table(means: Mapping[str, Any]) -> str:
+def _class_table(means: ClassProbabilities) -> str:
     """Methods of more than two classes: each set's mean probability per class, one
     ``p_<class>`` column each, so attribution to a family reads across a row."""
-    rows = {"real": means["real"], **means["generators"]}
-    return markdown_table(rows, list(means["real"]), label="images")
+    return markdown_table(means.rows(), means.columns, label="images")
 
 
-def render_markdown(result: Mapping[str, Any]) -> str:
-    """The human-readable report: settings, clean, robustness and format-control tables."""
-    if not result.get("generators"):
+def render_markdown(result: Mapping[str, Any] | Evaluation) -> str:
+    """The human-readable report: settings, clean, robustness and format-control tables.
+
+    ``result``: an :class:`Evaluation` or the result mapping metrics.json holds (read through
+    :meth:`Evaluation.of`)."""
+    evaluation = result if isinstance(result, Evaluation) else Evaluation.of(result)
+    clean = evaluation.headline()
+    if not clean.generators:
         raise ValueError("result has no generators to report")
-    columns = list(result["mean"])
+    columns = list(clean.mean)
     parts = ["# ldmdetect evaluation report\n"]
 
-    settings = result.get("settings") or {}
+    settings = evaluation.settings
     parts.append("## Settings\n")
     if settings:
         parts.append("".join(f"- {k}: `{_setting_text(v)}`\n" for k, v in settings.items()))
@@ -139,57 +146,58 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         parts.append("(none recorded)\n")
 
     parts.append("## Clean images\n")
-    parts.append(_group_table(result, "generator"))
-    if result.get("class_probabilities"):
+    parts.append(_group_table(clean, "generator"))
+    if evaluation.class_probabilities:
         parts.append("## Per-class probabilities (mean over each set's images)\n")
-        parts.append(_class_table(result["class_probabilities"]))
-    if result.get("attribution"):
+        parts.append(_class_table(evaluation.class_probabilities))
+    if evaluation.attribution:
         from ldmdetect.engine.evaluate_attribution import markdown as attribution_markdown
 
-        parts.append(attribution_markdown(result["attribution"]))
+        parts.append(attribution_markdown(evaluation.attribution))
 
-    by_tries = result.get("tries") or {}
+    by_tries = evaluation.conditions("tries")
     if len(by_tries) > 1:
         parts.append("## Crops per image (mean over generators)\n")
         parts.append("1 try = the center crop; N tries = mean probability over N random crops.\n")
-        rows = {
-            f"{n}-try": {**cond["mean"], "seconds_per_image": cond.get("seconds_per_image")}
-            for n, cond in by_tries.items()
-        }
-        intervals = {f"{n}-try": _mean_interval(cond) for n, cond in by_tries.items()}
+        rows = {c.name: {**c.mean, "seconds_per_image": c.seconds_per_image} for c in by_tries}
+        intervals = {c.name: c.mean_intervals for c in by_tries}
         parts.append(
             markdown_table(
                 rows, [*columns, "seconds_per_image"], label="inference", intervals=intervals
             )
         )
 
-    robustness = result.get("robustness") or {}
+    robustness = evaluation.conditions("robustness")
     parts.append("## Robustness (mean over generators)\n")
     if robustness:
-        rows = {"clean": result["mean"]}
-        rows.update({spec: cond["mean"] for spec, cond in robustness.items()})
-        intervals = {"clean": _mean_interval(result)}
-        intervals.update({spec: _mean_interval(cond) for spec, cond in robustness.items()})
+        rows = {"clean": clean.mean} | {c.label: c.mean for c in robustness}
+        intervals = {"clean": clean.mean_intervals}
+        intervals |= {c.label: c.mean_intervals for c in robustness}
         parts.append(markdown_table(rows, columns, label="perturbation", intervals=intervals))
     else:
         parts.append("No perturbations were evaluated.\n")
 
-    control = result.get("format_control")
-    if control is not None:
+    for control in evaluation.conditions("format_control"):
         parts.append("## Format control (reals and fakes through the same JPEG quality)\n")
         parts.append(
             "A detector that separates file formats rather than generators collapses here.\n"
         )
         parts.append(_group_table(control, "generator"))
 
-    if result.get("synris"):
-        parts.append(_synris_text(result["synris"], columns))
+    if evaluation.synris:
+        parts.append(_synris_text(evaluation.synris, columns))
 
-    parts.append(_plots_text(result["mean"]))
+    parts.append(_plots_text(clean.mean))
+    parts.append(_notes_text(evaluation, clean))
+    return "\n".join(parts)
 
-    parts.append("## Notes\n")
-    parts.append(THRESHOLD_NOTE + "\n")
-    if result.get("intervals"):
+
+def _notes_text(evaluation: Evaluation, clean: Condition) -> str:
+    """The Notes section: how thresholds and intervals are read, and what may mislead (mixed
+    file formats, skipped files, too few reals for a stated FPR)."""
+    settings = evaluation.settings
+    parts = ["## Notes\n", THRESHOLD_NOTE + "\n"]
+    if clean.intervals:
         boot = settings.get("bootstrap") or {}
         level = boot.get("confidence", 0.95)
         count = f"{boot['n_boot']} " if "n_boot" in boot else ""
@@ -205,11 +213,11 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"(`{_setting_text(settings.get('file_formats'))}`); a detector can score well "
             "by telling formats apart. Compare with the format-control table.\n"
         )
-    errors = result.get("errors") or {}
+    errors = evaluation.errors
     if errors:
         parts.append(f"{len(errors)} file(s) could not be decoded and were skipped:\n")
         parts.append("".join(f"- `{path}`: {reason}\n" for path, reason in errors.items()))
-    parts.extend(_small_sample_notes(result["mean"]))
+    parts.extend(_small_sample_notes(clean.mean))
     return "\n".join(parts)
 
 
@@ -242,30 +250,30 @@ def _plots_text(mean: Mapping[str, Any]) -> str:
     )
 
 
-def _synris_text(synris: Mapping[str, Any], columns: Sequence[str]) -> str:
+def _synris_text(synris: SynRISComparison, columns: Sequence[str]) -> str:
     """The SynRIS section: the paired fakes against their matched reals, then against the
     unmatched real set; a high AUC that drops on matched reals came from telling themes apart."""
-    rows = {"SynRIS-matched reals": synris["matched"], "unmatched reals": synris["unmatched"]}
-    found = synris.get("intervals")
+    rows = {"SynRIS-matched reals": synris.matched, "unmatched reals": synris.unmatched}
+    found = synris.intervals
     intervals = (
         {"SynRIS-matched reals": found["matched"], "unmatched reals": found["unmatched"]}
         if found
         else None
     )
-    embedder = synris.get("embedder") or {}
+    embedder = synris.embedder or {}
     lines = [
         "## SynRIS (paired fakes vs. matched reals)\n",
-        f"{synris['n_pairs']} pairs from `{synris['pairs']}`, {synris['n_matched_reals']} "
+        f"{synris.n_pairs} pairs from `{synris.pairs}`, {synris.n_matched_reals} "
         "distinct matched reals scored"
         + (f", matched with `{embedder.get('name')}`" if embedder.get("name") else "")
-        + f" (mean cosine similarity {synris['similarity_mean']:.4f}). Same fakes in both rows.\n",
+        + f" (mean cosine similarity {synris.similarity_mean:.4f}). Same fakes in both rows.\n",
         markdown_table(rows, columns, label="real set", intervals=intervals),
-        f"AUC gap (unmatched - matched): {synris['auc_gap']:+.4f}.",
+        f"AUC gap (unmatched - matched): {synris.auc_gap:+.4f}.",
     ]
-    if synris.get("pair_win_rate") is not None:
+    if synris.pair_win_rate is not None:
         lines[-1] += (
             f" Pair win rate (fake scored above its own matched real, ties half): "
-            f"{synris['pair_win_rate']:.4f}."
+            f"{synris.pair_win_rate:.4f}."
         )
     lines[-1] += "\n"
     return "\n".join(lines)
@@ -426,11 +434,12 @@ def write_report(
         "roc_logfpr": plot_roc_logfpr(scores, out / "roc_logfpr.png"),
         "histograms": plot_histograms(scores, out / "histograms.png"),
     }
-    if result.get("attribution"):
+    attribution = Evaluation.of(result).attribution
+    if attribution:
         from ldmdetect.engine.attribution_report import DEFAULT_PNG, plot_confusion_matrix
         from ldmdetect.engine.evaluate_attribution import matrix_from_section
 
-        cm = matrix_from_section(result["attribution"])
+        cm = matrix_from_section(attribution)
         if cm is not None:
             files["attribution"] = plot_confusion_matrix(cm, out / DEFAULT_PNG)
     return files
