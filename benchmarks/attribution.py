@@ -88,15 +88,8 @@ from ldmdetect.engine.reconstruct import (
     build_aligned_dataset,
     read_aligned_dataset,
 )
-from ldmdetect.engine.train import (
-    TrainConfig,
-    family_generations,
-    novelty_statistics,
-    outlier_pairs,
-    split_by_source,
-    split_examples,
-    train_detector,
-)
+from ldmdetect.engine.train import TrainConfig, split_by_source, split_examples, train_detector
+from ldmdetect.engine.train_families import family_generations, novelty_statistics, outlier_pairs
 from ldmdetect.generative.autoencoder import load_autoencoder
 from ldmdetect.generative.tiny import build_tiny_autoencoder
 from ldmdetect.io.samples import write_sample_photos

@@ -286,22 +286,22 @@ def test_a_family_head_calibrated_in_training_returns_its_recalibrated_novelty_r
 
 def test_family_head_only_for_methods_that_attribute_and_tagged_data(two_family_aligned_dir):
     from ldmdetect.engine.reconstruct import AlignedPair
-    from ldmdetect.engine.train import _head_families
+    from ldmdetect.engine.train_families import head_families
 
     pairs = read_aligned_dataset(two_family_aligned_dir)
-    assert _head_families("ae", pairs, [two_family_aligned_dir]) == ("sd-4ch", "flux-16ch")
-    assert _head_families("aeroblade", pairs, [two_family_aligned_dir]) == ()
+    assert head_families("ae", pairs, [two_family_aligned_dir]) == ("sd-4ch", "flux-16ch")
+    assert head_families("aeroblade", pairs, [two_family_aligned_dir]) == ()
     one = [AlignedPair(p.pair_id, p.source, p.real, p.reconstructions[:1]) for p in pairs]
-    assert _head_families("ae", one, [two_family_aligned_dir]) == ()  # one family: binary
+    assert head_families("ae", one, [two_family_aligned_dir]) == ()  # one family: binary
     untagged = [AlignedPair("x", "s", pairs[0].real, (("", pairs[0].reconstructed),))]
     with pytest.raises(ValueError, match="NAME=SRC"):
-        _head_families("ae", pairs + untagged, [two_family_aligned_dir])
+        head_families("ae", pairs + untagged, [two_family_aligned_dir])
 
 
 def test_a_family_head_also_learns_from_each_familys_generations(
     tmp_path, two_family_aligned_dir, tiny_family_dir
 ):
-    from ldmdetect.engine.train import family_generations
+    from ldmdetect.engine.train_families import family_generations
     from ldmdetect.generative.sampling import load_pipeline, write_generated
 
     generated = {}
@@ -358,7 +358,7 @@ def outlier_aligned_dir(tmp_path_factory, photo_dir) -> Path:
 def test_outlier_pairs_are_tagged_other_and_refused_where_they_cannot_teach_it(
     outlier_aligned_dir, two_family_aligned_dir
 ):
-    from ldmdetect.engine.train import outlier_pairs
+    from ldmdetect.engine.train_families import outlier_pairs
 
     found = outlier_pairs([outlier_aligned_dir], ("sd-4ch", "flux-16ch"))
     original = read_aligned_dataset(outlier_aligned_dir)

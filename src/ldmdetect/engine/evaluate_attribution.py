@@ -240,7 +240,7 @@ def family_autoencoders(config: Any) -> tuple[dict[str, dict[str, Any]], list[st
     ``family_sources``, else (a detector saved before it was recorded) the ``families`` maps
     of the dataset.json files its training summary kept."""
     from ldmdetect.attribution import known_families
-    from ldmdetect.engine.train import family_sources
+    from ldmdetect.engine.train_families import family_sources
 
     families = known_families(config.families)
     sources = dict(config.family_sources or {})
