@@ -114,8 +114,13 @@ COST_FILES=() COST_GROUPS=()
 # their own; every other spec the registry's method packages declare shares one run.
 COSTLY=(dire fakeinversion)
 if wanted cost; then
-  cheap=$("$PYTHON" benchmarks/feature_cost.py --list | grep -vxF -f <(printf '%s\n' "${COSTLY[@]}"))
-  COST_GROUPS=("$(echo $cheap)" "${COSTLY[@]}")
+  if specs=$("$PYTHON" benchmarks/feature_cost.py --list); then
+    cheap=$(grep -vxF -f <(printf '%s\n' "${COSTLY[@]}") <<< "$specs")
+    COST_GROUPS=("$(echo $cheap)" "${COSTLY[@]}")
+  else
+    say "feature_cost.py --list failed: the cost step cannot say what to measure"
+    FAILED+=("feature_cost (listing the cost specs)")
+  fi
 fi
 for group in "${COST_GROUPS[@]}"; do
   [[ -n $group ]] || continue # no cheap spec listed: nothing to run, not "every spec"

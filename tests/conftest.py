@@ -99,6 +99,13 @@ LEARNING_BACKBONE = "resnet10t"
 
 
 @pytest.fixture(scope="session")
+def tiny_backbone() -> str:
+    """``TEST_BACKBONE`` for the test modules beside this file: collected after the
+    subfolders, they would find a subfolder's conftest under the name ``conftest``."""
+    return TEST_BACKBONE
+
+
+@pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six real photos from the packages' sample data, downsized for speed."""
     return _photos(tmp_path_factory, "photos", sample_photos()[:6])

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TEST_BACKBONE
 from ldmdetect import methods
 from ldmdetect.config import DetectorConfig
 from ldmdetect.detector import Detector, DetectorLoadError
@@ -158,14 +157,14 @@ def test_a_detector_trained_channels_last_scores_in_that_layout_with_the_same_sc
 
 
 def test_a_pipeline_reads_every_generator_component_from_there(
-    detector_dir, tiny_pipeline_dir, tmp_path
+    detector_dir, tiny_pipeline_dir, tmp_path, tiny_backbone
 ):
     """``--pipeline``: the same weights elsewhere (a local copy of a hub pipeline) stand in
-    for the sources the config records; a method without generator components keeps none."""
+    for the sources the config records; a method without generator components refuses it."""
     import shutil
 
     config = methods.make_config(
-        "lare2", backbone=f"timm:{TEST_BACKBONE}", pipeline=tiny_pipeline_dir
+        "lare2", backbone=f"timm:{tiny_backbone}", pipeline=tiny_pipeline_dir
     )
     method = methods.get("lare2")
     Detector(config, method.build(config, pretrained=False)).save_pretrained(tmp_path / "lare2")
@@ -179,7 +178,9 @@ def test_a_pipeline_reads_every_generator_component_from_there(
     assert {s["id"] for s in override.components.values()} == {str(moved)}
     assert all(s["subfolder"] == name for name, s in override.components.items())
 
-    assert Detector.from_pretrained(detector_dir, device="cpu", pipeline=moved).components is None
+    # An ae detector reads no generator component: a pipeline for it is an error, not ignored.
+    with pytest.raises(ValueError, match="'ae' detector reads no generator component"):
+        Detector.from_pretrained(detector_dir, device="cpu", pipeline=moved)
     with pytest.raises(ValueError, match="or a pipeline"):
         Detector.from_pretrained(
             detector_dir, device="cpu", pipeline=moved, components=config.components

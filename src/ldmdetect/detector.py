@@ -105,7 +105,8 @@ class Detector:
 
         ``pipeline`` reads every generator component the method drives from that pipeline
         instead of where the config records them (``components`` gives the sources one by
-        one; not both). Components load on the first image, so nothing is read here.
+        one; not both); a method that drives none refuses it. Components load on the first
+        image, so nothing is read here.
         """
         if components is not None and pipeline is not None:
             raise ValueError("give a detector's components or a pipeline to read them from")
@@ -117,6 +118,13 @@ class Detector:
         if pipeline is not None:
             from ldmdetect.generative.components import pipeline_override
 
+            if not methods.get(config.method).components:
+                # A setting the method would ignore is an error (aeroblade's autoencoders
+                # are its feature settings, not pipeline components).
+                raise ValueError(
+                    f"a {config.method!r} detector reads no generator component from a "
+                    "pipeline: drop --pipeline"
+                )
             components = pipeline_override(pipeline, methods.get(config.method).components)
         try:
             model = methods.get(config.method).build(config, pretrained=False)

@@ -348,9 +348,10 @@ class Method(ABC):
     ) -> Transform:
         """The picklable CPU step: decoded image -> sample (see :data:`Sample`).
 
-        ``train``: one random view per image, drawn from the loader's rng, instead of ``tries``
-        seeded ones. ``augment`` (training only, and only where :attr:`pixel_augmentation`):
-        the pixel augmentation those views get.
+        ``train``: training views, drawn from the loader's rng (one random view per image for
+        methods that sample views; a method whose view is fixed keeps it), instead of the
+        ``tries`` seeded ones. ``augment`` (training only, and only where
+        :attr:`pixel_augmentation`): the pixel augmentation those views get.
         """
 
     def prepare(
