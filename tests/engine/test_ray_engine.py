@@ -48,13 +48,18 @@ def test_ray_scan_rows_equal_the_local_engines(detector_dir, inputs, tmp_path):
     # 3 crops per image and 6 crops per device batch: 2 images per Ray batch, 5 batches.
     options = ["--tries", "3", "--batch-size", "6", "--fpr", "0.05", "--device", "cpu"]
     ray_options = ["--engine", "ray", "--ray-actors", "1", "--output", str(output)]
+    notes = tmp_path / "notes"  # a folder whose one file is no image: named and counted
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not an image")
+    paths = [*map(str, inputs), str(notes)]
     result = CliRunner().invoke(
-        app, ["scan", *map(str, inputs), "--detector", str(detector_dir), *options, *ray_options]
+        app, ["scan", *paths, "--detector", str(detector_dir), *options, *ray_options]
     )
     local = scan(Detector.from_pretrained(detector_dir, device="cpu"), inputs, tries=3, fpr=0.05)
     flagged = sum(r.label == "generated" for r in local)
     assert result.exit_code == 1, result.output  # failed files are rows, and the status says so
     assert f"10 files, {flagged} flagged as generated, 2 failed" in result.output
+    assert "readme.txt" in result.output and "1 non-image file(s) skipped" in result.output
     rows = _parquet_rows(output)
     assert sorted(rows) == sorted(str(p) for p in inputs)
     for expected in local:

@@ -108,7 +108,7 @@ def scan(
     for warning in run.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     echo_not_images(run.skipped)
-    if run.skipped and run.engine == "local":  # Ray's report names them without a count
+    if run.skipped:
         typer.secho(f"{len(run.skipped)} non-image file(s) skipped", err=True)
     for path, reason in run.failed:
         typer.secho(f"failed {path}: {reason}", fg=typer.colors.YELLOW, err=True)
