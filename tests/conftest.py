@@ -325,7 +325,7 @@ from torch import nn
 
 from ldmdetect.config import IMAGENET_MEAN, IMAGENET_STD
 from ldmdetect.io.labeled import read_labeled
-from ldmdetect.methods import Method, normalize, register_method
+from ldmdetect.methods import Method, MethodDefaults, normalize, register_method
 from ldmdetect.methods.ae import CropTransform
 from ldmdetect.methods.demo_recipe import DemoRecipe, DemoTraining, real_vs_generated
 
@@ -352,9 +352,7 @@ class Throwaway(Method):
     summary = "a tiny CNN on crops, registered from outside the package"
     classes = CLASSES
     tiny_settings = {{"input_size": 32}}
-
-    def defaults(self):
-        return {{"backbone": "tiny-cnn", "input_size": 32}}
+    default_cfg = MethodDefaults(backbone="tiny-cnn", input_size=32)
 
     def normalization(self, backbone):
         return IMAGENET_MEAN, IMAGENET_STD
