@@ -578,11 +578,12 @@ def score_direction(
         if not evaluation.errors:  # else the scores would not pair with the files
             scores[method] = {"real": evaluation.scores["real"]}
             scores[method] |= evaluation.scores["generators"]
+        training_free = not get_method(method).trains  # its score is a reference already
         for test, row in detector_rows(evaluation).items():
             tables["learned"].add(method, train.label, test, seed, row)
-            if not get_method(method).trains:  # a training-free score already
+            if training_free:
                 tables["training_free"].add(reference_name(method), train.label, test, seed, row)
-        if not get_method(method).trains and method in scores:
+        if training_free and method in scores:
             scores[reference_name(method)] = scores[method]
 
     log(f"[seed {seed}] training-free scores through {train.label}'s generator")

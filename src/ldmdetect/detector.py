@@ -115,19 +115,23 @@ class Detector:
             config = DetectorConfig.load(directory)
         except ValueError as err:
             raise DetectorLoadError(str(err)) from err
+        try:
+            method = methods.get(config.method)
+        except ValueError as err:  # an unknown method: the directory is what cannot load
+            raise DetectorLoadError(f"{directory / CONFIG_NAME}: {err}") from err
         if pipeline is not None:
             from ldmdetect.generative.components import pipeline_override
 
-            if not methods.get(config.method).components:
+            if not method.components:
                 # A setting the method would ignore is an error (aeroblade's autoencoders
                 # are its feature settings, not pipeline components).
                 raise ValueError(
                     f"a {config.method!r} detector reads no generator component from a "
                     "pipeline: drop --pipeline"
                 )
-            components = pipeline_override(pipeline, methods.get(config.method).components)
+            components = pipeline_override(pipeline, method.components)
         try:
-            model = methods.get(config.method).build(config, pretrained=False)
+            model = method.build(config, pretrained=False)
         except ValueError as err:
             raise DetectorLoadError(f"{directory / CONFIG_NAME}: {err}") from err
         try:
